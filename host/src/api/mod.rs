@@ -1,0 +1,149 @@
+//! The HTTP server on :3000: the dashboard's static files at `/`, the live
+//! stream at `/ws`, the pipeline's API under `/api`, and `/health`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::extract::ws::{Message, WebSocketUpgrade};
+use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tower_http::services::{ServeDir, ServeFile};
+
+use crate::pipeline::output::now_ms;
+use crate::pipeline::status::{PluginStatus, Registry};
+use crate::sink::Hub;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub registry: Arc<Registry>,
+    pub hub: Hub,
+    pub source: String,
+    pub checkpoint_interval: Duration,
+}
+
+pub fn router(state: AppState, dashboard: PathBuf) -> Router {
+    let api = Router::new()
+        .route("/health", get(health))
+        .route("/api/plugins", get(plugins))
+        .route("/api/pipeline", get(pipeline))
+        .route("/ws", get(ws))
+        .with_state(state);
+    if dashboard.join("index.html").is_file() {
+        let index = ServeFile::new(dashboard.join("index.html"));
+        api.fallback_service(ServeDir::new(dashboard).fallback(index))
+    } else {
+        let msg = format!(
+            "<!doctype html><title>rtap</title><h1>rtap</h1><p>The dashboard is not built at <code>{}</code>. \
+             Run <code>scripts/run.sh</code> (or <code>npm --prefix dashboard run build</code>). \
+             The live stream is at <code>/ws</code>, the API at <code>/api/plugins</code>, health at <code>/health</code>.</p>",
+            dashboard.display()
+        );
+        api.fallback(move || async move { Html(msg) })
+    }
+}
+
+async fn ws(upgrade: WebSocketUpgrade, State(state): State<AppState>) -> Response {
+    upgrade.on_upgrade(move |socket| async move {
+        let (tx, rx) = socket.split();
+        let tx = tx.with(|line: String| {
+            futures_util::future::ready(Ok::<_, axum::Error>(Message::Text(line.into())))
+        });
+        state.hub.serve(Box::pin(tx), rx).await;
+    })
+}
+
+fn plugin_list(reg: &Registry) -> Vec<Value> {
+    let plugins = reg.plugins.lock().expect("registry lock");
+    plugins
+        .iter()
+        .map(|(meta, counters)| {
+            let mut v = serde_json::to_value(meta).expect("plugin meta serializes");
+            v["status"] = serde_json::to_value(counters.status()).expect("status serializes");
+            v["counters"] = counters.snapshot();
+            v
+        })
+        .collect()
+}
+
+async fn plugins(State(state): State<AppState>) -> Json<Vec<Value>> {
+    Json(plugin_list(&state.registry))
+}
+
+fn pipeline_status(state: &AppState) -> Value {
+    let s = &state.registry.stats;
+    let last_cp = s.last_checkpoint.load(Ordering::Relaxed);
+    json!({
+        "source": state.source,
+        "events_in": s.events_in.load(Ordering::Relaxed),
+        "outputs": s.outputs.load(Ordering::Relaxed),
+        "late_events": s.late_events.load(Ordering::Relaxed),
+        "dead_lettered": s.dead_lettered.load(Ordering::Relaxed),
+        "malformed": s.malformed.load(Ordering::Relaxed),
+        "watermark": s.watermark.load(Ordering::Relaxed),
+        "last_checkpoint": (last_cp > 0).then_some(last_cp),
+        "websocket_clients": state.hub.clients(),
+    })
+}
+
+async fn pipeline(State(state): State<AppState>) -> Json<Value> {
+    Json(pipeline_status(&state))
+}
+
+/// `ok`, `degraded` (a plugin degraded, checkpoints late) or `down` (the
+/// source failed or a plugin failed): 503 when down.
+async fn health(State(state): State<AppState>) -> Response {
+    let s = &state.registry.stats;
+    let source = match s.source_done.load(Ordering::Relaxed) {
+        0 => "running",
+        1 => "finished",
+        _ => "failed",
+    };
+    let plugins: serde_json::Map<String, Value> = {
+        let list = state.registry.plugins.lock().expect("registry lock");
+        list.iter()
+            .map(|(m, c)| {
+                (
+                    m.name.clone(),
+                    serde_json::to_value(c.status()).expect("status"),
+                )
+            })
+            .collect()
+    };
+    let last_cp = s.last_checkpoint.load(Ordering::Relaxed);
+    let cp_age = (last_cp > 0).then(|| (now_ms() - last_cp) as f64 / 1000.0);
+    let cp_late = cp_age.is_some_and(|a| a > 3.0 * state.checkpoint_interval.as_secs_f64() + 5.0);
+    let any = |st: PluginStatus| {
+        plugins
+            .values()
+            .any(|v| *v == serde_json::to_value(st).expect("status"))
+    };
+    let overall = if source == "failed" || any(PluginStatus::Failed) {
+        "down"
+    } else if any(PluginStatus::Degraded) || cp_late {
+        "degraded"
+    } else {
+        "ok"
+    };
+    let body = json!({
+        "status": overall,
+        "components": {
+            "source": {"name": state.source, "status": source},
+            "plugins": plugins,
+            "checkpoint": {"last": (last_cp > 0).then_some(last_cp), "age_seconds": cp_age, "late": cp_late},
+            "websocket": {"clients": state.hub.clients()},
+        }
+    });
+    let code = if overall == "down" {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    (code, Json(body)).into_response()
+}

@@ -1,0 +1,283 @@
+//! Typed configuration: command-line flags with environment-variable
+//! fallbacks (`RTAP_*`, and the seed's `EVENT_RATE_PER_SECOND`) and
+//! defaults that run the whole pipeline locally with no other input.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use clap::Parser;
+
+/// A duration written with a unit: `500ms`, `10s`, `2m`, `1h`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HumanDuration(pub Duration);
+
+impl FromStr for HumanDuration {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        let split = s
+            .find(|c: char| !c.is_ascii_digit() && c != '.')
+            .unwrap_or(s.len());
+        let (num, unit) = s.split_at(split);
+        let n: f64 = num
+            .parse()
+            .map_err(|_| format!("`{s}` is not a duration (try 500ms, 10s, 2m)"))?;
+        let secs = match unit {
+            "ms" => n / 1000.0,
+            "s" => n,
+            "m" | "min" => n * 60.0,
+            "h" => n * 3600.0,
+            "" => return Err(format!("`{s}` needs a unit: ms, s, m or h")),
+            other => return Err(format!("unknown duration unit `{other}` in `{s}`")),
+        };
+        Ok(HumanDuration(Duration::from_secs_f64(secs)))
+    }
+}
+
+/// A size in bytes: `64MiB`, `512KiB`, `1GiB`, or plain bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteSize(pub usize);
+
+impl FromStr for ByteSize {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+        let (num, unit) = s.split_at(split);
+        let n: usize = num
+            .parse()
+            .map_err(|_| format!("`{s}` is not a size (try 64MiB)"))?;
+        let mul = match unit {
+            "" | "B" => 1,
+            "KiB" => 1 << 10,
+            "MiB" => 1 << 20,
+            "GiB" => 1 << 30,
+            other => return Err(format!("unknown size unit `{other}` (use KiB, MiB, GiB)")),
+        };
+        Ok(ByteSize(n * mul))
+    }
+}
+
+/// Where events come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceSpec {
+    Simulator,
+    /// A JSONL file, or stdin for `-`.
+    File(String),
+}
+
+impl FromStr for SourceSpec {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.split_once(':') {
+            _ if s == "simulator" => Ok(SourceSpec::Simulator),
+            Some(("file", path)) if !path.is_empty() => Ok(SourceSpec::File(path.to_string())),
+            _ => Err(format!(
+                "unknown source `{s}`: use `simulator`, `file:PATH` or `file:-`"
+            )),
+        }
+    }
+}
+
+/// Where outputs go (besides the WebSocket).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SinkSpec {
+    /// JSONL to a file, or stdout for `-`.
+    Jsonl(String),
+}
+
+impl FromStr for SinkSpec {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.split_once(':') {
+            Some(("jsonl", path)) if !path.is_empty() => Ok(SinkSpec::Jsonl(path.to_string())),
+            _ => Err(format!("unknown sink `{s}`: use `jsonl:PATH` or `jsonl:-`")),
+        }
+    }
+}
+
+/// `NAME=JSON`: a plugin's config.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PluginConfig {
+    pub name: String,
+    pub config: serde_json::Value,
+}
+
+impl FromStr for PluginConfig {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (name, json) = s
+            .split_once('=')
+            .ok_or_else(|| format!("`{s}`: expected NAME={{json}}"))?;
+        let config: serde_json::Value = serde_json::from_str(json)
+            .map_err(|e| format!("config of `{name}` is not valid JSON: {e}"))?;
+        if !config.is_object() {
+            return Err(format!("config of `{name}` must be a JSON object"));
+        }
+        Ok(PluginConfig {
+            name: name.to_string(),
+            config,
+        })
+    }
+}
+
+/// rtap host: a real-time analytics pipeline whose aggregations and alert
+/// rules are sandboxed WebAssembly plugins.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "host", version, about)]
+pub struct Config {
+    /// Folder of plugin components (`*.wasm`); every one is loaded.
+    #[arg(long, env = "RTAP_PLUGINS", default_value = "./plugins")]
+    pub plugins: PathBuf,
+
+    /// Event source: `simulator`, `file:PATH`, `file:-` (stdin).
+    #[arg(long, env = "RTAP_SOURCE", default_value = "simulator")]
+    pub source: SourceSpec,
+
+    /// Simulator: events per second.
+    #[arg(long, env = "EVENT_RATE_PER_SECOND", default_value_t = 500.0)]
+    pub rate: f64,
+
+    /// Simulator: random seed (the stream is reproducible).
+    #[arg(long, env = "RTAP_SEED", default_value_t = 42)]
+    pub seed: u64,
+
+    /// Simulator: event time of the first event, ms since the epoch (default: now).
+    #[arg(long)]
+    pub sim_start_ms: Option<i64>,
+
+    /// Simulator: generate as fast as possible instead of in real time.
+    #[arg(long)]
+    pub unpaced: bool,
+
+    /// Stop after this many events: checkpoint and exit without flushing the
+    /// windows (the next run resumes from there).
+    #[arg(long)]
+    pub max_events: Option<u64>,
+
+    /// Output sinks (repeatable): `jsonl:PATH`, `jsonl:-` (stdout).
+    #[arg(long = "sink", default_value = "jsonl:-")]
+    pub sinks: Vec<SinkSpec>,
+
+    /// State, checkpoints, dead letters and late events live here.
+    #[arg(long, env = "RTAP_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+
+    /// Dead-letter output (JSONL); default `DATA_DIR/dead-letter.jsonl`.
+    #[arg(long)]
+    pub dead_letter: Option<String>,
+
+    /// Late-event output (JSONL); default `DATA_DIR/late-events.jsonl`.
+    #[arg(long)]
+    pub late_output: Option<String>,
+
+    /// Checkpoint interval.
+    #[arg(long, env = "RTAP_CHECKPOINT_INTERVAL", default_value = "10s")]
+    pub checkpoint_interval: HumanDuration,
+
+    /// Start fresh: ignore (and replace) an existing checkpoint.
+    #[arg(long)]
+    pub no_restore: bool,
+
+    /// Address of the dashboard, `/ws`, `/api` and `/health`.
+    #[arg(long, env = "RTAP_LISTEN", default_value = "0.0.0.0:3000")]
+    pub listen: SocketAddr,
+
+    /// Do not start the HTTP server.
+    #[arg(long)]
+    pub no_server: bool,
+
+    /// Built dashboard assets served at `/`.
+    #[arg(long, env = "RTAP_DASHBOARD_DIR", default_value = "./dashboard/dist")]
+    pub dashboard_dir: PathBuf,
+
+    /// Watermark: bounded out-of-orderness of event time.
+    #[arg(long, env = "RTAP_OUT_OF_ORDERNESS", default_value = "2s")]
+    pub out_of_orderness: HumanDuration,
+
+    /// Allowed lateness of windows (plugins may set their own).
+    #[arg(long, env = "RTAP_ALLOWED_LATENESS", default_value = "0s")]
+    pub allowed_lateness: HumanDuration,
+
+    /// Events per batch (per plugin call).
+    #[arg(long, default_value_t = 4096)]
+    pub batch_size: usize,
+
+    /// Deadline of one plugin call.
+    #[arg(long, env = "RTAP_PLUGIN_TIMEOUT", default_value = "500ms")]
+    pub plugin_timeout: HumanDuration,
+
+    /// Linear-memory cap of one plugin instance.
+    #[arg(long, env = "RTAP_PLUGIN_MEMORY", default_value = "64MiB")]
+    pub plugin_memory: ByteSize,
+
+    /// Capabilities granted to plugins that ask for them: `clock`, `random`.
+    #[arg(long = "allow-capability")]
+    pub allow_capabilities: Vec<String>,
+
+    /// A plugin's config, `NAME={json}` (repeatable); default: its own.
+    #[arg(long = "plugin-config")]
+    pub plugin_configs: Vec<PluginConfig>,
+
+    /// Log format on stderr: `text` or `json`.
+    #[arg(long, env = "RTAP_LOG_FORMAT", default_value = "text")]
+    pub log_format: String,
+}
+
+impl Config {
+    pub fn dead_letter_path(&self) -> String {
+        self.dead_letter.clone().unwrap_or_else(|| {
+            self.data_dir
+                .join("dead-letter.jsonl")
+                .display()
+                .to_string()
+        })
+    }
+
+    pub fn late_path(&self) -> String {
+        self.late_output.clone().unwrap_or_else(|| {
+            self.data_dir
+                .join("late-events.jsonl")
+                .display()
+                .to_string()
+        })
+    }
+
+    pub fn plugin_config(&self, name: &str) -> Option<&serde_json::Value> {
+        self.plugin_configs
+            .iter()
+            .rev()
+            .find(|c| c.name == name)
+            .map(|c| &c.config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_units_and_specs() {
+        assert_eq!(
+            "500ms".parse::<HumanDuration>().unwrap().0,
+            Duration::from_millis(500)
+        );
+        assert_eq!(
+            "2m".parse::<HumanDuration>().unwrap().0,
+            Duration::from_secs(120)
+        );
+        assert!("10".parse::<HumanDuration>().unwrap_err().contains("unit"));
+        assert_eq!("64MiB".parse::<ByteSize>().unwrap().0, 64 << 20);
+        assert_eq!(
+            "file:-".parse::<SourceSpec>().unwrap(),
+            SourceSpec::File("-".into())
+        );
+        assert!("kafka".parse::<SourceSpec>().is_err());
+        assert!("bot-burst=[1]".parse::<PluginConfig>().is_err());
+        let c =
+            Config::try_parse_from(["host", "--source", "file:x.jsonl", "--rate", "10"]).unwrap();
+        assert_eq!(c.source, SourceSpec::File("x.jsonl".into()));
+    }
+}

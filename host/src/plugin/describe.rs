@@ -1,0 +1,237 @@
+//! The host's view of a plugin's self-description, validated.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::event::TextField;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    Aggregator,
+    Detector,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Input {
+    Events,
+    Metrics,
+}
+
+/// Event-time window, ms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum WindowSpec {
+    None,
+    Tumbling { size_ms: i64 },
+    Sliding { size_ms: i64, slide_ms: i64 },
+    Session { gap_ms: i64 },
+}
+
+/// A column a plugin reads.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Field {
+    Timestamp,
+    LatencyMs,
+    Value,
+    Text(TextField),
+    /// Any other top-level field of the event's JSON, as text.
+    Extra(String),
+}
+
+impl Field {
+    pub fn parse(name: &str) -> Field {
+        match name {
+            "timestamp" => Field::Timestamp,
+            "latency_ms" => Field::LatencyMs,
+            "value" => Field::Value,
+            other => TextField::from_name(other)
+                .map(Field::Text)
+                .unwrap_or_else(|| Field::Extra(other.to_string())),
+        }
+    }
+}
+
+/// What the state is keyed by.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyBy {
+    /// One key for everything.
+    Global,
+    /// An event field (event input).
+    Field(Field),
+    /// A part of the metric (metric input).
+    MetricKey,
+    MetricName,
+    MetricPlugin,
+}
+
+/// A `plugin/name` pattern with `*` wildcards.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MetricPattern {
+    pub plugin: String,
+    pub name: String,
+}
+
+impl MetricPattern {
+    pub fn matches(&self, plugin: &str, name: &str) -> bool {
+        (self.plugin == "*" || self.plugin == plugin) && (self.name == "*" || self.name == name)
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Description {
+    pub name: String,
+    pub version: String,
+    pub kind: Kind,
+    pub input: Input,
+    pub key_by: KeyBy,
+    #[serde(rename = "key_by_field")]
+    pub key_by_text: String,
+    pub window: WindowSpec,
+    #[serde(skip)]
+    pub allowed_lateness: Option<Duration>,
+    pub fields: Vec<Field>,
+    pub metrics: Vec<MetricPattern>,
+    pub state_schema: u32,
+    pub migrates_from: Vec<u32>,
+    pub config_schema: serde_json::Value,
+    pub default_config: serde_json::Value,
+    pub capabilities: Vec<String>,
+}
+
+/// Capabilities a plugin may ask for.
+pub const CAPABILITIES: [&str; 2] = ["clock", "random"];
+
+impl Description {
+    /// Validate and convert what `describe` returned.
+    pub fn from_wit(d: super::bindings::types::Description) -> Result<Self, String> {
+        use super::bindings::types as t;
+        if d.name.is_empty()
+            || !d
+                .name
+                .bytes()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
+        {
+            return Err(format!("plugin name `{}` must match [a-z0-9-]+", d.name));
+        }
+        let kind = match d.kind {
+            t::PluginKind::Aggregator => Kind::Aggregator,
+            t::PluginKind::Detector => Kind::Detector,
+        };
+        let input = match d.input {
+            t::InputKind::Events => Input::Events,
+            t::InputKind::Metrics => Input::Metrics,
+        };
+        let pos = |v: u64, what: &str| -> Result<i64, String> {
+            if v == 0 || v > (1 << 40) {
+                Err(format!("{what} must be between 1 ms and 2^40 ms, got {v}"))
+            } else {
+                Ok(v as i64)
+            }
+        };
+        let window = match d.window {
+            t::WindowSpec::None => WindowSpec::None,
+            t::WindowSpec::Tumbling(s) => WindowSpec::Tumbling {
+                size_ms: pos(s, "tumbling size")?,
+            },
+            t::WindowSpec::Sliding(s) => {
+                let (size_ms, slide_ms) = (
+                    pos(s.size_ms, "sliding size")?,
+                    pos(s.slide_ms, "sliding slide")?,
+                );
+                if slide_ms > size_ms {
+                    return Err(format!(
+                        "sliding window: slide {slide_ms} ms is larger than size {size_ms} ms"
+                    ));
+                }
+                if size_ms / slide_ms > 1000 {
+                    return Err("sliding window: more than 1000 windows per event".into());
+                }
+                WindowSpec::Sliding { size_ms, slide_ms }
+            }
+            t::WindowSpec::Session(g) => WindowSpec::Session {
+                gap_ms: pos(g, "session gap")?,
+            },
+        };
+        match (kind, window, input) {
+            (Kind::Aggregator, WindowSpec::None, _) => {
+                return Err("an aggregator needs a window".into());
+            }
+            (Kind::Aggregator, _, Input::Metrics) => {
+                return Err("aggregators consume events".into());
+            }
+            (Kind::Detector, w, _) if w != WindowSpec::None => {
+                return Err("a detector takes no window".into());
+            }
+            _ => {}
+        }
+        let key_by = match (input, d.key_by.as_str()) {
+            (_, "") => KeyBy::Global,
+            (Input::Events, f) => KeyBy::Field(Field::parse(f)),
+            (Input::Metrics, "key") => KeyBy::MetricKey,
+            (Input::Metrics, "name") => KeyBy::MetricName,
+            (Input::Metrics, "plugin") => KeyBy::MetricPlugin,
+            (Input::Metrics, other) => {
+                return Err(format!(
+                    "metric input can be keyed by key, name or plugin, not `{other}`"
+                ));
+            }
+        };
+        let metrics = d
+            .metrics
+            .iter()
+            .map(|p| match p.split_once('/') {
+                Some((plugin, name)) if !plugin.is_empty() && !name.is_empty() => {
+                    Ok(MetricPattern {
+                        plugin: plugin.into(),
+                        name: name.into(),
+                    })
+                }
+                _ => Err(format!("metric pattern `{p}` must be `plugin/name`")),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if input == Input::Metrics && metrics.is_empty() {
+            return Err("a metric-input plugin must name the metrics it consumes".into());
+        }
+        if d.fields.len() > 64 {
+            return Err("at most 64 fields".into());
+        }
+        let config_schema: serde_json::Value = serde_json::from_str(&d.config_schema)
+            .map_err(|e| format!("config-schema is not JSON: {e}"))?;
+        let default_config: serde_json::Value = serde_json::from_str(&d.default_config)
+            .map_err(|e| format!("default-config is not JSON: {e}"))?;
+        if !default_config.is_object() {
+            return Err("default-config must be a JSON object".into());
+        }
+        if let Some(c) = d
+            .capabilities
+            .iter()
+            .find(|c| !CAPABILITIES.contains(&c.as_str()))
+        {
+            return Err(format!(
+                "unknown capability `{c}` (known: {CAPABILITIES:?})"
+            ));
+        }
+        Ok(Description {
+            version: d.version,
+            kind,
+            input,
+            key_by_text: d.key_by,
+            key_by,
+            window,
+            allowed_lateness: d.allowed_lateness_ms.map(Duration::from_millis),
+            fields: d.fields.iter().map(|f| Field::parse(f)).collect(),
+            metrics,
+            state_schema: d.state_schema,
+            migrates_from: d.migrates_from,
+            config_schema,
+            default_config,
+            capabilities: d.capabilities,
+            name: d.name,
+        })
+    }
+}

@@ -1,0 +1,287 @@
+//! The Wasm engine: one wasmtime `Engine` with the pooling allocator and epoch
+//! interruption, a `Linker` that offers plugins only a capability-less WASI,
+//! and the epoch ticker that enforces per-call deadlines.
+//!
+//! Compiling a component (`Component::new`, ~80 ms) happens in [`Runtime::load`],
+//! never on the processing thread's hot path for a swap; instantiating from the
+//! resulting `PluginPre` takes microseconds.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits,
+    StoreLimitsBuilder,
+};
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use super::PluginError;
+use super::bindings::PluginPre;
+use super::describe::Description;
+
+/// The sandbox limits of every call.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Wall-clock deadline of one call (epoch based, 1 ms resolution).
+    pub call_timeout: Duration,
+    /// Linear-memory cap of one instance.
+    pub memory_bytes: usize,
+    /// Capabilities the operator grants to plugins that ask (`clock`, `random`).
+    pub grants: Vec<String>,
+    /// Upper bound of live instances (pooling allocator slots).
+    pub max_instances: u32,
+    /// Plugin stderr kept per instance (for error messages).
+    pub stderr_bytes: usize,
+    /// Metrics or alerts one call may return.
+    pub max_outputs_per_call: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            call_timeout: Duration::from_millis(500),
+            memory_bytes: 64 << 20,
+            grants: Vec::new(),
+            max_instances: 128,
+            stderr_bytes: 256 << 10,
+            max_outputs_per_call: 100_000,
+        }
+    }
+}
+
+const TICK: Duration = Duration::from_millis(1);
+
+/// Per-instance store data: WASI (no preopens, no network, no env), the
+/// resource table, the memory limiter and the captured stderr.
+pub struct PluginCtx {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    pub(super) limits: StoreLimits,
+    pub(super) stderr: MemoryOutputPipe,
+}
+
+impl WasiView for PluginCtx {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// A denied clock: always the Unix epoch.
+struct EpochClock;
+
+impl wasmtime_wasi::HostWallClock for EpochClock {
+    fn resolution(&self) -> Duration {
+        Duration::from_secs(1)
+    }
+    fn now(&self) -> Duration {
+        Duration::ZERO
+    }
+}
+
+impl wasmtime_wasi::HostMonotonicClock for EpochClock {
+    fn resolution(&self) -> u64 {
+        1_000_000_000
+    }
+    fn now(&self) -> u64 {
+        0
+    }
+}
+
+/// A compiled plugin, ready to instantiate.
+pub struct Loaded {
+    pub description: Description,
+    /// sha256 of the `.wasm` bytes, hex.
+    pub hash: String,
+    pub size: usize,
+    pub(super) pre: PluginPre<PluginCtx>,
+    pub(super) limits: Limits,
+    engine: Engine,
+}
+
+impl Loaded {
+    pub(super) fn new_store(&self) -> Store<PluginCtx> {
+        let d = &self.description;
+        let granted = |cap: &str| {
+            d.capabilities.iter().any(|c| c == cap) && self.limits.grants.iter().any(|g| g == cap)
+        };
+        let stderr = MemoryOutputPipe::new(self.limits.stderr_bytes);
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.stderr(stderr.clone());
+        if !granted("clock") {
+            wasi.wall_clock(EpochClock).monotonic_clock(EpochClock);
+        }
+        if !granted("random") {
+            wasi.secure_random(wasmtime_wasi::Deterministic::new(vec![
+                0x5a, 0xa5, 0x3c, 0xc3,
+            ]))
+            .insecure_random(wasmtime_wasi::Deterministic::new(vec![0x42, 0x24]))
+            .insecure_random_seed(0x7274_6170);
+        }
+        let ctx = PluginCtx {
+            wasi: wasi.build(),
+            table: ResourceTable::new(),
+            limits: StoreLimitsBuilder::new()
+                .memory_size(self.limits.memory_bytes)
+                .trap_on_grow_failure(true)
+                .build(),
+            stderr,
+        };
+        let mut store = Store::new(&self.engine, ctx);
+        store.limiter(|c| &mut c.limits);
+        store.epoch_deadline_trap();
+        store
+    }
+
+    /// Deadline of one call, in epoch ticks.
+    pub(super) fn deadline_ticks(&self) -> u64 {
+        (self.limits.call_timeout.as_millis() as u64 / TICK.as_millis() as u64).max(1)
+    }
+}
+
+/// The engine, the linker and the epoch ticker.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<PluginCtx>,
+    limits: Limits,
+    stop: Arc<AtomicBool>,
+}
+
+impl Runtime {
+    pub fn new(limits: Limits) -> Result<Self, PluginError> {
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_component_instances(limits.max_instances)
+            .total_core_instances(limits.max_instances * 8)
+            .total_memories(limits.max_instances * 2)
+            .total_tables(limits.max_instances * 4)
+            .total_stacks(limits.max_instances)
+            .max_memory_size(limits.memory_bytes);
+        let mut config = Config::new();
+        config
+            .epoch_interruption(true)
+            .concurrency_support(false)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&config).map_err(|e| PluginError::Runtime(e.to_string()))?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+            .map_err(|e| PluginError::Runtime(e.to_string()))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let (e, s) = (engine.clone(), stop.clone());
+        thread::Builder::new()
+            .name("epoch-ticker".into())
+            .spawn(move || {
+                while !s.load(Ordering::Relaxed) {
+                    thread::sleep(TICK);
+                    e.increment_epoch();
+                }
+            })
+            .map_err(|e| PluginError::Runtime(e.to_string()))?;
+        Ok(Runtime {
+            engine,
+            linker,
+            limits,
+            stop,
+        })
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Compile, link and describe a component. `origin` names it in errors.
+    pub fn load(&self, bytes: &[u8], origin: &str) -> Result<Loaded, PluginError> {
+        let refused = |why: String| PluginError::Refused {
+            origin: origin.to_string(),
+            why,
+        };
+        if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
+            return Err(refused("not a WebAssembly file (no \\0asm header)".into()));
+        }
+        if bytes[4..8] == [1, 0, 0, 0] {
+            return Err(refused(
+                "a core Wasm module, not a component: build with `--target wasm32-wasip2` (or wrap it with `wasm-tools component new`)".into(),
+            ));
+        }
+        let component = Component::new(&self.engine, bytes)
+            .map_err(|e| refused(format!("invalid component: {}", root(&e))))?;
+        let pre = self.linker.instantiate_pre(&component).map_err(|e| {
+            refused(format!(
+                "imports something the host does not offer: {}",
+                root(&e)
+            ))
+        })?;
+        let pre = PluginPre::new(pre).map_err(|e| {
+            refused(format!(
+                "does not implement the rtap:plugin contract: {}",
+                root(&e)
+            ))
+        })?;
+        let mut loaded = Loaded {
+            description: placeholder_description(),
+            hash: hex::encode(Sha256::digest(bytes)),
+            size: bytes.len(),
+            pre,
+            limits: self.limits.clone(),
+            engine: self.engine.clone(),
+        };
+        let mut store = loaded.new_store();
+        store.set_epoch_deadline(loaded.deadline_ticks());
+        let bindings = loaded
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| refused(format!("cannot instantiate: {}", root(&e))))?;
+        let raw = bindings
+            .rtap_plugin_meta()
+            .call_describe(&mut store)
+            .map_err(|e| refused(format!("describe failed: {}", root(&e))))?;
+        loaded.description =
+            Description::from_wit(raw).map_err(|e| refused(format!("invalid description: {e}")))?;
+        Ok(loaded)
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The innermost cause of a wasmtime error, which is the informative part.
+pub(super) fn root(e: &wasmtime::Error) -> String {
+    let mut msg = e.to_string();
+    if let Some(src) = e.chain().last() {
+        let s = src.to_string();
+        if s != msg {
+            msg = format!("{msg}: {s}");
+        }
+    }
+    msg
+}
+
+fn placeholder_description() -> Description {
+    use super::describe::{Input, KeyBy, Kind, WindowSpec};
+    Description {
+        name: String::new(),
+        version: String::new(),
+        kind: Kind::Aggregator,
+        input: Input::Events,
+        key_by: KeyBy::Global,
+        key_by_text: String::new(),
+        window: WindowSpec::None,
+        allowed_lateness: None,
+        fields: Vec::new(),
+        metrics: Vec::new(),
+        state_schema: 0,
+        migrates_from: Vec::new(),
+        config_schema: serde_json::Value::Null,
+        default_config: serde_json::Value::Null,
+        capabilities: Vec::new(),
+    }
+}

@@ -1,0 +1,251 @@
+//! The processing thread: takes batches from the source thread, runs them
+//! through the pipeline, writes outputs to the sinks, publishes the pipeline's
+//! status once a second, and checkpoints at batch boundaries.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+use crate::event::Position;
+use crate::pipeline::Pipeline;
+use crate::pipeline::output::{Output, now_ms};
+use crate::pipeline::status::Registry;
+use crate::sink::jsonl::SinkError;
+use crate::sink::{Hub, JsonlWriter};
+use crate::source::{SourceError, SourceMsg};
+use crate::state::{Checkpoint, CheckpointStore, PluginCheckpoint, StateError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error("the source thread stopped unexpectedly")]
+    SourceGone,
+}
+
+/// How the run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// A bounded input ended; every window was flushed.
+    EndOfInput,
+    /// `--max-events` reached; state checkpointed for the next run.
+    Limit,
+    /// Asked to stop (SIGINT/SIGTERM); state checkpointed.
+    Shutdown,
+}
+
+/// Keeps the last second of batch latencies for the status message.
+#[derive(Default)]
+struct Latencies(Vec<f64>);
+
+impl Latencies {
+    fn percentiles(&mut self) -> Option<serde_json::Value> {
+        if self.0.is_empty() {
+            return None;
+        }
+        self.0.sort_by(f64::total_cmp);
+        let q = |p: f64| self.0[((self.0.len() - 1) as f64 * p).round() as usize];
+        let v = serde_json::json!({"p50": q(0.5), "p95": q(0.95), "p99": q(0.99)});
+        self.0.clear();
+        Some(v)
+    }
+}
+
+pub struct Runner {
+    pub pipeline: Pipeline,
+    pub source_name: String,
+    pub sinks: Vec<JsonlWriter>,
+    pub dead: JsonlWriter,
+    pub late: JsonlWriter,
+    pub hub: Option<Hub>,
+    pub registry: Arc<Registry>,
+    pub checkpoints: CheckpointStore,
+    pub interval: Duration,
+    pub position: Position,
+    pub checkpoint_id: u64,
+    pub stop: Arc<AtomicBool>,
+}
+
+impl Runner {
+    pub fn run(mut self, rx: Receiver<SourceMsg>) -> Result<Exit, RunError> {
+        let mut last_cp = Instant::now();
+        let mut last_status = Instant::now();
+        let mut events_at_status = 0u64;
+        let mut outputs_at_status = 0u64;
+        let mut latencies = Latencies::default();
+        let stats = &self.registry.clone().stats;
+        loop {
+            match rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(SourceMsg::Batch(batch)) => {
+                    self.pipeline.process(&batch);
+                    self.position = batch.end;
+                    stats
+                        .events_in
+                        .fetch_add(batch.events.len() as u64, Ordering::Relaxed);
+                    stats
+                        .malformed
+                        .fetch_add(batch.malformed.len() as u64, Ordering::Relaxed);
+                    self.drain()?;
+                    latencies
+                        .0
+                        .push(batch.created.elapsed().as_secs_f64() * 1000.0);
+                    stats.last_batch_at.store(now_ms(), Ordering::Relaxed);
+                }
+                Ok(SourceMsg::End { limit }) => {
+                    if limit {
+                        self.checkpoint()?;
+                        self.drain()?;
+                        return Ok(Exit::Limit);
+                    }
+                    self.pipeline.finish();
+                    self.drain()?;
+                    stats.source_done.store(1, Ordering::Relaxed);
+                    // The job is complete: a rerun starts from the beginning.
+                    self.checkpoints.clear()?;
+                    return Ok(Exit::EndOfInput);
+                }
+                Ok(SourceMsg::Failed(e)) => {
+                    stats.source_done.store(2, Ordering::Relaxed);
+                    return Err(e.into());
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return Err(RunError::SourceGone),
+            }
+            if last_status.elapsed() >= Duration::from_secs(1) {
+                let secs = last_status.elapsed().as_secs_f64();
+                let events = stats.events_in.load(Ordering::Relaxed);
+                let outputs = stats.outputs.load(Ordering::Relaxed);
+                let status = serde_json::json!({
+                    "type": "pipeline",
+                    "time": now_ms(),
+                    "source": self.source_name,
+                    "events_in": events,
+                    "events_per_sec": (events - events_at_status) as f64 / secs,
+                    "outputs_per_sec": (outputs - outputs_at_status) as f64 / secs,
+                    "watermark": self.pipeline.wm.current().max(0),
+                    "max_event_time": self.pipeline.wm.max_event_time(),
+                    "late_events": stats.late_events.load(Ordering::Relaxed),
+                    "dead_lettered": stats.dead_lettered.load(Ordering::Relaxed),
+                    "e2e_latency_ms": latencies.percentiles(),
+                    "consumer_lag": {},
+                    "last_checkpoint": Some(stats.last_checkpoint.load(Ordering::Relaxed)).filter(|&t| t > 0),
+                });
+                if let Some(hub) = &self.hub {
+                    hub.publish(Arc::from(status.to_string()));
+                }
+                events_at_status = events;
+                outputs_at_status = outputs;
+                last_status = Instant::now();
+            }
+            if last_cp.elapsed() >= self.interval {
+                self.checkpoint()?;
+                last_cp = Instant::now();
+            }
+            if self.stop.load(Ordering::Relaxed) {
+                self.checkpoint()?;
+                return Ok(Exit::Shutdown);
+            }
+        }
+    }
+
+    /// Write what the pipeline emitted to every sink.
+    fn drain(&mut self) -> Result<(), RunError> {
+        let stats = &self.registry.stats;
+        let outputs = std::mem::take(&mut self.pipeline.outputs);
+        if !outputs.is_empty() {
+            let mut data_outputs = 0u64;
+            for out in &outputs {
+                let line = out.to_json();
+                // Lifecycle events go to the log and the dashboard, not to
+                // the data sinks.
+                if let Output::Plugin(p) = out {
+                    tracing::info!(plugin = %p.plugin, event = p.event, version = %p.version, "{}", p.message);
+                } else {
+                    data_outputs += 1;
+                    for s in &mut self.sinks {
+                        s.write_line(&line)?;
+                    }
+                }
+                if let Some(hub) = &self.hub {
+                    hub.publish(Arc::from(line));
+                }
+            }
+            stats.outputs.fetch_add(data_outputs, Ordering::Relaxed);
+            for s in &mut self.sinks {
+                s.flush()?;
+            }
+        }
+        let dead = std::mem::take(&mut self.pipeline.dead);
+        if !dead.is_empty() {
+            stats
+                .dead_lettered
+                .fetch_add(dead.len() as u64, Ordering::Relaxed);
+            for d in &dead {
+                self.dead
+                    .write_line(&serde_json::to_string(d).expect("dead letters serialize"))?;
+            }
+            self.dead.flush()?;
+        }
+        let late = std::mem::take(&mut self.pipeline.late);
+        if !late.is_empty() {
+            stats
+                .late_events
+                .fetch_add(late.len() as u64, Ordering::Relaxed);
+            for l in &late {
+                self.late
+                    .write_line(&serde_json::to_string(l).expect("late events serialize"))?;
+            }
+            self.late.flush()?;
+        }
+        stats
+            .watermark
+            .store(self.pipeline.wm.current(), Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Save the state at this batch boundary.
+    fn checkpoint(&mut self) -> Result<(), RunError> {
+        let started = Instant::now();
+        self.checkpoint_id += 1;
+        let cp = Checkpoint {
+            format: 1,
+            id: self.checkpoint_id,
+            taken_at: now_ms(),
+            source: self.source_name.clone(),
+            position: self.position,
+            watermark: self.pipeline.wm,
+            plugins: self
+                .pipeline
+                .slots
+                .iter()
+                .map(|s| {
+                    let l = &s.identity;
+                    PluginCheckpoint {
+                        name: s.name.to_string(),
+                        hash: l.hash.clone(),
+                        version: l.description.version.clone(),
+                        state_schema: l.description.state_schema,
+                        state: s.snapshot(),
+                    }
+                })
+                .collect(),
+        };
+        self.checkpoints.save(&cp)?;
+        self.registry
+            .stats
+            .last_checkpoint
+            .store(cp.taken_at, Ordering::Relaxed);
+        tracing::debug!(
+            id = cp.id,
+            position = cp.position.seq,
+            took_ms = started.elapsed().as_millis() as u64,
+            "checkpoint"
+        );
+        Ok(())
+    }
+}

@@ -1,0 +1,583 @@
+//! The window operator of one aggregator plugin.
+//!
+//! Events are assigned to windows while the pipeline scans a batch
+//! ([`AggregateOp::assign`]); the assignments of a segment are folded into the
+//! window states with one `add` call ([`AggregateOp::flush`]); windows fire in
+//! event-time order as the watermark passes them ([`AggregateOp::fire_until`]).
+//! The pipeline cuts segments wherever a window must fire, so every event is
+//! classified against the watermark it arrived under, as in Flink.
+//!
+//! State layout (host-owned, checkpointed): per key, its live windows with the
+//! plugin's state bytes; a trigger queue of (time → keys to look at). Session
+//! windows carry a stable id, so a session that grows keeps its state.
+
+use std::collections::BTreeMap;
+
+use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
+
+use super::{Lateness, classify, sliding_starts, tumbling_start};
+use crate::event::{EventBatch, Span};
+use crate::pipeline::columns;
+use crate::plugin::describe::{Field, KeyBy, WindowSpec};
+use crate::plugin::io::{Packed, RawMetric};
+use crate::plugin::{CallError, PluginCalls};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Win {
+    id: u64,
+    start: i64,
+    end: i64,
+    fired: bool,
+    /// The plugin's state; empty until an `add` succeeded.
+    state: Vec<u8>,
+}
+
+/// Everything an aggregator's windows hold; what a checkpoint saves.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct WindowState {
+    keys: FxHashMap<Box<str>, Vec<Win>>,
+    triggers: BTreeMap<i64, Vec<Box<str>>>,
+    next_session: u64,
+}
+
+impl WindowState {
+    /// Number of live windows.
+    pub fn windows(&self) -> usize {
+        self.keys.values().map(Vec::len).sum()
+    }
+
+    fn trigger(&mut self, at: i64, key: &str) {
+        self.triggers.entry(at).or_default().push(key.into());
+    }
+}
+
+/// A key as it is referenced during a segment.
+#[derive(Debug, Clone, Copy)]
+enum KeyRef {
+    Span(Span),
+    Owned(u32),
+}
+
+/// The assignments of the current segment.
+#[derive(Default)]
+struct Pending {
+    /// (event index, key, window id).
+    entries: Vec<(u32, KeyRef, u64)>,
+    /// Windows to fire right after the flush (late updates).
+    late_fire: Vec<(KeyRef, u64)>,
+    /// Session merges: (key, surviving id, absorbed id, absorbed state).
+    merges: Vec<(KeyRef, u64, u64, Vec<u8>)>,
+    owned_keys: Vec<String>,
+}
+
+/// How one event fared in [`AggregateOp::assign`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Assigned {
+    /// A late update: the segment must be flushed after this event.
+    pub cut: bool,
+    /// Every window of the event was purged: it is late for this plugin.
+    pub dropped: bool,
+    /// Earliest fire time of a window this event opened.
+    pub trigger: Option<i64>,
+}
+
+/// A fired window's metric.
+#[derive(Debug, Clone)]
+pub struct Fired {
+    pub key: String,
+    pub start: i64,
+    pub end: i64,
+    pub metric: RawMetric,
+}
+
+/// A failure the pipeline must report.
+#[derive(Debug)]
+pub enum OpFailure {
+    /// An `add` failed: these events were not counted (dead-letter them).
+    Events { error: CallError, events: Vec<u32> },
+    /// A `finish` or `merge` failed: these windows produced nothing.
+    Windows {
+        error: CallError,
+        windows: Vec<(String, i64, i64)>,
+    },
+}
+
+pub struct AggregateOp {
+    spec: WindowSpec,
+    lateness_ms: i64,
+    key_by: KeyBy,
+    fields: Vec<Field>,
+    pub state: WindowState,
+    pending: Pending,
+}
+
+impl AggregateOp {
+    pub fn new(spec: WindowSpec, lateness_ms: i64, key_by: KeyBy, fields: Vec<Field>) -> Self {
+        AggregateOp {
+            spec,
+            lateness_ms,
+            key_by,
+            fields,
+            state: WindowState::default(),
+            pending: Pending::default(),
+        }
+    }
+
+    pub fn spec(&self) -> WindowSpec {
+        self.spec
+    }
+
+    pub fn lateness_ms(&self) -> i64 {
+        self.lateness_ms
+    }
+
+    /// Whether event `i` would update a window that is already due (a late
+    /// update within the allowed lateness). Firing is lazy, so the pipeline
+    /// must fire everything due before such an event is added.
+    pub fn would_be_late_update(&mut self, batch: &EventBatch, i: usize, wm: i64) -> bool {
+        if self.lateness_ms == 0 {
+            return false;
+        }
+        let ts = batch.events[i].ts;
+        let lateness = self.lateness_ms;
+        let allowed = move |end: i64| classify(end, lateness, wm) == Lateness::Allowed;
+        match self.spec {
+            WindowSpec::Tumbling { size_ms } => allowed(tumbling_start(ts, size_ms) + size_ms),
+            WindowSpec::Sliding { size_ms, slide_ms } => {
+                sliding_starts(ts, size_ms, slide_ms).any(|s| allowed(s + size_ms))
+            }
+            WindowSpec::Session { gap_ms } => {
+                let end = ts.saturating_add(gap_ms);
+                if allowed(end) {
+                    return true;
+                }
+                let key = self.key_ref(batch, i);
+                let key_s = Self::key_str(&self.pending, batch, key);
+                let hit = self.state.keys.get(key_s).is_some_and(|ws| {
+                    ws.iter()
+                        .any(|w| w.start <= end && w.end >= ts && allowed(w.end))
+                });
+                if let KeyRef::Owned(_) = key {
+                    self.pending.owned_keys.pop();
+                }
+                hit
+            }
+            WindowSpec::None => false,
+        }
+    }
+
+    fn key_ref(&mut self, batch: &EventBatch, i: usize) -> KeyRef {
+        let ev = &batch.events[i];
+        match &self.key_by {
+            KeyBy::Field(Field::Text(t)) => KeyRef::Span(ev.text[*t as usize]),
+            KeyBy::Field(f) => {
+                let text = match f {
+                    Field::Timestamp => ev.ts.to_string(),
+                    Field::LatencyMs => ev.latency_ms.to_string(),
+                    Field::Value => ev.value.to_string(),
+                    Field::Extra(name) => serde_json::from_str::<
+                        serde_json::Map<String, serde_json::Value>,
+                    >(batch.raw(ev))
+                    .ok()
+                    .and_then(|m| {
+                        m.get(name).map(|v| {
+                            v.as_str()
+                                .map(str::to_string)
+                                .unwrap_or_else(|| v.to_string())
+                        })
+                    })
+                    .unwrap_or_default(),
+                    Field::Text(_) => unreachable!(),
+                };
+                self.pending.owned_keys.push(text);
+                KeyRef::Owned(self.pending.owned_keys.len() as u32 - 1)
+            }
+            _ => KeyRef::Span(Span::MISSING),
+        }
+    }
+
+    fn key_str<'a>(pending: &'a Pending, batch: &'a EventBatch, k: KeyRef) -> &'a str {
+        match k {
+            KeyRef::Span(s) => batch.str(s).unwrap_or(""),
+            KeyRef::Owned(i) => &pending.owned_keys[i as usize],
+        }
+    }
+
+    /// Assign event `i` (arriving under watermark `wm`) to its windows.
+    pub fn assign(&mut self, batch: &EventBatch, i: usize, wm: i64) -> Assigned {
+        let ts = batch.events[i].ts;
+        let key = self.key_ref(batch, i);
+        let mut out = Assigned {
+            dropped: true,
+            ..Default::default()
+        };
+        let mut take =
+            |end: i64, id: u64, pending: &mut Pending| match classify(end, self.lateness_ms, wm) {
+                Lateness::OnTime => {
+                    pending.entries.push((i as u32, key, id));
+                    out.dropped = false;
+                    out.trigger = Some(out.trigger.map_or(end - 1, |t: i64| t.min(end - 1)));
+                }
+                Lateness::Allowed => {
+                    pending.entries.push((i as u32, key, id));
+                    pending.late_fire.push((key, id));
+                    out.dropped = false;
+                    out.cut = true;
+                }
+                Lateness::Dropped => {}
+            };
+        match self.spec {
+            WindowSpec::Tumbling { size_ms } => {
+                let s = tumbling_start(ts, size_ms);
+                take(s + size_ms, s as u64, &mut self.pending);
+            }
+            WindowSpec::Sliding { size_ms, slide_ms } => {
+                for s in sliding_starts(ts, size_ms, slide_ms) {
+                    take(s + size_ms, s as u64, &mut self.pending);
+                }
+            }
+            WindowSpec::Session { gap_ms } => {
+                let (start, end) = (ts, ts.saturating_add(gap_ms));
+                let key_s = Self::key_str(&self.pending, batch, key).to_string();
+                let wins = self.state.keys.entry(key_s.as_str().into()).or_default();
+                // Flink merges windows that intersect, touching included.
+                // Sessions already past their purge time are gone for Flink
+                // (they fire lazily here, at the end of the batch).
+                let lateness = self.lateness_ms;
+                let mut hits: Vec<usize> = (0..wins.len())
+                    .filter(|&w| {
+                        wins[w].start <= end
+                            && wins[w].end >= start
+                            && wins[w].end - 1 + lateness > wm
+                    })
+                    .collect();
+                if hits.is_empty() {
+                    if classify(end, self.lateness_ms, wm) == Lateness::Dropped {
+                        if wins.is_empty() {
+                            self.state.keys.remove(key_s.as_str());
+                        }
+                        return out;
+                    }
+                    self.state.next_session += 1;
+                    let id = self.state.next_session;
+                    wins.push(Win {
+                        id,
+                        start,
+                        end,
+                        fired: false,
+                        state: Vec::new(),
+                    });
+                    self.state.trigger(end - 1, &key_s);
+                    take(end, id, &mut self.pending);
+                    return out;
+                }
+                hits.sort_by_key(|&w| (wins[w].start, wins[w].id));
+                let target = hits[0];
+                let (mut m_start, mut m_end) = (start, end);
+                for &h in &hits {
+                    m_start = m_start.min(wins[h].start);
+                    m_end = m_end.max(wins[h].end);
+                }
+                let target_id = wins[target].id;
+                // Absorb the others (highest index first so indices stay valid).
+                let mut absorbed: Vec<usize> = hits[1..].to_vec();
+                absorbed.sort_unstable_by(|a, b| b.cmp(a));
+                for h in absorbed {
+                    let w = wins.remove(h);
+                    self.pending.merges.push((key, target_id, w.id, w.state));
+                }
+                let t = wins
+                    .iter_mut()
+                    .find(|w| w.id == target_id)
+                    .expect("target kept");
+                let grew = m_end > t.end;
+                t.start = m_start;
+                t.end = m_end;
+                if grew && m_end - 1 > wm {
+                    t.fired = false;
+                }
+                if grew {
+                    self.state.trigger(m_end - 1, &key_s);
+                }
+                take(m_end, target_id, &mut self.pending);
+            }
+            WindowSpec::None => {}
+        }
+        out
+    }
+
+    /// Forget the segment (degraded plugin); returns its events.
+    pub fn drop_pending(&mut self) -> Vec<u32> {
+        let p = std::mem::take(&mut self.pending);
+        let mut events: Vec<u32> = p.entries.iter().map(|e| e.0).collect();
+        events.dedup();
+        events
+    }
+
+    /// Whether the current segment has work.
+    pub fn has_pending(&self) -> bool {
+        !self.pending.entries.is_empty() || !self.pending.merges.is_empty()
+    }
+
+    /// Fold the segment's assignments into the window states (one `add` call)
+    /// and fire late-updated windows. `wm` is the watermark after the segment.
+    pub fn flush(
+        &mut self,
+        batch: &EventBatch,
+        inst: &mut dyn PluginCalls,
+        wm: i64,
+        fired: &mut Vec<Fired>,
+        failures: &mut Vec<OpFailure>,
+    ) -> usize {
+        let pending = std::mem::take(&mut self.pending);
+        // Session merges first: fold absorbed states into the survivors.
+        let mut redirect: FxHashMap<u64, u64> = FxHashMap::default();
+        for (key, target, absorbed, state) in &pending.merges {
+            redirect.insert(*absorbed, *target);
+            if state.is_empty() {
+                continue;
+            }
+            let key_s = Self::key_str(&pending, batch, *key);
+            let Some(win) = self
+                .state
+                .keys
+                .get_mut(key_s)
+                .and_then(|ws| ws.iter_mut().find(|w| w.id == *target))
+            else {
+                continue;
+            };
+            if win.state.is_empty() {
+                win.state = state.clone();
+            } else {
+                match inst.merge(&win.state, state) {
+                    Ok(s) => win.state = s,
+                    Err(error) => failures.push(OpFailure::Windows {
+                        error,
+                        windows: vec![(key_s.to_string(), win.start, win.end)],
+                    }),
+                }
+            }
+        }
+        let resolve = |mut id: u64| {
+            while let Some(&t) = redirect.get(&id) {
+                id = t;
+            }
+            id
+        };
+        if pending.entries.is_empty() {
+            return 0;
+        }
+        let mut counted = usize::from(!pending.entries.is_empty());
+        for w in pending.entries.windows(2) {
+            counted += usize::from(w[0].0 != w[1].0);
+        }
+
+        // Group the assignments by (key, window) and sort events by group.
+        let mut group_of: FxHashMap<(&str, u64), u32> = FxHashMap::default();
+        let mut groups: Vec<(&str, u64)> = Vec::new();
+        let mut entry_group = Vec::with_capacity(pending.entries.len());
+        for &(_, key, id) in &pending.entries {
+            let k = (Self::key_str(&pending, batch, key), resolve(id));
+            let g = *group_of.entry(k).or_insert_with(|| {
+                groups.push(k);
+                groups.len() as u32 - 1
+            });
+            entry_group.push(g);
+        }
+        let mut lens = vec![0u32; groups.len()];
+        for &g in &entry_group {
+            lens[g as usize] += 1;
+        }
+        let mut next: Vec<u32> = Vec::with_capacity(groups.len());
+        let mut acc = 0u32;
+        for &l in &lens {
+            next.push(acc);
+            acc += l;
+        }
+        let mut order = vec![0u32; pending.entries.len()];
+        for (e, &g) in pending.entries.iter().zip(&entry_group) {
+            order[next[g as usize] as usize] = e.0;
+            next[g as usize] += 1;
+        }
+
+        let mut states = Packed::default();
+        for &(key, id) in &groups {
+            let state = self
+                .state
+                .keys
+                .get(key)
+                .and_then(|ws| ws.iter().find(|w| w.id == id))
+                .map(|w| w.state.as_slice())
+                .unwrap_or(&[]);
+            states.push(state);
+        }
+        let cols = columns::build(batch, &order, &self.fields);
+        let new_states = match inst.add(&lens, &states, cols) {
+            Ok(s) => s,
+            Err(error) => {
+                let mut events: Vec<u32> = pending.entries.iter().map(|e| e.0).collect();
+                events.sort_unstable();
+                events.dedup();
+                failures.push(OpFailure::Events { error, events });
+                return 0;
+            }
+        };
+        for (g, &(key, id)) in groups.iter().enumerate() {
+            let new = new_states.get(g).to_vec();
+            match self
+                .state
+                .keys
+                .get_mut(key)
+                .and_then(|ws| ws.iter_mut().find(|w| w.id == id))
+            {
+                Some(w) => w.state = new,
+                None => {
+                    let (start, end) = match self.spec {
+                        WindowSpec::Tumbling { size_ms } => (id as i64, id as i64 + size_ms),
+                        WindowSpec::Sliding { size_ms, .. } => (id as i64, id as i64 + size_ms),
+                        _ => continue, // a session is created at assignment
+                    };
+                    self.state.keys.entry(key.into()).or_default().push(Win {
+                        id,
+                        start,
+                        end,
+                        fired: false,
+                        state: new,
+                    });
+                    self.state.trigger(end - 1, key);
+                }
+            }
+        }
+
+        // Late updates fire at once (Flink's EventTimeTrigger.onElement).
+        let mut late: Vec<(String, u64)> = pending
+            .late_fire
+            .iter()
+            .map(|&(k, id)| (Self::key_str(&pending, batch, k).to_string(), resolve(id)))
+            .collect();
+        late.sort();
+        late.dedup();
+        let targets: Vec<(Box<str>, u64)> =
+            late.into_iter().map(|(k, id)| (k.into(), id)).collect();
+        self.finish_windows(targets, inst, wm, fired, failures);
+        counted
+    }
+
+    /// Finish the given windows (key, id) and update their fired/purge state.
+    fn finish_windows(
+        &mut self,
+        targets: Vec<(Box<str>, u64)>,
+        inst: &mut dyn PluginCalls,
+        now: i64,
+        fired: &mut Vec<Fired>,
+        failures: &mut Vec<OpFailure>,
+    ) {
+        let mut windows = Vec::new();
+        let mut meta = Vec::new();
+        let mut states = Packed::default();
+        for (key, id) in &targets {
+            if let Some(w) = self
+                .state
+                .keys
+                .get(key)
+                .and_then(|ws| ws.iter().find(|w| w.id == *id))
+                && !w.state.is_empty()
+            {
+                windows.push((w.start, w.end));
+                meta.push(key.to_string());
+                states.push(&w.state);
+            }
+        }
+        if !windows.is_empty() {
+            match inst.finish(&windows, &states) {
+                Ok(metrics) => fired.extend(metrics.into_iter().map(|m| Fired {
+                    key: meta[m.group as usize].clone(),
+                    start: windows[m.group as usize].0,
+                    end: windows[m.group as usize].1,
+                    metric: m,
+                })),
+                Err(error) => failures.push(OpFailure::Windows {
+                    error,
+                    windows: meta
+                        .iter()
+                        .cloned()
+                        .zip(windows.iter())
+                        .map(|(k, &(s, e))| (k, s, e))
+                        .collect(),
+                }),
+            }
+        }
+        for (key, id) in targets {
+            let Some(ws) = self.state.keys.get_mut(&key) else {
+                continue;
+            };
+            let mut cleanup = None;
+            ws.retain_mut(|w| {
+                if w.id != id {
+                    return true;
+                }
+                w.fired = true;
+                if w.end - 1 + self.lateness_ms <= now {
+                    return false;
+                }
+                cleanup = Some(w.end - 1 + self.lateness_ms);
+                true
+            });
+            if ws.is_empty() {
+                self.state.keys.remove(&key);
+            }
+            if let Some(at) = cleanup {
+                self.state.trigger(at, &key);
+            }
+        }
+    }
+
+    /// Earliest pending trigger.
+    pub fn next_trigger(&self) -> Option<i64> {
+        self.state.triggers.first_key_value().map(|(t, _)| *t)
+    }
+
+    /// Fire every window whose max timestamp is ≤ `t` and purge those past
+    /// their allowed lateness. Metrics come sorted by (end, start, key).
+    pub fn fire_until(
+        &mut self,
+        t: i64,
+        inst: &mut dyn PluginCalls,
+        fired: &mut Vec<Fired>,
+        failures: &mut Vec<OpFailure>,
+    ) {
+        let mut keys: Vec<Box<str>> = Vec::new();
+        while let Some(entry) = self.state.triggers.first_entry() {
+            if *entry.key() > t {
+                break;
+            }
+            keys.extend(entry.remove());
+        }
+        if keys.is_empty() {
+            return;
+        }
+        keys.sort();
+        keys.dedup();
+        let mut due: Vec<(i64, i64, Box<str>, u64)> = Vec::new();
+        for key in keys {
+            let Some(ws) = self.state.keys.get_mut(&key) else {
+                continue;
+            };
+            // Purge what is past its lateness and already fired (or empty).
+            let lateness = self.lateness_ms;
+            ws.retain(|w| !(w.end - 1 + lateness <= t && (w.fired || w.state.is_empty())));
+            for w in ws.iter() {
+                if !w.fired && w.end - 1 <= t {
+                    due.push((w.end, w.start, key.clone(), w.id));
+                }
+            }
+            if ws.is_empty() {
+                self.state.keys.remove(&key);
+            }
+        }
+        due.sort();
+        let targets = due.into_iter().map(|(_, _, k, id)| (k, id)).collect();
+        self.finish_windows(targets, inst, t, fired, failures);
+    }
+}

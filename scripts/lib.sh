@@ -1,0 +1,61 @@
+# Shared helpers of the scripts (sourced, not run).
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+log() { printf '\033[1;34m==>\033[0m %s\n' "$*" >&2; }
+
+# Cargo's target directory, wherever CARGO_TARGET_DIR or config puts it.
+target_dir() {
+    cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])'
+}
+
+ensure_wasm_target() {
+    if ! rustup target list --installed | grep -qx wasm32-wasip2; then
+        log "adding the wasm32-wasip2 Rust target"
+        rustup target add wasm32-wasip2
+    fi
+}
+
+# apt packages, installed only when a command is missing.
+ensure_apt() {
+    local missing=()
+    while (($#)); do
+        command -v "$1" >/dev/null 2>&1 || missing+=("$2")
+        shift 2
+    done
+    ((${#missing[@]})) || return 0
+    if [[ $(id -u) != 0 ]]; then
+        echo "missing system packages: ${missing[*]} (install them with apt-get as root)" >&2
+        exit 1
+    fi
+    log "installing ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+}
+
+# Build the plugin crates of the given folders to components and copy them
+# into $1 (one NAME.wasm per crate).
+build_plugins_into() {
+    local out=$1
+    shift
+    local pkgs=() names=()
+    for dir in "$@"; do
+        for crate in "$dir"/*/; do
+            [[ -f "$crate/Cargo.toml" ]] || continue
+            local name
+            name=$(basename "$crate")
+            pkgs+=(-p "$name")
+            names+=("$name")
+        done
+    done
+    ensure_wasm_target
+    log "building ${#names[@]} plugins for wasm32-wasip2"
+    cargo build --quiet --release --target wasm32-wasip2 "${pkgs[@]}"
+    local td
+    td=$(target_dir)
+    mkdir -p "$out"
+    for name in "${names[@]}"; do
+        cp "$td/wasm32-wasip2/release/${name//-/_}.wasm" "$out/$name.wasm"
+    done
+}

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Build everything and run the main job: the built-in simulator, local state
+# under ./data, the dashboard on http://localhost:3000. Extra arguments go to
+# the host (e.g. --rate 5000).
+source "$(dirname "$0")/lib.sh"
+build_plugins_into "$ROOT/plugins" plugins
+if [[ ! -f dashboard/dist/index.html || -n "$(find dashboard/src -newer dashboard/dist/index.html 2>/dev/null | head -1)" ]]; then
+    log "building the dashboard"
+    (cd dashboard && npm ci --no-audit --no-fund --loglevel=error && npm run --silent build)
+fi
+log "building the host"
+cargo build --quiet --release -p rtap-host --bin host
+exec "$(target_dir)/release/host" --plugins ./plugins "$@"
