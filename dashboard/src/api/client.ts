@@ -1,0 +1,137 @@
+// HTTP client for the host's API. Every call resolves (never rejects) to a
+// result carrying either the data or a human-readable error: the plugin
+// control endpoints may not exist yet, and the UI shows their error text.
+
+import { parsePluginList, type PluginInfo } from '../stream/plugins';
+
+export type ApiResult<T> = { ok: true; status: number; data: T } | { ok: false; status: number; error: string };
+
+export type HealthStatus = 'ok' | 'degraded' | 'down' | 'unknown';
+
+export interface Health {
+  status: HealthStatus;
+  components: Record<string, unknown>;
+}
+
+export type FetchFn = (input: string, init?: RequestInit) => Promise<Response>;
+
+/** Extracts `{"error": "..."}`, else the body text, else the status line. */
+export async function errorText(res: Response): Promise<string> {
+  let body = '';
+  try {
+    body = await res.text();
+  } catch {
+    // ignore
+  }
+  const status = `HTTP ${res.status}${res.statusText ? ` ${res.statusText}` : ''}`;
+  if (body) {
+    try {
+      const j: unknown = JSON.parse(body);
+      if (j && typeof j === 'object' && 'error' in j) {
+        const e = (j as { error: unknown }).error;
+        const msg = typeof e === 'string' ? e : JSON.stringify(e);
+        return `${status}: ${msg}`;
+      }
+    } catch {
+      // not JSON
+    }
+    const t = body.trim().replace(/\s+/g, ' ');
+    return `${status}: ${t.length > 300 ? `${t.slice(0, 300)}…` : t}`;
+  }
+  return status;
+}
+
+export interface UploadOptions {
+  config?: Record<string, unknown>;
+  resetState?: boolean;
+}
+
+export class ApiClient {
+  private readonly fetchFn: FetchFn;
+  private readonly base: string;
+
+  constructor(fetchFn: FetchFn = (i, init) => fetch(i, init), base = '') {
+    this.fetchFn = fetchFn;
+    this.base = base;
+  }
+
+  private async request<T>(path: string, init: RequestInit, parse: (body: unknown) => T | null, acceptStatus?: (s: number) => boolean): Promise<ApiResult<T>> {
+    let res: Response;
+    try {
+      res = await this.fetchFn(this.base + path, { cache: 'no-store', ...init });
+    } catch (e) {
+      return { ok: false, status: 0, error: `Network error: ${e instanceof Error ? e.message : String(e)}` };
+    }
+    if (!res.ok && !(acceptStatus?.(res.status) ?? false)) {
+      return { ok: false, status: res.status, error: await errorText(res) };
+    }
+    if (res.status === 204) {
+      const data = parse(null);
+      return data === null ? { ok: false, status: res.status, error: 'Empty response' } : { ok: true, status: res.status, data };
+    }
+    let body: unknown;
+    try {
+      const text = await res.text();
+      body = text ? JSON.parse(text) : null;
+    } catch {
+      return { ok: false, status: res.status, error: `HTTP ${res.status}: response is not JSON` };
+    }
+    const data = parse(body);
+    if (data === null) return { ok: false, status: res.status, error: `HTTP ${res.status}: unexpected response shape` };
+    return { ok: true, status: res.status, data };
+  }
+
+  health(): Promise<ApiResult<Health>> {
+    return this.request(
+      '/health',
+      { method: 'GET' },
+      (b) => {
+        if (!b || typeof b !== 'object') return null;
+        const o = b as Record<string, unknown>;
+        const st = o.status;
+        const status: HealthStatus = st === 'ok' || st === 'degraded' || st === 'down' ? st : 'unknown';
+        const components = o.components && typeof o.components === 'object' ? (o.components as Record<string, unknown>) : {};
+        return { status, components };
+      },
+      (s) => s === 503,
+    );
+  }
+
+  plugins(): Promise<ApiResult<PluginInfo[]>> {
+    return this.request('/api/plugins', { method: 'GET' }, parsePluginList);
+  }
+
+  uploadPlugin(name: string, wasm: Blob | ArrayBuffer, token: string, opts: UploadOptions = {}): Promise<ApiResult<unknown>> {
+    const q = new URLSearchParams();
+    if (opts.config !== undefined) q.set('config', JSON.stringify(opts.config));
+    if (opts.resetState) q.set('state', 'reset');
+    const qs = q.toString();
+    return this.request(
+      `/api/plugins/${encodeURIComponent(name)}${qs ? `?${qs}` : ''}`,
+      { method: 'PUT', headers: { ...auth(token), 'Content-Type': 'application/wasm' }, body: wasm },
+      anyBody,
+    );
+  }
+
+  patchConfig(name: string, config: Record<string, unknown>, token: string): Promise<ApiResult<unknown>> {
+    return this.request(
+      `/api/plugins/${encodeURIComponent(name)}/config`,
+      { method: 'PATCH', headers: { ...auth(token), 'Content-Type': 'application/json' }, body: JSON.stringify(config) },
+      anyBody,
+    );
+  }
+
+  rollback(name: string, token: string): Promise<ApiResult<unknown>> {
+    return this.request(`/api/plugins/${encodeURIComponent(name)}/rollback`, { method: 'POST', headers: auth(token) }, anyBody);
+  }
+
+  remove(name: string, token: string): Promise<ApiResult<unknown>> {
+    return this.request(`/api/plugins/${encodeURIComponent(name)}`, { method: 'DELETE', headers: auth(token) }, anyBody);
+  }
+}
+
+function auth(token: string): Record<string, string> {
+  return token ? { Authorization: `Bearer ${token}` } : {};
+}
+
+const anyBody = (b: unknown): unknown => b ?? {};

@@ -1,0 +1,102 @@
+import type { PluginsState } from '../hooks/usePolling';
+import { fmtAge, fmtCompact, fmtNumber, shortHash } from '../stream/format';
+import { describeWindow } from '../stream/plugins';
+
+interface Props {
+  plugins: PluginsState & { refresh: () => void };
+  now: number;
+}
+
+const STATUS_TONE: Record<string, string> = {
+  running: 'ok',
+  degraded: 'warn',
+  swapping: 'info',
+  failed: 'crit',
+};
+
+export function PluginsTable({ plugins, now }: Props) {
+  const { rows, error, lastPollAt, loading } = plugins;
+  return (
+    <div className="panel" data-testid="plugins-panel">
+      <div className="panel-head">
+        <h3>
+          Plugins <span className="muted num">{rows.length}</span>
+        </h3>
+        <div className="muted small num">
+          {error ? (
+            <span className="error-text" data-testid="plugins-error">
+              {error}
+            </span>
+          ) : lastPollAt !== null ? (
+            `polled ${fmtAge(lastPollAt, now)}`
+          ) : loading ? (
+            'loading…'
+          ) : null}{' '}
+          <button type="button" className="btn btn-small" onClick={plugins.refresh}>
+            Refresh
+          </button>
+        </div>
+      </div>
+      <div className="table-scroll">
+        <table className="table plugins-table" data-testid="plugins-table">
+          <thead>
+            <tr>
+              <th>Name</th>
+              <th>Version</th>
+              <th>Hash</th>
+              <th>Kind</th>
+              <th>Input</th>
+              <th>Window</th>
+              <th>Status</th>
+              <th className="right">Events/s</th>
+              <th className="right">Outputs/s</th>
+              <th className="right" title="traps + timeouts + dead-lettered">Errors</th>
+              <th className="right">Loaded</th>
+            </tr>
+          </thead>
+          <tbody>
+            {rows.length === 0 && (
+              <tr>
+                <td colSpan={11} className="muted">
+                  {loading ? 'Loading plugins…' : 'No plugins loaded.'}
+                </td>
+              </tr>
+            )}
+            {rows.map((p) => (
+              <tr key={p.name} data-testid="plugin-row" data-plugin={p.name} data-status={p.status}>
+                <td>
+                  <strong>{p.name}</strong>
+                  {p.key_by && <div className="muted small">by {p.key_by}</div>}
+                </td>
+                <td className="num">
+                  {p.version}
+                  {p.previous && <div className="muted small">prev {p.previous.version}</div>}
+                </td>
+                <td>
+                  <code className="hash" title={p.hash}>
+                    {shortHash(p.hash)}
+                  </code>
+                </td>
+                <td>{p.kind}</td>
+                <td>{p.input}</td>
+                <td className="nowrap">{describeWindow(p.window)}</td>
+                <td>
+                  <span className={`badge tone-${STATUS_TONE[p.status] ?? 'info'}`}>{p.status}</span>
+                </td>
+                <td className="num right">{p.eventsPerSec === null ? '—' : fmtNumber(p.eventsPerSec, 0)}</td>
+                <td className="num right">{p.outputsPerSec === null ? '—' : fmtNumber(p.outputsPerSec, 1)}</td>
+                <td
+                  className={`num right${p.errors > 0 ? ' error-text' : ''}`}
+                  title={`traps ${p.counters.traps}, timeouts ${p.counters.timeouts}, dead-lettered ${p.counters.dead_lettered}`}
+                >
+                  {fmtCompact(p.errors)}
+                </td>
+                <td className="num right nowrap">{p.loaded_at !== null ? fmtAge(p.loaded_at, now) : '—'}</td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      </div>
+    </div>
+  );
+}

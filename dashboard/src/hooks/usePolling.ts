@@ -1,0 +1,106 @@
+import { useCallback, useEffect, useRef, useState } from 'react';
+import type { ApiClient, Health } from '../api/client';
+import { computeRows, type PluginRow, type PluginSnapshot } from '../stream/plugins';
+
+export interface PluginsState {
+  rows: PluginRow[];
+  error: string | null;
+  lastPollAt: number | null;
+  loading: boolean;
+}
+
+/**
+ * Polls `/api/plugins` every `intervalMs`, and soon after `signal` changes
+ * (the sequence number of the newest plugin lifecycle event).
+ */
+export function usePlugins(api: ApiClient, signal: number, intervalMs = 3000): PluginsState & { refresh: () => void } {
+  const [state, setState] = useState<PluginsState>({ rows: [], error: null, lastPollAt: null, loading: true });
+  const prev = useRef<PluginSnapshot | null>(null);
+  const inFlight = useRef(false);
+
+  const poll = useCallback(async () => {
+    if (inFlight.current) return;
+    inFlight.current = true;
+    try {
+      const res = await api.plugins();
+      const at = Date.now();
+      if (res.ok) {
+        const snap: PluginSnapshot = { at, plugins: res.data };
+        const rows = computeRows(prev.current, snap);
+        prev.current = snap;
+        setState({ rows, error: null, lastPollAt: at, loading: false });
+      } else {
+        setState((s) => ({ ...s, error: res.error, lastPollAt: at, loading: false }));
+      }
+    } finally {
+      inFlight.current = false;
+    }
+  }, [api]);
+
+  useEffect(() => {
+    const first = setTimeout(() => void poll(), 0);
+    const id = setInterval(() => void poll(), intervalMs);
+    return () => {
+      clearTimeout(first);
+      clearInterval(id);
+    };
+  }, [poll, intervalMs]);
+
+  // A lifecycle event: refresh shortly (debounced: swaps come in bursts).
+  useEffect(() => {
+    if (signal === 0) return;
+    const id = setTimeout(() => void poll(), 300);
+    return () => clearTimeout(id);
+  }, [signal, poll]);
+
+  const refresh = useCallback(() => void poll(), [poll]);
+  return { ...state, refresh };
+}
+
+export interface HealthState {
+  health: Health | null;
+  error: string | null;
+}
+
+export function useHealth(api: ApiClient, intervalMs = 5000): HealthState {
+  const [state, setState] = useState<HealthState>({ health: null, error: null });
+  useEffect(() => {
+    let cancelled = false;
+    const poll = async () => {
+      const res = await api.health();
+      if (cancelled) return;
+      setState(res.ok ? { health: res.data, error: null } : { health: null, error: res.error });
+    };
+    const first = setTimeout(() => void poll(), 0);
+    const id = setInterval(() => void poll(), intervalMs);
+    return () => {
+      cancelled = true;
+      clearTimeout(first);
+      clearInterval(id);
+    };
+  }, [api, intervalMs]);
+  return state;
+}
+
+const TOKEN_KEY = 'rtap.adminToken';
+
+/** The admin token, kept in sessionStorage (this tab only). */
+export function useAdminToken(): [string, (t: string) => void] {
+  const [token, setTokenState] = useState<string>(() => {
+    try {
+      return sessionStorage.getItem(TOKEN_KEY) ?? '';
+    } catch {
+      return '';
+    }
+  });
+  const setToken = useCallback((t: string) => {
+    setTokenState(t);
+    try {
+      if (t) sessionStorage.setItem(TOKEN_KEY, t);
+      else sessionStorage.removeItem(TOKEN_KEY);
+    } catch {
+      // storage unavailable: keep it in memory
+    }
+  }, []);
+  return [token, setToken];
+}

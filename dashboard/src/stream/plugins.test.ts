@@ -1,0 +1,77 @@
+import { describe, expect, it } from 'vitest';
+import { computeRows, describeWindow, isValidPluginName, parsePluginList, pluginNameFromFile, validateConfigJson } from './plugins';
+
+const raw = {
+  name: 'page-views',
+  version: '1.0.0',
+  kind: 'aggregator',
+  input: 'events',
+  key_by: 'page',
+  window: { type: 'tumbling', size_ms: 5000 },
+  hash: 'ab'.repeat(32),
+  state_schema: 1,
+  status: 'running',
+  loaded_at: 1000,
+  config: { a: 1 },
+  counters: { events_in: 100, calls: 10, outputs: 5, traps: 1, timeouts: 2, dead_lettered: 3 },
+  previous: null,
+  future_field: true,
+};
+
+describe('parsePluginList', () => {
+  it('parses the documented shape leniently', () => {
+    const list = parsePluginList([raw, { name: '' }, 7, { name: 'x' }])!;
+    expect(list.map((p) => p.name)).toEqual(['page-views', 'x']);
+    expect(list[0]).toMatchObject({ version: '1.0.0', state_schema: '1', window: { type: 'tumbling', size_ms: 5000 } });
+    expect(list[1]).toMatchObject({ status: 'unknown', window: { type: 'none' }, counters: { events_in: 0 }, previous: null });
+    expect(parsePluginList({ plugins: [raw] })).toHaveLength(1);
+    expect(parsePluginList({ error: 'nope' })).toBeNull();
+  });
+});
+
+describe('computeRows', () => {
+  it('computes throughput from successive polls and sums errors', () => {
+    const p1 = parsePluginList([raw])!;
+    const p2 = parsePluginList([{ ...raw, counters: { ...raw.counters, events_in: 1100, outputs: 25 } }])!;
+    const first = computeRows(null, { at: 0, plugins: p1 });
+    expect(first[0]!.eventsPerSec).toBeNull();
+    expect(first[0]!.errors).toBe(6);
+    const second = computeRows({ at: 0, plugins: p1 }, { at: 2000, plugins: p2 });
+    expect(second[0]!.eventsPerSec).toBe(500);
+    expect(second[0]!.outputsPerSec).toBe(10);
+  });
+
+  it('reports no rate after a counter reset (e.g. a swap)', () => {
+    const p1 = parsePluginList([raw])!;
+    const p2 = parsePluginList([{ ...raw, counters: { ...raw.counters, events_in: 5 } }])!;
+    expect(computeRows({ at: 0, plugins: p1 }, { at: 1000, plugins: p2 })[0]!.eventsPerSec).toBeNull();
+  });
+});
+
+describe('helpers', () => {
+  it('describes windows', () => {
+    expect(describeWindow({ type: 'tumbling', size_ms: 5000 })).toBe('tumbling 5 s');
+    expect(describeWindow({ type: 'sliding', size_ms: 60000, slide_ms: 5000 })).toBe('sliding 1 min / 5 s');
+    expect(describeWindow({ type: 'session', gap_ms: 1800000 })).toBe('session gap 30 min');
+    expect(describeWindow({ type: 'none' })).toBe('—');
+  });
+
+  it('validates config JSON', () => {
+    expect(validateConfigJson('{"threshold": 10}')).toEqual({ ok: true, value: { threshold: 10 } });
+    expect(validateConfigJson('{}')).toEqual({ ok: true, value: {} });
+    expect(validateConfigJson('').ok).toBe(false);
+    expect(validateConfigJson('{"a":').ok).toBe(false);
+    expect(validateConfigJson('[1,2]').ok).toBe(false);
+    expect(validateConfigJson('null').ok).toBe(false);
+    expect(validateConfigJson('42').ok).toBe(false);
+  });
+
+  it('checks and guesses plugin names', () => {
+    expect(isValidPluginName('bot-burst')).toBe(true);
+    expect(isValidPluginName('Bot_Burst')).toBe(false);
+    expect(isValidPluginName('')).toBe(false);
+    expect(pluginNameFromFile('bot_burst.wasm')).toBe('bot-burst');
+    expect(pluginNameFromFile('page-views-1.2.0.wasm')).toBe('page-views');
+    expect(pluginNameFromFile('error-rate.wasm')).toBe('error-rate');
+  });
+});

@@ -1,0 +1,82 @@
+// Messages of the host's WebSocket stream (`/ws`), as validated by `parse.ts`.
+// Only the fields the dashboard uses are kept; unknown fields are dropped.
+
+/** Milliseconds since the Unix epoch. */
+export type Millis = number;
+
+export type Severity = 'info' | 'warning' | 'critical';
+
+export interface MetricMessage {
+  type: 'metric';
+  plugin: string;
+  name: string;
+  key: string;
+  window_start: Millis;
+  window_end: Millis;
+  /** Single-valued metrics: `{ value: n }`; multi-valued: `{ p50, p95, ... }`. */
+  fields: Record<string, number>;
+  /** True when the frame carried `values` (multi-valued) rather than `value`. */
+  multi: boolean;
+}
+
+export interface AlertMessage {
+  type: 'alert';
+  id: string;
+  plugin: string;
+  rule: string;
+  severity: Severity;
+  key: string;
+  message: string;
+  time: Millis;
+  value: number | null;
+}
+
+export type PluginEventKind =
+  | 'loaded'
+  | 'swapped'
+  | 'rolled_back'
+  | 'config_changed'
+  | 'failed'
+  | 'degraded'
+  | 'removed';
+
+export interface PluginEventMessage {
+  type: 'plugin';
+  /** One of `PluginEventKind`, or a newer event name the host added. */
+  event: string;
+  plugin: string;
+  version: string | null;
+  hash: string | null;
+  message: string;
+  time: Millis;
+}
+
+export interface Percentiles {
+  p50: number | null;
+  p95: number | null;
+  p99: number | null;
+}
+
+export interface PipelineMessage {
+  type: 'pipeline';
+  time: Millis;
+  source: string;
+  events_in: number | null;
+  events_per_sec: number | null;
+  outputs_per_sec: number | null;
+  watermark: Millis | null;
+  late_events: number | null;
+  dead_lettered: number | null;
+  e2e_latency_ms: Percentiles | null;
+  /** Partition → lag; empty when the source is not Kafka. */
+  consumer_lag: Record<string, number>;
+  last_checkpoint: Millis | null;
+}
+
+export type ServerMessage = MetricMessage | AlertMessage | PluginEventMessage | PipelineMessage;
+
+export type ParseResult =
+  | { kind: 'message'; message: ServerMessage }
+  /** A well-formed object of a type this dashboard does not know (forward compatibility). */
+  | { kind: 'ignored'; type: string }
+  | { kind: 'invalid'; error: string };
