@@ -144,14 +144,23 @@ impl DetectorOp {
             let s = step.states.get(i);
             if s.is_empty() {
                 self.state.states.remove(key.as_str());
+            } else if let Some(v) = self.state.states.get_mut(key.as_str()) {
+                v.clear();
+                v.extend_from_slice(s);
             } else {
                 self.state.states.insert(key.as_str().into(), s.to_vec());
             }
         }
         for (g, at) in step.timers {
-            let key: Box<str> = keys[g as usize].as_str().into();
-            self.state.by_key.entry(key.clone()).or_default().insert(at);
-            self.state.timers.insert((at, key));
+            let key = keys[g as usize].as_str();
+            if let Some(ts) = self.state.by_key.get_mut(key) {
+                if !ts.insert(at) {
+                    continue;
+                }
+            } else {
+                self.state.by_key.insert(key.into(), BTreeSet::from([at]));
+            }
+            self.state.timers.insert((at, key.into()));
         }
         alerts.extend(step.alerts.into_iter().map(|a| KeyedAlert {
             key: keys[a.group as usize].clone(),

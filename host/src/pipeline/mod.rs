@@ -11,7 +11,7 @@
 //!
 //! A failed call dead-letters exactly that call's input (with plugin, reason
 //! and each event's origin) and leaves the plugin's states as they were; a
-//! plugin that fails [`DEGRADE_AFTER`] calls in a row is degraded: skipped (its
+//! plugin that fails [`DEGRADE_AFTER`] of its last [`RECENT_CALLS`] calls is degraded: skipped (its
 //! input dead-lettered) and probed again after [`PROBE_AFTER`].
 
 pub mod columns;
@@ -34,8 +34,10 @@ use detector::{DetectorOp, DetectorState, KeyedAlert};
 use output::{AlertOut, DeadLetter, LateEvent, MetricOut, Output, PluginEvent, now_ms};
 use status::{PluginCounters, PluginStatus};
 
-/// Consecutive failed calls before a plugin is degraded.
+/// Failed calls among the last [`RECENT_CALLS`] before a plugin is degraded.
 pub const DEGRADE_AFTER: u32 = 3;
+/// How many recent calls the failure count looks at.
+pub const RECENT_CALLS: u32 = 10;
 /// How long a degraded plugin is skipped before it is tried again.
 pub const PROBE_AFTER: Duration = Duration::from_secs(30);
 
@@ -61,7 +63,8 @@ pub struct Slot {
     pub inst: Box<dyn PluginCalls>,
     pub counters: Arc<PluginCounters>,
     pub op: Op,
-    failures_in_row: u32,
+    /// Outcomes of the last calls, one bit each (1 = failed).
+    recent: u32,
     degraded_until: Option<Instant>,
 }
 
@@ -97,7 +100,7 @@ impl Slot {
             inst,
             counters,
             op,
-            failures_in_row: 0,
+            recent: 0,
             degraded_until: None,
         }
     }
@@ -473,8 +476,11 @@ impl Pipeline {
 
     fn succeeded(&mut self, si: usize) {
         let slot = &mut self.slots[si];
-        slot.failures_in_row = 0;
-        if slot.degraded_until.take().is_some() {
+        slot.recent = (slot.recent << 1) & ((1 << RECENT_CALLS) - 1);
+        // A successful probe after the skip period: back in service.
+        if slot.degraded_until.is_some_and(|t| Instant::now() >= t) {
+            slot.degraded_until = None;
+            slot.recent = 0;
             slot.counters.set_status(PluginStatus::Running);
             let e = lifecycle(slot, "recovered", "calls succeed again".into());
             tracing::info!(plugin = %slot.name, "plugin recovered");
@@ -491,16 +497,17 @@ impl Pipeline {
             CallError::OutOfMemory => PluginCounters::add(&c.out_of_memory, 1),
             CallError::Plugin(_) | CallError::Contract(_) => PluginCounters::add(&c.errors, 1),
         }
-        slot.failures_in_row += 1;
+        slot.recent = ((slot.recent << 1) | 1) & ((1 << RECENT_CALLS) - 1);
         tracing::warn!(plugin = %slot.name, reason = error.reason(), error = %error, "plugin call failed");
-        if slot.failures_in_row >= DEGRADE_AFTER {
+        let failed = slot.recent.count_ones();
+        if failed >= DEGRADE_AFTER {
             let first = slot.degraded_until.is_none();
             slot.degraded_until = Some(Instant::now() + PROBE_AFTER);
             slot.counters.set_status(PluginStatus::Degraded);
             if first {
                 let msg = format!(
-                    "{} failed calls in a row (last: {error}); skipped for {:?}",
-                    slot.failures_in_row, PROBE_AFTER
+                    "{failed} of the last {RECENT_CALLS} calls failed (last: {error}); skipped for {:?}",
+                    PROBE_AFTER
                 );
                 tracing::error!(plugin = %slot.name, "plugin degraded: {msg}");
                 let e = lifecycle(slot, "degraded", msg);

@@ -218,26 +218,30 @@ impl PluginCalls for Instance {
 /// Name the failure: deadline, memory cap, or another trap (with what the
 /// plugin wrote to stderr, e.g. a panic message).
 fn classify(e: &wasmtime::Error, store: &Store<PluginCtx>) -> CallError {
-    if let Some(trap) = e.downcast_ref::<wasmtime::Trap>()
-        && *trap == wasmtime::Trap::Interrupt
-    {
+    let trap = e.downcast_ref::<wasmtime::Trap>().copied();
+    if trap == Some(wasmtime::Trap::Interrupt) {
         return CallError::Timeout;
     }
-    let msg = root(e);
+    // The trap code says what happened; the full message carries a wasm
+    // backtrace, which belongs in debug logs, not in every dead letter.
+    let msg = match trap {
+        Some(t) => t.to_string(),
+        None => root(e),
+    };
+    tracing::debug!(error = ?e, "plugin trap");
     let stderr = String::from_utf8_lossy(&store.data().stderr.contents()).into_owned();
-    if msg.contains("growing memory")
-        || msg.contains("memory minimum size")
-        || stderr.contains("memory allocation of")
-    {
+    if msg.contains("growing memory") || msg.contains("memory minimum size") || stderr.contains("memory allocation of") {
         return CallError::OutOfMemory;
     }
-    let said = stderr
-        .lines()
-        .rev()
-        .find(|l| !l.trim().is_empty())
-        .map(|l| l.trim().to_string());
+    // A Rust panic prints "thread '…' panicked at FILE:LINE:COL:" then the
+    // message; keep the last such report.
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty() && !l.starts_with("note:")).collect();
+    let said = match lines.iter().rposition(|l| l.contains("panicked at")) {
+        Some(i) => Some(lines[i..].join(" ")),
+        None => lines.last().map(|l| l.to_string()),
+    };
     match said {
-        Some(line) => CallError::Trap(format!("{msg}; plugin stderr: {}", truncate(&line, 300))),
+        Some(text) => CallError::Trap(format!("{msg}; plugin said: {}", truncate(text.trim(), 400))),
         None => CallError::Trap(msg),
     }
 }

@@ -239,47 +239,39 @@ impl AggregateOp {
             }
             WindowSpec::Session { gap_ms } => {
                 let (start, end) = (ts, ts.saturating_add(gap_ms));
-                let key_s = Self::key_str(&self.pending, batch, key).to_string();
-                let wins = self.state.keys.entry(key_s.as_str().into()).or_default();
+                let lateness = self.lateness_ms;
+                let key_s = Self::key_str(&self.pending, batch, key);
+                if !self.state.keys.contains_key(key_s) {
+                    self.state.keys.insert(key_s.into(), Vec::new());
+                }
+                let wins = self.state.keys.get_mut(key_s).expect("just inserted");
                 // Flink merges windows that intersect, touching included.
                 // Sessions already past their purge time are gone for Flink
                 // (they fire lazily here, at the end of the batch).
-                let lateness = self.lateness_ms;
                 let mut hits: Vec<usize> = (0..wins.len())
-                    .filter(|&w| {
-                        wins[w].start <= end
-                            && wins[w].end >= start
-                            && wins[w].end - 1 + lateness > wm
-                    })
+                    .filter(|&w| wins[w].start <= end && wins[w].end >= start && wins[w].end - 1 + lateness > wm)
                     .collect();
                 if hits.is_empty() {
-                    if classify(end, self.lateness_ms, wm) == Lateness::Dropped {
+                    if classify(end, lateness, wm) == Lateness::Dropped {
                         if wins.is_empty() {
-                            self.state.keys.remove(key_s.as_str());
+                            self.state.keys.remove(key_s);
                         }
                         return out;
                     }
                     self.state.next_session += 1;
                     let id = self.state.next_session;
-                    wins.push(Win {
-                        id,
-                        start,
-                        end,
-                        fired: false,
-                        state: Vec::new(),
-                    });
-                    self.state.trigger(end - 1, &key_s);
+                    wins.push(Win { id, start, end, fired: false, state: Vec::new() });
+                    self.state.triggers.entry(end - 1).or_default().push(key_s.into());
                     take(end, id, &mut self.pending);
                     return out;
                 }
                 hits.sort_by_key(|&w| (wins[w].start, wins[w].id));
-                let target = hits[0];
+                let target_id = wins[hits[0]].id;
                 let (mut m_start, mut m_end) = (start, end);
                 for &h in &hits {
                     m_start = m_start.min(wins[h].start);
                     m_end = m_end.max(wins[h].end);
                 }
-                let target_id = wins[target].id;
                 // Absorb the others (highest index first so indices stay valid).
                 let mut absorbed: Vec<usize> = hits[1..].to_vec();
                 absorbed.sort_unstable_by(|a, b| b.cmp(a));
@@ -287,19 +279,14 @@ impl AggregateOp {
                     let w = wins.remove(h);
                     self.pending.merges.push((key, target_id, w.id, w.state));
                 }
-                let t = wins
-                    .iter_mut()
-                    .find(|w| w.id == target_id)
-                    .expect("target kept");
-                let grew = m_end > t.end;
-                t.start = m_start;
-                t.end = m_end;
-                if grew && m_end - 1 > wm {
+                let t = wins.iter_mut().find(|w| w.id == target_id).expect("target kept");
+                if m_end > t.end && m_end - 1 > wm {
                     t.fired = false;
                 }
-                if grew {
-                    self.state.trigger(m_end - 1, &key_s);
-                }
+                // The trigger of a grown session is re-registered lazily
+                // when its old trigger time comes (see `fire_until`).
+                t.start = m_start;
+                t.end = m_end;
                 take(m_end, target_id, &mut self.pending);
             }
             WindowSpec::None => {}
@@ -567,10 +554,16 @@ impl AggregateOp {
             // Purge what is past its lateness and already fired (or empty).
             let lateness = self.lateness_ms;
             ws.retain(|w| !(w.end - 1 + lateness <= t && (w.fired || w.state.is_empty())));
+            let mut regrown = None;
             for w in ws.iter() {
                 if !w.fired && w.end - 1 <= t {
                     due.push((w.end, w.start, key.clone(), w.id));
+                } else if !w.fired && matches!(self.spec, WindowSpec::Session { .. }) {
+                    regrown = Some(regrown.map_or(w.end - 1, |r: i64| r.min(w.end - 1)));
                 }
+            }
+            if let Some(at) = regrown {
+                self.state.triggers.entry(at).or_default().push(key.clone());
             }
             if ws.is_empty() {
                 self.state.keys.remove(&key);

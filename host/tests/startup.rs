@@ -1,0 +1,98 @@
+//! Bad set-ups fail at start with one clear message naming the file and the
+//! problem, and a non-zero exit; bad input lines are dead-lettered with their
+//! line number, never a crash.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+
+fn start(plugins: &std::path::Path, extra: &[&str]) -> (i32, String) {
+    let data = tempfile::tempdir().unwrap();
+    let input = data.path().join("in.jsonl");
+    std::fs::write(&input, "").unwrap();
+    let out = Command::new(host_bin())
+        .arg("--plugins")
+        .arg(plugins)
+        .arg(format!("--source=file:{}", input.display()))
+        .args(["--no-server", "--sink", "jsonl:-", "--data-dir"])
+        .arg(data.path())
+        .args(extra)
+        .output()
+        .unwrap();
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn missing_plugins_folder() {
+    let (code, err) = start(std::path::Path::new("/nonexistent/plugins"), &[]);
+    assert_eq!(code, 2);
+    assert!(err.contains("/nonexistent/plugins") && err.contains("does not exist"), "{err}");
+}
+
+#[test]
+fn empty_plugins_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, err) = start(dir.path(), &[]);
+    assert_eq!(code, 2);
+    assert!(err.contains("contains no .wasm plugins"), "{err}");
+}
+
+#[test]
+fn not_wasm_core_module_and_foreign_component() {
+    let dir = plugins_dir(&["page-views"]);
+    let bad = dir.path().join("zz-notes.wasm");
+    std::fs::write(&bad, "this is not wasm").unwrap();
+    let (code, err) = start(dir.path(), &[]);
+    assert_eq!(code, 2);
+    assert!(err.contains("zz-notes.wasm") && err.contains("not a WebAssembly file"), "{err}");
+
+    // A core module (what `--target wasm32-unknown-unknown` produces).
+    std::fs::write(&bad, b"\0asm\x01\0\0\0").unwrap();
+    let (code, err) = start(dir.path(), &[]);
+    assert_eq!(code, 2);
+    assert!(err.contains("zz-notes.wasm") && err.contains("core Wasm module, not a component"), "{err}");
+
+    // A component that exports nothing of the contract.
+    std::fs::write(&bad, b"\0asm\x0d\0\x01\0").unwrap();
+    let (code, err) = start(dir.path(), &[]);
+    assert_eq!(code, 2);
+    assert!(err.contains("zz-notes.wasm") && err.contains("does not implement the rtap:plugin contract"), "{err}");
+}
+
+#[test]
+fn bad_config_is_refused_by_name() {
+    let dir = plugins_dir(&["bot-burst"]);
+    let (code, err) = start(dir.path(), &["--plugin-config", r#"bot-burst={"min_page_views":"many"}"#]);
+    assert_eq!(code, 2);
+    assert!(err.contains("`bot-burst`") && err.contains("config refused"), "{err}");
+    let (code, err) = start(dir.path(), &["--plugin-config", r#"no-such-plugin={}"#]);
+    assert_eq!(code, 2);
+    assert!(err.contains("no-such-plugin"), "{err}");
+    let (code, err) = start(dir.path(), &["--plugin-config", "bot-burst={oops"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("not valid JSON"), "{err}");
+}
+
+#[test]
+fn malformed_lines_are_dead_lettered_with_line_numbers() {
+    let plugins = plugins_dir(&["page-views"]);
+    let data = tempfile::tempdir().unwrap();
+    let input = data.path().join("in.jsonl");
+    std::fs::write(
+        &input,
+        "{\"page\":\"/a\",\"timestamp\":1000}\nnot json\n{\"page\":\"/a\"}\n\n{\"page\":\"/b\",\"timestamp\":\"yesterday\"}\n{\"page\":\"/a\",\"timestamp\":2000}\n",
+    )
+    .unwrap();
+    run_file(plugins.path(), &input, data.path(), &[]);
+    let dead = read_json(&data.path().join("dead-letter.jsonl"));
+    let lines: Vec<u64> = dead.iter().map(|d| d["offset"].as_u64().unwrap()).collect();
+    assert_eq!(lines, vec![2, 3, 5]);
+    assert!(dead.iter().all(|d| d["reason"] == "malformed" && d["plugin"].is_null()));
+    assert!(dead[1]["detail"].as_str().unwrap().contains("timestamp"));
+    assert_eq!(dead[0]["event"], "not json");
+    let out = read_json(&data.path().join("out.jsonl"));
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0]["value"], 2.0, "the two good events are counted");
+}
