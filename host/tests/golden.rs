@@ -12,18 +12,29 @@ use common::*;
 
 fn cases() -> Vec<PathBuf> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
-    let mut v: Vec<PathBuf> = std::fs::read_dir(&root).unwrap().map(|e| e.unwrap().path()).filter(|p| p.is_dir()).collect();
+    let mut v: Vec<PathBuf> = std::fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
+        .collect();
     v.sort();
     assert!(v.len() >= 6, "golden cases missing");
     v
 }
 
 fn words(p: &Path) -> Vec<String> {
-    std::fs::read_to_string(p).unwrap().split_whitespace().map(str::to_string).collect()
+    std::fs::read_to_string(p)
+        .unwrap()
+        .split_whitespace()
+        .map(str::to_string)
+        .collect()
 }
 
 fn late_offsets(data: &Path) -> Vec<u64> {
-    read_json(&data.join("late-events.jsonl")).iter().map(|v| v["offset"].as_u64().unwrap()).collect()
+    read_json(&data.join("late-events.jsonl"))
+        .iter()
+        .map(|v| v["offset"].as_u64().unwrap())
+        .collect()
 }
 
 fn expected(case: &Path) -> (Vec<serde_json::Value>, Vec<u64>) {
@@ -40,10 +51,22 @@ fn check(case: &Path, what: &str, got: Vec<serde_json::Value>, late: Vec<u64>) {
     let (want, want_late) = expected(case);
     let name = case.file_name().unwrap().to_string_lossy();
     if got != want {
-        let show = |v: &[serde_json::Value]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>().join("\n");
-        panic!("{name} ({what}): outputs differ\n--- expected\n{}\n--- got\n{}", show(&want), show(&got));
+        let show = |v: &[serde_json::Value]| {
+            v.iter()
+                .map(|x| x.to_string())
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        panic!(
+            "{name} ({what}): outputs differ\n--- expected\n{}\n--- got\n{}",
+            show(&want),
+            show(&got)
+        );
     }
-    assert_eq!(late, want_late, "{name} ({what}): late events (line numbers) differ");
+    assert_eq!(
+        late, want_late,
+        "{name} ({what}): late events (line numbers) differ"
+    );
 }
 
 #[test]
@@ -54,8 +77,18 @@ fn golden_cases_straight_through() {
         let args = words(&case.join("args"));
         let data = tempfile::tempdir().unwrap();
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        run_file(plugins.path(), &case.join("input.jsonl"), data.path(), &args);
-        check(&case, "straight", read_json(&data.path().join("out.jsonl")), late_offsets(data.path()));
+        run_file(
+            plugins.path(),
+            &case.join("input.jsonl"),
+            data.path(),
+            &args,
+        );
+        check(
+            &case,
+            "straight",
+            read_json(&data.path().join("out.jsonl")),
+            late_offsets(data.path()),
+        );
     }
 }
 
@@ -64,7 +97,12 @@ fn golden_cases_through_a_checkpoint() {
     let seed: u64 = std::env::var("RTAP_GOLDEN_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64);
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+        });
     let mut x = seed | 1;
     let mut next = move |n: u64| {
         x ^= x << 13;
@@ -86,10 +124,18 @@ fn golden_cases_through_a_checkpoint() {
             let limit = format!("--max-events={k}");
             first.push(&limit);
             run_file(plugins.path(), &input, data.path(), &first);
-            assert!(data.path().join("checkpoint.bin").is_file(), "no checkpoint after --max-events");
+            assert!(
+                data.path().join("checkpoint.bin").is_file(),
+                "no checkpoint after --max-events"
+            );
             run_file(plugins.path(), &input, data.path(), &args);
             let what = format!("split after line {k}, RTAP_GOLDEN_SEED={seed}");
-            check(&case, &what, read_json(&data.path().join("out.jsonl")), late_offsets(data.path()));
+            check(
+                &case,
+                &what,
+                read_json(&data.path().join("out.jsonl")),
+                late_offsets(data.path()),
+            );
         }
     }
 }

@@ -13,10 +13,17 @@ use common::*;
 
 /// 20 000 simulated events with three poisoned pages at known lines.
 fn input(dir: &std::path::Path) -> (std::path::PathBuf, [(u64, &'static str); 3]) {
-    let out = Command::new(gen_bin()).args(["--events", "20000", "--seed", "3", "--rate", "200"]).output().unwrap();
+    let out = Command::new(gen_bin())
+        .args(["--events", "20000", "--seed", "3", "--rate", "200"])
+        .output()
+        .unwrap();
     assert!(out.status.success());
     let poison = [(4_321u64, "/loop"), (9_876, "/bomb"), (15_000, "/trap")];
-    let mut lines: Vec<String> = String::from_utf8(out.stdout).unwrap().lines().map(str::to_string).collect();
+    let mut lines: Vec<String> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
     for (line, page) in poison {
         let l = &mut lines[line as usize - 1];
         let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
@@ -44,51 +51,128 @@ fn sorted_shipped(data: &std::path::Path) -> Vec<String> {
 fn hostile_plugins_are_contained() {
     let tmp = tempfile::tempdir().unwrap();
     let (events, poison) = input(tmp.path());
-    let flags = ["--batch-size", "1000", "--plugin-timeout", "100ms", "--plugin-memory", "32MiB"];
+    let flags = [
+        "--batch-size",
+        "1000",
+        "--plugin-timeout",
+        "100ms",
+        "--plugin-memory",
+        "32MiB",
+    ];
 
     let baseline_plugins = plugins_dir(&SHIPPED);
     let baseline = tmp.path().join("baseline");
     run_file(baseline_plugins.path(), &events, &baseline, &flags);
     let expected = sorted_shipped(&baseline);
-    assert!(expected.len() > 1000, "the baseline produced {} outputs", expected.len());
+    assert!(
+        expected.len() > 1000,
+        "the baseline produced {} outputs",
+        expected.len()
+    );
 
     let mut all: Vec<&str> = SHIPPED.to_vec();
-    all.extend(["hostile-loop", "hostile-memory", "hostile-trap", "hostile-output"]);
+    all.extend([
+        "hostile-loop",
+        "hostile-memory",
+        "hostile-trap",
+        "hostile-output",
+    ]);
     let hostile_plugins = plugins_dir(&all);
     let hostile = tmp.path().join("hostile");
     let started = std::time::Instant::now();
     let out = run_file(hostile_plugins.path(), &events, &hostile, &flags);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(started.elapsed().as_secs() < 60, "the hostile run took {:?}", started.elapsed());
+    assert!(
+        started.elapsed().as_secs() < 60,
+        "the hostile run took {:?}",
+        started.elapsed()
+    );
 
     // The shipped plugins saw everything, exactly once.
-    assert_eq!(sorted_shipped(&hostile), expected, "shipped outputs changed next to hostile plugins");
+    assert_eq!(
+        sorted_shipped(&hostile),
+        expected,
+        "shipped outputs changed next to hostile plugins"
+    );
 
     let dead = read_json(&hostile.join("dead-letter.jsonl"));
-    let of = |plugin: &str| -> Vec<&serde_json::Value> { dead.iter().filter(|d| d["plugin"] == plugin).collect() };
-    let expect_reason = [("hostile-loop", "timeout"), ("hostile-memory", "out_of_memory"), ("hostile-trap", "trap")];
+    let of = |plugin: &str| -> Vec<&serde_json::Value> {
+        dead.iter().filter(|d| d["plugin"] == plugin).collect()
+    };
+    let expect_reason = [
+        ("hostile-loop", "timeout"),
+        ("hostile-memory", "out_of_memory"),
+        ("hostile-trap", "trap"),
+    ];
     for ((line, page), (plugin, reason)) in poison.iter().zip(expect_reason) {
         let entries = of(plugin);
         assert!(!entries.is_empty(), "no dead letters for {plugin}");
-        assert!(entries.iter().all(|d| d["reason"] == reason), "{plugin}: reasons {:?}", entries.iter().map(|d| &d["reason"]).collect::<Vec<_>>());
-        let lines: BTreeSet<u64> = entries.iter().map(|d| d["offset"].as_u64().unwrap()).collect();
-        assert!(lines.contains(line), "{plugin}: the poisoned line {line} is not dead-lettered");
-        assert!(lines.len() <= 1000, "{plugin}: {} events dead-lettered, more than one batch", lines.len());
+        assert!(
+            entries.iter().all(|d| d["reason"] == reason),
+            "{plugin}: reasons {:?}",
+            entries.iter().map(|d| &d["reason"]).collect::<Vec<_>>()
+        );
+        let lines: BTreeSet<u64> = entries
+            .iter()
+            .map(|d| d["offset"].as_u64().unwrap())
+            .collect();
+        assert!(
+            lines.contains(line),
+            "{plugin}: the poisoned line {line} is not dead-lettered"
+        );
+        assert!(
+            lines.len() <= 1000,
+            "{plugin}: {} events dead-lettered, more than one batch",
+            lines.len()
+        );
         let bad = entries.iter().find(|d| d["offset"] == *line).unwrap();
-        assert!(bad["event"].as_str().unwrap().contains(page), "the dead letter keeps the event");
+        assert!(
+            bad["event"].as_str().unwrap().contains(page),
+            "the dead letter keeps the event"
+        );
         assert_eq!(bad["source"], format!("file:{}", events.display()));
     }
     let trap = of("hostile-trap");
-    assert!(trap[0]["detail"].as_str().unwrap().contains("refusing event"), "trap detail: {}", trap[0]["detail"]);
+    assert!(
+        trap[0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("refusing event"),
+        "trap detail: {}",
+        trap[0]["detail"]
+    );
     // The flood fails every window it fires; after three failures in a row
     // the plugin is degraded and its input is skipped (dead-lettered).
     let flood = of("hostile-output");
-    let violation = flood.iter().find(|d| d["reason"] == "contract_violation").expect("a contract violation");
-    assert!(violation["detail"].as_str().unwrap().contains("200000 metrics"), "{}", violation["detail"]);
-    assert!(flood.iter().any(|d| d["reason"] == "degraded"), "no input skipped while degraded");
-    assert!(flood.iter().all(|d| d["reason"] == "contract_violation" || d["reason"] == "degraded"));
-    assert!(stderr.contains("plugin degraded"), "hostile-output should be degraded:\n{stderr}");
+    let violation = flood
+        .iter()
+        .find(|d| d["reason"] == "contract_violation")
+        .expect("a contract violation");
+    assert!(
+        violation["detail"]
+            .as_str()
+            .unwrap()
+            .contains("200000 metrics"),
+        "{}",
+        violation["detail"]
+    );
+    assert!(
+        flood.iter().any(|d| d["reason"] == "degraded"),
+        "no input skipped while degraded"
+    );
+    assert!(
+        flood
+            .iter()
+            .all(|d| d["reason"] == "contract_violation" || d["reason"] == "degraded")
+    );
+    assert!(
+        stderr.contains("plugin degraded"),
+        "hostile-output should be degraded:\n{stderr}"
+    );
     // The hostile plugins still count the events of healthy batches.
     let outs = read_json(&hostile.join("out.jsonl"));
-    assert!(outs.iter().any(|o| o["plugin"] == "hostile-trap" && o["name"] == "count"));
+    assert!(
+        outs.iter()
+            .any(|o| o["plugin"] == "hostile-trap" && o["name"] == "count")
+    );
 }

@@ -21,19 +21,30 @@ impl Drop for Host {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn get(port: u16, path: &str) -> Option<(u16, String)> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
     let mut buf = String::new();
     s.read_to_string(&mut buf).ok()?;
     let code = buf.split_whitespace().nth(1)?.parse().ok()?;
     let body = buf.split_once("\r\n\r\n")?.1.to_string();
     // Small bodies may come chunked: strip the chunk framing.
-    let body = if buf.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+    let body = if buf
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
         let mut out = String::new();
         let mut rest = body.as_str();
         while let Some((size, tail)) = rest.split_once("\r\n") {
@@ -81,7 +92,9 @@ async fn streams_metrics_and_alerts_over_websocket() {
     assert_eq!(h["status"], "ok");
     assert_eq!(h["components"]["plugins"].as_object().unwrap().len(), 11);
 
-    let (ws, _) = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}/ws")).await.unwrap();
+    let (ws, _) = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}/ws"))
+        .await
+        .unwrap();
     let (_tx, mut rx) = ws.split();
     let mut seen_metric = false;
     let mut seen_alert = false;
@@ -89,7 +102,11 @@ async fn streams_metrics_and_alerts_over_websocket() {
     let until = Instant::now() + Duration::from_secs(40);
     while !(seen_metric && seen_alert && seen_pipeline) {
         let left = until.saturating_duration_since(Instant::now());
-        let msg = tokio::time::timeout(left, rx.next()).await.expect("no metric, alert and status within 40 s").unwrap().unwrap();
+        let msg = tokio::time::timeout(left, rx.next())
+            .await
+            .expect("no metric, alert and status within 40 s")
+            .unwrap()
+            .unwrap();
         let text = msg.into_text().unwrap();
         let v: serde_json::Value = serde_json::from_str(&text).unwrap();
         match v["type"].as_str().unwrap() {
@@ -99,7 +116,11 @@ async fn streams_metrics_and_alerts_over_websocket() {
                 seen_metric = true;
             }
             "alert" => {
-                assert!(v["id"].as_str().unwrap().len() == 24 && v["rule"].is_string() && v["severity"].is_string());
+                assert!(
+                    v["id"].as_str().unwrap().len() == 24
+                        && v["rule"].is_string()
+                        && v["severity"].is_string()
+                );
                 seen_alert = true;
             }
             "pipeline" => {

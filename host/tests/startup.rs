@@ -21,14 +21,20 @@ fn start(plugins: &std::path::Path, extra: &[&str]) -> (i32, String) {
         .args(extra)
         .output()
         .unwrap();
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[test]
 fn missing_plugins_folder() {
     let (code, err) = start(std::path::Path::new("/nonexistent/plugins"), &[]);
     assert_eq!(code, 2);
-    assert!(err.contains("/nonexistent/plugins") && err.contains("does not exist"), "{err}");
+    assert!(
+        err.contains("/nonexistent/plugins") && err.contains("does not exist"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -46,27 +52,43 @@ fn not_wasm_core_module_and_foreign_component() {
     std::fs::write(&bad, "this is not wasm").unwrap();
     let (code, err) = start(dir.path(), &[]);
     assert_eq!(code, 2);
-    assert!(err.contains("zz-notes.wasm") && err.contains("not a WebAssembly file"), "{err}");
+    assert!(
+        err.contains("zz-notes.wasm") && err.contains("not a WebAssembly file"),
+        "{err}"
+    );
 
     // A core module (what `--target wasm32-unknown-unknown` produces).
     std::fs::write(&bad, b"\0asm\x01\0\0\0").unwrap();
     let (code, err) = start(dir.path(), &[]);
     assert_eq!(code, 2);
-    assert!(err.contains("zz-notes.wasm") && err.contains("core Wasm module, not a component"), "{err}");
+    assert!(
+        err.contains("zz-notes.wasm") && err.contains("core Wasm module, not a component"),
+        "{err}"
+    );
 
     // A component that exports nothing of the contract.
     std::fs::write(&bad, b"\0asm\x0d\0\x01\0").unwrap();
     let (code, err) = start(dir.path(), &[]);
     assert_eq!(code, 2);
-    assert!(err.contains("zz-notes.wasm") && err.contains("does not implement the rtap:plugin contract"), "{err}");
+    assert!(
+        err.contains("zz-notes.wasm")
+            && err.contains("does not implement the rtap:plugin contract"),
+        "{err}"
+    );
 }
 
 #[test]
 fn bad_config_is_refused_by_name() {
     let dir = plugins_dir(&["bot-burst"]);
-    let (code, err) = start(dir.path(), &["--plugin-config", r#"bot-burst={"min_page_views":"many"}"#]);
+    let (code, err) = start(
+        dir.path(),
+        &["--plugin-config", r#"bot-burst={"min_page_views":"many"}"#],
+    );
     assert_eq!(code, 2);
-    assert!(err.contains("`bot-burst`") && err.contains("config refused"), "{err}");
+    assert!(
+        err.contains("`bot-burst`") && err.contains("config refused"),
+        "{err}"
+    );
     let (code, err) = start(dir.path(), &["--plugin-config", r#"no-such-plugin={}"#]);
     assert_eq!(code, 2);
     assert!(err.contains("no-such-plugin"), "{err}");
@@ -89,7 +111,10 @@ fn malformed_lines_are_dead_lettered_with_line_numbers() {
     let dead = read_json(&data.path().join("dead-letter.jsonl"));
     let lines: Vec<u64> = dead.iter().map(|d| d["offset"].as_u64().unwrap()).collect();
     assert_eq!(lines, vec![2, 3, 5]);
-    assert!(dead.iter().all(|d| d["reason"] == "malformed" && d["plugin"].is_null()));
+    assert!(
+        dead.iter()
+            .all(|d| d["reason"] == "malformed" && d["plugin"].is_null())
+    );
     assert!(dead[1]["detail"].as_str().unwrap().contains("timestamp"));
     assert_eq!(dead[0]["event"], "not json");
     let out = read_json(&data.path().join("out.jsonl"));

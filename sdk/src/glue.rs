@@ -84,8 +84,19 @@ pub fn aggregator_add<T: Aggregator>(
     states: &Packed,
     batch: &Batch,
 ) -> Result<Packed, String> {
+    with_instance::<T, _>(|agg| aggregator_add_on(agg, group_lens, states, batch))
+}
+
+/// [`aggregator_add`] on an explicit plugin value (native embedding: several
+/// plugins on one thread).
+pub fn aggregator_add_on<T: Aggregator>(
+    agg: &T,
+    group_lens: &[u32],
+    states: &Packed,
+    batch: &Batch,
+) -> Result<Packed, String> {
     check_groups(group_lens, states, batch.len)?;
-    with_instance::<T, _>(|agg| {
+    {
         let mut out = Packed {
             data: Vec::with_capacity(states.data.len() + 16 * states.len()),
             ends: Vec::new(),
@@ -99,21 +110,33 @@ pub fn aggregator_add<T: Aggregator>(
             start += len as usize;
         }
         Ok(out)
-    })
+    }
 }
 
 pub fn aggregator_merge<T: Aggregator>(a: &[u8], b: &[u8]) -> Result<Vec<u8>, String> {
-    with_instance::<T, _>(|agg| {
+    with_instance::<T, _>(|agg| aggregator_merge_on(agg, a, b))
+}
+
+pub fn aggregator_merge_on<T: Aggregator>(agg: &T, a: &[u8], b: &[u8]) -> Result<Vec<u8>, String> {
+    {
         let mut sa: T::State = decode_state(a)?;
         let sb: T::State = decode_state(b)?;
         agg.merge(&mut sa, sb);
         let mut out = Vec::new();
         encode_state(&sa, &mut out)?;
         Ok(out)
-    })
+    }
 }
 
 pub fn aggregator_finish<T: Aggregator>(
+    windows: &[Window],
+    states: &Packed,
+) -> Result<Vec<(u32, String, MetricValue)>, String> {
+    with_instance::<T, _>(|agg| aggregator_finish_on(agg, windows, states))
+}
+
+pub fn aggregator_finish_on<T: Aggregator>(
+    agg: &T,
     windows: &[Window],
     states: &Packed,
 ) -> Result<Vec<(u32, String, MetricValue)>, String> {
@@ -124,14 +147,12 @@ pub fn aggregator_finish<T: Aggregator>(
             states.len()
         ));
     }
-    with_instance::<T, _>(|agg| {
-        let mut out = Metrics::default();
-        for (i, w) in windows.iter().enumerate() {
-            out.set_group(i as u32);
-            agg.finish(decode_state(states.get(i))?, *w, &mut out);
-        }
-        Ok(out.into_inner())
-    })
+    let mut out = Metrics::default();
+    for (i, w) in windows.iter().enumerate() {
+        out.set_group(i as u32);
+        agg.finish(decode_state(states.get(i))?, *w, &mut out);
+    }
+    Ok(out.into_inner())
 }
 
 /// What a detector call returns.
@@ -156,6 +177,7 @@ pub fn detector_migrate<T: Detector>(from: u32, state: &[u8]) -> Result<Vec<u8>,
 /// Run `f` for each key's state and collect states, alerts and timers. A state
 /// equal to the default is returned empty (the host deletes it).
 fn step<T: Detector>(
+    det: Option<&T>,
     keys: &[String],
     states: &Packed,
     watermark: i64,
@@ -166,7 +188,7 @@ fn step<T: Detector>(
     }
     let mut default_bytes = Vec::new();
     encode_state(&T::State::default(), &mut default_bytes)?;
-    with_instance::<T, _>(|det| {
+    let mut run = |det: &T| {
         let mut out = StepOut::default();
         for (i, key) in keys.iter().enumerate() {
             let mut state: T::State = decode_state(states.get(i))?;
@@ -183,7 +205,11 @@ fn step<T: Detector>(
             out.timers.extend(timers.into_iter().map(|t| (i as u32, t)));
         }
         Ok(out)
-    })
+    };
+    match det {
+        Some(d) => run(d),
+        None => with_instance::<T, _>(run),
+    }
 }
 
 fn group_starts(group_lens: &[u32], keys: usize, len: usize) -> Result<Vec<usize>, String> {
@@ -210,7 +236,22 @@ pub fn detector_on_events<T: Detector>(
     watermark: i64,
 ) -> Result<StepOut, String> {
     let starts = group_starts(group_lens, keys.len(), batch.len)?;
-    step::<T>(keys, states, watermark, |det, i, ctx, state| {
+    step::<T>(None, keys, states, watermark, |det, i, ctx, state| {
+        det.on_events(ctx, state, &batch.slice(starts[i], group_lens[i] as usize))
+    })
+}
+
+/// The same on an explicit plugin value.
+pub fn detector_on_events_on<T: Detector>(
+    det: &T,
+    keys: &[String],
+    group_lens: &[u32],
+    states: &Packed,
+    batch: &Batch,
+    watermark: i64,
+) -> Result<StepOut, String> {
+    let starts = group_starts(group_lens, keys.len(), batch.len)?;
+    step::<T>(Some(det), keys, states, watermark, |det, i, ctx, state| {
         det.on_events(ctx, state, &batch.slice(starts[i], group_lens[i] as usize))
     })
 }
@@ -227,7 +268,30 @@ pub fn detector_on_metrics<T: Detector>(
         .map(|m| m.window.end)
         .max()
         .unwrap_or(i64::MIN);
-    step::<T>(keys, states, watermark, |det, i, ctx, state| {
+    step::<T>(None, keys, states, watermark, |det, i, ctx, state| {
+        det.on_metrics(
+            ctx,
+            state,
+            &metrics[starts[i]..starts[i] + group_lens[i] as usize],
+        )
+    })
+}
+
+/// The same on an explicit plugin value.
+pub fn detector_on_metrics_on<T: Detector>(
+    det: &T,
+    keys: &[String],
+    group_lens: &[u32],
+    states: &Packed,
+    metrics: &[MetricIn],
+) -> Result<StepOut, String> {
+    let starts = group_starts(group_lens, keys.len(), metrics.len())?;
+    let watermark = metrics
+        .iter()
+        .map(|m| m.window.end)
+        .max()
+        .unwrap_or(i64::MIN);
+    step::<T>(Some(det), keys, states, watermark, |det, i, ctx, state| {
         det.on_metrics(
             ctx,
             state,
@@ -243,7 +307,24 @@ pub fn detector_on_timers<T: Detector>(
     times: &[i64],
 ) -> Result<StepOut, String> {
     let starts = group_starts(group_lens, keys.len(), times.len())?;
-    step::<T>(keys, states, i64::MIN, |det, i, ctx, state| {
+    step::<T>(None, keys, states, i64::MIN, |det, i, ctx, state| {
+        for &t in &times[starts[i]..starts[i] + group_lens[i] as usize] {
+            ctx.watermark = t;
+            det.on_timer(ctx, state, t);
+        }
+    })
+}
+
+/// The same on an explicit plugin value.
+pub fn detector_on_timers_on<T: Detector>(
+    det: &T,
+    keys: &[String],
+    group_lens: &[u32],
+    states: &Packed,
+    times: &[i64],
+) -> Result<StepOut, String> {
+    let starts = group_starts(group_lens, keys.len(), times.len())?;
+    step::<T>(Some(det), keys, states, i64::MIN, |det, i, ctx, state| {
         for &t in &times[starts[i]..starts[i] + group_lens[i] as usize] {
             ctx.watermark = t;
             det.on_timer(ctx, state, t);

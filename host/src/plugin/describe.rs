@@ -106,10 +106,73 @@ pub struct Description {
 /// Capabilities a plugin may ask for.
 pub const CAPABILITIES: [&str; 2] = ["clock", "random"];
 
+/// A description as a plugin states it, before validation (the WIT record,
+/// in host types; also how natively compiled plugins describe themselves).
+#[derive(Debug, Clone)]
+pub struct RawDescription {
+    pub name: String,
+    pub version: String,
+    pub kind: Kind,
+    pub input: Input,
+    pub key_by: String,
+    pub window: RawWindow,
+    pub allowed_lateness_ms: Option<u64>,
+    pub fields: Vec<String>,
+    pub metrics: Vec<String>,
+    pub state_schema: u32,
+    pub migrates_from: Vec<u32>,
+    pub config_schema: String,
+    pub default_config: String,
+    pub capabilities: Vec<String>,
+}
+
+/// A window as stated (unsigned ms, unchecked).
+#[derive(Debug, Clone, Copy)]
+pub enum RawWindow {
+    None,
+    Tumbling(u64),
+    Sliding { size_ms: u64, slide_ms: u64 },
+    Session(u64),
+}
+
 impl Description {
     /// Validate and convert what `describe` returned.
     pub fn from_wit(d: super::bindings::types::Description) -> Result<Self, String> {
         use super::bindings::types as t;
+        Self::validate(RawDescription {
+            name: d.name,
+            version: d.version,
+            kind: match d.kind {
+                t::PluginKind::Aggregator => Kind::Aggregator,
+                t::PluginKind::Detector => Kind::Detector,
+            },
+            input: match d.input {
+                t::InputKind::Events => Input::Events,
+                t::InputKind::Metrics => Input::Metrics,
+            },
+            key_by: d.key_by,
+            window: match d.window {
+                t::WindowSpec::None => RawWindow::None,
+                t::WindowSpec::Tumbling(s) => RawWindow::Tumbling(s),
+                t::WindowSpec::Sliding(s) => RawWindow::Sliding {
+                    size_ms: s.size_ms,
+                    slide_ms: s.slide_ms,
+                },
+                t::WindowSpec::Session(g) => RawWindow::Session(g),
+            },
+            allowed_lateness_ms: d.allowed_lateness_ms,
+            fields: d.fields,
+            metrics: d.metrics,
+            state_schema: d.state_schema,
+            migrates_from: d.migrates_from,
+            config_schema: d.config_schema,
+            default_config: d.default_config,
+            capabilities: d.capabilities,
+        })
+    }
+
+    /// Check a stated description.
+    pub fn validate(d: RawDescription) -> Result<Self, String> {
         if d.name.is_empty()
             || !d
                 .name
@@ -118,14 +181,7 @@ impl Description {
         {
             return Err(format!("plugin name `{}` must match [a-z0-9-]+", d.name));
         }
-        let kind = match d.kind {
-            t::PluginKind::Aggregator => Kind::Aggregator,
-            t::PluginKind::Detector => Kind::Detector,
-        };
-        let input = match d.input {
-            t::InputKind::Events => Input::Events,
-            t::InputKind::Metrics => Input::Metrics,
-        };
+        let (kind, input) = (d.kind, d.input);
         let pos = |v: u64, what: &str| -> Result<i64, String> {
             if v == 0 || v > (1 << 40) {
                 Err(format!("{what} must be between 1 ms and 2^40 ms, got {v}"))
@@ -134,14 +190,14 @@ impl Description {
             }
         };
         let window = match d.window {
-            t::WindowSpec::None => WindowSpec::None,
-            t::WindowSpec::Tumbling(s) => WindowSpec::Tumbling {
+            RawWindow::None => WindowSpec::None,
+            RawWindow::Tumbling(s) => WindowSpec::Tumbling {
                 size_ms: pos(s, "tumbling size")?,
             },
-            t::WindowSpec::Sliding(s) => {
+            RawWindow::Sliding { size_ms, slide_ms } => {
                 let (size_ms, slide_ms) = (
-                    pos(s.size_ms, "sliding size")?,
-                    pos(s.slide_ms, "sliding slide")?,
+                    pos(size_ms, "sliding size")?,
+                    pos(slide_ms, "sliding slide")?,
                 );
                 if slide_ms > size_ms {
                     return Err(format!(
@@ -153,7 +209,7 @@ impl Description {
                 }
                 WindowSpec::Sliding { size_ms, slide_ms }
             }
-            t::WindowSpec::Session(g) => WindowSpec::Session {
+            RawWindow::Session(g) => WindowSpec::Session {
                 gap_ms: pos(g, "session gap")?,
             },
         };

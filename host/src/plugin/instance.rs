@@ -230,18 +230,27 @@ fn classify(e: &wasmtime::Error, store: &Store<PluginCtx>) -> CallError {
     };
     tracing::debug!(error = ?e, "plugin trap");
     let stderr = String::from_utf8_lossy(&store.data().stderr.contents()).into_owned();
-    if msg.contains("growing memory") || msg.contains("memory minimum size") || stderr.contains("memory allocation of") {
+    if msg.contains("growing memory")
+        || msg.contains("memory minimum size")
+        || stderr.contains("memory allocation of")
+    {
         return CallError::OutOfMemory;
     }
     // A Rust panic prints "thread '…' panicked at FILE:LINE:COL:" then the
     // message; keep the last such report.
-    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty() && !l.starts_with("note:")).collect();
+    let lines: Vec<&str> = stderr
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with("note:"))
+        .collect();
     let said = match lines.iter().rposition(|l| l.contains("panicked at")) {
         Some(i) => Some(lines[i..].join(" ")),
         None => lines.last().map(|l| l.to_string()),
     };
     match said {
-        Some(text) => CallError::Trap(format!("{msg}; plugin said: {}", truncate(text.trim(), 400))),
+        Some(text) => CallError::Trap(format!(
+            "{msg}; plugin said: {}",
+            truncate(text.trim(), 400)
+        )),
         None => CallError::Trap(msg),
     }
 }

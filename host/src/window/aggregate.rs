@@ -103,6 +103,9 @@ pub enum OpFailure {
     },
 }
 
+/// Windows finished per `finish` call.
+pub const FINISH_CHUNK: usize = 4096;
+
 pub struct AggregateOp {
     spec: WindowSpec,
     lateness_ms: i64,
@@ -249,7 +252,11 @@ impl AggregateOp {
                 // Sessions already past their purge time are gone for Flink
                 // (they fire lazily here, at the end of the batch).
                 let mut hits: Vec<usize> = (0..wins.len())
-                    .filter(|&w| wins[w].start <= end && wins[w].end >= start && wins[w].end - 1 + lateness > wm)
+                    .filter(|&w| {
+                        wins[w].start <= end
+                            && wins[w].end >= start
+                            && wins[w].end - 1 + lateness > wm
+                    })
                     .collect();
                 if hits.is_empty() {
                     if classify(end, lateness, wm) == Lateness::Dropped {
@@ -260,8 +267,18 @@ impl AggregateOp {
                     }
                     self.state.next_session += 1;
                     let id = self.state.next_session;
-                    wins.push(Win { id, start, end, fired: false, state: Vec::new() });
-                    self.state.triggers.entry(end - 1).or_default().push(key_s.into());
+                    wins.push(Win {
+                        id,
+                        start,
+                        end,
+                        fired: false,
+                        state: Vec::new(),
+                    });
+                    self.state
+                        .triggers
+                        .entry(end - 1)
+                        .or_default()
+                        .push(key_s.into());
                     take(end, id, &mut self.pending);
                     return out;
                 }
@@ -279,7 +296,10 @@ impl AggregateOp {
                     let w = wins.remove(h);
                     self.pending.merges.push((key, target_id, w.id, w.state));
                 }
-                let t = wins.iter_mut().find(|w| w.id == target_id).expect("target kept");
+                let t = wins
+                    .iter_mut()
+                    .find(|w| w.id == target_id)
+                    .expect("target kept");
                 if m_end > t.end && m_end - 1 > wm {
                     t.fired = false;
                 }
@@ -460,23 +480,28 @@ impl AggregateOp {
         fired: &mut Vec<Fired>,
         failures: &mut Vec<OpFailure>,
     ) {
-        let mut windows = Vec::new();
-        let mut meta = Vec::new();
-        let mut states = Packed::default();
-        for (key, id) in &targets {
-            if let Some(w) = self
-                .state
-                .keys
-                .get(key)
-                .and_then(|ws| ws.iter().find(|w| w.id == *id))
-                && !w.state.is_empty()
-            {
-                windows.push((w.start, w.end));
-                meta.push(key.to_string());
-                states.push(&w.state);
+        // At most FINISH_CHUNK windows per call, so one call's output stays
+        // bounded however many windows fire at once (e.g. at end of input).
+        for chunk in targets.chunks(FINISH_CHUNK) {
+            let mut windows = Vec::new();
+            let mut meta = Vec::new();
+            let mut states = Packed::default();
+            for (key, id) in chunk {
+                if let Some(w) = self
+                    .state
+                    .keys
+                    .get(key)
+                    .and_then(|ws| ws.iter().find(|w| w.id == *id))
+                    && !w.state.is_empty()
+                {
+                    windows.push((w.start, w.end));
+                    meta.push(key.to_string());
+                    states.push(&w.state);
+                }
             }
-        }
-        if !windows.is_empty() {
+            if windows.is_empty() {
+                continue;
+            }
             match inst.finish(&windows, &states) {
                 Ok(metrics) => fired.extend(metrics.into_iter().map(|m| Fired {
                     key: meta[m.group as usize].clone(),

@@ -18,7 +18,11 @@ pub fn test_plugins() -> PathBuf {
     let dir = std::env::var_os("RTAP_TEST_PLUGINS").map(PathBuf::from).unwrap_or_else(|| {
         panic!("RTAP_TEST_PLUGINS is not set: run `scripts/test.sh`, or `scripts/build-plugins.sh --tests` and export the folder it prints")
     });
-    assert!(dir.join("page-views.wasm").is_file(), "{} holds no built plugins", dir.display());
+    assert!(
+        dir.join("page-views.wasm").is_file(),
+        "{} holds no built plugins",
+        dir.display()
+    );
     dir
 }
 
@@ -27,8 +31,11 @@ pub fn plugins_dir(names: &[&str]) -> tempfile::TempDir {
     let src = test_plugins();
     let dir = tempfile::tempdir().expect("tempdir");
     for n in names {
-        std::fs::copy(src.join(format!("{n}.wasm")), dir.path().join(format!("{n}.wasm")))
-            .unwrap_or_else(|e| panic!("copy plugin {n}: {e}"));
+        std::fs::copy(
+            src.join(format!("{n}.wasm")),
+            dir.path().join(format!("{n}.wasm")),
+        )
+        .unwrap_or_else(|e| panic!("copy plugin {n}: {e}"));
     }
     dir
 }
@@ -60,14 +67,24 @@ pub fn run_file(plugins: &Path, input: &Path, data: &Path, extra: &[&str]) -> Ou
         .args(extra)
         .output()
         .expect("run host");
-    assert!(out.status.success(), "host failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "host failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
     out
 }
 
 pub fn read_lines(p: &Path) -> Vec<String> {
-    std::fs::read_to_string(p).map(|s| s.lines().map(str::to_string).collect()).unwrap_or_default()
+    std::fs::read_to_string(p)
+        .map(|s| s.lines().map(str::to_string).collect())
+        .unwrap_or_default()
 }
 
 pub fn read_json(p: &Path) -> Vec<serde_json::Value> {
-    read_lines(p).iter().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l}: {e}"))).collect()
+    read_lines(p)
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l}: {e}")))
+        .collect()
 }
