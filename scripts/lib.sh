@@ -59,3 +59,17 @@ build_plugins_into() {
         cp "$td/wasm32-wasip2/release/${name//-/_}.wasm" "$out/$name.wasm"
     done
 }
+
+# Second builds of page-views and bot-burst that compute the same thing under
+# another version (the hot-swap tests swap between the two builds). Run last:
+# it leaves the variant artifacts in the target directory.
+build_variants_into() {
+    local out=$1
+    log "building swap-test variants of page-views and bot-burst"
+    cargo build --quiet --release --target wasm32-wasip2 -p page-views -p bot-burst \
+        --features page-views/test-variant,bot-burst/test-variant
+    local td
+    td=$(target_dir)
+    cp "$td/wasm32-wasip2/release/page_views.wasm" "$out/page-views-v2.wasm"
+    cp "$td/wasm32-wasip2/release/bot_burst.wasm" "$out/bot-burst-v2.wasm"
+}

@@ -5,10 +5,11 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use crate::api::admin::RateLimit;
 use crate::api::{self, AppState};
 use crate::config::{Config, SinkSpec, SourceSpec};
-use crate::pipeline::output::now_ms;
-use crate::pipeline::status::{PluginCounters, PluginMeta, Registry};
+use crate::control::{Control, meta_of, watch};
+use crate::pipeline::status::{PluginCounters, Registry};
 use crate::pipeline::{Pipeline, Slot, TimeConfig, lifecycle, output::Output};
 use crate::plugin::{Identity, Instance, Limits, Runtime};
 use crate::runner::{Exit, Runner};
@@ -35,6 +36,16 @@ fn init_logging(format: &str) {
     } else {
         let _ = builder.try_init();
     }
+}
+
+/// 128 random bits from the kernel, hex.
+fn generate_token() -> String {
+    let mut buf = [0u8; 16];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        use std::io::Read;
+        let _ = f.read_exact(&mut buf);
+    }
+    hex::encode(buf)
 }
 
 /// Run the host; returns the process exit code.
@@ -71,12 +82,12 @@ fn run(config: Config) -> Result<Exit, Failure> {
         grants: config.allow_capabilities.clone(),
         ..Limits::default()
     };
-    let runtime = Runtime::new(limits).map_err(start)?;
+    let runtime = Arc::new(Runtime::new(limits).map_err(start)?);
     let started = std::time::Instant::now();
     let loaded = crate::plugin::load_dir(&runtime, &config.plugins).map_err(start)?;
     tracing::info!(plugins = loaded.len(), took_ms = started.elapsed().as_millis() as u64, dir = %config.plugins.display(), "plugins compiled");
     for c in &config.plugin_configs {
-        if !loaded.iter().any(|l| l.description.name == c.name) {
+        if !loaded.iter().any(|(l, _)| l.description.name == c.name) {
             return Err(Failure::Start(format!(
                 "--plugin-config names `{}`, which is not a loaded plugin",
                 c.name
@@ -89,9 +100,18 @@ fn run(config: Config) -> Result<Exit, Failure> {
         allowed_lateness: config.allowed_lateness.0,
     };
     let registry = Arc::new(Registry::default());
+    let hub = Hub::new();
+    let (commands_tx, commands) = std::sync::mpsc::channel();
+    let control = Arc::new(Control::new(
+        runtime.clone(),
+        commands_tx,
+        registry.clone(),
+        hub.clone(),
+        config.plugins.clone(),
+    ));
     let mut slots = Vec::new();
     let mut events = Vec::new();
-    for l in loaded {
+    for (l, path) in loaded {
         let l = Arc::new(l);
         let d = &l.description;
         let cfg = config
@@ -100,32 +120,13 @@ fn run(config: Config) -> Result<Exit, Failure> {
             .unwrap_or_else(|| d.default_config.clone());
         let inst = Instance::new(l.clone(), &cfg).map_err(start)?;
         let counters = Arc::new(PluginCounters::default());
-        let meta = PluginMeta {
-            name: d.name.clone(),
-            version: d.version.clone(),
-            kind: d.kind,
-            input: d.input,
-            key_by: d.key_by_text.clone(),
-            window: d.window,
-            fields: d.fields.iter().map(|f| format!("{f:?}")).collect(),
-            metrics: d
-                .metrics
-                .iter()
-                .map(|m| format!("{}/{}", m.plugin, m.name))
-                .collect(),
-            hash: l.hash.clone(),
-            size_bytes: l.size,
-            state_schema: d.state_schema,
-            loaded_at: now_ms(),
-            config: cfg,
-            config_schema: d.config_schema.clone(),
-            previous: None,
-        };
+        let meta = meta_of(&l, cfg.clone(), None);
         registry
             .plugins
             .lock()
             .expect("registry lock")
             .push((meta, counters.clone()));
+        control.register(l.clone(), cfg.clone(), Some(path), counters.clone());
         let identity = Identity {
             description: d.clone(),
             hash: l.hash.clone(),
@@ -153,7 +154,7 @@ fn run(config: Config) -> Result<Exit, Failure> {
         })),
         SourceSpec::File(path) => Box::new(FileSource::open(path).map_err(start)?),
     };
-    if !(config.rate > 0.0) {
+    if config.rate.is_nan() || config.rate <= 0.0 {
         return Err(Failure::Start(format!(
             "--rate must be positive, got {}",
             config.rate
@@ -181,7 +182,18 @@ fn run(config: Config) -> Result<Exit, Failure> {
                 continue;
             };
             let d = &slot.identity.description;
-            if d.state_schema != pc.state_schema {
+            let mut state = pc.state;
+            if d.state_schema != pc.state_schema && d.migrates_from.contains(&pc.state_schema) {
+                let from = pc.state_schema;
+                let inst = &mut slot.inst;
+                let mut f = |b: &[u8]| inst.migrate(from, b).map_err(|e| e.to_string());
+                let n = match &mut state {
+                    crate::pipeline::OpState::Windows(w) => w.try_map(&mut f),
+                    crate::pipeline::OpState::Keyed(k) => k.try_map(&mut f),
+                }
+                .map_err(|e| Failure::Start(format!("plugin `{}`: migrating the checkpointed state from schema {from} failed: {e}", pc.name)))?;
+                tracing::info!(plugin = %pc.name, from, to = d.state_schema, states = n, "migrated checkpointed state");
+            } else if d.state_schema != pc.state_schema {
                 return Err(Failure::Start(format!(
                     "plugin `{}`: the checkpoint holds state schema {} (version {}, {}), the loaded version {} has schema {}: start with --no-restore to reset state",
                     pc.name,
@@ -195,7 +207,7 @@ fn run(config: Config) -> Result<Exit, Failure> {
             if slot.identity.hash != pc.hash {
                 tracing::info!(plugin = %pc.name, from = %pc.version, to = %d.version, "restoring state written by another build (same state schema)");
             }
-            slot.restore(pc.state).map_err(Failure::Start)?;
+            slot.restore(state).map_err(Failure::Start)?;
         }
         pipeline.wm = cp.watermark;
         position = cp.position;
@@ -220,19 +232,37 @@ fn run(config: Config) -> Result<Exit, Failure> {
     let late = open(&config.late_path())?;
 
     let stop = Arc::new(AtomicBool::new(false));
+    let admin_token: Arc<str> = match &config.admin_token {
+        Some(t) if !t.is_empty() => Arc::from(t.as_str()),
+        _ => {
+            let t = generate_token();
+            eprintln!("admin token for the plugin API (shown once): {t}");
+            Arc::from(t.as_str())
+        }
+    };
+    if !config.no_watch {
+        watch::spawn(
+            control.clone(),
+            config.plugins.clone(),
+            config.watch_interval.0,
+            stop.clone(),
+        );
+    }
     let tokio = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .thread_name("rtap-io")
         .build()
         .map_err(start)?;
-    let hub = Hub::new();
     if !config.no_server {
         let state = AppState {
             registry: registry.clone(),
             hub: hub.clone(),
             source: source.name().to_string(),
             checkpoint_interval: config.checkpoint_interval.0,
+            control: Some(control.clone()),
+            admin_token,
+            rate_limit: Arc::new(RateLimit::new(20.0, 5.0)),
         };
         let app = api::router(state, config.dashboard_dir.clone());
         let listener = tokio
@@ -271,6 +301,8 @@ fn run(config: Config) -> Result<Exit, Failure> {
         position,
         checkpoint_id,
         stop,
+        commands,
+        time,
     };
     let exit = runner.run(rx).map_err(|e| Failure::Run(e.to_string()))?;
     tracing::info!(?exit, "done");

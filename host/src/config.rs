@@ -221,6 +221,19 @@ pub struct Config {
     #[arg(long = "plugin-config")]
     pub plugin_configs: Vec<PluginConfig>,
 
+    /// Do not watch the plugins folder for added, replaced or removed `.wasm`.
+    #[arg(long)]
+    pub no_watch: bool,
+
+    /// How often the plugins folder is polled.
+    #[arg(long, default_value = "500ms")]
+    pub watch_interval: HumanDuration,
+
+    /// Bearer token of the mutating plugin API (default: generated and
+    /// printed once at start).
+    #[arg(long, env = "RTAP_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+
     /// Log format on stderr: `text` or `json`.
     #[arg(long, env = "RTAP_LOG_FORMAT", default_value = "text")]
     pub log_format: String,

@@ -15,6 +15,7 @@
 pub mod api;
 pub mod app;
 pub mod config;
+pub mod control;
 pub mod event;
 pub mod pipeline;
 pub mod plugin;

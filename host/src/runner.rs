@@ -7,10 +7,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
+use crate::control::Command;
 use crate::event::Position;
-use crate::pipeline::Pipeline;
 use crate::pipeline::output::{Output, now_ms};
 use crate::pipeline::status::Registry;
+use crate::pipeline::{Pipeline, StateTransfer, TimeConfig};
 use crate::sink::jsonl::SinkError;
 use crate::sink::{Hub, JsonlWriter};
 use crate::source::{SourceError, SourceMsg};
@@ -69,6 +70,9 @@ pub struct Runner {
     pub position: Position,
     pub checkpoint_id: u64,
     pub stop: Arc<AtomicBool>,
+    /// Lifecycle commands, applied between batches.
+    pub commands: Receiver<Command>,
+    pub time: TimeConfig,
 }
 
 impl Runner {
@@ -116,6 +120,7 @@ impl Runner {
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return Err(RunError::SourceGone),
             }
+            self.apply_commands()?;
             if last_status.elapsed() >= Duration::from_secs(1) {
                 let secs = last_status.elapsed().as_secs_f64();
                 let events = stats.events_in.load(Ordering::Relaxed);
@@ -151,6 +156,44 @@ impl Runner {
                 return Ok(Exit::Shutdown);
             }
         }
+    }
+
+    /// Apply lifecycle commands at this batch boundary: the barrier between
+    /// the events of one plugin version and the next.
+    fn apply_commands(&mut self) -> Result<(), RunError> {
+        while let Ok(cmd) = self.commands.try_recv() {
+            match cmd {
+                Command::Sample { name, n, reply } => {
+                    let v = self
+                        .pipeline
+                        .slot(&name)
+                        .map(|s| s.sample_states(n))
+                        .unwrap_or_default();
+                    let _ = reply.send(v);
+                }
+                Command::Install {
+                    identity,
+                    calls,
+                    counters,
+                    transfer,
+                    reply,
+                } => {
+                    let res = self
+                        .pipeline
+                        .install(identity, calls, counters, transfer, &self.time);
+                    // A new state schema is made durable at once: a restart
+                    // must not pair the old state with the new code.
+                    if res.is_ok() && transfer != StateTransfer::Keep {
+                        self.checkpoint()?;
+                    }
+                    let _ = reply.send(res);
+                }
+                Command::Remove { name, reply } => {
+                    let _ = reply.send(self.pipeline.remove(&name));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Write what the pipeline emitted to every sink.

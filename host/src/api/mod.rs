@@ -1,6 +1,8 @@
 //! The HTTP server on :3000: the dashboard's static files at `/`, the live
 //! stream at `/ws`, the pipeline's API under `/api`, and `/health`.
 
+pub mod admin;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -26,12 +28,28 @@ pub struct AppState {
     pub hub: Hub,
     pub source: String,
     pub checkpoint_interval: Duration,
+    pub control: Option<Arc<crate::control::Control>>,
+    pub admin_token: Arc<str>,
+    pub rate_limit: Arc<admin::RateLimit>,
 }
 
 pub fn router(state: AppState, dashboard: PathBuf) -> Router {
     let api = Router::new()
         .route("/health", get(health))
         .route("/api/plugins", get(plugins))
+        .route(
+            "/api/plugins/{name}",
+            axum::routing::put(admin::put).delete(admin::delete),
+        )
+        .route(
+            "/api/plugins/{name}/config",
+            axum::routing::patch(admin::patch_config),
+        )
+        .route(
+            "/api/plugins/{name}/rollback",
+            axum::routing::post(admin::rollback),
+        )
+        .layer(axum::extract::DefaultBodyLimit::max(admin::MAX_BODY))
         .route("/api/pipeline", get(pipeline))
         .route("/ws", get(ws))
         .with_state(state);

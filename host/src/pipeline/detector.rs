@@ -30,6 +30,25 @@ pub struct DetectorState {
 }
 
 impl DetectorState {
+    /// Up to `n` key states (a migration dry-run sample).
+    pub fn sample(&self, n: usize) -> Vec<Vec<u8>> {
+        self.states.values().take(n).cloned().collect()
+    }
+
+    /// Rewrite every state with `f`; all or nothing.
+    pub fn try_map<E>(
+        &mut self,
+        mut f: impl FnMut(&[u8]) -> Result<Vec<u8>, E>,
+    ) -> Result<usize, E> {
+        let mut next = FxHashMap::default();
+        for (k, v) in &self.states {
+            next.insert(k.clone(), f(v)?);
+        }
+        let n = next.len();
+        self.states = next;
+        Ok(n)
+    }
+
     pub fn keys(&self) -> usize {
         self.states.len()
     }
@@ -38,6 +57,11 @@ impl DetectorState {
         self.timers.len()
     }
 }
+
+/// Timers that were due but could not be delivered.
+pub type LostTimers = Vec<(i64, Box<str>)>;
+/// The outcome of firing timers.
+pub type TimerResult = Result<(), (CallError, LostTimers)>;
 
 /// An alert with its key.
 #[derive(Debug, Clone)]
@@ -262,13 +286,12 @@ impl DetectorOp {
 
     /// Fire the timers at or before `t`.
     /// On failure returns the timers that were lost.
-    #[allow(clippy::type_complexity)]
     pub fn fire_timers(
         &mut self,
         t: i64,
         inst: &mut dyn PluginCalls,
         alerts: &mut Vec<KeyedAlert>,
-    ) -> Result<(), (CallError, Vec<(i64, Box<str>)>)> {
+    ) -> TimerResult {
         let mut due: Vec<(i64, Box<str>)> = Vec::new();
         while let Some(first) = self.state.timers.first() {
             if first.0 > t {
@@ -283,7 +306,6 @@ impl DetectorOp {
     }
 
     /// Fire the timers of event `i`'s key that are at or before `t`.
-    #[allow(clippy::type_complexity)]
     pub fn fire_key_timers(
         &mut self,
         batch: &EventBatch,
@@ -291,7 +313,7 @@ impl DetectorOp {
         t: i64,
         inst: &mut dyn PluginCalls,
         alerts: &mut Vec<KeyedAlert>,
-    ) -> Result<(), (CallError, Vec<(i64, Box<str>)>)> {
+    ) -> TimerResult {
         let key: Box<str> = self.event_key(batch, i as u32).into();
         let times: Vec<i64> = self
             .state
@@ -317,13 +339,12 @@ impl DetectorOp {
         }
     }
 
-    #[allow(clippy::type_complexity)]
     fn call_timers(
         &mut self,
         mut due: Vec<(i64, Box<str>)>,
         inst: &mut dyn PluginCalls,
         alerts: &mut Vec<KeyedAlert>,
-    ) -> Result<(), (CallError, Vec<(i64, Box<str>)>)> {
+    ) -> TimerResult {
         if due.is_empty() {
             return Ok(());
         }

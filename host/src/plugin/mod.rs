@@ -135,7 +135,7 @@ pub fn wasm_files(dir: &Path) -> Result<Vec<PathBuf>, PluginError> {
 }
 
 /// Load every `.wasm` in `dir`; any bad file is an error naming it.
-pub fn load_dir(runtime: &Runtime, dir: &Path) -> Result<Vec<Loaded>, PluginError> {
+pub fn load_dir(runtime: &Runtime, dir: &Path) -> Result<Vec<(Loaded, PathBuf)>, PluginError> {
     let files = wasm_files(dir)?;
     if files.is_empty() {
         return Err(PluginError::Folder {
@@ -143,7 +143,7 @@ pub fn load_dir(runtime: &Runtime, dir: &Path) -> Result<Vec<Loaded>, PluginErro
             why: "contains no .wasm plugins (build them with scripts/build-plugins.sh)".into(),
         });
     }
-    let mut out: Vec<(Loaded, String)> = Vec::new();
+    let mut out: Vec<(Loaded, String, PathBuf)> = Vec::new();
     for path in files {
         let origin = path.display().to_string();
         let bytes = std::fs::read(&path).map_err(|e| PluginError::Refused {
@@ -151,9 +151,9 @@ pub fn load_dir(runtime: &Runtime, dir: &Path) -> Result<Vec<Loaded>, PluginErro
             why: e.to_string(),
         })?;
         let loaded = runtime.load(&bytes, &origin)?;
-        if let Some((_, first)) = out
+        if let Some((_, first, _)) = out
             .iter()
-            .find(|(l, _)| l.description.name == loaded.description.name)
+            .find(|(l, _, _)| l.description.name == loaded.description.name)
         {
             return Err(PluginError::Duplicate {
                 name: loaded.description.name.clone(),
@@ -161,7 +161,7 @@ pub fn load_dir(runtime: &Runtime, dir: &Path) -> Result<Vec<Loaded>, PluginErro
                 second: origin,
             });
         }
-        out.push((loaded, origin));
+        out.push((loaded, origin, path));
     }
-    Ok(out.into_iter().map(|(l, _)| l).collect())
+    Ok(out.into_iter().map(|(l, _, p)| (l, p)).collect())
 }

@@ -101,6 +101,8 @@ pub struct Loaded {
     /// sha256 of the `.wasm` bytes, hex.
     pub hash: String,
     pub size: usize,
+    /// The component's bytes (to write it back on a rollback).
+    pub bytes: Option<Arc<[u8]>>,
     pub(super) pre: PluginPre<PluginCtx>,
     pub(super) limits: Limits,
     engine: Engine,
@@ -227,6 +229,7 @@ impl Runtime {
             description: placeholder_description(),
             hash: hex::encode(Sha256::digest(bytes)),
             size: bytes.len(),
+            bytes: Some(Arc::from(bytes)),
             pre,
             limits: self.limits.clone(),
             engine: self.engine.clone(),

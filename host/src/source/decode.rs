@@ -57,12 +57,10 @@ pub fn decode_into(line: &[u8], offset: u64, batch: &mut EventBatch) -> Result<b
     };
     let mut have_ts = false;
     let res = p.object(&mut ev, &mut have_ts);
-    let res = res.and_then(|()| {
-        if have_ts {
-            Ok(())
-        } else {
-            Err(DecodeError::MissingTimestamp)
-        }
+    let res = res.and(if have_ts {
+        Ok(())
+    } else {
+        Err(DecodeError::MissingTimestamp)
     });
     if let Err(e) = res {
         batch.buf.truncate(base);

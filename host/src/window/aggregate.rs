@@ -42,6 +42,34 @@ pub struct WindowState {
 }
 
 impl WindowState {
+    /// Up to `n` non-empty window states (a migration dry-run sample).
+    pub fn sample(&self, n: usize) -> Vec<Vec<u8>> {
+        self.keys
+            .values()
+            .flatten()
+            .filter(|w| !w.state.is_empty())
+            .take(n)
+            .map(|w| w.state.clone())
+            .collect()
+    }
+
+    /// Rewrite every state with `f`; all or nothing.
+    pub fn try_map<E>(
+        &mut self,
+        mut f: impl FnMut(&[u8]) -> Result<Vec<u8>, E>,
+    ) -> Result<usize, E> {
+        let mut next = self.keys.clone();
+        let mut n = 0;
+        for w in next.values_mut().flatten() {
+            if !w.state.is_empty() {
+                w.state = f(&w.state)?;
+                n += 1;
+            }
+        }
+        self.keys = next;
+        Ok(n)
+    }
+
     /// Number of live windows.
     pub fn windows(&self) -> usize {
         self.keys.values().map(Vec::len).sum()

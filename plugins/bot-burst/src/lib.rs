@@ -9,6 +9,13 @@
 
 use rtap_sdk::prelude::*;
 
+/// `test-variant` builds the same logic under another version (hot-swap tests).
+const VERSION: &str = if cfg!(feature = "test-variant") {
+    "1.0.1"
+} else {
+    "1.0.0"
+};
+
 /// Operator options.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -58,7 +65,7 @@ impl Detector for BotBurst {
     type State = CountWithin;
 
     fn describe() -> Description {
-        Description::detector("bot-burst", "1.0.0")
+        Description::detector("bot-burst", VERSION)
             .key_by("user_id")
             .fields(&["event_type", "timestamp"])
             .config(SCHEMA, DEFAULT)

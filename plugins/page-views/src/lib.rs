@@ -3,13 +3,20 @@
 
 use rtap_sdk::prelude::*;
 
+/// `test-variant` builds the same logic under another version (hot-swap tests).
+const VERSION: &str = if cfg!(feature = "test-variant") {
+    "1.0.1"
+} else {
+    "1.0.0"
+};
+
 #[derive(Default)]
 pub struct PageViews;
 
 impl Aggregator for PageViews {
     type State = u64;
     fn describe() -> Description {
-        Description::aggregator("page-views", "1.0.0")
+        Description::aggregator("page-views", VERSION)
             .key_by("page")
             .tumbling(5_000)
     }

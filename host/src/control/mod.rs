@@ -1,0 +1,648 @@
+//! The plugin lifecycle: upload, config change, rollback, removal — from the
+//! HTTP API or the plugins-folder watch, through one path.
+//!
+//! Swap protocol:
+//! 1. **Off the hot path** (the caller's thread): compile the component, read
+//!    its description, check it against the running version (same name; same
+//!    kind, input, key and window — a re-key or re-window is refused), choose
+//!    how state moves (same schema → keep; the new version migrates from the
+//!    old schema → migrate; otherwise refused unless `state=reset`),
+//!    instantiate it and run `init` with the config, and dry-run the migration
+//!    on a sample of the current states.
+//! 2. **At a barrier** (the processing thread, between two batches): migrate
+//!    every state (all or nothing), switch the slot, so each event is
+//!    processed by exactly one version; the next checkpoint records the new
+//!    content hash with the state it produced (a schema change checkpoints at
+//!    once).
+//! 3. The `.wasm` is written into the plugins folder so a restart runs the
+//!    same code; the previous version is kept for a one-call rollback.
+//!
+//! Any failure leaves the old version running and says why, with the HTTP
+//! status to answer.
+
+pub mod watch;
+
+use std::path::PathBuf;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::pipeline::output::{PluginEvent, now_ms};
+use crate::pipeline::status::{PluginCounters, PluginMeta, PluginStatus, Registry};
+use crate::pipeline::{StateTransfer, SwapReport};
+use crate::plugin::describe::Description;
+use crate::plugin::{Identity, Instance, Loaded, PluginCalls, Runtime};
+use crate::sink::Hub;
+
+/// A refused lifecycle request: an HTTP status and a precise reason.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct ControlError {
+    pub status: u16,
+    pub message: String,
+}
+
+fn err(status: u16, message: impl Into<String>) -> ControlError {
+    ControlError {
+        status,
+        message: message.into(),
+    }
+}
+
+/// Work for the processing thread, done at the next batch boundary.
+pub enum Command {
+    /// Up to `n` current states of a plugin (migration dry-run).
+    Sample {
+        name: String,
+        n: usize,
+        reply: mpsc::Sender<Vec<Vec<u8>>>,
+    },
+    /// Install a version (swap, add, config change, rollback).
+    Install {
+        identity: Identity,
+        calls: Box<dyn PluginCalls>,
+        counters: Arc<PluginCounters>,
+        transfer: StateTransfer,
+        reply: mpsc::Sender<Result<SwapReport, String>>,
+    },
+    /// Remove a plugin.
+    Remove {
+        name: String,
+        reply: mpsc::Sender<bool>,
+    },
+}
+
+/// How the caller wants state handled when schemas differ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatePolicy {
+    /// Keep or migrate; refuse if neither is possible.
+    Auto,
+    /// Start from empty state.
+    Reset,
+}
+
+struct Version {
+    loaded: Arc<Loaded>,
+    config: Value,
+    path: Option<PathBuf>,
+}
+
+struct Entry {
+    current: Version,
+    previous: Option<Version>,
+    counters: Arc<PluginCounters>,
+}
+
+/// The lifecycle service shared by the API and the folder watch.
+pub struct Control {
+    runtime: Arc<Runtime>,
+    commands: mpsc::Sender<Command>,
+    registry: Arc<Registry>,
+    hub: Hub,
+    plugins_dir: PathBuf,
+    entries: Mutex<std::collections::BTreeMap<String, Entry>>,
+    /// One lifecycle operation at a time.
+    busy: Mutex<()>,
+}
+
+/// States sampled for a migration dry-run.
+const DRY_RUN_SAMPLE: usize = 16;
+/// How long a caller waits for the processing thread to reach a barrier.
+const BARRIER_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl Control {
+    pub fn new(
+        runtime: Arc<Runtime>,
+        commands: mpsc::Sender<Command>,
+        registry: Arc<Registry>,
+        hub: Hub,
+        plugins_dir: PathBuf,
+    ) -> Self {
+        Control {
+            runtime,
+            commands,
+            registry,
+            hub,
+            plugins_dir,
+            entries: Mutex::new(Default::default()),
+            busy: Mutex::new(()),
+        }
+    }
+
+    /// Register a plugin loaded at start.
+    pub fn register(
+        &self,
+        loaded: Arc<Loaded>,
+        config: Value,
+        path: Option<PathBuf>,
+        counters: Arc<PluginCounters>,
+    ) {
+        let name = loaded.description.name.clone();
+        self.entries.lock().expect("entries lock").insert(
+            name,
+            Entry {
+                current: Version {
+                    loaded,
+                    config,
+                    path,
+                },
+                previous: None,
+                counters,
+            },
+        );
+    }
+
+    /// The content hash of the running version of `name`.
+    pub fn running_hash(&self, name: &str) -> Option<String> {
+        self.entries
+            .lock()
+            .expect("entries lock")
+            .get(name)
+            .map(|e| e.current.loaded.hash.clone())
+    }
+
+    /// Which running plugin was loaded from `path`.
+    pub fn plugin_at(&self, path: &std::path::Path) -> Option<String> {
+        let entries = self.entries.lock().expect("entries lock");
+        entries
+            .iter()
+            .find(|(_, e)| e.current.path.as_deref() == Some(path))
+            .map(|(n, _)| n.clone())
+    }
+
+    fn barrier<T>(&self, make: impl FnOnce(mpsc::Sender<T>) -> Command) -> Result<T, ControlError> {
+        let (tx, rx) = mpsc::channel();
+        self.commands
+            .send(make(tx))
+            .map_err(|_| err(503, "the pipeline is not running"))?;
+        rx.recv_timeout(BARRIER_TIMEOUT)
+            .map_err(|_| err(503, "the pipeline did not reach a batch boundary in time"))
+    }
+
+    fn publish(&self, event: &'static str, plugin: &str, loaded: &Loaded, message: String) {
+        tracing::info!(plugin, event, version = %loaded.description.version, hash = %loaded.hash, "{message}");
+        let e = PluginEvent {
+            kind: "plugin",
+            event,
+            plugin: plugin.to_string(),
+            version: loaded.description.version.clone(),
+            hash: loaded.hash.clone(),
+            message,
+            time: now_ms(),
+        };
+        self.hub.publish(Arc::from(
+            serde_json::to_string(&e).expect("event serializes"),
+        ));
+    }
+
+    fn failed(&self, plugin: &str, e: ControlError) -> ControlError {
+        tracing::warn!(
+            plugin,
+            status = e.status,
+            "plugin change refused: {}",
+            e.message
+        );
+        let ev = json!({"type": "plugin", "event": "failed", "plugin": plugin, "version": "", "hash": "", "message": e.message, "time": now_ms()});
+        self.hub.publish(Arc::from(ev.to_string()));
+        e
+    }
+
+    /// Upload a version of `name` (a new plugin if unknown).
+    pub fn put(
+        &self,
+        name: &str,
+        bytes: &[u8],
+        config: Option<Value>,
+        policy: StatePolicy,
+        origin: &str,
+    ) -> Result<Value, ControlError> {
+        self.put_inner(name, bytes, config, policy, origin)
+            .map_err(|e| self.failed(name, e))
+    }
+
+    /// A `.wasm` appeared or changed in the plugins folder.
+    pub fn put_file(&self, path: &std::path::Path, bytes: &[u8]) -> Result<Value, ControlError> {
+        let origin = path.display().to_string();
+        let compile = Instant::now();
+        let loaded = self
+            .runtime
+            .load(bytes, &origin)
+            .map_err(|e| self.failed("", err(400, e.to_string())))?;
+        let name = loaded.description.name.clone();
+        let ms = compile.elapsed().as_secs_f64() * 1000.0;
+        self.put_loaded(
+            &name,
+            loaded,
+            ms,
+            bytes,
+            None,
+            StatePolicy::Auto,
+            Some(path.to_path_buf()),
+        )
+        .map_err(|e| self.failed(&name, e))
+    }
+
+    fn put_inner(
+        &self,
+        name: &str,
+        bytes: &[u8],
+        config: Option<Value>,
+        policy: StatePolicy,
+        origin: &str,
+    ) -> Result<Value, ControlError> {
+        let compile = Instant::now();
+        let loaded = self
+            .runtime
+            .load(bytes, origin)
+            .map_err(|e| err(400, e.to_string()))?;
+        let ms = compile.elapsed().as_secs_f64() * 1000.0;
+        self.put_loaded(name, loaded, ms, bytes, config, policy, None)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn put_loaded(
+        &self,
+        name: &str,
+        loaded: Loaded,
+        compile_ms: f64,
+        bytes: &[u8],
+        config: Option<Value>,
+        policy: StatePolicy,
+        from_path: Option<PathBuf>,
+    ) -> Result<Value, ControlError> {
+        let _busy = self.busy.lock().expect("busy lock");
+        let d = &loaded.description;
+        if d.name != name {
+            return Err(err(
+                400,
+                format!(
+                    "the component describes itself as `{}`, not `{name}`",
+                    d.name
+                ),
+            ));
+        }
+        let (current, counters) = {
+            let entries = self.entries.lock().expect("entries lock");
+            match entries.get(name) {
+                Some(e) => (
+                    Some((e.current.loaded.clone(), e.current.config.clone())),
+                    e.counters.clone(),
+                ),
+                None => (None, Arc::new(PluginCounters::default())),
+            }
+        };
+        if current.as_ref().is_some_and(|(l, _)| l.hash == loaded.hash) && config.is_none() {
+            return Ok(json!({"plugin": name, "unchanged": true, "hash": loaded.hash}));
+        }
+        let config = config
+            .or_else(|| current.as_ref().map(|(_, c)| c.clone()))
+            .unwrap_or_else(|| d.default_config.clone());
+        let path = self
+            .entries
+            .lock()
+            .expect("entries lock")
+            .get(name)
+            .and_then(|e| e.current.path.clone())
+            .or(from_path.clone())
+            .unwrap_or_else(|| self.plugins_dir.join(format!("{name}.wasm")));
+        let report = self.install(
+            name,
+            Arc::new(loaded),
+            config.clone(),
+            current.map(|(l, _)| l),
+            policy,
+            counters,
+            "swapped",
+        )?;
+        // The folder holds what runs, so a restart runs the same code.
+        if from_path.as_deref() != Some(path.as_path()) {
+            write_atomically(&path, bytes).map_err(|e| {
+                err(
+                    500,
+                    format!("swapped, but cannot write {}: {e}", path.display()),
+                )
+            })?;
+        }
+        if let Some(e) = self.entries.lock().expect("entries lock").get_mut(name) {
+            e.current.path = Some(path);
+        }
+        let mut v = serde_json::to_value(&report).expect("report serializes");
+        v["compile_ms"] = json!(compile_ms);
+        Ok(v)
+    }
+
+    /// Change the config of the running version, keeping its state.
+    pub fn patch_config(&self, name: &str, config: Value) -> Result<Value, ControlError> {
+        let _busy = self.busy.lock().expect("busy lock");
+        let (loaded, counters) = {
+            let entries = self.entries.lock().expect("entries lock");
+            let e = entries
+                .get(name)
+                .ok_or_else(|| err(404, format!("no plugin `{name}`")))?;
+            (e.current.loaded.clone(), e.counters.clone())
+        };
+        if !config.is_object() {
+            return Err(err(400, "the config must be a JSON object"));
+        }
+        let report = self
+            .install(
+                name,
+                loaded.clone(),
+                config,
+                Some(loaded),
+                StatePolicy::Auto,
+                counters,
+                "config_changed",
+            )
+            .map_err(|e| self.failed(name, e))?;
+        Ok(serde_json::to_value(&report).expect("report serializes"))
+    }
+
+    /// Go back to the previous version (with its config).
+    pub fn rollback(&self, name: &str, policy: StatePolicy) -> Result<Value, ControlError> {
+        let _busy = self.busy.lock().expect("busy lock");
+        let (prev, current, counters) = {
+            let entries = self.entries.lock().expect("entries lock");
+            let e = entries
+                .get(name)
+                .ok_or_else(|| err(404, format!("no plugin `{name}`")))?;
+            let p = e.previous.as_ref().ok_or_else(|| {
+                err(
+                    409,
+                    format!("`{name}` has no previous version to roll back to"),
+                )
+            })?;
+            (
+                (p.loaded.clone(), p.config.clone(), e.current.path.clone()),
+                e.current.loaded.clone(),
+                e.counters.clone(),
+            )
+        };
+        let report = self
+            .install(
+                name,
+                prev.0.clone(),
+                prev.1,
+                Some(current),
+                policy,
+                counters,
+                "rolled_back",
+            )
+            .map_err(|e| self.failed(name, e))?;
+        let path = prev
+            .2
+            .unwrap_or_else(|| self.plugins_dir.join(format!("{name}.wasm")));
+        if let Some(bytes) = &prev.0.bytes {
+            write_atomically(&path, bytes).map_err(|e| {
+                err(
+                    500,
+                    format!("rolled back, but cannot write {}: {e}", path.display()),
+                )
+            })?;
+        }
+        if let Some(e) = self.entries.lock().expect("entries lock").get_mut(name) {
+            e.current.path = Some(path);
+        }
+        Ok(serde_json::to_value(&report).expect("report serializes"))
+    }
+
+    /// Remove a plugin and its state; its file leaves the plugins folder.
+    pub fn delete(&self, name: &str) -> Result<Value, ControlError> {
+        let _busy = self.busy.lock().expect("busy lock");
+        let entry = self
+            .entries
+            .lock()
+            .expect("entries lock")
+            .remove(name)
+            .ok_or_else(|| err(404, format!("no plugin `{name}`")))?;
+        if !self.barrier(|reply| Command::Remove {
+            name: name.to_string(),
+            reply,
+        })? {
+            return Err(err(404, format!("no plugin `{name}` in the pipeline")));
+        }
+        self.registry
+            .plugins
+            .lock()
+            .expect("registry lock")
+            .retain(|(m, _)| m.name != name);
+        if let Some(p) = &entry.current.path {
+            let _ = std::fs::remove_file(p);
+        }
+        self.publish(
+            "removed",
+            name,
+            &entry.current.loaded,
+            format!("{name} removed"),
+        );
+        Ok(json!({"plugin": name, "removed": true}))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn install(
+        &self,
+        name: &str,
+        loaded: Arc<Loaded>,
+        config: Value,
+        current: Option<Arc<Loaded>>,
+        policy: StatePolicy,
+        counters: Arc<PluginCounters>,
+        event: &'static str,
+    ) -> Result<SwapReport, ControlError> {
+        let new = &loaded.description;
+        let transfer = match &current {
+            None => StateTransfer::Reset,
+            Some(old) => {
+                compatible(&old.description, new)?;
+                let (from, to) = (old.description.state_schema, new.state_schema);
+                match policy {
+                    StatePolicy::Reset => StateTransfer::Reset,
+                    StatePolicy::Auto if from == to => StateTransfer::Keep,
+                    StatePolicy::Auto if new.migrates_from.contains(&from) => {
+                        StateTransfer::Migrate(from)
+                    }
+                    StatePolicy::Auto => {
+                        return Err(err(
+                            409,
+                            format!(
+                                "`{name}` {} keeps state in schema {from}; version {} uses schema {to} and cannot migrate from {from} \
+                                 (it migrates from {:?}). Upload a version that migrates, or pass ?state=reset to start from empty state",
+                                old.description.version, new.version, new.migrates_from
+                            ),
+                        ));
+                    }
+                }
+            }
+        };
+        // Instantiate and init off the hot path.
+        let first_call = Instant::now();
+        let mut inst =
+            Instance::new(loaded.clone(), &config).map_err(|e| err(422, e.to_string()))?;
+        let ready_us = first_call.elapsed().as_micros() as u64;
+        if let StateTransfer::Migrate(from) = transfer {
+            let sample = self.barrier(|reply| Command::Sample {
+                name: name.to_string(),
+                n: DRY_RUN_SAMPLE,
+                reply,
+            })?;
+            for s in &sample {
+                inst.migrate(from, s).map_err(|e| {
+                    err(
+                        422,
+                        format!("migration dry-run from schema {from} failed: {e}"),
+                    )
+                })?;
+            }
+        }
+        let identity = Identity {
+            description: new.clone(),
+            hash: loaded.hash.clone(),
+        };
+        counters.set_status(PluginStatus::Swapping);
+        let res = self.barrier(|reply| Command::Install {
+            identity,
+            calls: Box::new(inst),
+            counters: counters.clone(),
+            transfer,
+            reply,
+        });
+        let report = match res {
+            Ok(Ok(r)) => r,
+            Ok(Err(why)) => {
+                counters.set_status(PluginStatus::Running);
+                return Err(err(422, why));
+            }
+            Err(e) => {
+                counters.set_status(PluginStatus::Running);
+                return Err(e);
+            }
+        };
+        // Book-keeping: versions, the API's view, the lifecycle event.
+        let mut entries = self.entries.lock().expect("entries lock");
+        let previous_meta = current
+            .as_ref()
+            .map(|l| json!({"version": l.description.version, "hash": l.hash}));
+        match entries.get_mut(name) {
+            Some(e) => {
+                let old = std::mem::replace(
+                    &mut e.current,
+                    Version {
+                        loaded: loaded.clone(),
+                        config: config.clone(),
+                        path: None,
+                    },
+                );
+                if old.loaded.hash != loaded.hash {
+                    e.previous = Some(old);
+                } else {
+                    e.current.path = old.path;
+                }
+            }
+            None => {
+                entries.insert(
+                    name.to_string(),
+                    Entry {
+                        current: Version {
+                            loaded: loaded.clone(),
+                            config: config.clone(),
+                            path: None,
+                        },
+                        previous: None,
+                        counters: counters.clone(),
+                    },
+                );
+            }
+        }
+        let previous_meta = entries
+            .get(name)
+            .and_then(|e| e.previous.as_ref())
+            .map(|p| json!({"version": p.loaded.description.version, "hash": p.loaded.hash}))
+            .or(previous_meta);
+        drop(entries);
+        let meta = meta_of(&loaded, config, previous_meta);
+        {
+            let mut reg = self.registry.plugins.lock().expect("registry lock");
+            match reg.iter_mut().find(|(m, _)| m.name == name) {
+                Some(slot) => slot.0 = meta,
+                None => reg.push((meta, counters)),
+            }
+        }
+        let event = if current.is_none() { "loaded" } else { event };
+        let msg = match &report.from_version {
+            Some(from) => format!(
+                "{name} {from} → {} ({}; stall {} µs, ready in {ready_us} µs)",
+                report.to_version,
+                match transfer {
+                    StateTransfer::Keep => "state kept".to_string(),
+                    StateTransfer::Migrate(f) =>
+                        format!("{} states migrated from schema {f}", report.states_migrated),
+                    StateTransfer::Reset => "state reset".to_string(),
+                },
+                report.stall_us
+            ),
+            None => format!("{name} {} added", report.to_version),
+        };
+        self.publish(event, name, &loaded, msg);
+        Ok(report)
+    }
+}
+
+/// A new version must consume and key the same way as the running one.
+fn compatible(old: &Description, new: &Description) -> Result<(), ControlError> {
+    let what = if old.kind != new.kind {
+        Some(format!("kind {:?} → {:?}", old.kind, new.kind))
+    } else if old.input != new.input {
+        Some(format!("input {:?} → {:?}", old.input, new.input))
+    } else if old.key_by != new.key_by {
+        Some(format!("key `{}` → `{}`", old.key_by_text, new.key_by_text))
+    } else if old.window != new.window {
+        Some(format!("window {:?} → {:?}", old.window, new.window))
+    } else {
+        None
+    };
+    match what {
+        Some(w) => Err(err(
+            409,
+            format!(
+                "the new version changes its {w}: the running windows and keys cannot carry over; delete the plugin and add it again"
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// The API's view of a plugin version.
+pub fn meta_of(l: &Loaded, config: Value, previous: Option<Value>) -> PluginMeta {
+    let d = &l.description;
+    PluginMeta {
+        name: d.name.clone(),
+        version: d.version.clone(),
+        kind: d.kind,
+        input: d.input,
+        key_by: d.key_by_text.clone(),
+        window: d.window,
+        fields: d.fields.iter().map(|f| format!("{f:?}")).collect(),
+        metrics: d
+            .metrics
+            .iter()
+            .map(|m| format!("{}/{}", m.plugin, m.name))
+            .collect(),
+        hash: l.hash.clone(),
+        size_bytes: l.size,
+        state_schema: d.state_schema,
+        loaded_at: now_ms(),
+        config,
+        config_schema: d.config_schema.clone(),
+        previous,
+    }
+}
+
+/// Write via a temporary file and a rename, so the folder never shows a
+/// half-written plugin.
+pub fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("wasm.tmp");
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
+}
