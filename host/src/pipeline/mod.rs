@@ -117,6 +117,14 @@ impl Slot {
         }
     }
 
+    /// Move the operator state out (leaving it empty).
+    pub fn take_state(&mut self) -> OpState {
+        match &mut self.op {
+            Op::Aggregate(a) => OpState::Windows(std::mem::take(&mut a.state)),
+            Op::Events(d) | Op::Metrics(d) => OpState::Keyed(std::mem::take(&mut d.state)),
+        }
+    }
+
     /// The operator state, for checkpoints.
     pub fn snapshot(&self) -> OpState {
         match &self.op {
@@ -644,20 +652,30 @@ impl Pipeline {
         let mut migrated = 0;
         match transfer {
             StateTransfer::Reset => {}
-            StateTransfer::Keep | StateTransfer::Migrate(_) => {
-                let mut state = old.snapshot();
-                if let StateTransfer::Migrate(from) = transfer {
-                    let inst = &mut fresh.inst;
-                    let mut f = |b: &[u8]| {
-                        inst.migrate(from, b)
-                            .map_err(|e| format!("migration from schema {from} failed: {e}"))
-                    };
-                    migrated = match &mut state {
-                        OpState::Windows(w) => w.try_map(&mut f)?,
-                        OpState::Keyed(k) => k.try_map(&mut f)?,
-                    };
+            // Move, never copy: the switch must not cost time proportional
+            // to the state.
+            StateTransfer::Keep => fresh.restore(old.take_state())?,
+            StateTransfer::Migrate(from) => {
+                let mut state = old.take_state();
+                let inst = &mut fresh.inst;
+                let mut f = |b: &[u8]| {
+                    inst.migrate(from, b)
+                        .map_err(|e| format!("migration from schema {from} failed: {e}"))
+                };
+                let res = match &mut state {
+                    OpState::Windows(w) => w.try_map(&mut f),
+                    OpState::Keyed(k) => k.try_map(&mut f),
+                };
+                match res {
+                    Ok(n) => {
+                        migrated = n;
+                        fresh.restore(state)?;
+                    }
+                    Err(e) => {
+                        old.restore(state)?;
+                        return Err(e);
+                    }
                 }
-                fresh.restore(state)?;
             }
         }
         let from_version = Some(old.identity.description.version.clone());
@@ -671,8 +689,11 @@ impl Pipeline {
             state_reset: transfer == StateTransfer::Reset,
             stall_us: 0,
         };
-        self.slots[i] = fresh;
+        let retired = std::mem::replace(&mut self.slots[i], fresh);
         let stall_us = started.elapsed().as_micros() as u64;
+        // Tearing down an instance (its store, its memory) is not the
+        // pipeline's business: do it on another thread.
+        std::thread::spawn(move || drop(retired));
         Ok(SwapReport { stall_us, ..report })
     }
 
