@@ -11,7 +11,7 @@
 
 mod native;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -58,7 +58,7 @@ struct Run {
     cpu: f64,
 }
 
-fn run(slots: Vec<Slot>, input: &PathBuf, batch: usize) -> anyhow::Result<Run> {
+fn run(slots: Vec<Slot>, input: &Path, batch: usize) -> anyhow::Result<Run> {
     let time = TimeConfig {
         out_of_orderness: Duration::from_secs(2),
         allowed_lateness: Duration::ZERO,
@@ -101,7 +101,7 @@ fn run(slots: Vec<Slot>, input: &PathBuf, batch: usize) -> anyhow::Result<Run> {
     })
 }
 
-fn wasm_slots(runtime: &Runtime, dir: &PathBuf, names: &[String]) -> anyhow::Result<Vec<Slot>> {
+fn wasm_slots(runtime: &Runtime, dir: &Path, names: &[String]) -> anyhow::Result<Vec<Slot>> {
     let time = TimeConfig {
         out_of_orderness: Duration::from_secs(2),
         allowed_lateness: Duration::ZERO,

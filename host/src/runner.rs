@@ -180,7 +180,7 @@ impl Runner {
                 } => {
                     let res = self
                         .pipeline
-                        .install(identity, calls, counters, transfer, &self.time);
+                        .install(*identity, calls, counters, transfer, &self.time);
                     // A new state schema is made durable at once: a restart
                     // must not pair the old state with the new code.
                     if res.is_ok() && transfer != StateTransfer::Keep {

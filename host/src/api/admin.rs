@@ -56,36 +56,40 @@ fn error(status: u16, message: impl Into<String>) -> Response {
     (code, Json(json!({"error": message.into()}))).into_response()
 }
 
+fn reject(status: u16, message: impl Into<String>) -> Box<Response> {
+    Box::new(error(status, message))
+}
+
 /// Check the bearer token and the rate limit; return the control service.
-fn admit(state: &AppState, headers: &HeaderMap) -> Result<Arc<Control>, Response> {
+fn admit(state: &AppState, headers: &HeaderMap) -> Result<Arc<Control>, Box<Response>> {
     let Some(auth) = headers.get("authorization").and_then(|v| v.to_str().ok()) else {
-        return Err(error(
+        return Err(reject(
             401,
             "missing `Authorization: Bearer <token>` (the admin token is RTAP_ADMIN_TOKEN, or printed at start)",
         ));
     };
     let token = auth.strip_prefix("Bearer ").unwrap_or("");
     if !constant_time_eq(token.as_bytes(), state.admin_token.as_bytes()) {
-        return Err(error(403, "wrong admin token"));
+        return Err(Box::new(error(403, "wrong admin token")));
     }
     if !state.rate_limit.take() {
-        return Err(error(429, "too many plugin changes; slow down"));
+        return Err(Box::new(error(429, "too many plugin changes; slow down")));
     }
     state
         .control
         .clone()
-        .ok_or_else(|| error(503, "plugin changes are not available"))
+        .ok_or_else(|| reject(503, "plugin changes are not available"))
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn policy(q: &HashMap<String, String>) -> Result<StatePolicy, Response> {
+fn policy(q: &HashMap<String, String>) -> Result<StatePolicy, Box<Response>> {
     match q.get("state").map(String::as_str) {
         None | Some("auto") | Some("keep") => Ok(StatePolicy::Auto),
         Some("reset") => Ok(StatePolicy::Reset),
-        Some(other) => Err(error(
+        Some(other) => Err(reject(
             400,
             format!("state must be `reset` or `auto`, not `{other}`"),
         )),
@@ -110,11 +114,11 @@ pub async fn put(
 ) -> Response {
     let control = match admit(&state, &headers) {
         Ok(c) => c,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let policy = match policy(&q) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let config = match q.get("config") {
         None => None,
@@ -140,7 +144,7 @@ pub async fn patch_config(
 ) -> Response {
     let control = match admit(&state, &headers) {
         Ok(c) => c,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let config: Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
@@ -158,11 +162,11 @@ pub async fn rollback(
 ) -> Response {
     let control = match admit(&state, &headers) {
         Ok(c) => c,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let policy = match policy(&q) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     blocking(move || control.rollback(&name, policy)).await
 }
@@ -175,7 +179,7 @@ pub async fn delete(
 ) -> Response {
     let control = match admit(&state, &headers) {
         Ok(c) => c,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     blocking(move || control.delete(&name)).await
 }

@@ -61,7 +61,7 @@ pub enum Command {
     },
     /// Install a version (swap, add, config change, rollback).
     Install {
-        identity: Identity,
+        identity: Box<Identity>,
         calls: Box<dyn PluginCalls>,
         counters: Arc<PluginCounters>,
         transfer: StateTransfer,
@@ -502,7 +502,7 @@ impl Control {
         };
         counters.set_status(PluginStatus::Swapping);
         let res = self.barrier(|reply| Command::Install {
-            identity,
+            identity: Box::new(identity),
             calls: Box::new(inst),
             counters: counters.clone(),
             transfer,
