@@ -13,6 +13,7 @@ use crate::pipeline::status::{PluginCounters, Registry};
 use crate::pipeline::{Pipeline, Slot, TimeConfig, lifecycle, output::Output};
 use crate::plugin::{Identity, Instance, Limits, Runtime};
 use crate::runner::{Exit, Runner};
+use crate::sink::influx::{InfluxConfig, InfluxSink};
 use crate::sink::{Hub, JsonlWriter};
 use crate::source::file::FileSource;
 use crate::source::simulator::{SimConfig, Simulator};
@@ -231,6 +232,24 @@ fn run(config: Config) -> Result<Exit, Failure> {
     let dead = open(&config.dead_letter_path())?;
     let late = open(&config.late_path())?;
 
+    let influx = match &config.influx_url {
+        Some(url) => Some(
+            InfluxSink::start(InfluxConfig {
+                url: url.clone(),
+                org: config.influx_org.clone(),
+                bucket: config.influx_bucket.clone(),
+                token: config.influx_token.clone(),
+                spool_dir: config.data_dir.join("influx-spool"),
+            })
+            .map_err(|e| {
+                Failure::Start(format!(
+                    "InfluxDB sink: cannot create its spool under {}: {e}",
+                    config.data_dir.display()
+                ))
+            })?,
+        ),
+        None => None,
+    };
     let stop = Arc::new(AtomicBool::new(false));
     let admin_token: Arc<str> = match &config.admin_token {
         Some(t) if !t.is_empty() => Arc::from(t.as_str()),
@@ -263,6 +282,7 @@ fn run(config: Config) -> Result<Exit, Failure> {
             control: Some(control.clone()),
             admin_token,
             rate_limit: Arc::new(RateLimit::new(20.0, 5.0)),
+            influx: influx.as_ref().map(|i| i.status.clone()),
         };
         let app = api::router(state, config.dashboard_dir.clone());
         let listener = tokio
@@ -303,6 +323,7 @@ fn run(config: Config) -> Result<Exit, Failure> {
         stop,
         commands,
         time,
+        influx,
     };
     let exit = runner.run(rx).map_err(|e| Failure::Run(e.to_string()))?;
     tracing::info!(?exit, "done");

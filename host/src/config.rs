@@ -221,6 +221,28 @@ pub struct Config {
     #[arg(long = "plugin-config")]
     pub plugin_configs: Vec<PluginConfig>,
 
+    /// InfluxDB v2 URL: write every metric there too (e.g. http://localhost:8086).
+    #[arg(long, env = "INFLUX_URL")]
+    pub influx_url: Option<String>,
+
+    /// InfluxDB organisation.
+    #[arg(long, env = "INFLUX_ORG", default_value = "rtap")]
+    pub influx_org: String,
+
+    /// InfluxDB bucket.
+    #[arg(long, env = "INFLUX_BUCKET", default_value = "analytics")]
+    pub influx_bucket: String,
+
+    /// InfluxDB API token (from the environment; never logged).
+    #[arg(
+        long,
+        env = "INFLUX_TOKEN",
+        hide_env_values = true,
+        default_value = "",
+        hide_default_value = true
+    )]
+    pub influx_token: String,
+
     /// Do not watch the plugins folder for added, replaced or removed `.wasm`.
     #[arg(long)]
     pub no_watch: bool,

@@ -17,6 +17,7 @@ pub mod app;
 pub mod config;
 pub mod control;
 pub mod event;
+pub mod metrics;
 pub mod pipeline;
 pub mod plugin;
 pub mod runner;

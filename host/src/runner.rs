@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use crate::control::Command;
 use crate::event::Position;
+use crate::metrics::metrics;
 use crate::pipeline::output::{Output, now_ms};
 use crate::pipeline::status::Registry;
 use crate::pipeline::{Pipeline, StateTransfer, TimeConfig};
@@ -73,6 +74,7 @@ pub struct Runner {
     /// Lifecycle commands, applied between batches.
     pub commands: Receiver<Command>,
     pub time: TimeConfig,
+    pub influx: Option<crate::sink::influx::InfluxSink>,
 }
 
 impl Runner {
@@ -202,7 +204,13 @@ impl Runner {
         let outputs = std::mem::take(&mut self.pipeline.outputs);
         if !outputs.is_empty() {
             let mut data_outputs = 0u64;
+            let mut points = Vec::new();
             for out in &outputs {
+                if let (Output::Metric(m), Some(_)) = (out, &self.influx)
+                    && let Some(line) = crate::sink::influx::line_of(m)
+                {
+                    points.push(line);
+                }
                 let line = out.to_json();
                 // Lifecycle events go to the log and the dashboard, not to
                 // the data sinks.
@@ -219,6 +227,9 @@ impl Runner {
                 }
             }
             stats.outputs.fetch_add(data_outputs, Ordering::Relaxed);
+            if let Some(influx) = &self.influx {
+                influx.push(points);
+            }
             for s in &mut self.sinks {
                 s.flush()?;
             }
@@ -254,6 +265,10 @@ impl Runner {
     /// Save the state at this batch boundary.
     fn checkpoint(&mut self) -> Result<(), RunError> {
         let started = Instant::now();
+        // Points emitted before this checkpoint must be written or on disk.
+        if let Some(influx) = &self.influx {
+            influx.sync();
+        }
         self.checkpoint_id += 1;
         let cp = Checkpoint {
             format: 1,
@@ -278,7 +293,14 @@ impl Runner {
                 })
                 .collect(),
         };
-        self.checkpoints.save(&cp)?;
+        if let Err(e) = self.checkpoints.save(&cp) {
+            metrics().checkpoints.with_label_values(&["failure"]).inc();
+            return Err(e.into());
+        }
+        metrics().checkpoints.with_label_values(&["success"]).inc();
+        metrics()
+            .checkpoint_duration
+            .observe(started.elapsed().as_secs_f64());
         self.registry
             .stats
             .last_checkpoint

@@ -31,11 +31,13 @@ pub struct AppState {
     pub control: Option<Arc<crate::control::Control>>,
     pub admin_token: Arc<str>,
     pub rate_limit: Arc<admin::RateLimit>,
+    pub influx: Option<Arc<crate::sink::influx::InfluxStatus>>,
 }
 
 pub fn router(state: AppState, dashboard: PathBuf) -> Router {
     let api = Router::new()
         .route("/health", get(health))
+        .route("/metrics", get(prometheus_metrics))
         .route("/api/plugins", get(plugins))
         .route(
             "/api/plugins/{name}",
@@ -114,6 +116,26 @@ async fn pipeline(State(state): State<AppState>) -> Json<Value> {
     Json(pipeline_status(&state))
 }
 
+/// Prometheus text exposition; gauges that are states are read now.
+async fn prometheus_metrics(State(state): State<AppState>) -> Response {
+    let m = crate::metrics::metrics();
+    let s = &state.registry.stats;
+    let last_cp = s.last_checkpoint.load(Ordering::Relaxed);
+    if last_cp > 0 {
+        m.checkpoint_age.set((now_ms() - last_cp) as f64 / 1000.0);
+    }
+    let wm = s.watermark.load(Ordering::Relaxed);
+    if wm > 0 {
+        m.watermark_lag.set((now_ms() - wm) as f64 / 1000.0);
+    }
+    m.websocket_clients.set(state.hub.clients() as i64);
+    (
+        [("content-type", "text/plain; version=0.0.4; charset=utf-8")],
+        crate::metrics::render(),
+    )
+        .into_response()
+}
+
 /// `ok`, `degraded` (a plugin degraded, checkpoints late) or `down` (the
 /// source failed or a plugin failed): 503 when down.
 async fn health(State(state): State<AppState>) -> Response {
@@ -142,7 +164,17 @@ async fn health(State(state): State<AppState>) -> Response {
             .values()
             .any(|v| *v == serde_json::to_value(st).expect("status"))
     };
-    let overall = if source == "failed" || any(PluginStatus::Failed) {
+    let influx = state.influx.as_ref().map(|st| {
+        let failing = st.failing.load(Ordering::Relaxed);
+        json!({
+            "status": if failing { "down" } else { "ok" },
+            "buffered_points": st.buffered.load(Ordering::Relaxed),
+            "written_points": st.written.load(Ordering::Relaxed),
+            "last_error": if failing { st.last_error.lock().expect("status lock").clone() } else { None },
+        })
+    });
+    let sink_down = influx.as_ref().is_some_and(|v| v["status"] == "down");
+    let overall = if source == "failed" || any(PluginStatus::Failed) || sink_down {
         "down"
     } else if any(PluginStatus::Degraded) || cp_late {
         "degraded"
@@ -156,6 +188,7 @@ async fn health(State(state): State<AppState>) -> Response {
             "plugins": plugins,
             "checkpoint": {"last": (last_cp > 0).then_some(last_cp), "age_seconds": cp_age, "late": cp_late},
             "websocket": {"clients": state.hub.clients()},
+            "sinks": {"influxdb": influx},
         }
     });
     let code = if overall == "down" {

@@ -508,8 +508,20 @@ impl Pipeline {
         let slot = &mut self.slots[si];
         let c = &slot.counters;
         match error {
-            CallError::Trap(_) => PluginCounters::add(&c.traps, 1),
-            CallError::Timeout => PluginCounters::add(&c.timeouts, 1),
+            CallError::Trap(_) => {
+                PluginCounters::add(&c.traps, 1);
+                crate::metrics::metrics()
+                    .plugin_traps
+                    .with_label_values(&[&*slot.name])
+                    .inc();
+            }
+            CallError::Timeout => {
+                PluginCounters::add(&c.timeouts, 1);
+                crate::metrics::metrics()
+                    .plugin_timeouts
+                    .with_label_values(&[&*slot.name])
+                    .inc();
+            }
             CallError::OutOfMemory => PluginCounters::add(&c.out_of_memory, 1),
             CallError::Plugin(_) | CallError::Contract(_) => PluginCounters::add(&c.errors, 1),
         }

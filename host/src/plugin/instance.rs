@@ -15,6 +15,8 @@ use super::runtime::{Loaded, PluginCtx, root};
 use super::{CallError, PluginCalls, PluginError};
 
 pub struct Instance {
+    call_duration: prometheus::Histogram,
+    batch_size: prometheus::Histogram,
     loaded: Arc<Loaded>,
     config: String,
     store: Store<PluginCtx>,
@@ -36,7 +38,11 @@ impl Instance {
                 why: other.to_string(),
             },
         })?;
+        let name = loaded.description.name.as_str();
+        let m = crate::metrics::metrics();
         Ok(Instance {
+            call_duration: m.plugin_call_duration.with_label_values(&[name]),
+            batch_size: m.plugin_batch_size.with_label_values(&[name]),
             loaded,
             config,
             store,
@@ -79,7 +85,10 @@ impl Instance {
             self.poisoned = false;
         }
         self.store.set_epoch_deadline(self.loaded.deadline_ticks());
-        match f(&self.bindings, &mut self.store) {
+        let started = std::time::Instant::now();
+        let res = f(&self.bindings, &mut self.store);
+        self.call_duration.observe(started.elapsed().as_secs_f64());
+        match res {
             Ok(Ok(r)) => Ok(r),
             Ok(Err(msg)) => Err(CallError::Plugin(msg)),
             Err(e) => {
@@ -97,6 +106,7 @@ impl PluginCalls for Instance {
         states: &Packed,
         batch: Columns,
     ) -> Result<Packed, CallError> {
+        self.batch_size.observe(batch.len as f64);
         let batch = columns_to_wit(batch);
         let states = packed_to_wit(states);
         let out = self.call(|b, s| {
@@ -158,6 +168,7 @@ impl PluginCalls for Instance {
         batch: Columns,
         watermark: i64,
     ) -> Result<Step, CallError> {
+        self.batch_size.observe(batch.len as f64);
         let batch = columns_to_wit(batch);
         let states = packed_to_wit(states);
         let out = self.call(|b, s| {

@@ -9,6 +9,7 @@
 //! client that falls behind the hub's buffer is told how many messages it
 //! missed.
 
+pub mod influx;
 pub mod jsonl;
 pub mod websocket;
 

@@ -245,6 +245,9 @@ impl<'a> Parser<'a> {
         let rest = &self.s[start..];
         match memchr::memchr2(b'"', b'\\', rest) {
             Some(n) if rest[n] == b'"' => {
+                if let Some(c) = rest[..n].iter().position(|&b| b < 0x20) {
+                    return Err(syntax(start + c, "control character in string"));
+                }
                 self.i = start + n + 1;
                 Ok(Str::Raw(start, start + n))
             }
