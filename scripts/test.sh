@@ -4,7 +4,7 @@
 # unit tests, build, end-to-end in headless Chromium). CI runs exactly this.
 source "$(dirname "$0")/lib.sh"
 
-ensure_apt chromium chromium
+ensure_apt chromium chromium victoria-metrics victoria-metrics promtool prometheus
 ensure_wasm_target
 
 log "cargo fmt --check"
@@ -24,6 +24,9 @@ cargo clippy --quiet --release --workspace --all-targets -- -D warnings
 
 log "cargo test"
 cargo test --release --workspace
+
+log "deploy assets: Prometheus rules (promtool), compose file, Grafana dashboards"
+bash deploy/check.sh
 
 log "dashboard: install, type-check, lint, unit tests, build"
 (cd dashboard && npm ci --no-audit --no-fund --loglevel=error && npm run --silent typecheck && npm run --silent lint && npm test && npm run --silent build)

@@ -96,10 +96,17 @@ impl Runner {
                     stats
                         .malformed
                         .fetch_add(batch.malformed.len() as u64, Ordering::Relaxed);
+                    metrics()
+                        .events_in
+                        .with_label_values(&[
+                            &*batch.origin.source,
+                            &batch.origin.partition.to_string(),
+                        ])
+                        .inc_by(batch.events.len() as u64);
                     self.drain()?;
-                    latencies
-                        .0
-                        .push(batch.created.elapsed().as_secs_f64() * 1000.0);
+                    let latency = batch.created.elapsed().as_secs_f64();
+                    metrics().e2e_latency.observe(latency);
+                    latencies.0.push(latency * 1000.0);
                     stats.last_batch_at.store(now_ms(), Ordering::Relaxed);
                 }
                 Ok(SourceMsg::End { limit }) => {
@@ -240,6 +247,7 @@ impl Runner {
                 .dead_lettered
                 .fetch_add(dead.len() as u64, Ordering::Relaxed);
             for d in &dead {
+                metrics().dead_letters.with_label_values(&[d.reason]).inc();
                 self.dead
                     .write_line(&serde_json::to_string(d).expect("dead letters serialize"))?;
             }
@@ -250,6 +258,7 @@ impl Runner {
             stats
                 .late_events
                 .fetch_add(late.len() as u64, Ordering::Relaxed);
+            metrics().late_events.inc_by(late.len() as u64);
             for l in &late {
                 self.late
                     .write_line(&serde_json::to_string(l).expect("late events serialize"))?;
