@@ -238,7 +238,7 @@ fn run(config: Config) -> Result<Exit, Failure> {
                 url: url.clone(),
                 org: config.influx_org.clone(),
                 bucket: config.influx_bucket.clone(),
-                token: config.influx_token.clone(),
+                token: config.influx_token.0.clone(),
                 spool_dir: config.data_dir.join("influx-spool"),
             })
             .map_err(|e| {
@@ -252,7 +252,7 @@ fn run(config: Config) -> Result<Exit, Failure> {
     };
     let stop = Arc::new(AtomicBool::new(false));
     let admin_token: Arc<str> = match &config.admin_token {
-        Some(t) if !t.is_empty() => Arc::from(t.as_str()),
+        Some(t) if !t.0.is_empty() => Arc::from(t.0.as_str()),
         _ => {
             let t = generate_token();
             eprintln!("admin token for the plugin API (shown once): {t}");

@@ -60,6 +60,23 @@ impl FromStr for ByteSize {
     }
 }
 
+/// A secret from the command line or the environment: never printed.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_empty() { "\"\"" } else { "\"***\"" })
+    }
+}
+
+impl FromStr for Secret {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(Secret(s.to_string()))
+    }
+}
+
 /// Where events come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SourceSpec {
@@ -241,7 +258,7 @@ pub struct Config {
         default_value = "",
         hide_default_value = true
     )]
-    pub influx_token: String,
+    pub influx_token: Secret,
 
     /// Do not watch the plugins folder for added, replaced or removed `.wasm`.
     #[arg(long)]
@@ -254,7 +271,7 @@ pub struct Config {
     /// Bearer token of the mutating plugin API (default: generated and
     /// printed once at start).
     #[arg(long, env = "RTAP_ADMIN_TOKEN", hide_env_values = true)]
-    pub admin_token: Option<String>,
+    pub admin_token: Option<Secret>,
 
     /// Log format on stderr: `text` or `json`.
     #[arg(long, env = "RTAP_LOG_FORMAT", default_value = "text")]

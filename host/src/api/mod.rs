@@ -38,6 +38,7 @@ pub fn router(state: AppState, dashboard: PathBuf) -> Router {
     let api = Router::new()
         .route("/health", get(health))
         .route("/metrics", get(prometheus_metrics))
+        .route("/ready", get(ready))
         .route("/api/plugins", get(plugins))
         .route(
             "/api/plugins/{name}",
@@ -114,6 +115,20 @@ fn pipeline_status(state: &AppState) -> Value {
 
 async fn pipeline(State(state): State<AppState>) -> Json<Value> {
     Json(pipeline_status(&state))
+}
+
+/// Readiness for orchestration: 200 once plugins are loaded and the
+/// pipeline has processed a batch (or finished its input).
+async fn ready(State(state): State<AppState>) -> Response {
+    let s = &state.registry.stats;
+    let ready =
+        s.last_batch_at.load(Ordering::Relaxed) > 0 || s.source_done.load(Ordering::Relaxed) == 1;
+    let code = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, Json(json!({"ready": ready}))).into_response()
 }
 
 /// Prometheus text exposition; gauges that are states are read now.

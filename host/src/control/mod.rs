@@ -273,6 +273,7 @@ impl Control {
         from_path: Option<PathBuf>,
     ) -> Result<Value, ControlError> {
         let _busy = self.busy.lock().expect("busy lock");
+        let took = Instant::now();
         let d = &loaded.description;
         if d.name != name {
             return Err(err(
@@ -330,6 +331,9 @@ impl Control {
         }
         let mut v = serde_json::to_value(&report).expect("report serializes");
         v["compile_ms"] = json!(compile_ms);
+        // From the upload being compiled to the new version taking over
+        // (its first call is the next batch).
+        v["load_to_switch_ms"] = json!(compile_ms + took.elapsed().as_secs_f64() * 1000.0);
         Ok(v)
     }
 
@@ -508,17 +512,21 @@ impl Control {
             transfer,
             reply,
         });
+        let swaps = &crate::metrics::metrics().plugin_swaps;
         let report = match res {
             Ok(Ok(r)) => r,
             Ok(Err(why)) => {
                 counters.set_status(PluginStatus::Running);
+                swaps.with_label_values(&[name, "failed"]).inc();
                 return Err(err(422, why));
             }
             Err(e) => {
                 counters.set_status(PluginStatus::Running);
+                swaps.with_label_values(&[name, "failed"]).inc();
                 return Err(e);
             }
         };
+        swaps.with_label_values(&[name, "ok"]).inc();
         // Book-keeping: versions, the API's view, the lifecycle event.
         let mut entries = self.entries.lock().expect("entries lock");
         let previous_meta = current

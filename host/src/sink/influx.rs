@@ -40,7 +40,7 @@ pub const MAX_MEMORY: usize = 50_000;
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct InfluxConfig {
     pub url: String,
     pub org: String,
