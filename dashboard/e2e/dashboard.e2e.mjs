@@ -1,14 +1,26 @@
 #!/usr/bin/env node
 // End-to-end test of the dashboard against the REAL rtap host.
 //
-//   RTAP_HOST_BIN=../target/release/host RTAP_PLUGINS_DIR=../plugins/dist npm run e2e
+//   RTAP_HOST_BIN=../target/release/host RTAP_PLUGINS_DIR=../plugins/dist \
+//   RTAP_TEST_PLUGINS=<dir with the test plugins, e.g. page-views-v2.wasm> npm run e2e
 //
-// Starts `$RTAP_HOST_BIN --plugins $RTAP_PLUGINS_DIR --rate 5000 --listen
-// 127.0.0.1:<free port> --dashboard-dir dist --sink jsonl:/dev/null`, waits for
-// GET /health, opens the dashboard in headless Chromium (playwright-core,
-// system Chromium) and checks that it is live: connected, charts fed, an alert
-// in the feed, every shipped plugin in the plugins table. Saves a full-page
-// screenshot to dist-e2e/dashboard.png. The host is killed in all cases.
+// Copies the `*.wasm` of $RTAP_PLUGINS_DIR into a scratch folder (the host
+// writes uploaded versions into its plugins folder, which must not be the
+// work tree), starts `$RTAP_HOST_BIN --plugins <copy> --rate 5000 --listen
+// 127.0.0.1:<free port> --dashboard-dir dist --sink jsonl:/dev/null` with a
+// random RTAP_ADMIN_TOKEN, waits for GET /health, opens the dashboard in
+// headless Chromium (playwright-core, system Chromium) and checks that it is
+// live: connected, charts fed, an alert in the feed, every shipped plugin in
+// the plugins table. Then it drives the "Manage plugins" panel by clicking,
+// against the real control API: a wrong token gives 403; the right token is
+// typed once and survives a reload (sessionStorage); bot-burst's config is
+// changed (checked in the UI and with GET /api/plugins); rolling back
+// high-latency (no previous version) shows the host's 409; page-views-v2.wasm
+// from $RTAP_TEST_PLUGINS is uploaded as page-views 1.0.1 (table + `swapped`
+// in the lifecycle timeline). Without RTAP_TEST_PLUGINS the upload is skipped
+// with a notice. Saves a full-page screenshot to dist-e2e/dashboard.png (and
+// the plugin panels to dist-e2e/plugin-admin.png). The
+// host is killed in all cases.
 //
 // Optional env: CHROMIUM_PATH (default /usr/bin/chromium), RTAP_E2E_RATE
 // (default 5000), RTAP_E2E_HEALTH_TIMEOUT_MS (default 120000),
@@ -16,7 +28,8 @@
 // instead of building when dist/ is missing).
 
 import { spawn, spawnSync } from 'node:child_process';
-import { accessSync, constants, createWriteStream, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { accessSync, constants, copyFileSync, createWriteStream, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -28,6 +41,7 @@ const DIST = path.join(ROOT, 'dist');
 const OUT = path.join(ROOT, 'dist-e2e');
 const SCREENSHOT = path.join(OUT, 'dashboard.png');
 const HOST_LOG = path.join(OUT, 'host.log');
+const ADMIN_SCREENSHOT = path.join(OUT, 'plugin-admin.png');
 
 const SHIPPED_PLUGINS = [
   'page-views',
@@ -42,6 +56,13 @@ const SHIPPED_PLUGINS = [
   'cart-abandonment',
   'bot-burst',
 ];
+
+// Random per run; the host reads it from RTAP_ADMIN_TOKEN.
+const ADMIN_TOKEN = `e2e-${randomBytes(16).toString('hex')}`;
+const WRONG_TOKEN = `wrong-${randomBytes(8).toString('hex')}`;
+const BOT_BURST_CONFIG = { min_page_views: 12, within_ms: 10000 };
+const UPGRADE_FILE = 'page-views-v2.wasm'; // page-views 1.0.1
+const UPGRADE_VERSION = '1.0.1';
 
 const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
 const RATE = process.env.RTAP_E2E_RATE || '5000';
@@ -92,16 +113,24 @@ let hostExit = null; // { code, signal } once exited
 
 function startHost(bin, pluginsDir, port) {
   mkdirSync(OUT, { recursive: true });
-  const args = ['--plugins', pluginsDir, '--rate', RATE, '--listen', `127.0.0.1:${port}`, '--dashboard-dir', DIST, '--sink', 'jsonl:/dev/null'];
-  log(`starting host: ${bin} ${args.join(' ')}`);
-  const out = createWriteStream(HOST_LOG);
   // The host runs in a scratch directory, so its state, checkpoints and
-  // dead letters (relative defaults) never land in the work tree.
+  // dead letters (relative defaults) never land in the work tree. It also
+  // gets a copy of the plugins: uploads and rollbacks through the control
+  // API rewrite `<plugins>/<name>.wasm`.
   hostCwd = mkdtempSync(path.join(tmpdir(), 'rtap-e2e-host-'));
+  const plugins = path.join(hostCwd, 'plugins');
+  mkdirSync(plugins);
+  const wasm = readdirSync(pluginsDir).filter((f) => f.endsWith('.wasm'));
+  if (wasm.length === 0) throw new SetupError(`RTAP_PLUGINS_DIR=${pluginsDir} holds no .wasm file.`);
+  for (const f of wasm) copyFileSync(path.join(pluginsDir, f), path.join(plugins, f));
+  log(`copied ${wasm.length} plugin(s) from ${pluginsDir} to ${plugins}`);
+  const args = ['--plugins', plugins, '--rate', RATE, '--listen', `127.0.0.1:${port}`, '--dashboard-dir', DIST, '--sink', 'jsonl:/dev/null'];
+  log(`starting host: ${bin} ${args.join(' ')} (RTAP_ADMIN_TOKEN set)`);
+  const out = createWriteStream(HOST_LOG);
   host = spawn(bin, args, {
     cwd: hostCwd,
     stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, RTAP_DATA_DIR: path.join(hostCwd, 'data') },
+    env: { ...process.env, RTAP_DATA_DIR: path.join(hostCwd, 'data'), RTAP_ADMIN_TOKEN: ADMIN_TOKEN },
   });
   host.stdout.pipe(out, { end: false });
   host.stderr.pipe(out, { end: false });
@@ -162,6 +191,11 @@ async function waitForHealth(base) {
 
 const results = [];
 
+function skip(name, why) {
+  results.push({ name, ok: true, skipped: why });
+  log(`SKIP ${name}: ${why}`);
+}
+
 async function check(name, fn) {
   const start = Date.now();
   try {
@@ -186,6 +220,72 @@ async function chartPoints(page, testId, timeout) {
   return `${await page.getAttribute(sel, 'data-points')} points`;
 }
 
+// --- the "Manage plugins" panel ---------------------------------------------
+
+const RESULT = '[data-testid="plugin-action-result"]';
+
+/** Clicks `selector` and waits for the panel's outcome of that action. */
+async function act(page, selector, timeout = 20_000) {
+  const before = Number((await page.getAttribute(RESULT, 'data-at')) ?? 0);
+  await page.click(selector);
+  try {
+    await page.waitForFunction(
+      ([sel, t]) => {
+        const el = document.querySelector(sel);
+        return !!el && Number(el.getAttribute('data-at')) > t && el.getAttribute('data-outcome') !== 'busy';
+      },
+      [RESULT, before],
+      { timeout, polling: 100 },
+    );
+  } catch {
+    const text = await page.textContent(RESULT).catch(() => null);
+    throw new Error(`no outcome ${timeout / 1000} s after clicking ${selector} (panel says: ${text?.trim()})`);
+  }
+  return { outcome: await page.getAttribute(RESULT, 'data-outcome'), text: (await page.textContent(RESULT))?.trim() ?? '' };
+}
+
+function expectOutcome(r, want, ...fragments) {
+  if (r.outcome !== want) throw new Error(`expected ${want === 'ok' ? 'success' : 'an error'}, the panel says: ${r.text}`);
+  for (const f of fragments) if (!r.text.includes(f)) throw new Error(`the panel does not mention "${f}": ${r.text}`);
+}
+
+async function selectPlugin(page, name) {
+  await page.selectOption('[data-testid="plugin-select"]', name);
+}
+
+async function apiPlugin(base, name) {
+  const res = await fetch(`${base}/api/plugins`, { signal: AbortSignal.timeout(5000) });
+  if (!res.ok) throw new Error(`GET /api/plugins → ${res.status}`);
+  const list = await res.json();
+  const p = list.find((x) => x.name === name);
+  if (!p) throw new Error(`GET /api/plugins has no ${name}`);
+  return p;
+}
+
+async function waitForTimeline(page, plugin, event, timeout = 15_000) {
+  const sel = `[data-testid="plugin-events"] [data-testid="plugin-event"][data-plugin="${plugin}"][data-event="${event}"]`;
+  try {
+    await page.waitForSelector(sel, { timeout });
+  } catch {
+    const seen = await page.$$eval('[data-testid="plugin-event"]', (els) => els.map((e) => `${e.getAttribute('data-event')} ${e.getAttribute('data-plugin')}`));
+    throw new Error(`no "${event}" event for ${plugin} in the lifecycle timeline after ${timeout / 1000} s (it has: ${seen.join('; ') || 'nothing'})`);
+  }
+}
+
+async function waitForPluginsTable(page) {
+  await page.waitForFunction((names) => names.every((n) => document.querySelector(`[data-testid="plugin-row"][data-plugin="${n}"]`)), SHIPPED_PLUGINS, {
+    timeout: 20_000,
+    polling: 250,
+  });
+}
+
+const sameJson = (a, b) => JSON.stringify(sortKeys(a)) === JSON.stringify(sortKeys(b));
+function sortKeys(v) {
+  if (Array.isArray(v)) return v.map(sortKeys);
+  if (v && typeof v === 'object') return Object.fromEntries(Object.keys(v).sort().map((k) => [k, sortKeys(v[k])]));
+  return v;
+}
+
 async function main() {
   const bin = requireEnvPath('RTAP_HOST_BIN', 'host binary');
   try {
@@ -196,6 +296,8 @@ async function main() {
   const pluginsDir = requireEnvPath('RTAP_PLUGINS_DIR', 'plugins directory');
   if (!statSync(pluginsDir).isDirectory()) throw new SetupError(`RTAP_PLUGINS_DIR=${pluginsDir} is not a directory.`);
   if (!existsSync(CHROMIUM)) throw new SetupError(`Chromium not found at ${CHROMIUM} (set CHROMIUM_PATH).`);
+  const testPlugins = process.env.RTAP_TEST_PLUGINS ? path.resolve(process.env.RTAP_TEST_PLUGINS) : null;
+  if (!testPlugins) log(`NOTICE: RTAP_TEST_PLUGINS is not set: the upload of ${UPGRADE_FILE} through the UI will be SKIPPED.`);
 
   if (!existsSync(path.join(DIST, 'index.html'))) {
     if (process.env.RTAP_E2E_SKIP_BUILD) throw new SetupError(`${DIST}/index.html is missing: run \`npm run build\` first.`);
@@ -288,6 +390,84 @@ async function main() {
       return `first: ${await first.getAttribute('data-rule')} (${await first.getAttribute('data-severity')})`;
     });
 
+    // ---- plugin control through the UI, against the real control API ----
+
+    await check('admin: a wrong token gets the host\'s 403', async () => {
+      await page.fill('[data-testid="admin-token-input"]', WRONG_TOKEN);
+      await page.click('[data-testid="admin-token-save"]');
+      await page.waitForSelector('[data-testid="admin-token-state"]', { timeout: 5000 });
+      await selectPlugin(page, 'high-latency');
+      const r = await act(page, '[data-testid="plugin-rollback"]');
+      expectOutcome(r, 'error', 'HTTP 403', 'wrong admin token');
+      await page.click('[data-testid="admin-token-forget"]');
+      await page.waitForSelector('[data-testid="admin-token-input"]', { timeout: 5000 });
+      return r.text.replace(/^\S+\s+/, '');
+    });
+
+    await check('admin: the token is typed once and kept in sessionStorage', async () => {
+      await page.fill('[data-testid="admin-token-input"]', ADMIN_TOKEN);
+      await page.click('[data-testid="admin-token-save"]');
+      await page.waitForSelector('[data-testid="admin-token-state"]', { timeout: 5000 });
+      const stored = await page.evaluate(() => sessionStorage.getItem('rtap.adminToken'));
+      if (stored !== ADMIN_TOKEN) throw new Error('the token is not in sessionStorage');
+      // A reload keeps it (and clears the lifecycle timeline, so the events
+      // checked below come from the actions that follow).
+      await page.reload({ waitUntil: 'domcontentloaded', timeout: 30_000 });
+      await page.waitForSelector('[data-testid="connection-status"][data-state="open"]', { timeout: 15_000 });
+      await page.waitForSelector('[data-testid="admin-token-state"]', { timeout: 5000 });
+      await waitForPluginsTable(page);
+      return 'still set after a reload';
+    });
+
+    await check('admin: configure bot-burst', async () => {
+      await selectPlugin(page, 'bot-burst');
+      await page.fill('[data-testid="plugin-config"]', JSON.stringify(BOT_BURST_CONFIG, null, 2));
+      const r = await act(page, '[data-testid="plugin-config-apply"]');
+      expectOutcome(r, 'ok', 'bot-burst');
+      const p = await apiPlugin(base, 'bot-burst');
+      if (!sameJson(p.config, BOT_BURST_CONFIG)) throw new Error(`GET /api/plugins: bot-burst config is ${JSON.stringify(p.config)}`);
+      // The editor shows the applied config, with nothing left to apply.
+      const shown = JSON.parse(await page.inputValue('[data-testid="plugin-config"]'));
+      if (!sameJson(shown, BOT_BURST_CONFIG)) throw new Error(`the editor shows ${JSON.stringify(shown)} after applying`);
+      if (await page.isEnabled('[data-testid="plugin-config-apply"]')) throw new Error('"Apply config" is still enabled after the config was applied');
+      await waitForTimeline(page, 'bot-burst', 'config_changed');
+      return r.text.replace(/^\S+\s+/, '');
+    });
+
+    await check('admin: rolling back high-latency shows the host\'s 409', async () => {
+      await selectPlugin(page, 'high-latency');
+      const r = await act(page, '[data-testid="plugin-rollback"]');
+      expectOutcome(r, 'error', 'HTTP 409', '`high-latency` has no previous version to roll back to');
+      return r.text.replace(/^\S+\s+/, '');
+    });
+
+    const upgradeName = `admin: upload ${UPGRADE_FILE} as page-views ${UPGRADE_VERSION}`;
+    if (!testPlugins) {
+      skip(upgradeName, 'RTAP_TEST_PLUGINS is not set (the folder of the built test plugins)');
+    } else {
+      await check(upgradeName, async () => {
+        const file = path.join(testPlugins, UPGRADE_FILE);
+        if (!existsSync(file)) throw new Error(`RTAP_TEST_PLUGINS=${testPlugins} has no ${UPGRADE_FILE}`);
+        await page.setInputFiles('[data-testid="plugin-upload-file"]', file);
+        const label = (await page.textContent('[data-testid="plugin-upload-submit"]'))?.trim();
+        if (label !== 'Swap page-views') throw new Error(`the upload button says "${label}", expected "Swap page-views"`);
+        const r = await act(page, '[data-testid="plugin-upload-submit"]', 90_000);
+        expectOutcome(r, 'ok', `page-views 1.0.0 → ${UPGRADE_VERSION}`);
+        try {
+          await page.waitForSelector(`[data-testid="plugin-row"][data-plugin="page-views"][data-version="${UPGRADE_VERSION}"]`, { timeout: 10_000 });
+        } catch {
+          const v = await page.getAttribute('[data-testid="plugin-row"][data-plugin="page-views"]', 'data-version').catch(() => null);
+          throw new Error(`the plugins table shows page-views ${v}, expected ${UPGRADE_VERSION}`);
+        }
+        const cell = (await page.textContent('[data-testid="plugin-row"][data-plugin="page-views"] td:nth-child(2)'))?.trim() ?? '';
+        if (!cell.startsWith(UPGRADE_VERSION)) throw new Error(`the version cell of page-views reads "${cell}"`);
+        await waitForTimeline(page, 'page-views', 'swapped');
+        const p = await apiPlugin(base, 'page-views');
+        if (p.version !== UPGRADE_VERSION || p.previous?.version !== '1.0.0') throw new Error(`GET /api/plugins: page-views ${p.version}, previous ${JSON.stringify(p.previous)}`);
+        return r.text.replace(/^\S+\s+/, '');
+      });
+    }
+
     await check('no uncaught page errors', async () => {
       if (pageErrors.length > 0) throw new Error(`${pageErrors.length} uncaught error(s): ${pageErrors[0]}`);
     });
@@ -301,8 +481,15 @@ async function main() {
     if (hostExit) results.push({ name: 'host stays up', ok: false, msg: `host ${describeExit()} during the test` });
 
     mkdirSync(OUT, { recursive: true });
+    // Back to the top, or the sticky top bar lands mid-page in the full-page shot.
+    await page.evaluate(() => window.scrollTo(0, 0));
     await page.screenshot({ path: SCREENSHOT, fullPage: true });
     log(`screenshot: ${path.relative(process.cwd(), SCREENSHOT)}`);
+    await page
+      .locator('.grid-admin')
+      .screenshot({ path: ADMIN_SCREENSHOT })
+      .then(() => log(`screenshot: ${path.relative(process.cwd(), ADMIN_SCREENSHOT)}`))
+      .catch((e) => log(`no screenshot of the plugin panels: ${e.message.split('\n')[0]}`));
   } finally {
     if (context) await context.close().catch(() => {});
     rmSync(userDataDir, { recursive: true, force: true });
@@ -326,12 +513,13 @@ try {
   await main();
   const failed = results.filter((r) => !r.ok);
   console.log('');
-  for (const r of results) console.log(`${r.ok ? '  ok  ' : '  FAIL'} ${r.name}${r.ok ? '' : ` — ${r.msg}`}`);
+  for (const r of results) console.log(`${r.skipped ? '  skip' : r.ok ? '  ok  ' : '  FAIL'} ${r.name}${r.skipped ? ` — ${r.skipped}` : r.ok ? '' : ` — ${r.msg}`}`);
   if (failed.length > 0) {
     console.log(`\nhost log: ${HOST_LOG}`);
     exitCode = 1;
   }
-  console.log(`e2e: ${results.length - failed.length} passed, ${failed.length} failed`);
+  const skipped = results.filter((r) => r.skipped).length;
+  console.log(`e2e: ${results.length - failed.length - skipped} passed, ${failed.length} failed${skipped ? `, ${skipped} skipped` : ''}`);
 } catch (e) {
   const setup = e instanceof SetupError;
   console.error(`\ne2e ${setup ? 'setup failed' : 'crashed'}: ${e instanceof Error ? e.message : String(e)}`);

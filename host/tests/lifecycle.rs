@@ -320,6 +320,7 @@ fn swap_under_load_changes_no_output() {
     ];
     let mut stalls = Vec::new();
     let mut compiles = Vec::new();
+    let mut switches = Vec::new();
     for (chunk_no, chunk) in lines.chunks(100_000).enumerate() {
         for l in chunk {
             stdin.write_all(l).unwrap();
@@ -349,6 +350,7 @@ fn swap_under_load_changes_no_output() {
             assert_eq!(body["state_reset"], false);
             stalls.push(body["stall_us"].as_u64().unwrap());
             compiles.push(body["compile_ms"].as_f64().unwrap());
+            switches.push(body["load_to_switch_ms"].as_f64().unwrap());
         }
     }
     drop(stdin);
@@ -364,13 +366,16 @@ fn swap_under_load_changes_no_output() {
 
     stalls.sort_unstable();
     compiles.sort_by(f64::total_cmp);
+    switches.sort_by(f64::total_cmp);
     eprintln!(
-        "SWAP-BENCH swaps={} stall_us median={} worst={} compile_ms median={:.1} worst={:.1}",
+        "SWAP-BENCH swaps={} stall_us median={} worst={} compile_ms median={:.1} worst={:.1} load_to_switch_ms median={:.1} worst={:.1}",
         stalls.len(),
         stalls[stalls.len() / 2],
         stalls[stalls.len() - 1],
         compiles[compiles.len() / 2],
-        compiles[compiles.len() - 1]
+        compiles[compiles.len() - 1],
+        switches[switches.len() / 2],
+        switches[switches.len() - 1]
     );
 }
 

@@ -149,7 +149,7 @@ export function PipelineView({ view, api, theme, chartHeight }: Props) {
             ) : (
               <ol>
                 {view.pluginEvents.map((e) => (
-                  <li key={e.seq} className="timeline-item">
+                  <li key={e.seq} className="timeline-item" data-testid="plugin-event" data-event={e.event} data-plugin={e.plugin} data-version={e.version ?? ''}>
                     <span className="num nowrap muted">{fmtClock(e.time)}</span>
                     <span className={`badge tone-${EVENT_TONE[e.event] ?? 'info'}`}>{e.event.replace(/_/g, ' ')}</span>
                     <span className="nowrap">

@@ -2,12 +2,13 @@ import { useId, useState, type FormEvent } from 'react';
 import type { ApiClient, ApiResult } from '../api/client';
 import { useAdminToken } from '../hooks/usePolling';
 import { fmtClock, shortHash } from '../stream/format';
-import { isValidPluginName, pluginNameFromFile, validateConfigJson, type PluginRow } from '../stream/plugins';
+import { describeChangeReport, isValidPluginName, pluginNameFromFile, validateConfigJson, type PluginRow } from '../stream/plugins';
 
 interface Props {
   api: ApiClient;
   rows: PluginRow[];
-  onChanged: () => void;
+  /** Re-reads `/api/plugins`; resolves once the fresh list is applied. */
+  onChanged: () => Promise<void>;
 }
 
 interface Outcome {
@@ -24,6 +25,8 @@ export function PluginAdmin({ api, rows, onChanged }: Props) {
   const [selectedName, setSelectedName] = useState('');
   const [configDraft, setConfigDraft] = useState<{ name: string; text: string } | null>(null);
   const [file, setFile] = useState<File | null>(null);
+  // Bumped to remount (clear) the file input after an upload.
+  const [fileInputKey, setFileInputKey] = useState(0);
   const [uploadName, setUploadName] = useState('');
   const [uploadConfig, setUploadConfig] = useState('');
   const [resetState, setResetState] = useState(false);
@@ -49,12 +52,13 @@ export function PluginAdmin({ api, rows, onChanged }: Props) {
     try {
       const res = await call();
       if (res.ok) {
-        setOutcome({ ok: true, text: `${label}: done (HTTP ${res.status}).`, at: Date.now() });
+        setOutcome({ ok: true, text: `${label}: ${describeChangeReport(res.data) ?? `done (HTTP ${res.status}).`}`, at: Date.now() });
+        // Clear drafts only once the table shows the change, so the editor
+        // never flashes the old value.
+        await onChanged();
         after?.();
-        onChanged();
       } else {
-        const hint = res.status === 404 || res.status === 405 ? ' (this host may not support plugin control yet)' : res.status === 401 || res.status === 403 ? ' (check the admin token)' : '';
-        setOutcome({ ok: false, text: `${label} failed — ${res.error}${hint}`, at: Date.now() });
+        setOutcome({ ok: false, text: `${label} failed — ${res.error}${errorHint(res.status, res.error, label.startsWith('Upload'))}`, at: Date.now() });
       }
     } finally {
       setBusy(false);
@@ -76,6 +80,7 @@ export function PluginAdmin({ api, rows, onChanged }: Props) {
     const config = uploadConfigCheck?.ok ? uploadConfigCheck.value : undefined;
     void run(`Upload ${target}`, () => api.uploadPlugin(target, file, token, { config, resetState }), () => {
       setFile(null);
+      setFileInputKey((k) => k + 1);
       setUploadName('');
     });
   };
@@ -104,7 +109,7 @@ export function PluginAdmin({ api, rows, onChanged }: Props) {
             <span className="muted" data-testid="admin-token-state">
               set for this tab
             </span>
-            <button type="button" className="btn btn-small" onClick={() => setToken('')}>
+            <button type="button" className="btn btn-small" onClick={() => setToken('')} data-testid="admin-token-forget">
               Forget
             </button>
           </>
@@ -117,8 +122,9 @@ export function PluginAdmin({ api, rows, onChanged }: Props) {
               placeholder="Bearer token"
               value={tokenDraft}
               onChange={(e) => setTokenDraft(e.target.value)}
+              data-testid="admin-token-input"
             />
-            <button type="submit" className="btn btn-small" disabled={tokenDraft.trim() === ''}>
+            <button type="submit" className="btn btn-small" disabled={tokenDraft.trim() === ''} data-testid="admin-token-save">
               Save
             </button>
           </>
@@ -135,6 +141,7 @@ export function PluginAdmin({ api, rows, onChanged }: Props) {
             setConfirmDelete(false);
           }}
           disabled={rows.length === 0}
+          data-testid="plugin-select"
         >
           {rows.length === 0 && <option value="">(none)</option>}
           {rows.map((r) => (
@@ -158,8 +165,12 @@ export function PluginAdmin({ api, rows, onChanged }: Props) {
           <button
             type="button"
             className="btn"
-            disabled={busy || !selected.previous}
-            title={selected.previous ? `Roll back to ${selected.previous.version} (${shortHash(selected.previous.hash)})` : 'No previous version to roll back to'}
+            disabled={busy}
+            title={
+              selected.previous
+                ? `Roll back to ${selected.previous.version} (${shortHash(selected.previous.hash)})`
+                : 'No previous version as of the last poll; the host decides.'
+            }
             onClick={() => void run(`Rollback of ${name}`, () => api.rollback(name, token))}
             data-testid="plugin-rollback"
           >
@@ -205,7 +216,7 @@ export function PluginAdmin({ api, rows, onChanged }: Props) {
             data-testid="plugin-config"
           />
           <div className="admin-row">
-            <button type="submit" className="btn" disabled={busy || !configCheck.ok || !configDirty}>
+            <button type="submit" className="btn" disabled={busy || !configCheck.ok || !configDirty} data-testid="plugin-config-apply">
               Apply config
             </button>
             {configDirty && (
@@ -221,6 +232,7 @@ export function PluginAdmin({ api, rows, onChanged }: Props) {
       <form className="admin-block" onSubmit={onUpload}>
         <label htmlFor={`${id}-file`}>Upload a .wasm (new plugin or new version)</label>
         <input
+          key={fileInputKey}
           id={`${id}-file`}
           type="file"
           accept=".wasm,application/wasm"
@@ -231,7 +243,7 @@ export function PluginAdmin({ api, rows, onChanged }: Props) {
           <label htmlFor={`${id}-uname`}>Name</label>
           <input id={`${id}-uname`} type="text" placeholder={effectiveUploadName || 'plugin-name'} value={uploadName} onChange={(e) => setUploadName(e.target.value)} />
           <label className="check">
-            <input type="checkbox" checked={resetState} onChange={(e) => setResetState(e.target.checked)} /> reset state
+            <input type="checkbox" checked={resetState} onChange={(e) => setResetState(e.target.checked)} data-testid="plugin-upload-reset" /> reset state
           </label>
         </div>
         <textarea
@@ -244,14 +256,25 @@ export function PluginAdmin({ api, rows, onChanged }: Props) {
         />
         {uploadConfigCheck && !uploadConfigCheck.ok && <div className="error-text small">{uploadConfigCheck.error}</div>}
         <div className="admin-row">
-          <button type="submit" className="btn btn-primary" disabled={busy || !file || (uploadConfigCheck !== null && !uploadConfigCheck.ok)}>
+          <button
+            type="submit"
+            className="btn btn-primary"
+            disabled={busy || !file || (uploadConfigCheck !== null && !uploadConfigCheck.ok)}
+            data-testid="plugin-upload-submit"
+          >
             {rows.some((r) => r.name === effectiveUploadName) ? `Swap ${effectiveUploadName}` : `Deploy ${effectiveUploadName || ''}`}
           </button>
           {file && <span className="muted small num">{(file.size / 1024).toFixed(1)} KiB</span>}
         </div>
       </form>
 
-      <div className="admin-result" data-testid="plugin-action-result" aria-live="polite">
+      <div
+        className="admin-result"
+        data-testid="plugin-action-result"
+        data-outcome={busy ? 'busy' : outcome ? (outcome.ok ? 'ok' : 'error') : 'none'}
+        data-at={outcome?.at ?? 0}
+        aria-live="polite"
+      >
         {busy ? (
           <span className="muted">Working…</span>
         ) : outcome ? (
@@ -264,4 +287,12 @@ export function PluginAdmin({ api, rows, onChanged }: Props) {
       </div>
     </div>
   );
+}
+
+function errorHint(status: number, error: string, upload: boolean): string {
+  if (status === 404 || status === 405) return ' (this host may not support plugin control yet)';
+  if (status === 401 || status === 403) return ' (check the admin token)';
+  if (status === 409 && upload && error.includes('state=reset')) return ' (tick "reset state" to replace it and start from empty state)';
+  if (status === 429) return ' (wait a moment and retry)';
+  return '';
 }

@@ -3,7 +3,7 @@ import { fmtAge, fmtCompact, fmtNumber, shortHash } from '../stream/format';
 import { describeWindow } from '../stream/plugins';
 
 interface Props {
-  plugins: PluginsState & { refresh: () => void };
+  plugins: PluginsState & { refresh: () => Promise<void> };
   now: number;
 }
 
@@ -32,7 +32,7 @@ export function PluginsTable({ plugins, now }: Props) {
           ) : loading ? (
             'loading…'
           ) : null}{' '}
-          <button type="button" className="btn btn-small" onClick={plugins.refresh}>
+          <button type="button" className="btn btn-small" onClick={() => void plugins.refresh()}>
             Refresh
           </button>
         </div>
@@ -63,7 +63,7 @@ export function PluginsTable({ plugins, now }: Props) {
               </tr>
             )}
             {rows.map((p) => (
-              <tr key={p.name} data-testid="plugin-row" data-plugin={p.name} data-status={p.status}>
+              <tr key={p.name} data-testid="plugin-row" data-plugin={p.name} data-version={p.version} data-status={p.status}>
                 <td>
                   <strong>{p.name}</strong>
                   {p.key_by && <div className="muted small">by {p.key_by}</div>}

@@ -12,30 +12,50 @@ export interface PluginsState {
 /**
  * Polls `/api/plugins` every `intervalMs`, and soon after `signal` changes
  * (the sequence number of the newest plugin lifecycle event).
+ *
+ * `refresh()` resolves once a poll that *started after the call* has been
+ * applied: after a plugin change, a poll already in flight may carry the old
+ * list, so a fresh one is queued behind it rather than dropped.
  */
-export function usePlugins(api: ApiClient, signal: number, intervalMs = 3000): PluginsState & { refresh: () => void } {
+export function usePlugins(api: ApiClient, signal: number, intervalMs = 3000): PluginsState & { refresh: () => Promise<void> } {
   const [state, setState] = useState<PluginsState>({ rows: [], error: null, lastPollAt: null, loading: true });
   const prev = useRef<PluginSnapshot | null>(null);
-  const inFlight = useRef(false);
+  const inFlight = useRef<Promise<void> | null>(null);
+  const queued = useRef<Promise<void> | null>(null);
 
-  const poll = useCallback(async () => {
-    if (inFlight.current) return;
-    inFlight.current = true;
-    try {
-      const res = await api.plugins();
-      const at = Date.now();
-      if (res.ok) {
-        const snap: PluginSnapshot = { at, plugins: res.data };
-        const rows = computeRows(prev.current, snap);
-        prev.current = snap;
-        setState({ rows, error: null, lastPollAt: at, loading: false });
-      } else {
-        setState((s) => ({ ...s, error: res.error, lastPollAt: at, loading: false }));
+  const poll = useCallback((): Promise<void> => {
+    if (inFlight.current) return inFlight.current;
+    const run = (async () => {
+      try {
+        const res = await api.plugins();
+        const at = Date.now();
+        if (res.ok) {
+          const snap: PluginSnapshot = { at, plugins: res.data };
+          const rows = computeRows(prev.current, snap);
+          prev.current = snap;
+          setState({ rows, error: null, lastPollAt: at, loading: false });
+        } else {
+          setState((s) => ({ ...s, error: res.error, lastPollAt: at, loading: false }));
+        }
+      } finally {
+        inFlight.current = null;
       }
-    } finally {
-      inFlight.current = false;
-    }
+    })();
+    inFlight.current = run;
+    return run;
   }, [api]);
+
+  const refresh = useCallback((): Promise<void> => {
+    const running = inFlight.current;
+    if (!running) return poll();
+    if (!queued.current) {
+      queued.current = running.then(() => {
+        queued.current = null;
+        return poll();
+      });
+    }
+    return queued.current;
+  }, [poll]);
 
   useEffect(() => {
     const first = setTimeout(() => void poll(), 0);
@@ -49,11 +69,10 @@ export function usePlugins(api: ApiClient, signal: number, intervalMs = 3000): P
   // A lifecycle event: refresh shortly (debounced: swaps come in bursts).
   useEffect(() => {
     if (signal === 0) return;
-    const id = setTimeout(() => void poll(), 300);
+    const id = setTimeout(() => void refresh(), 300);
     return () => clearTimeout(id);
-  }, [signal, poll]);
+  }, [signal, refresh]);
 
-  const refresh = useCallback(() => void poll(), [poll]);
   return { ...state, refresh };
 }
 

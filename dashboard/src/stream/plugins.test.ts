@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { computeRows, describeWindow, isValidPluginName, parsePluginList, pluginNameFromFile, validateConfigJson } from './plugins';
+import { computeRows, describeChangeReport, describeWindow, isValidPluginName, parsePluginList, pluginNameFromFile, validateConfigJson } from './plugins';
 
 const raw = {
   name: 'page-views',
@@ -73,5 +73,23 @@ describe('helpers', () => {
     expect(pluginNameFromFile('bot_burst.wasm')).toBe('bot-burst');
     expect(pluginNameFromFile('page-views-1.2.0.wasm')).toBe('page-views');
     expect(pluginNameFromFile('error-rate.wasm')).toBe('error-rate');
+  });
+});
+
+describe('describeChangeReport', () => {
+  it('summarises the control API answers', () => {
+    expect(
+      describeChangeReport({ plugin: 'page-views', from_version: '1.0.0', to_version: '1.0.1', hash: 'h', states_migrated: 3, state_reset: false, stall_us: 42, compile_ms: 812.4 }),
+    ).toBe('page-views 1.0.0 → 1.0.1 (3 states migrated, stall 42 µs, compiled in 812 ms).');
+    expect(describeChangeReport({ plugin: 'bot-burst', from_version: '1.0.0', to_version: '1.0.0', hash: 'h', states_migrated: 0, state_reset: false, stall_us: 2 })).toBe(
+      'bot-burst 1.0.0 reconfigured (state kept, stall 2 µs).',
+    );
+    expect(describeChangeReport({ plugin: 'x', from_version: null, to_version: '0.1.0', states_migrated: 0, state_reset: false, stall_us: 2500 })).toBe('x 0.1.0 added (stall 2.5 ms).');
+    expect(describeChangeReport({ plugin: 'x', from_version: '2.0.0', to_version: '1.0.0', state_reset: true })).toBe('x 2.0.0 → 1.0.0 (state reset).');
+    expect(describeChangeReport({ plugin: 'x', unchanged: true, hash: 'h' })).toBe('x already runs this build; nothing changed.');
+    expect(describeChangeReport({ plugin: 'x', removed: true })).toBe('x removed.');
+    expect(describeChangeReport({})).toBeNull();
+    expect(describeChangeReport({ plugin: 'x' })).toBeNull();
+    expect(describeChangeReport(null)).toBeNull();
   });
 });

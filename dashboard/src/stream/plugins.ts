@@ -174,3 +174,27 @@ export function pluginNameFromFile(fileName: string): string {
   const noVersion = base.replace(/[-_@]v?\d+(\.\d+)*([-+][\w.]+)?$/, '');
   return noVersion.replace(/_/g, '-').replace(/[^a-z0-9-]/g, '');
 }
+
+/**
+ * One line for the control API's 200 answer: the swap report of PUT / PATCH
+ * config / rollback (`{plugin, from_version, to_version, hash,
+ * states_migrated, state_reset, stall_us, compile_ms?}`), PUT's
+ * `{plugin, unchanged: true, hash}` or DELETE's `{plugin, removed: true}`.
+ * Null when the body has none of these shapes.
+ */
+export function describeChangeReport(v: unknown): string | null {
+  if (!isObj(v) || typeof v.plugin !== 'string') return null;
+  const name = v.plugin;
+  if (v.removed === true) return `${name} removed.`;
+  if (v.unchanged === true) return `${name} already runs this build; nothing changed.`;
+  if (typeof v.to_version !== 'string') return null;
+  const from = typeof v.from_version === 'string' ? v.from_version : null;
+  const parts: string[] = [];
+  if (v.state_reset === true) parts.push('state reset');
+  else if (typeof v.states_migrated === 'number' && v.states_migrated > 0) parts.push(`${v.states_migrated} state${v.states_migrated === 1 ? '' : 's'} migrated`);
+  else if (from !== null) parts.push('state kept');
+  if (typeof v.stall_us === 'number') parts.push(`stall ${v.stall_us < 1000 ? `${v.stall_us} µs` : `${(v.stall_us / 1000).toFixed(1)} ms`}`);
+  if (typeof v.compile_ms === 'number') parts.push(`compiled in ${v.compile_ms.toFixed(0)} ms`);
+  const head = from === null ? `${name} ${v.to_version} added` : from === v.to_version ? `${name} ${v.to_version} reconfigured` : `${name} ${from} → ${v.to_version}`;
+  return parts.length > 0 ? `${head} (${parts.join(', ')}).` : `${head}.`;
+}
