@@ -30,6 +30,10 @@ pub enum RunError {
     SourceGone,
 }
 
+/// How long the processing loop waits for a batch before it looks at
+/// lifecycle commands, status and checkpoints anyway.
+const IDLE_TICK: Duration = Duration::from_millis(10);
+
 /// How the run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exit {
@@ -86,7 +90,7 @@ impl Runner {
         let mut latencies = Latencies::default();
         let stats = &self.registry.clone().stats;
         loop {
-            match rx.recv_timeout(Duration::from_millis(100)) {
+            match rx.recv_timeout(IDLE_TICK) {
                 Ok(SourceMsg::Batch(batch)) => {
                     self.pipeline.process(&batch);
                     self.position = batch.end;
