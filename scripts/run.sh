@@ -6,7 +6,8 @@ source "$(dirname "$0")/lib.sh"
 build_plugins_into "$ROOT/plugins" plugins
 if [[ ! -f dashboard/dist/index.html || -n "$(find dashboard/src -newer dashboard/dist/index.html 2>/dev/null | head -1)" ]]; then
     log "building the dashboard"
-    (cd dashboard && npm ci --no-audit --no-fund --loglevel=error && npm run --silent build)
+    # Build logs go to stderr: stdout is the host's JSONL output.
+    (cd dashboard && npm ci --no-audit --no-fund --loglevel=error && npm run --silent build) >&2
 fi
 log "building the host"
 cargo build --quiet --release -p rtap-host --bin host
