@@ -57,10 +57,12 @@ RUN apt-get update \
  && useradd --system --uid 10001 --gid rtap --home-dir /app --no-create-home \
         --shell /usr/sbin/nologin rtap \
  && mkdir -p /app/plugins /app/dashboard /data \
- && chown rtap:rtap /data
+ && chown rtap:rtap /data /app/plugins
 
 COPY --from=rust-build /out/host /app/host
-COPY --from=rust-build /out/plugins/ /app/plugins/
+# The plugins folder is writable by the host: an upload through the API is
+# written there, so a restarted container runs the same code.
+COPY --from=rust-build --chown=rtap:rtap /out/plugins/ /app/plugins/
 COPY --from=dashboard-build /src/dashboard/dist/ /app/dashboard/dist/
 
 # Fail the build, not the first start, if the binary needs a shared library
