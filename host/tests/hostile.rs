@@ -176,3 +176,69 @@ fn hostile_plugins_are_contained() {
             .any(|o| o["plugin"] == "hostile-trap" && o["name"] == "count")
     );
 }
+
+/// What a plugin sees of the world: no files, no environment, no network;
+/// the clock and randomness only when the plugin asks and the operator grants.
+#[test]
+fn the_sandbox_grants_nothing_by_default() {
+    let tmp = tempfile::tempdir().unwrap();
+    let events = tmp.path().join("events.jsonl");
+    std::fs::write(&events, "{\"timestamp\":1000,\"page\":\"/\"}\n").unwrap();
+    let plugins = plugins_dir(&["sandbox-probe"]);
+    let probe = |data: &str, extra: &[&str]| -> std::collections::HashMap<String, f64> {
+        let dir = tmp.path().join(data);
+        run_file(plugins.path(), &events, &dir, extra);
+        read_json(&dir.join("out.jsonl"))
+            .into_iter()
+            .map(|m| {
+                (
+                    m["name"].as_str().unwrap().to_string(),
+                    m["value"].as_f64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    let denied = probe("denied", &[]);
+    assert_eq!(
+        denied["clock_ms"], 0.0,
+        "the clock reads the epoch unless granted"
+    );
+    assert_eq!(denied["file_readable"], 0.0);
+    assert_eq!(denied["dir_listable"], 0.0);
+    assert_eq!(denied["env_vars"], 0.0);
+    assert_eq!(denied["tcp_connect"], 0.0);
+    let again = probe("denied-again", &[]);
+    assert_eq!(
+        denied["random_a"], again["random_a"],
+        "randomness is a fixed seed unless granted"
+    );
+
+    let granted = probe(
+        "granted",
+        &[
+            "--allow-capability",
+            "clock",
+            "--allow-capability",
+            "random",
+        ],
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as f64;
+    assert!(
+        (granted["clock_ms"] - now).abs() < 60_000.0,
+        "granted clock reads {}",
+        granted["clock_ms"]
+    );
+    let granted_again = probe("granted-again", &["--allow-capability", "random"]);
+    assert_ne!(
+        granted["random_a"], granted_again["random_a"],
+        "granted randomness is random"
+    );
+    assert_eq!(granted["file_readable"], 0.0, "no capability grants files");
+    assert_eq!(
+        granted["tcp_connect"], 0.0,
+        "no capability grants the network"
+    );
+}
