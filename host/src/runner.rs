@@ -26,6 +26,8 @@ pub enum RunError {
     Sink(#[from] SinkError),
     #[error(transparent)]
     State(#[from] StateError),
+    #[error("{0}")]
+    Kafka(String),
     #[error("the source thread stopped unexpectedly")]
     SourceGone,
 }
@@ -72,13 +74,17 @@ pub struct Runner {
     pub registry: Arc<Registry>,
     pub checkpoints: CheckpointStore,
     pub interval: Duration,
-    pub position: Position,
+    /// The position after the last processed batch, per source partition.
+    pub positions: std::collections::BTreeMap<i32, Position>,
     pub checkpoint_id: u64,
     pub stop: Arc<AtomicBool>,
     /// Lifecycle commands, applied between batches.
     pub commands: Receiver<Command>,
     pub time: TimeConfig,
     pub influx: Option<crate::sink::influx::InfluxSink>,
+    pub kafka: Option<crate::sink::kafka::KafkaSink>,
+    /// Where the Kafka source takes the positions to commit to its group.
+    pub kafka_commit: Option<crate::source::kafka::CommitHandle>,
 }
 
 impl Runner {
@@ -93,7 +99,7 @@ impl Runner {
             match rx.recv_timeout(IDLE_TICK) {
                 Ok(SourceMsg::Batch(batch)) => {
                     self.pipeline.process(&batch);
-                    self.position = batch.end;
+                    self.positions.insert(batch.origin.partition, batch.end);
                     stats
                         .events_in
                         .fetch_add(batch.events.len() as u64, Ordering::Relaxed);
@@ -232,6 +238,9 @@ impl Runner {
                     for s in &mut self.sinks {
                         s.write_line(&line)?;
                     }
+                    if let Some(k) = &self.kafka {
+                        k.send(out, &line);
+                    }
                 }
                 if let Some(hub) = &self.hub {
                     hub.publish(Arc::from(line));
@@ -240,6 +249,9 @@ impl Runner {
             stats.outputs.fetch_add(data_outputs, Ordering::Relaxed);
             if let Some(influx) = &self.influx {
                 influx.push(points);
+            }
+            if let Some(k) = &self.kafka {
+                k.poll();
             }
             for s in &mut self.sinks {
                 s.flush()?;
@@ -282,14 +294,17 @@ impl Runner {
         if let Some(influx) = &self.influx {
             influx.sync();
         }
+        if let Some(k) = &self.kafka {
+            k.flush().map_err(RunError::Kafka)?;
+        }
         self.checkpoint_id += 1;
         let cp = Checkpoint {
-            format: 1,
+            format: 2,
             id: self.checkpoint_id,
             taken_at: now_ms(),
             source: self.source_name.clone(),
-            position: self.position,
-            watermark: self.pipeline.wm,
+            positions: self.positions.iter().map(|(p, pos)| (*p, *pos)).collect(),
+            watermark: self.pipeline.wm.clone(),
             plugins: self
                 .pipeline
                 .slots
@@ -311,6 +326,9 @@ impl Runner {
             return Err(e.into());
         }
         metrics().checkpoints.with_label_values(&["success"]).inc();
+        if let Some(c) = &self.kafka_commit {
+            *c.lock().expect("commit lock") = Some(cp.positions.clone());
+        }
         metrics()
             .checkpoint_duration
             .observe(started.elapsed().as_secs_f64());
@@ -320,7 +338,7 @@ impl Runner {
             .store(cp.taken_at, Ordering::Relaxed);
         tracing::debug!(
             id = cp.id,
-            position = cp.position.seq,
+            partitions = cp.positions.len(),
             took_ms = started.elapsed().as_millis() as u64,
             "checkpoint"
         );

@@ -51,6 +51,9 @@ pub struct TimeConfig {
     pub out_of_orderness: Duration,
     /// Allowed lateness of windows whose plugin does not set one.
     pub allowed_lateness: Duration,
+    /// A source partition without events for this long no longer holds the
+    /// watermark back.
+    pub idle_timeout: Duration,
 }
 
 pub enum Op {
@@ -172,7 +175,10 @@ impl Pipeline {
         slots.sort_by(|a, b| a.name.cmp(&b.name));
         Pipeline {
             slots,
-            wm: Watermark::new(time.out_of_orderness.as_millis() as i64),
+            wm: Watermark::new(
+                time.out_of_orderness.as_millis() as i64,
+                time.idle_timeout.as_millis() as i64,
+            ),
             outputs: Vec::new(),
             dead: Vec::new(),
             late: Vec::new(),
@@ -193,6 +199,7 @@ impl Pipeline {
                 event: m.raw.clone(),
             });
         }
+        let others = self.wm.begin(batch.origin.partition, now_ms());
         let any_lateness = self
             .slots
             .iter()
@@ -247,7 +254,7 @@ impl Pipeline {
                     event: batch.raw(ev).to_string(),
                 });
             }
-            self.wm.observe(ts);
+            self.wm.observe(batch.origin.partition, ts, others);
             if cut {
                 self.flush(batch, self.wm.current());
             }

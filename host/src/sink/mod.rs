@@ -11,6 +11,7 @@
 
 pub mod influx;
 pub mod jsonl;
+pub mod kafka;
 pub mod websocket;
 
 pub use jsonl::JsonlWriter;

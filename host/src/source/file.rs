@@ -132,11 +132,10 @@ impl Source for FileSource {
         Ok(Some(batch))
     }
 
-    fn position(&self) -> Position {
-        self.pos
-    }
-
-    fn seek(&mut self, pos: Position) -> Result<(), SourceError> {
+    fn seek(&mut self, positions: &[(i32, Position)]) -> Result<(), SourceError> {
+        let Some(&(_, pos)) = positions.iter().find(|(p, _)| *p == 0) else {
+            return Ok(());
+        };
         let Some(f) = self.seekable.as_mut() else {
             return Err(SourceError::NotSeekable(self.name.clone()));
         };

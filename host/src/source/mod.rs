@@ -8,6 +8,7 @@
 
 pub mod decode;
 pub mod file;
+pub mod kafka;
 pub mod simulator;
 
 use std::sync::mpsc;
@@ -34,10 +35,8 @@ pub trait Source: Send + 'static {
     /// The next batch of at most `max` events; `None` at the end of a bounded
     /// input. Blocks (a paced simulator) until events are due.
     fn next_batch(&mut self, max: usize) -> Result<Option<EventBatch>, SourceError>;
-    /// The position after the last batch returned.
-    fn position(&self) -> Position;
-    /// Resume after `pos` (from a checkpoint).
-    fn seek(&mut self, pos: Position) -> Result<(), SourceError>;
+    /// Resume after these positions (from a checkpoint), one per partition.
+    fn seek(&mut self, positions: &[(i32, Position)]) -> Result<(), SourceError>;
 }
 
 /// What the source thread sends.

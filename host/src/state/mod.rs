@@ -18,7 +18,7 @@ use crate::source::Position;
 use crate::window::Watermark;
 
 const FILE: &str = "checkpoint.bin";
-const FORMAT: u32 = 1;
+const FORMAT: u32 = 2;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PluginCheckpoint {
@@ -35,7 +35,8 @@ pub struct Checkpoint {
     pub id: u64,
     pub taken_at: i64,
     pub source: String,
-    pub position: Position,
+    /// The next position of every source partition.
+    pub positions: Vec<(i32, Position)>,
     pub watermark: Watermark,
     pub plugins: Vec<PluginCheckpoint>,
 }

@@ -1,0 +1,300 @@
+//! Kafka source (`--kafka-brokers`): the seed's `website-analytics-events`.
+//!
+//! One host reads every partition of the topic (manual assignment inside the
+//! consumer group `--kafka-group`, whose committed offsets show the lag). It
+//! resumes from the positions of the last checkpoint — the offsets that
+//! belong to the restored state — and falls back to the group's committed
+//! offsets, then to the earliest, when there is no checkpoint. Batches are
+//! per partition, so the pipeline keeps a watermark per partition.
+//!
+//! Delivery today: the state is exactly-once with respect to the input
+//! (state and positions are checkpointed together and restored together);
+//! outputs are at-least-once (see `docs/kafka-exactly-once-plan.md` for the
+//! transactional protocol still to build). Scaling past one host needs the
+//! repartition step described there.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+
+use super::{Position, Source, SourceError, decode};
+use crate::event::{EventBatch, Malformed, Origin};
+use crate::metrics::metrics;
+
+/// Where and how to talk to Kafka.
+#[derive(Debug, Clone)]
+pub struct KafkaConfig {
+    pub brokers: String,
+    pub group: String,
+    pub events_topic: String,
+    pub metrics_topic: String,
+    pub alerts_topic: String,
+    /// librdkafka options passed through as they are (`--kafka-option k=v`).
+    pub options: Vec<(String, String)>,
+}
+
+impl KafkaConfig {
+    /// A client config: brokers, then the caller's defaults, then the
+    /// operator's pass-through options (which win).
+    pub fn client(&self, defaults: &[(&str, &str)]) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.brokers);
+        for (k, v) in defaults {
+            c.set(*k, *v);
+        }
+        for (k, v) in &self.options {
+            c.set(k, v);
+        }
+        c
+    }
+}
+
+fn kafka_err(what: &str) -> impl Fn(rdkafka::error::KafkaError) -> SourceError + '_ {
+    move |e| SourceError::Io {
+        what: what.to_string(),
+        source: std::io::Error::other(e.to_string()),
+    }
+}
+
+/// Create the seed's topics if missing: events 12 partitions, metrics 6
+/// (compacted), alerts 3.
+pub fn ensure_topics(cfg: &KafkaConfig) -> Result<(), SourceError> {
+    let admin: AdminClient<DefaultClientContext> = cfg
+        .client(&[])
+        .create()
+        .map_err(kafka_err("Kafka admin client"))?;
+    let topics = [
+        NewTopic::new(&cfg.events_topic, 12, TopicReplication::Fixed(1)),
+        NewTopic::new(&cfg.metrics_topic, 6, TopicReplication::Fixed(1))
+            .set("cleanup.policy", "compact"),
+        NewTopic::new(&cfg.alerts_topic, 3, TopicReplication::Fixed(1)),
+    ];
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| SourceError::Io {
+            what: "Kafka admin runtime".into(),
+            source: e,
+        })?;
+    let results = rt
+        .block_on(admin.create_topics(&topics, &opts))
+        .map_err(kafka_err("Kafka topic creation"))?;
+    for r in results {
+        match r {
+            Ok(t) => tracing::info!(topic = %t, "created Kafka topic"),
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((t, e)) => {
+                return Err(SourceError::Io {
+                    what: format!("Kafka topic {t}"),
+                    source: std::io::Error::other(e.to_string()),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Positions the runner wants committed to the consumer group (those of the
+/// last checkpoint).
+pub type CommitHandle = Arc<Mutex<Option<Vec<(i32, Position)>>>>;
+
+pub struct KafkaSource {
+    name: String,
+    topic: String,
+    consumer: BaseConsumer,
+    partitions: Vec<i32>,
+    pending: BTreeMap<i32, EventBatch>,
+    next: BTreeMap<i32, i64>,
+    commit: CommitHandle,
+    last_lag: Instant,
+}
+
+impl KafkaSource {
+    pub fn open(cfg: &KafkaConfig) -> Result<(Self, CommitHandle), SourceError> {
+        let consumer: BaseConsumer = cfg
+            .client(&[
+                ("group.id", cfg.group.as_str()),
+                ("enable.auto.commit", "false"),
+                ("auto.offset.reset", "earliest"),
+                ("session.timeout.ms", "6000"),
+                ("fetch.wait.max.ms", "10"),
+            ])
+            .create()
+            .map_err(kafka_err("Kafka consumer"))?;
+        let md = consumer
+            .fetch_metadata(Some(&cfg.events_topic), Duration::from_secs(10))
+            .map_err(kafka_err(&cfg.events_topic))?;
+        let mut partitions: Vec<i32> = md
+            .topics()
+            .iter()
+            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+            .collect();
+        partitions.sort_unstable();
+        if partitions.is_empty() {
+            return Err(SourceError::Io {
+                what: format!("Kafka topic {}", cfg.events_topic),
+                source: std::io::Error::other("the topic has no partitions"),
+            });
+        }
+        let commit: CommitHandle = Arc::new(Mutex::new(None));
+        let mut s = KafkaSource {
+            name: format!("kafka:{}", cfg.events_topic),
+            topic: cfg.events_topic.clone(),
+            consumer,
+            partitions,
+            pending: BTreeMap::new(),
+            next: BTreeMap::new(),
+            commit: commit.clone(),
+            last_lag: Instant::now(),
+        };
+        s.assign(&[])?;
+        Ok((s, commit))
+    }
+
+    /// Every partition from the given positions, else the group's committed
+    /// offsets (else the earliest).
+    fn assign(&mut self, positions: &[(i32, Position)]) -> Result<(), SourceError> {
+        let mut tpl = TopicPartitionList::new();
+        for &p in &self.partitions {
+            let off = match positions.iter().find(|(q, _)| *q == p) {
+                Some((_, pos)) => Offset::Offset(pos.offset as i64),
+                None => Offset::Stored,
+            };
+            tpl.add_partition_offset(&self.topic, p, off)
+                .map_err(kafka_err(&self.topic))?;
+        }
+        self.consumer.assign(&tpl).map_err(kafka_err(&self.topic))
+    }
+
+    /// The partitions this source reads.
+    pub fn partitions(&self) -> &[i32] {
+        &self.partitions
+    }
+
+    fn commit_requested(&mut self) {
+        let Some(positions) = self.commit.lock().expect("commit lock").take() else {
+            return;
+        };
+        let mut tpl = TopicPartitionList::new();
+        for (p, pos) in positions {
+            let _ = tpl.add_partition_offset(&self.topic, p, Offset::Offset(pos.offset as i64));
+        }
+        if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
+            tracing::warn!(topic = %self.topic, "committing offsets to the consumer group failed: {e}");
+        }
+    }
+
+    fn report_lag(&mut self) {
+        if self.last_lag.elapsed() < Duration::from_secs(2) {
+            return;
+        }
+        self.last_lag = Instant::now();
+        for &p in &self.partitions {
+            if let Ok((_, high)) =
+                self.consumer
+                    .fetch_watermarks(&self.topic, p, Duration::from_millis(200))
+            {
+                let next = self.next.get(&p).copied().unwrap_or(0);
+                metrics()
+                    .consumer_lag
+                    .with_label_values(&[&p.to_string()])
+                    .set((high - next).max(0));
+            }
+        }
+    }
+
+    fn take_largest(&mut self) -> Option<EventBatch> {
+        let p = *self
+            .pending
+            .iter()
+            .max_by_key(|(_, b)| b.events.len() + b.malformed.len())?
+            .0;
+        let mut b = self.pending.remove(&p)?;
+        b.created = Instant::now();
+        Some(b)
+    }
+}
+
+impl Source for KafkaSource {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn next_batch(&mut self, max: usize) -> Result<Option<EventBatch>, SourceError> {
+        self.commit_requested();
+        self.report_lag();
+        let started = Instant::now();
+        let mut taken = 0usize;
+        loop {
+            let timeout = if taken == 0 {
+                Duration::from_millis(50)
+            } else {
+                Duration::ZERO
+            };
+            match self.consumer.poll(timeout) {
+                Some(Ok(msg)) => {
+                    let p = msg.partition();
+                    let off = msg.offset();
+                    let origin = Origin {
+                        source: Arc::from(self.name.as_str()),
+                        partition: p,
+                    };
+                    let batch = self
+                        .pending
+                        .entry(p)
+                        .or_insert_with(|| EventBatch::new(origin));
+                    let payload = msg.payload().unwrap_or_default();
+                    if let Err(e) = decode::decode_into(payload, off as u64, batch) {
+                        batch.malformed.push(Malformed {
+                            offset: off as u64,
+                            reason: e.to_string(),
+                            raw: String::from_utf8_lossy(payload).into_owned(),
+                        });
+                    }
+                    batch.end = Position {
+                        offset: off as u64 + 1,
+                        seq: off as u64 + 1,
+                    };
+                    self.next.insert(p, off + 1);
+                    taken += 1;
+                    let full = batch.events.len() + batch.malformed.len() >= max;
+                    if full || taken >= max * 4 {
+                        return Ok(self.take_largest());
+                    }
+                }
+                Some(Err(e)) => tracing::warn!(topic = %self.topic, "Kafka consumer: {e}"),
+                None => {
+                    if !self.pending.is_empty() {
+                        return Ok(self.take_largest());
+                    }
+                    if started.elapsed() > Duration::from_millis(200) {
+                        self.commit_requested();
+                        self.report_lag();
+                    }
+                }
+            }
+        }
+    }
+
+    fn seek(&mut self, positions: &[(i32, Position)]) -> Result<(), SourceError> {
+        self.pending.clear();
+        self.assign(positions)
+    }
+}
+
+impl Drop for KafkaSource {
+    fn drop(&mut self) {
+        // Dropping a consumer that still holds prefetched messages can hang in
+        // rd_kafka_destroy: unassign first.
+        let _ = self.consumer.unassign();
+    }
+}
