@@ -28,9 +28,9 @@ RUN --mount=type=cache,id=rtap-cargo-registry,target=/usr/local/cargo/registry \
     --mount=type=cache,id=rtap-cargo-git,target=/usr/local/cargo/git \
     --mount=type=cache,id=rtap-target,target=/src/target \
     bash scripts/build-plugins.sh \
- && cargo build --release --locked -p rtap-host --bin host \
+ && cargo build --release --locked -p rtap-host --bin host --bin rtap-gen \
  && mkdir -p /out/plugins \
- && cp target/release/host /out/host \
+ && cp target/release/host target/release/rtap-gen /out/ \
  && cp plugins/*.wasm /out/plugins/
 
 # ---------------------------------------------------------------------------
@@ -59,7 +59,7 @@ RUN apt-get update \
  && mkdir -p /app/plugins /app/dashboard /data \
  && chown rtap:rtap /data /app/plugins
 
-COPY --from=rust-build /out/host /app/host
+COPY --from=rust-build /out/host /out/rtap-gen /app/
 # The plugins folder is writable by the host: an upload through the API is
 # written there, so a restarted container runs the same code.
 COPY --from=rust-build --chown=rtap:rtap /out/plugins/ /app/plugins/

@@ -329,7 +329,7 @@ def check_compose():
           "host: must depend on influxdb being healthy")
     args = args_of(h)
     for name, want in {"--plugins": "/app/plugins", "--listen": "0.0.0.0:3000", "--data-dir": "/data",
-                       "--dashboard-dir": "/app/dashboard/dist",
+                       "--dashboard-dir": "/app/dashboard/dist", "--kafka-brokers": BOOTSTRAP,
                        "--influx-url": "http://influxdb:8086", "--influx-org": "rtap",
                        "--influx-bucket": "analytics"}.items():
         check(flag(args, name) == want, f"host: {name} must be {want} (found {flag(args, name)})")
