@@ -43,6 +43,23 @@ fn extra(raw: &str, name: &str) -> Option<String> {
     }
 }
 
+/// An event's value of `field` as text (the key of a keyed plugin); a
+/// missing value is the empty string.
+pub fn field_text<'b>(
+    batch: &'b EventBatch,
+    ev: &Event,
+    field: &Field,
+) -> std::borrow::Cow<'b, str> {
+    use std::borrow::Cow;
+    match field {
+        Field::Text(t) => Cow::Borrowed(batch.str(ev.text[*t as usize]).unwrap_or("")),
+        Field::Timestamp => Cow::Owned(ev.ts.to_string()),
+        Field::LatencyMs => Cow::Owned(ev.latency_ms.to_string()),
+        Field::Value => Cow::Owned(ev.value.to_string()),
+        Field::Extra(name) => Cow::Owned(extra(batch.raw(ev), name).unwrap_or_default()),
+    }
+}
+
 /// Columns of `fields` for the events `order` (indices into `batch.events`).
 pub fn build(batch: &EventBatch, order: &[u32], fields: &[Field]) -> Columns {
     let mut extras: Vec<String> = Vec::new();

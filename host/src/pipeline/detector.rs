@@ -110,28 +110,10 @@ impl DetectorOp {
     }
 
     fn event_key<'b>(&self, batch: &'b EventBatch, i: u32) -> Cow<'b, str> {
-        let ev = &batch.events[i as usize];
-        Cow::Owned(match &self.key_by {
-            KeyBy::Field(Field::Text(t)) => {
-                return Cow::Borrowed(batch.str(ev.text[*t as usize]).unwrap_or(""));
-            }
-            KeyBy::Field(Field::Timestamp) => ev.ts.to_string(),
-            KeyBy::Field(Field::Extra(name)) => {
-                serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(batch.raw(ev))
-                    .ok()
-                    .and_then(|m| {
-                        m.get(name).map(|v| {
-                            v.as_str()
-                                .map(str::to_string)
-                                .unwrap_or_else(|| v.to_string())
-                        })
-                    })
-                    .unwrap_or_default()
-            }
-            KeyBy::Field(Field::LatencyMs) => ev.latency_ms.to_string(),
-            KeyBy::Field(Field::Value) => ev.value.to_string(),
-            _ => String::new(),
-        })
+        match &self.key_by {
+            KeyBy::Field(f) => columns::field_text(batch, &batch.events[i as usize], f),
+            _ => Cow::Borrowed(""),
+        }
     }
 
     /// Whether event `i`'s key has a timer at or before `wm` that has not

@@ -203,25 +203,9 @@ impl AggregateOp {
         match &self.key_by {
             KeyBy::Field(Field::Text(t)) => KeyRef::Span(ev.text[*t as usize]),
             KeyBy::Field(f) => {
-                let text = match f {
-                    Field::Timestamp => ev.ts.to_string(),
-                    Field::LatencyMs => ev.latency_ms.to_string(),
-                    Field::Value => ev.value.to_string(),
-                    Field::Extra(name) => serde_json::from_str::<
-                        serde_json::Map<String, serde_json::Value>,
-                    >(batch.raw(ev))
-                    .ok()
-                    .and_then(|m| {
-                        m.get(name).map(|v| {
-                            v.as_str()
-                                .map(str::to_string)
-                                .unwrap_or_else(|| v.to_string())
-                        })
-                    })
-                    .unwrap_or_default(),
-                    Field::Text(_) => unreachable!(),
-                };
-                self.pending.owned_keys.push(text);
+                self.pending
+                    .owned_keys
+                    .push(columns::field_text(batch, ev, f).into_owned());
                 KeyRef::Owned(self.pending.owned_keys.len() as u32 - 1)
             }
             _ => KeyRef::Span(Span::MISSING),
