@@ -177,7 +177,7 @@ pub fn detector_migrate<T: Detector>(from: u32, state: &[u8]) -> Result<Vec<u8>,
 /// Run `f` for each key's state and collect states, alerts and timers. A state
 /// equal to the default is returned empty (the host deletes it).
 fn step<T: Detector>(
-    det: Option<&T>,
+    det: &T,
     keys: &[String],
     states: &Packed,
     watermark: i64,
@@ -188,28 +188,22 @@ fn step<T: Detector>(
     }
     let mut default_bytes = Vec::new();
     encode_state(&T::State::default(), &mut default_bytes)?;
-    let mut run = |det: &T| {
-        let mut out = StepOut::default();
-        for (i, key) in keys.iter().enumerate() {
-            let mut state: T::State = decode_state(states.get(i))?;
-            let mut ctx = Ctx::new(key, watermark);
-            f(det, i, &mut ctx, &mut state);
-            let start = out.states.data.len();
-            encode_state(&state, &mut out.states.data)?;
-            if out.states.data[start..] == default_bytes[..] {
-                out.states.data.truncate(start);
-            }
-            out.states.seal();
-            let (alerts, timers) = ctx.into_parts();
-            out.alerts.extend(alerts.into_iter().map(|a| (i as u32, a)));
-            out.timers.extend(timers.into_iter().map(|t| (i as u32, t)));
+    let mut out = StepOut::default();
+    for (i, key) in keys.iter().enumerate() {
+        let mut state: T::State = decode_state(states.get(i))?;
+        let mut ctx = Ctx::new(key, watermark);
+        f(det, i, &mut ctx, &mut state);
+        let start = out.states.data.len();
+        encode_state(&state, &mut out.states.data)?;
+        if out.states.data[start..] == default_bytes[..] {
+            out.states.data.truncate(start);
         }
-        Ok(out)
-    };
-    match det {
-        Some(d) => run(d),
-        None => with_instance::<T, _>(run),
+        out.states.seal();
+        let (alerts, timers) = ctx.into_parts();
+        out.alerts.extend(alerts.into_iter().map(|a| (i as u32, a)));
+        out.timers.extend(timers.into_iter().map(|t| (i as u32, t)));
     }
+    Ok(out)
 }
 
 fn group_starts(group_lens: &[u32], keys: usize, len: usize) -> Result<Vec<usize>, String> {
@@ -235,9 +229,8 @@ pub fn detector_on_events<T: Detector>(
     batch: &Batch,
     watermark: i64,
 ) -> Result<StepOut, String> {
-    let starts = group_starts(group_lens, keys.len(), batch.len)?;
-    step::<T>(None, keys, states, watermark, |det, i, ctx, state| {
-        det.on_events(ctx, state, &batch.slice(starts[i], group_lens[i] as usize))
+    with_instance::<T, _>(|det| {
+        detector_on_events_on(det, keys, group_lens, states, batch, watermark)
     })
 }
 
@@ -251,7 +244,7 @@ pub fn detector_on_events_on<T: Detector>(
     watermark: i64,
 ) -> Result<StepOut, String> {
     let starts = group_starts(group_lens, keys.len(), batch.len)?;
-    step::<T>(Some(det), keys, states, watermark, |det, i, ctx, state| {
+    step::<T>(det, keys, states, watermark, |det, i, ctx, state| {
         det.on_events(ctx, state, &batch.slice(starts[i], group_lens[i] as usize))
     })
 }
@@ -262,19 +255,7 @@ pub fn detector_on_metrics<T: Detector>(
     states: &Packed,
     metrics: &[MetricIn],
 ) -> Result<StepOut, String> {
-    let starts = group_starts(group_lens, keys.len(), metrics.len())?;
-    let watermark = metrics
-        .iter()
-        .map(|m| m.window.end)
-        .max()
-        .unwrap_or(i64::MIN);
-    step::<T>(None, keys, states, watermark, |det, i, ctx, state| {
-        det.on_metrics(
-            ctx,
-            state,
-            &metrics[starts[i]..starts[i] + group_lens[i] as usize],
-        )
-    })
+    with_instance::<T, _>(|det| detector_on_metrics_on(det, keys, group_lens, states, metrics))
 }
 
 /// The same on an explicit plugin value.
@@ -291,7 +272,7 @@ pub fn detector_on_metrics_on<T: Detector>(
         .map(|m| m.window.end)
         .max()
         .unwrap_or(i64::MIN);
-    step::<T>(Some(det), keys, states, watermark, |det, i, ctx, state| {
+    step::<T>(det, keys, states, watermark, |det, i, ctx, state| {
         det.on_metrics(
             ctx,
             state,
@@ -306,13 +287,7 @@ pub fn detector_on_timers<T: Detector>(
     states: &Packed,
     times: &[i64],
 ) -> Result<StepOut, String> {
-    let starts = group_starts(group_lens, keys.len(), times.len())?;
-    step::<T>(None, keys, states, i64::MIN, |det, i, ctx, state| {
-        for &t in &times[starts[i]..starts[i] + group_lens[i] as usize] {
-            ctx.watermark = t;
-            det.on_timer(ctx, state, t);
-        }
-    })
+    with_instance::<T, _>(|det| detector_on_timers_on(det, keys, group_lens, states, times))
 }
 
 /// The same on an explicit plugin value.
@@ -324,7 +299,7 @@ pub fn detector_on_timers_on<T: Detector>(
     times: &[i64],
 ) -> Result<StepOut, String> {
     let starts = group_starts(group_lens, keys.len(), times.len())?;
-    step::<T>(Some(det), keys, states, i64::MIN, |det, i, ctx, state| {
+    step::<T>(det, keys, states, i64::MIN, |det, i, ctx, state| {
         for &t in &times[starts[i]..starts[i] + group_lens[i] as usize] {
             ctx.watermark = t;
             det.on_timer(ctx, state, t);
