@@ -322,6 +322,11 @@ fn run(config: Config) -> Result<Exit, Failure> {
             admin_token,
             rate_limit: Arc::new(RateLimit::new(20.0, 5.0)),
             influx: influx.as_ref().map(|i| i.status.clone()),
+            sinks: serde_json::json!({
+                "jsonl": config.sinks.iter().map(|s| match s { SinkSpec::Jsonl(p) => p.clone() }).collect::<Vec<_>>(),
+                "kafka": kafka.as_ref().map(|k| serde_json::json!({"metrics": k.metrics_topic, "alerts": k.alerts_topic})),
+                "status": "ok",
+            }),
         };
         let app = api::router(state, config.dashboard_dir.clone());
         let listener = tokio

@@ -32,6 +32,9 @@ pub struct AppState {
     pub admin_token: Arc<str>,
     pub rate_limit: Arc<admin::RateLimit>,
     pub influx: Option<Arc<crate::sink::influx::InfluxStatus>>,
+    /// The other configured sinks (JSONL files, Kafka topics): a write
+    /// failure there stops the process, so while it answers they are fine.
+    pub sinks: Value,
 }
 
 pub fn router(state: AppState, dashboard: PathBuf) -> Router {
@@ -203,7 +206,7 @@ async fn health(State(state): State<AppState>) -> Response {
             "plugins": plugins,
             "checkpoint": {"last": (last_cp > 0).then_some(last_cp), "age_seconds": cp_age, "late": cp_late},
             "websocket": {"clients": state.hub.clients()},
-            "sinks": {"influxdb": influx},
+            "sinks": {"influxdb": influx, "other": state.sinks},
         }
     });
     let code = if overall == "down" {
