@@ -198,6 +198,8 @@ fn plugin_api_end_to_end() {
         plugin(port, "bot-burst").unwrap()["config"]["min_page_views"],
         5
     );
+    // A config change keeps the code: nothing to roll back to, and the list says so.
+    assert!(plugin(port, "bot-burst").unwrap()["previous"].is_null());
     let (code, body) = http(
         port,
         "PATCH",

@@ -529,9 +529,6 @@ impl Control {
         swaps.with_label_values(&[name, "ok"]).inc();
         // Book-keeping: versions, the API's view, the lifecycle event.
         let mut entries = self.entries.lock().expect("entries lock");
-        let previous_meta = current
-            .as_ref()
-            .map(|l| json!({"version": l.description.version, "hash": l.hash}));
         match entries.get_mut(name) {
             Some(e) => {
                 let old = std::mem::replace(
@@ -566,8 +563,7 @@ impl Control {
         let previous_meta = entries
             .get(name)
             .and_then(|e| e.previous.as_ref())
-            .map(|p| json!({"version": p.loaded.description.version, "hash": p.loaded.hash}))
-            .or(previous_meta);
+            .map(|p| json!({"version": p.loaded.description.version, "hash": p.loaded.hash}));
         drop(entries);
         let meta = meta_of(&loaded, config, previous_meta);
         {
