@@ -52,9 +52,7 @@ impl Vm {
     /// what it acknowledged); what the host does meanwhile is the test.
     fn down(&mut self) {
         if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &c.id().to_string()])
-                .status();
+            sigterm(c.id());
             let deadline = Instant::now() + Duration::from_secs(20);
             while c.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(50));
@@ -283,7 +281,7 @@ fn a_minute_long_outage_loses_nothing_and_health_follows() {
     std::thread::sleep(Duration::from_secs(3));
 
     // Stop the host cleanly: it checkpoints and flushes what is left.
-    unsafe_sigterm(host.0.id());
+    sigterm(host.0.id());
     let deadline = Instant::now() + Duration::from_secs(30);
     while host.0.try_wait().unwrap().is_none() {
         assert!(Instant::now() < deadline, "host did not stop on SIGTERM");
@@ -298,12 +296,4 @@ fn a_minute_long_outage_loses_nothing_and_health_follows() {
         0,
         "spool not drained"
     );
-}
-
-fn unsafe_sigterm(pid: u32) {
-    let ok = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(ok.success());
 }

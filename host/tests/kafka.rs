@@ -205,11 +205,7 @@ fn run_until(broker: &Broker, plugins: &std::path::Path, data: &std::path::Path,
     };
     // Let an interval checkpoint commit the offsets, then stop.
     std::thread::sleep(Duration::from_millis(2500));
-    let ok = Command::new("kill")
-        .args(["-TERM", &host.0.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(ok.success());
+    sigterm(host.0.id());
     let deadline = Instant::now() + Duration::from_secs(30);
     while host.0.try_wait().unwrap().is_none() {
         assert!(

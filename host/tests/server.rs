@@ -3,71 +3,18 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
 use futures::StreamExt;
-
-struct Host(Child);
-
-impl Drop for Host {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn get(port: u16, path: &str) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).ok()?;
-    let code = buf.split_whitespace().nth(1)?.parse().ok()?;
-    let body = buf.split_once("\r\n\r\n")?.1.to_string();
-    // Small bodies may come chunked: strip the chunk framing.
-    let body = if buf
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        let mut out = String::new();
-        let mut rest = body.as_str();
-        while let Some((size, tail)) = rest.split_once("\r\n") {
-            let n = usize::from_str_radix(size.trim(), 16).ok()?;
-            if n == 0 {
-                break;
-            }
-            out.push_str(&tail[..n]);
-            rest = &tail[n + 2..];
-        }
-        out
-    } else {
-        body
-    };
-    Some((code, body))
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streams_metrics_and_alerts_over_websocket() {
     let plugins = plugins_dir(&SHIPPED);
     let data = tempfile::tempdir().unwrap();
     let port = free_port();
-    let _host = Host(
+    let _host = Running(
         Command::new(host_bin())
             .arg("--plugins")
             .arg(plugins.path())
@@ -79,14 +26,8 @@ async fn streams_metrics_and_alerts_over_websocket() {
             .spawn()
             .unwrap(),
     );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let (code, health) = loop {
-        if let Some(r) = get(port, "/health") {
-            break r;
-        }
-        assert!(Instant::now() < deadline, "the host did not answer /health");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    wait_ready(port);
+    let (code, health) = http(port, "GET", "/health", &[], b"").unwrap();
     assert_eq!(code, 200, "{health}");
     let h: serde_json::Value = serde_json::from_str(&health).unwrap();
     assert_eq!(h["status"], "ok");
@@ -130,7 +71,7 @@ async fn streams_metrics_and_alerts_over_websocket() {
         }
     }
 
-    let (code, body) = get(port, "/api/plugins").unwrap();
+    let (code, body) = http(port, "GET", "/api/plugins", &[], b"").unwrap();
     assert_eq!(code, 200);
     let list: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap();
     assert_eq!(list.len(), 11);

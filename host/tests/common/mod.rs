@@ -167,3 +167,12 @@ impl Drop for Running {
         let _ = self.0.wait();
     }
 }
+
+/// Ask a process to stop (SIGTERM), as an operator or orchestrator would.
+pub fn sigterm(pid: u32) {
+    let ok = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(ok.success(), "kill -TERM {pid} failed");
+}
