@@ -20,7 +20,7 @@ use crate::source::file::FileSource;
 use crate::source::kafka::{KafkaConfig, KafkaSource};
 use crate::source::simulator::{SimConfig, Simulator};
 use crate::source::{self, Source};
-use crate::state::CheckpointStore;
+use crate::state::StateStore;
 
 /// Exit codes.
 pub const EXIT_OK: i32 = 0;
@@ -154,6 +154,11 @@ fn run(config: Config) -> Result<Exit, Failure> {
         events_topic: config.kafka_events_topic.clone(),
         metrics_topic: config.kafka_metrics_topic.clone(),
         alerts_topic: config.kafka_alerts_topic.clone(),
+        marker_topic: config.kafka_marker_topic.clone(),
+        transactional_id: config
+            .kafka_transactional_id
+            .clone()
+            .unwrap_or_else(|| format!("rtap-{}", config.kafka_group)),
         options: config
             .kafka_options
             .iter()
@@ -168,15 +173,13 @@ fn run(config: Config) -> Result<Exit, Failure> {
     } else {
         SourceSpec::Simulator
     });
-    let mut kafka_commit = None;
     let mut kafka_partitions = Vec::new();
     let mut source: Box<dyn Source> = match &spec {
         SourceSpec::Kafka => {
             let k = kafka
                 .as_ref()
                 .ok_or_else(|| Failure::Start("--source kafka needs --kafka-brokers".into()))?;
-            let (s, commit) = KafkaSource::open(k).map_err(start)?;
-            kafka_commit = Some(commit);
+            let s = KafkaSource::open(k).map_err(start)?;
             kafka_partitions = s.partitions().to_vec();
             Box::new(s)
         }
@@ -196,63 +199,182 @@ fn run(config: Config) -> Result<Exit, Failure> {
         )));
     }
 
-    // Restore the last checkpoint.
-    let checkpoints = CheckpointStore::new(&config.data_dir).map_err(start)?;
-    let mut positions = std::collections::BTreeMap::new();
-    let mut checkpoint_id = 0;
+    // Restore the last commit (see `crate::state` for the protocol).
+    let store = StateStore::open(&config.data_dir).map_err(start)?;
+    let kafka_source = matches!(spec, SourceSpec::Kafka);
+    let kafka_sink = match &kafka {
+        Some(k) => {
+            Some(KafkaSink::new(k, kafka_source.then(|| k.events_topic.clone())).map_err(start)?)
+        }
+        None => None,
+    };
     if config.no_restore {
-        checkpoints.clear().map_err(start)?;
-    } else if let Some(cp) = checkpoints.load().map_err(start)? {
+        store.clear().map_err(start)?;
+    }
+    let refuse = |g: u64, local: Option<u64>| {
+        Failure::Start(format!(
+            "the Kafka consumer group `{}` last committed transaction #{g}, but the state in {} {}: \
+             the group's offsets and this state do not belong together (another host runs or ran this pipeline, \
+             or this data dir was lost or restored from an older copy). Refusing to start rather than count \
+             events twice or not at all: use the data dir of the host that committed #{g}, or start with \
+             --no-restore (empty state from the group's committed offsets), or use another --kafka-group",
+            config.kafka_group,
+            store.path().display(),
+            match local {
+                Some(l) => format!("is at transaction #{l}"),
+                None => "is empty".to_string(),
+            }
+        ))
+    };
+    // The store may be at the marker, or one prepared commit ahead of it.
+    let acceptable = |marker: Option<u64>| -> Result<(), Failure> {
+        let Some(g) = marker else { return Ok(()) };
+        let last = store
+            .last()
+            .map_err(start)?
+            .filter(|m| m.transactional)
+            .map(|m| m.id);
+        let pending = store.pending().map_err(start)?.map(|p| p.meta.id);
+        if last == Some(g) || pending == Some(g) {
+            return Ok(());
+        }
+        if last.is_none() && (config.no_restore || !kafka_source) {
+            return Ok(());
+        }
+        Err(refuse(g, last))
+    };
+    // Check before taking the transactional id over, so a second host
+    // started by mistake refuses without fencing the running one.
+    let marker = match &kafka_sink {
+        Some(k) => {
+            acceptable(k.committed_marker().map_err(start)?)?;
+            k.fence().map_err(start)?;
+            let m = k.committed_marker().map_err(start)?;
+            acceptable(m)?;
+            m
+        }
+        None => None,
+    };
+    if let Some(p) = store.pending().map_err(start)? {
+        if kafka_sink.is_some() && marker == Some(p.meta.id) {
+            store.apply(&p, true).map_err(start)?;
+            tracing::info!(
+                id = p.meta.id,
+                "rolled a prepared commit forward: its Kafka transaction committed"
+            );
+        } else {
+            store.discard_pending().map_err(start)?;
+            tracing::info!(
+                id = p.meta.id,
+                "discarded a prepared commit: its Kafka transaction did not commit"
+            );
+        }
+    }
+    let last = store.last().map_err(start)?;
+    let mut positions = std::collections::BTreeMap::new();
+    let mut commit_id = last.as_ref().map_or(0, |m| m.id);
+    if kafka_sink.is_some() {
+        commit_id = commit_id.max(marker.unwrap_or(0));
+    }
+    if let Some(cp) = last {
         if cp.source != source.name() {
             return Err(Failure::Start(format!(
-                "the checkpoint in {} was taken reading `{}`, not `{}`: run with --no-restore to start fresh, or use another --data-dir",
-                config.data_dir.display(),
+                "the state in {} was committed reading `{}`, not `{}`: run with --no-restore to start fresh, or use another --data-dir",
+                store.path().display(),
                 cp.source,
                 source.name()
             )));
         }
-        for pc in cp.plugins {
-            let Some(slot) = pipeline.slots.iter_mut().find(|s| *s.name == pc.name) else {
-                tracing::warn!(plugin = %pc.name, "checkpointed plugin is no longer loaded; its state is dropped");
+        if kafka_source {
+            let gone: Vec<i32> = cp
+                .positions
+                .iter()
+                .map(|(p, _)| *p)
+                .filter(|p| !kafka_partitions.contains(p))
+                .collect();
+            if !gone.is_empty() {
+                return Err(Failure::Start(format!(
+                    "the state in {} has read partitions {gone:?} of `{}`, which now has {} partitions: \
+                     the topic was recreated or shrunk, so its offsets no longer match this state; \
+                     start with --no-restore (empty state) or use another --data-dir",
+                    store.path().display(),
+                    source.name(),
+                    kafka_partitions.len()
+                )));
+            }
+            let new: Vec<i32> = kafka_partitions
+                .iter()
+                .copied()
+                .filter(|p| !cp.positions.iter().any(|(q, _)| q == p))
+                .collect();
+            if !new.is_empty() && !cp.positions.is_empty() {
+                tracing::warn!(partitions = ?new, "the events topic has partitions this state has not read: they are read from the group's committed offsets (else the earliest); one host reads every partition, so keyed state stays whole");
+            }
+        }
+        for pm in &cp.plugins {
+            let Some(slot) = pipeline.slots.iter_mut().find(|s| *s.name == pm.name) else {
+                tracing::warn!(plugin = %pm.name, "committed plugin is no longer loaded; its state is dropped");
                 continue;
             };
-            let d = &slot.identity.description;
-            let mut state = pc.state;
-            if d.state_schema != pc.state_schema && d.migrates_from.contains(&pc.state_schema) {
-                let from = pc.state_schema;
+            let entries = store.entries(&pm.name).map_err(start)?;
+            slot.restore_entries(
+                &pm.op_meta,
+                entries.iter().map(|(k, v)| (k.as_str(), v.as_slice())),
+            )
+            .map_err(Failure::Start)?;
+            let d = slot.identity.description.clone();
+            if d.state_schema != pm.state_schema && d.migrates_from.contains(&pm.state_schema) {
+                let from = pm.state_schema;
+                let to = d.state_schema;
+                let mut state = slot.take_state();
                 let inst = &mut slot.inst;
                 let mut f = |b: &[u8]| inst.migrate(from, b).map_err(|e| e.to_string());
                 let n = match &mut state {
                     crate::pipeline::OpState::Windows(w) => w.try_map(&mut f),
                     crate::pipeline::OpState::Keyed(k) => k.try_map(&mut f),
                 }
-                .map_err(|e| Failure::Start(format!("plugin `{}`: migrating the checkpointed state from schema {from} failed: {e}", pc.name)))?;
-                tracing::info!(plugin = %pc.name, from, to = d.state_schema, states = n, "migrated checkpointed state");
-            } else if d.state_schema != pc.state_schema {
+                .map_err(|e| {
+                    Failure::Start(format!(
+                        "plugin `{}`: migrating the committed state from schema {from} failed: {e}",
+                        pm.name
+                    ))
+                })?;
+                slot.restore(state).map_err(Failure::Start)?;
+                tracing::info!(plugin = %pm.name, from, to, states = n, "migrated committed state");
+            } else if d.state_schema != pm.state_schema {
                 return Err(Failure::Start(format!(
-                    "plugin `{}`: the checkpoint holds state schema {} (version {}, {}), the loaded version {} has schema {}: start with --no-restore to reset state",
-                    pc.name,
-                    pc.state_schema,
-                    pc.version,
-                    &pc.hash[..12],
+                    "plugin `{}`: the state store holds state schema {} (version {}, {}), the loaded version {} has schema {}: start with --no-restore to reset state",
+                    pm.name,
+                    pm.state_schema,
+                    pm.version,
+                    &pm.hash[..12.min(pm.hash.len())],
                     d.version,
                     d.state_schema
                 )));
             }
-            if slot.identity.hash != pc.hash {
-                tracing::info!(plugin = %pc.name, from = %pc.version, to = %d.version, "restoring state written by another build (same state schema)");
+            if slot.identity.hash != pm.hash {
+                tracing::info!(plugin = %pm.name, from = %pm.version, to = %d.version, "restoring state written by another build (same state schema)");
             }
-            slot.restore(state).map_err(Failure::Start)?;
+        }
+        // What the sinks wrote after the commit is written again.
+        for (path, len) in &cp.files {
+            let cut = crate::sink::jsonl::truncate_to(path, *len).map_err(start)?;
+            if cut > 0 {
+                tracing::info!(
+                    path,
+                    bytes = cut,
+                    "cut output written after the last commit"
+                );
+            }
         }
         pipeline.wm = cp.watermark;
         positions = cp.positions.iter().copied().collect();
-        checkpoint_id = cp.id;
         source.seek(&cp.positions).map_err(start)?;
         registry
             .stats
             .last_checkpoint
             .store(cp.taken_at, Ordering::Relaxed);
-        tracing::info!(id = cp.id, source = %cp.source, partitions = cp.positions.len(), "restored checkpoint");
+        tracing::info!(id = cp.id, source = %cp.source, partitions = cp.positions.len(), "restored state");
     }
 
     // Every partition holds event time back until it produced or went idle.
@@ -360,20 +482,21 @@ fn run(config: Config) -> Result<Exit, Failure> {
         late,
         hub: (!config.no_server).then_some(hub),
         registry,
-        checkpoints,
+        store,
         interval: config.checkpoint_interval.0,
+        commit_interval: config.commit_interval.0,
         positions,
-        checkpoint_id,
+        commit_id,
+        changed: false,
         stop,
         commands,
         time,
         influx,
-        kafka: kafka
-            .as_ref()
-            .map(KafkaSink::new)
-            .transpose()
-            .map_err(Failure::Start)?,
-        kafka_commit,
+        kafka: kafka_sink,
+        fault_pause: std::env::var("RTAP_FAULT_COMMIT_PAUSE_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .map(std::time::Duration::from_millis),
     };
     let exit = runner.run(rx).map_err(|e| Failure::Run(e.to_string()))?;
     tracing::info!(?exit, "done");

@@ -192,6 +192,21 @@ pub struct Config {
     #[arg(long, default_value = "cep-alerts")]
     pub kafka_alerts_topic: String,
 
+    /// One-partition topic whose consumer-group offset marks the last
+    /// committed transaction (created when missing).
+    #[arg(long, default_value = "rtap-commit-marker")]
+    pub kafka_marker_topic: String,
+
+    /// The Kafka producer's transactional id (default `rtap-<group>`). Two
+    /// hosts with the same id fence each other: the older one stops.
+    #[arg(long, env = "KAFKA_TRANSACTIONAL_ID")]
+    pub kafka_transactional_id: Option<String>,
+
+    /// How often the Kafka transaction commits (outputs, input offsets and
+    /// the state delta together); bounds the latency of committed outputs.
+    #[arg(long, default_value = "100ms")]
+    pub commit_interval: HumanDuration,
+
     /// Any librdkafka option for the consumer, producer and admin clients,
     /// `KEY=VALUE` (repeatable).
     #[arg(long = "kafka-option")]

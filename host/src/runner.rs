@@ -14,9 +14,10 @@ use crate::pipeline::output::{Output, now_ms};
 use crate::pipeline::status::Registry;
 use crate::pipeline::{Pipeline, StateTransfer, TimeConfig};
 use crate::sink::jsonl::SinkError;
+use crate::sink::kafka::KafkaSinkError;
 use crate::sink::{Hub, JsonlWriter};
 use crate::source::{SourceError, SourceMsg};
-use crate::state::{Checkpoint, CheckpointStore, PluginCheckpoint, StateError};
+use crate::state::{Commit, CommitMeta, PluginChanges, PluginMeta, StateError, StateStore};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -26,8 +27,8 @@ pub enum RunError {
     Sink(#[from] SinkError),
     #[error(transparent)]
     State(#[from] StateError),
-    #[error("{0}")]
-    Kafka(String),
+    #[error(transparent)]
+    Kafka(#[from] KafkaSinkError),
     #[error("the source thread stopped unexpectedly")]
     SourceGone,
 }
@@ -72,24 +73,33 @@ pub struct Runner {
     pub late: JsonlWriter,
     pub hub: Option<Hub>,
     pub registry: Arc<Registry>,
-    pub checkpoints: CheckpointStore,
+    pub store: StateStore,
+    /// How often the state is committed (and the store flushed).
     pub interval: Duration,
+    /// With the transactional Kafka sink: how often its transaction commits
+    /// (each such commit is also a state commit).
+    pub commit_interval: Duration,
     /// The position after the last processed batch, per source partition.
     pub positions: std::collections::BTreeMap<i32, Position>,
-    pub checkpoint_id: u64,
+    /// The id of the last commit.
+    pub commit_id: u64,
+    /// Whether anything happened since the last commit.
+    pub changed: bool,
     pub stop: Arc<AtomicBool>,
     /// Lifecycle commands, applied between batches.
     pub commands: Receiver<Command>,
     pub time: TimeConfig,
     pub influx: Option<crate::sink::influx::InfluxSink>,
     pub kafka: Option<crate::sink::kafka::KafkaSink>,
-    /// Where the Kafka source takes the positions to commit to its group.
-    pub kafka_commit: Option<crate::source::kafka::CommitHandle>,
+    /// Fault injection for the kill tests (`RTAP_FAULT_COMMIT_PAUSE_MS`):
+    /// announce each commit phase on stderr and pause in it.
+    pub fault_pause: Option<Duration>,
 }
 
 impl Runner {
     pub fn run(mut self, rx: Receiver<SourceMsg>) -> Result<Exit, RunError> {
         let mut last_cp = Instant::now();
+        let mut last_commit = Instant::now();
         let mut last_status = Instant::now();
         let mut events_at_status = 0u64;
         let mut outputs_at_status = 0u64;
@@ -100,6 +110,7 @@ impl Runner {
                 Ok(SourceMsg::Batch(batch)) => {
                     self.pipeline.process(&batch);
                     self.positions.insert(batch.origin.partition, batch.end);
+                    self.changed = true;
                     stats
                         .events_in
                         .fetch_add(batch.events.len() as u64, Ordering::Relaxed);
@@ -121,15 +132,17 @@ impl Runner {
                 }
                 Ok(SourceMsg::End { limit }) => {
                     if limit {
-                        self.checkpoint()?;
                         self.drain()?;
+                        self.checkpoint()?;
                         return Ok(Exit::Limit);
                     }
                     self.pipeline.finish();
                     self.drain()?;
+                    // Commit the final outputs, then forget the state: the
+                    // job is complete and a rerun starts from the beginning.
+                    self.commit()?;
                     stats.source_done.store(1, Ordering::Relaxed);
-                    // The job is complete: a rerun starts from the beginning.
-                    self.checkpoints.clear()?;
+                    self.store.clear()?;
                     return Ok(Exit::EndOfInput);
                 }
                 Ok(SourceMsg::Failed(e)) => {
@@ -169,6 +182,13 @@ impl Runner {
             if last_cp.elapsed() >= self.interval {
                 self.checkpoint()?;
                 last_cp = Instant::now();
+                last_commit = last_cp;
+            } else if self.kafka.is_some()
+                && self.changed
+                && last_commit.elapsed() >= self.commit_interval
+            {
+                self.commit()?;
+                last_commit = Instant::now();
             }
             if self.stop.load(Ordering::Relaxed) {
                 self.checkpoint()?;
@@ -202,12 +222,14 @@ impl Runner {
                         .install(*identity, calls, counters, transfer, &self.time);
                     // A new state schema is made durable at once: a restart
                     // must not pair the old state with the new code.
+                    self.changed = true;
                     if res.is_ok() && transfer != StateTransfer::Keep {
-                        self.checkpoint()?;
+                        self.commit()?;
                     }
                     let _ = reply.send(res);
                 }
                 Command::Remove { name, reply } => {
+                    self.changed = true;
                     let _ = reply.send(self.pipeline.remove(&name));
                 }
             }
@@ -238,8 +260,8 @@ impl Runner {
                     for s in &mut self.sinks {
                         s.write_line(&line)?;
                     }
-                    if let Some(k) = &self.kafka {
-                        k.send(out, &line);
+                    if let Some(k) = &mut self.kafka {
+                        k.send(out, &line)?;
                     }
                 }
                 if let Some(hub) = &self.hub {
@@ -247,6 +269,7 @@ impl Runner {
                 }
             }
             stats.outputs.fetch_add(data_outputs, Ordering::Relaxed);
+            self.changed = true;
             if let Some(influx) = &self.influx {
                 influx.push(points);
             }
@@ -287,60 +310,104 @@ impl Runner {
         Ok(())
     }
 
-    /// Save the state at this batch boundary.
+    /// A checkpoint: a commit, then the store's memtables go to disk.
     fn checkpoint(&mut self) -> Result<(), RunError> {
+        self.commit()?;
+        self.store.flush()?;
+        Ok(())
+    }
+
+    /// Commit the state at this batch boundary (see `crate::state` for the
+    /// protocol): sinks outside the transaction first, then the state delta
+    /// with positions and watermark, through the Kafka transaction when there
+    /// is one.
+    fn commit(&mut self) -> Result<(), RunError> {
         let started = Instant::now();
-        // Points emitted before this checkpoint must be written or on disk.
+        // Points emitted before this commit must be written or on disk.
         if let Some(influx) = &self.influx {
             influx.sync();
         }
-        if let Some(k) = &self.kafka {
-            k.flush().map_err(RunError::Kafka)?;
+        let mut files = Vec::new();
+        for w in self
+            .sinks
+            .iter_mut()
+            .chain([&mut self.dead, &mut self.late])
+        {
+            files.extend(w.sync()?);
         }
-        self.checkpoint_id += 1;
-        let cp = Checkpoint {
-            format: 2,
-            id: self.checkpoint_id,
-            taken_at: now_ms(),
-            source: self.source_name.clone(),
-            positions: self.positions.iter().map(|(p, pos)| (*p, *pos)).collect(),
-            watermark: self.pipeline.wm.clone(),
-            plugins: self
-                .pipeline
-                .slots
-                .iter()
-                .map(|s| {
-                    let l = &s.identity;
-                    PluginCheckpoint {
-                        name: s.name.to_string(),
-                        hash: l.hash.clone(),
-                        version: l.description.version.clone(),
-                        state_schema: l.description.state_schema,
-                        state: s.snapshot(),
-                    }
-                })
-                .collect(),
+        self.commit_id += 1;
+        let mut plugins = Vec::with_capacity(self.pipeline.slots.len());
+        let mut changes = Vec::with_capacity(self.pipeline.slots.len());
+        for s in &mut self.pipeline.slots {
+            let delta = s.state_delta();
+            let (c, op_meta) = PluginChanges::new(&s.name, delta);
+            let l = &s.identity;
+            plugins.push(PluginMeta {
+                name: s.name.to_string(),
+                hash: l.hash.clone(),
+                version: l.description.version.clone(),
+                state_schema: l.description.state_schema,
+                op_meta,
+            });
+            changes.push(c);
+        }
+        let commit = Commit {
+            meta: CommitMeta {
+                format: crate::state::FORMAT,
+                id: self.commit_id,
+                taken_at: now_ms(),
+                source: self.source_name.clone(),
+                positions: self.positions.iter().map(|(p, pos)| (*p, *pos)).collect(),
+                watermark: self.pipeline.wm.clone(),
+                plugins,
+                files,
+                transactional: self.kafka.is_some(),
+            },
+            plugins: changes,
         };
-        if let Err(e) = self.checkpoints.save(&cp) {
+        let pause = self.fault_pause;
+        let phase = |name: &str| {
+            if let Some(d) = pause {
+                eprintln!("rtap-fault: {name} commit {}", commit.meta.id);
+                std::thread::sleep(d);
+            }
+        };
+        let res = match &mut self.kafka {
+            Some(k) => self
+                .store
+                .prepare(&commit)
+                .map_err(RunError::from)
+                .and_then(|()| {
+                    phase("prepared");
+                    Ok(k.commit(&commit.meta.positions, commit.meta.id)?)
+                })
+                .and_then(|()| {
+                    phase("committed");
+                    Ok(self.store.apply(&commit, false)?)
+                }),
+            None => {
+                phase("synced");
+                self.store.apply(&commit, true).map_err(RunError::from)
+            }
+        };
+        if let Err(e) = res {
             metrics().checkpoints.with_label_values(&["failure"]).inc();
-            return Err(e.into());
+            return Err(e);
         }
+        self.changed = false;
         metrics().checkpoints.with_label_values(&["success"]).inc();
-        if let Some(c) = &self.kafka_commit {
-            *c.lock().expect("commit lock") = Some(cp.positions.clone());
-        }
         metrics()
             .checkpoint_duration
             .observe(started.elapsed().as_secs_f64());
         self.registry
             .stats
             .last_checkpoint
-            .store(cp.taken_at, Ordering::Relaxed);
+            .store(commit.meta.taken_at, Ordering::Relaxed);
         tracing::debug!(
-            id = cp.id,
-            partitions = cp.positions.len(),
+            id = commit.meta.id,
+            keys = commit.keys(),
             took_ms = started.elapsed().as_millis() as u64,
-            "checkpoint"
+            "commit"
         );
         Ok(())
     }

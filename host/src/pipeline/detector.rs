@@ -9,7 +9,7 @@
 use std::borrow::Cow;
 use std::collections::BTreeSet;
 
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 use serde::{Deserialize, Serialize};
 
 use crate::event::EventBatch;
@@ -27,6 +27,21 @@ pub struct DetectorState {
     timers: BTreeSet<(i64, Box<str>)>,
     /// The same timers by key (to find a key's due timers fast).
     by_key: FxHashMap<Box<str>, BTreeSet<i64>>,
+    /// Keys changed since the last commit (see [`DetectorState::take_dirty`]).
+    #[serde(skip)]
+    dirty: FxHashSet<Box<str>>,
+    /// Every key changed (new, reset or migrated state): the next commit
+    /// rewrites the plugin's whole state.
+    #[serde(skip)]
+    pub rewrite: bool,
+}
+
+/// What the state store keeps per detector key: its state and its timers.
+#[derive(Serialize, Deserialize)]
+struct KeyEntry<'a> {
+    #[serde(borrow)]
+    state: &'a [u8],
+    timers: Vec<i64>,
 }
 
 impl DetectorState {
@@ -46,7 +61,73 @@ impl DetectorState {
         }
         let n = next.len();
         self.states = next;
+        self.rewrite = true;
         Ok(n)
+    }
+
+    fn touch(&mut self, key: &str) {
+        if !self.dirty.contains(key) {
+            self.dirty.insert(key.into());
+        }
+    }
+
+    fn encode(&self, key: &str) -> Option<Vec<u8>> {
+        let state = self.states.get(key);
+        let timers = self.by_key.get(key);
+        if state.is_none() && timers.is_none() {
+            return None;
+        }
+        let e = KeyEntry {
+            state: state.map(Vec::as_slice).unwrap_or(&[]),
+            timers: timers
+                .map(|t| t.iter().copied().collect())
+                .unwrap_or_default(),
+        };
+        Some(postcard::to_allocvec(&e).expect("detector entries serialize"))
+    }
+
+    /// The keys changed since the last call, each with its encoded entry
+    /// (`None`: the key has neither state nor timers any more).
+    pub fn take_dirty(&mut self) -> Vec<(Box<str>, Option<Vec<u8>>)> {
+        let dirty = std::mem::take(&mut self.dirty);
+        dirty
+            .into_iter()
+            .map(|k| {
+                let v = self.encode(&k);
+                (k, v)
+            })
+            .collect()
+    }
+
+    /// Every key with its encoded entry (a full rewrite).
+    pub fn entries(&mut self) -> Vec<(Box<str>, Vec<u8>)> {
+        self.dirty.clear();
+        let mut keys: FxHashSet<&str> = self.states.keys().map(|k| &**k).collect();
+        keys.extend(self.by_key.keys().map(|k| &**k));
+        keys.into_iter()
+            .filter_map(|k| Some((k.into(), self.encode(k)?)))
+            .collect()
+    }
+
+    /// Rebuild from the state store's entries.
+    pub fn from_entries<'a>(
+        entries: impl Iterator<Item = (&'a str, &'a [u8])>,
+    ) -> Result<Self, String> {
+        let mut s = DetectorState::default();
+        for (key, bytes) in entries {
+            let e: KeyEntry = postcard::from_bytes(bytes)
+                .map_err(|e| format!("detector entry of key `{key}`: {e}"))?;
+            if !e.state.is_empty() {
+                s.states.insert(key.into(), e.state.to_vec());
+            }
+            if !e.timers.is_empty() {
+                for &t in &e.timers {
+                    s.timers.insert((t, key.into()));
+                }
+                s.by_key.insert(key.into(), e.timers.into_iter().collect());
+            }
+        }
+        Ok(s)
     }
 
     pub fn keys(&self) -> usize {
@@ -147,6 +228,7 @@ impl DetectorOp {
 
     fn apply(&mut self, keys: &[String], step: Step, alerts: &mut Vec<KeyedAlert>) {
         for (i, key) in keys.iter().enumerate() {
+            self.state.touch(key);
             let s = step.states.get(i);
             if s.is_empty() {
                 self.state.states.remove(key.as_str());
@@ -313,6 +395,7 @@ impl DetectorOp {
     }
 
     fn forget_timer(&mut self, key: &str, at: i64) {
+        self.state.touch(key);
         if let Some(ts) = self.state.by_key.get_mut(key) {
             ts.remove(&at);
             if ts.is_empty() {

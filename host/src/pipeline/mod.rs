@@ -100,7 +100,7 @@ impl Slot {
                 Op::Metrics(DetectorOp::new(d.key_by.clone(), Vec::new()))
             }
         };
-        Slot {
+        let mut slot = Slot {
             name: Arc::from(d.name.as_str()),
             identity,
             inst,
@@ -108,7 +108,62 @@ impl Slot {
             op,
             recent: 0,
             degraded_until: None,
+        };
+        // Whatever the store holds under this name is not this state.
+        slot.set_rewrite();
+        slot
+    }
+
+    fn set_rewrite(&mut self) {
+        match &mut self.op {
+            Op::Aggregate(a) => a.state.rewrite = true,
+            Op::Events(d) | Op::Metrics(d) => d.state.rewrite = true,
         }
+    }
+
+    /// The state changes since the last commit, for the state store.
+    pub fn state_delta(&mut self) -> StateDelta {
+        let (rewrite, meta) = match &mut self.op {
+            Op::Aggregate(a) => (std::mem::take(&mut a.state.rewrite), a.state.meta()),
+            Op::Events(d) | Op::Metrics(d) => (std::mem::take(&mut d.state.rewrite), Vec::new()),
+        };
+        let changes = if rewrite {
+            let all = match &mut self.op {
+                Op::Aggregate(a) => a.state.entries(),
+                Op::Events(d) | Op::Metrics(d) => d.state.entries(),
+            };
+            all.into_iter().map(|(k, v)| (k, Some(v))).collect()
+        } else {
+            match &mut self.op {
+                Op::Aggregate(a) => a.state.take_dirty(),
+                Op::Events(d) | Op::Metrics(d) => d.state.take_dirty(),
+            }
+        };
+        StateDelta {
+            rewrite,
+            meta,
+            changes,
+        }
+    }
+
+    /// Rebuild the operator state from the state store.
+    pub fn restore_entries<'a>(
+        &mut self,
+        meta: &[u8],
+        entries: impl Iterator<Item = (&'a str, &'a [u8])>,
+    ) -> Result<(), String> {
+        let name = self.name.clone();
+        let err = |e: String| format!("plugin `{name}`: {e}");
+        match &mut self.op {
+            Op::Aggregate(a) => {
+                let lateness = a.lateness_ms();
+                a.state = WindowState::from_entries(meta, entries, lateness).map_err(err)?;
+            }
+            Op::Events(d) | Op::Metrics(d) => {
+                d.state = DetectorState::from_entries(entries).map_err(err)?;
+            }
+        }
+        Ok(())
     }
 
     fn skipped(&self) -> bool {
@@ -152,6 +207,17 @@ impl Slot {
         }
         Ok(())
     }
+}
+
+/// One plugin's state changes since the last commit.
+pub struct StateDelta {
+    /// Replace everything stored for the plugin (`changes` then holds
+    /// every key).
+    pub rewrite: bool,
+    /// The operator-wide part of the state.
+    pub meta: Vec<u8>,
+    /// Changed keys: the new entry, or `None` when the key is gone.
+    pub changes: Vec<(Box<str>, Option<Vec<u8>>)>,
 }
 
 /// A plugin's operator state in a checkpoint.

@@ -1,46 +1,166 @@
-//! Kafka outputs: metrics to `processed-metrics` keyed by
+//! Kafka outputs, exactly once: metrics to `processed-metrics` keyed by
 //! `plugin|name|key|window_start|window_end` (so compaction keeps the latest
-//! value of a window), alerts to `cep-alerts` keyed by their deterministic id.
+//! value of a window), alerts to `cep-alerts` keyed by their deterministic
+//! id — all inside a producer transaction that also commits the input
+//! offsets and the commit marker to the consumer group
+//! (`send_offsets_to_transaction`). The protocol, and why a crash at any
+//! point is safe, is in `crate::state`.
+//!
 //! Producer defaults are the seed's (snappy, `linger.ms=5`,
-//! `batch.size=16384`) plus idempotence; any librdkafka option can override
-//! them. Before every checkpoint the runner flushes the producer, so a
-//! checkpoint never covers an output that was not acknowledged (at-least-once;
-//! the transactional protocol is in `docs/kafka-exactly-once-plan.md`).
+//! `batch.size=16384`); the transactional id is `rtap-<group>` unless set.
+//! Any librdkafka option can override them.
+//!
+//! Consumers of the output topics must read with
+//! `isolation.level=read_committed` to see only committed outputs (the
+//! librdkafka and Java default is `read_uncommitted`).
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerGroupMetadata};
+use rdkafka::error::KafkaError;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{Offset, TopicPartitionList};
 
+use crate::event::Position;
 use crate::metrics::metrics;
 use crate::pipeline::output::Output;
 use crate::source::kafka::KafkaConfig;
 
+const TXN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A Kafka sink failure; `fenced` when another producer with our
+/// transactional id took over.
+#[derive(Debug, thiserror::Error)]
+#[error("Kafka sink: {what}: {source}{}", if self.fenced() { " (another producer with this transactional id took over: a second host runs this pipeline; this one stops without committing)" } else { "" })]
+pub struct KafkaSinkError {
+    pub what: &'static str,
+    pub source: KafkaError,
+}
+
+impl KafkaSinkError {
+    pub fn fenced(&self) -> bool {
+        matches!(&self.source, KafkaError::Transaction(e) if e.code() == rdkafka::types::RDKafkaErrorCode::Fenced)
+            || self.source.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::Fenced)
+    }
+}
+
+fn err(what: &'static str) -> impl Fn(KafkaError) -> KafkaSinkError {
+    move |source| KafkaSinkError { what, source }
+}
+
 pub struct KafkaSink {
     producer: BaseProducer,
+    /// A member-less consumer of the group: its metadata for
+    /// `send_offsets_to_transaction` and the committed marker at start.
+    group: BaseConsumer,
+    group_meta: ConsumerGroupMetadata,
     metrics_topic: String,
     alerts_topic: String,
+    marker_topic: String,
+    /// The input topic whose offsets go into the transaction (Kafka source).
+    input_topic: Option<String>,
+    in_txn: bool,
 }
 
 impl KafkaSink {
-    pub fn new(cfg: &KafkaConfig) -> Result<Self, String> {
+    /// Create the transactional producer (not yet fenced: see [`Self::fence`]).
+    pub fn new(cfg: &KafkaConfig, input_topic: Option<String>) -> Result<Self, KafkaSinkError> {
         let producer: BaseProducer = cfg
             .client(&[
                 ("compression.type", "snappy"),
                 ("linger.ms", "5"),
                 ("batch.size", "16384"),
-                ("enable.idempotence", "true"),
+                ("transactional.id", cfg.transactional_id.as_str()),
+                ("transaction.timeout.ms", "60000"),
             ])
             .create()
-            .map_err(|e| format!("Kafka producer: {e}"))?;
+            .map_err(err("creating the producer"))?;
+        let group: BaseConsumer = cfg
+            .client(&[
+                ("group.id", cfg.group.as_str()),
+                ("enable.auto.commit", "false"),
+            ])
+            .create()
+            .map_err(err("creating the group client"))?;
+        let group_meta = group.group_metadata().ok_or_else(|| KafkaSinkError {
+            what: "consumer group metadata",
+            source: KafkaError::Subscription(format!("group {}", cfg.group)),
+        })?;
         Ok(KafkaSink {
             producer,
+            group,
+            group_meta,
             metrics_topic: cfg.metrics_topic.clone(),
             alerts_topic: cfg.alerts_topic.clone(),
+            marker_topic: cfg.marker_topic.clone(),
+            input_topic,
+            in_txn: false,
         })
     }
 
-    /// Queue one output (its JSON line) for its topic.
-    pub fn send(&self, out: &Output, line: &str) {
+    /// Take over the transactional id: an older producer with it is fenced
+    /// and its open transaction aborted (or completed, if it was committing).
+    pub fn fence(&self) -> Result<(), KafkaSinkError> {
+        self.producer
+            .init_transactions(TXN_TIMEOUT)
+            .map_err(err("init_transactions"))
+    }
+
+    /// The id of the last committed transaction (the group's offset on the
+    /// marker topic), if any.
+    pub fn committed_marker(&self) -> Result<Option<u64>, KafkaSinkError> {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(&self.marker_topic, 0);
+        let got = self
+            .group
+            .committed_offsets(tpl, Duration::from_secs(10))
+            .map_err(err("reading the commit marker"))?;
+        Ok(got.elements().first().and_then(|e| match e.offset() {
+            Offset::Offset(o) if o >= 0 => Some(o as u64),
+            _ => None,
+        }))
+    }
+
+    /// The group's committed offsets of the input topic.
+    pub fn committed_inputs(&self, partitions: &[i32]) -> Result<Vec<(i32, i64)>, KafkaSinkError> {
+        let Some(topic) = &self.input_topic else {
+            return Ok(Vec::new());
+        };
+        let mut tpl = TopicPartitionList::new();
+        for &p in partitions {
+            tpl.add_partition(topic, p);
+        }
+        let got = self
+            .group
+            .committed_offsets(tpl, Duration::from_secs(10))
+            .map_err(err("reading committed offsets"))?;
+        Ok(got
+            .elements()
+            .iter()
+            .filter_map(|e| match e.offset() {
+                Offset::Offset(o) => Some((e.partition(), o)),
+                _ => None,
+            })
+            .collect())
+    }
+
+    fn ensure_txn(&mut self) -> Result<(), KafkaSinkError> {
+        if !self.in_txn {
+            self.producer
+                .begin_transaction()
+                .map_err(err("begin_transaction"))?;
+            self.in_txn = true;
+        }
+        Ok(())
+    }
+
+    /// Queue one output (its JSON line) for its topic, in the open
+    /// transaction. A full queue waits for the broker (back-pressure).
+    pub fn send(&mut self, out: &Output, line: &str) -> Result<(), KafkaSinkError> {
+        if matches!(out, Output::Plugin(_)) {
+            return Ok(());
+        }
+        self.ensure_txn()?;
         let (topic, key) = match out {
             Output::Metric(m) => (
                 &self.metrics_topic,
@@ -50,24 +170,25 @@ impl KafkaSink {
                 ),
             ),
             Output::Alert(a) => (&self.alerts_topic, a.id.clone()),
-            Output::Plugin(_) => return,
+            Output::Plugin(_) => return Ok(()),
         };
         let mut record = BaseRecord::to(topic).key(&key).payload(line);
         loop {
             match self.producer.send(record) {
-                Ok(()) => return,
+                Ok(()) => return Ok(()),
                 Err((e, r))
                     if e.rdkafka_error_code()
                         == Some(rdkafka::types::RDKafkaErrorCode::QueueFull) =>
                 {
-                    // Back-pressure: wait for the broker to take some.
                     self.producer.poll(Duration::from_millis(10));
                     record = r;
                 }
                 Err((e, _)) => {
                     metrics().sink_errors.with_label_values(&["kafka"]).inc();
-                    tracing::error!(topic, "cannot queue an output for Kafka: {e}");
-                    return;
+                    return Err(KafkaSinkError {
+                        what: "queueing an output",
+                        source: e,
+                    });
                 }
             }
         }
@@ -78,19 +199,49 @@ impl KafkaSink {
         self.producer.poll(Duration::ZERO);
     }
 
-    /// Wait until every queued output is acknowledged.
-    pub fn flush(&self) -> Result<(), String> {
-        let started = std::time::Instant::now();
+    /// Commit the transaction: every output sent since the last commit, the
+    /// input `positions` (next offsets) and the commit marker `id`, at once.
+    pub fn commit(&mut self, positions: &[(i32, Position)], id: u64) -> Result<(), KafkaSinkError> {
+        let started = Instant::now();
+        self.ensure_txn()?;
+        // One record per transaction on the (compacted) marker topic. Kafka
+        // needs none, but tansu drops the offsets of a transaction that
+        // produced nothing (measured: an offsets-only commit is not applied).
+        let id_text = id.to_string();
+        let marker = BaseRecord::to(&self.marker_topic)
+            .partition(0)
+            .key("commit")
+            .payload(&id_text);
+        self.producer
+            .send(marker)
+            .map_err(|(e, _)| err("queueing the commit marker")(e))?;
+        let mut tpl = TopicPartitionList::new();
+        if let Some(topic) = &self.input_topic {
+            for (p, pos) in positions {
+                tpl.add_partition_offset(topic, *p, Offset::Offset(pos.offset as i64))
+                    .map_err(err("offsets"))?;
+            }
+        }
+        tpl.add_partition_offset(&self.marker_topic, 0, Offset::Offset(id as i64))
+            .map_err(err("offsets"))?;
         let res = self
             .producer
-            .flush(Duration::from_secs(30))
-            .map_err(|e| format!("Kafka flush: {e}"));
+            .send_offsets_to_transaction(&tpl, &self.group_meta, TXN_TIMEOUT)
+            .map_err(err("send_offsets_to_transaction"))
+            .and_then(|()| {
+                self.producer
+                    .commit_transaction(TXN_TIMEOUT)
+                    .map_err(err("commit_transaction"))
+            });
+        self.in_txn = false;
         metrics()
             .sink_write_duration
             .with_label_values(&["kafka"])
             .observe(started.elapsed().as_secs_f64());
         if res.is_err() {
             metrics().sink_errors.with_label_values(&["kafka"]).inc();
+            // Best effort: the broker aborts it anyway when we are gone.
+            let _ = self.producer.abort_transaction(Duration::from_secs(5));
         }
         res
     }

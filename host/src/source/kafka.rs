@@ -7,20 +7,19 @@
 //! offsets, then to the earliest, when there is no checkpoint. Batches are
 //! per partition, so the pipeline keeps a watermark per partition.
 //!
-//! Delivery today: the state is exactly-once with respect to the input
-//! (state and positions are checkpointed together and restored together);
-//! outputs are at-least-once (see `docs/kafka-exactly-once-plan.md` for the
-//! transactional protocol still to build). Scaling past one host needs the
-//! repartition step described there.
+//! Offsets are committed to the group only inside the Kafka sink's
+//! transaction, together with the outputs and the commit marker (see
+//! `crate::state`); the source itself never commits. Scaling past one host
+//! needs the repartition step described in `docs/kafka-exactly-once-plan.md`.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
@@ -37,6 +36,12 @@ pub struct KafkaConfig {
     pub events_topic: String,
     pub metrics_topic: String,
     pub alerts_topic: String,
+    /// The one-partition topic whose group offset is the commit marker of
+    /// the transactional protocol (see `crate::state`).
+    pub marker_topic: String,
+    /// The producer's `transactional.id` (one per pipeline: a second host
+    /// with the same id fences the first).
+    pub transactional_id: String,
     /// librdkafka options passed through as they are (`--kafka-option k=v`).
     pub options: Vec<(String, String)>,
 }
@@ -76,6 +81,8 @@ pub fn ensure_topics(cfg: &KafkaConfig) -> Result<(), SourceError> {
         NewTopic::new(&cfg.metrics_topic, 6, TopicReplication::Fixed(1))
             .set("cleanup.policy", "compact"),
         NewTopic::new(&cfg.alerts_topic, 3, TopicReplication::Fixed(1)),
+        NewTopic::new(&cfg.marker_topic, 1, TopicReplication::Fixed(1))
+            .set("cleanup.policy", "compact"),
     ];
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -103,10 +110,6 @@ pub fn ensure_topics(cfg: &KafkaConfig) -> Result<(), SourceError> {
     Ok(())
 }
 
-/// Positions the runner wants committed to the consumer group (those of the
-/// last checkpoint).
-pub type CommitHandle = Arc<Mutex<Option<Vec<(i32, Position)>>>>;
-
 pub struct KafkaSource {
     name: String,
     topic: String,
@@ -114,12 +117,11 @@ pub struct KafkaSource {
     partitions: Vec<i32>,
     pending: BTreeMap<i32, EventBatch>,
     next: BTreeMap<i32, i64>,
-    commit: CommitHandle,
     last_lag: Instant,
 }
 
 impl KafkaSource {
-    pub fn open(cfg: &KafkaConfig) -> Result<(Self, CommitHandle), SourceError> {
+    pub fn open(cfg: &KafkaConfig) -> Result<Self, SourceError> {
         let consumer: BaseConsumer = cfg
             .client(&[
                 ("group.id", cfg.group.as_str()),
@@ -145,7 +147,6 @@ impl KafkaSource {
                 source: std::io::Error::other("the topic has no partitions"),
             });
         }
-        let commit: CommitHandle = Arc::new(Mutex::new(None));
         let mut s = KafkaSource {
             name: format!("kafka:{}", cfg.events_topic),
             topic: cfg.events_topic.clone(),
@@ -153,11 +154,10 @@ impl KafkaSource {
             partitions,
             pending: BTreeMap::new(),
             next: BTreeMap::new(),
-            commit: commit.clone(),
             last_lag: Instant::now(),
         };
         s.assign(&[])?;
-        Ok((s, commit))
+        Ok(s)
     }
 
     /// Every partition from the given positions, else the group's committed
@@ -178,19 +178,6 @@ impl KafkaSource {
     /// The partitions this source reads.
     pub fn partitions(&self) -> &[i32] {
         &self.partitions
-    }
-
-    fn commit_requested(&mut self) {
-        let Some(positions) = self.commit.lock().expect("commit lock").take() else {
-            return;
-        };
-        let mut tpl = TopicPartitionList::new();
-        for (p, pos) in positions {
-            let _ = tpl.add_partition_offset(&self.topic, p, Offset::Offset(pos.offset as i64));
-        }
-        if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
-            tracing::warn!(topic = %self.topic, "committing offsets to the consumer group failed: {e}");
-        }
     }
 
     fn report_lag(&mut self) {
@@ -230,7 +217,6 @@ impl Source for KafkaSource {
     }
 
     fn next_batch(&mut self, max: usize) -> Result<Option<EventBatch>, SourceError> {
-        self.commit_requested();
         self.report_lag();
         let started = Instant::now();
         let mut taken = 0usize;
@@ -277,7 +263,6 @@ impl Source for KafkaSource {
                         return Ok(self.take_largest());
                     }
                     if started.elapsed() > Duration::from_millis(200) {
-                        self.commit_requested();
                         self.report_lag();
                     }
                 }

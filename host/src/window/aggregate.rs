@@ -13,7 +13,7 @@
 
 use std::collections::BTreeMap;
 
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 use serde::{Deserialize, Serialize};
 
 use super::{Lateness, classify, sliding_starts, tumbling_start};
@@ -39,6 +39,46 @@ pub struct WindowState {
     keys: FxHashMap<Box<str>, Vec<Win>>,
     triggers: BTreeMap<i64, Vec<Box<str>>>,
     next_session: u64,
+    /// Keys changed since the last commit (see [`WindowState::take_dirty`]).
+    #[serde(skip)]
+    dirty: FxHashSet<Box<str>>,
+    /// Every key changed (new, reset or migrated state): the next commit
+    /// rewrites the plugin's whole state.
+    #[serde(skip)]
+    pub rewrite: bool,
+}
+
+/// What the state store keeps per window key: the key's live windows.
+#[derive(Serialize, Deserialize)]
+struct KeyEntry<'a> {
+    #[serde(borrow)]
+    wins: Vec<WinRef<'a>>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct WinRef<'a> {
+    id: u64,
+    start: i64,
+    end: i64,
+    fired: bool,
+    #[serde(borrow)]
+    state: &'a [u8],
+}
+
+fn encode_wins(wins: &[Win]) -> Vec<u8> {
+    let entry = KeyEntry {
+        wins: wins
+            .iter()
+            .map(|w| WinRef {
+                id: w.id,
+                start: w.start,
+                end: w.end,
+                fired: w.fired,
+                state: &w.state,
+            })
+            .collect(),
+    };
+    postcard::to_allocvec(&entry).expect("window entries serialize")
 }
 
 impl WindowState {
@@ -67,7 +107,83 @@ impl WindowState {
             }
         }
         self.keys = next;
+        self.rewrite = true;
         Ok(n)
+    }
+
+    fn touch(&mut self, key: &str) {
+        if !self.dirty.contains(key) {
+            self.dirty.insert(key.into());
+        }
+    }
+
+    /// The keys changed since the last call, each with its encoded entry
+    /// (`None`: the key has no windows any more).
+    pub fn take_dirty(&mut self) -> Vec<(Box<str>, Option<Vec<u8>>)> {
+        let dirty = std::mem::take(&mut self.dirty);
+        dirty
+            .into_iter()
+            .map(|k| {
+                let v = self.keys.get(&k).map(|w| encode_wins(w));
+                (k, v)
+            })
+            .collect()
+    }
+
+    /// Every key with its encoded entry (a full rewrite).
+    pub fn entries(&mut self) -> Vec<(Box<str>, Vec<u8>)> {
+        self.dirty.clear();
+        self.keys
+            .iter()
+            .map(|(k, w)| (k.clone(), encode_wins(w)))
+            .collect()
+    }
+
+    /// The operator-wide part of the state (the session id counter).
+    pub fn meta(&self) -> Vec<u8> {
+        self.next_session.to_le_bytes().to_vec()
+    }
+
+    /// Rebuild from the state store: the meta and every key's entry. The
+    /// trigger queue is derived from the windows: an unfired window triggers
+    /// at its max timestamp, a fired one at its purge time.
+    pub fn from_entries<'a>(
+        meta: &[u8],
+        entries: impl Iterator<Item = (&'a str, &'a [u8])>,
+        lateness_ms: i64,
+    ) -> Result<Self, String> {
+        let mut s = WindowState {
+            next_session: u64::from_le_bytes(
+                meta.try_into()
+                    .map_err(|_| format!("window meta of {} bytes", meta.len()))?,
+            ),
+            ..WindowState::default()
+        };
+        for (key, bytes) in entries {
+            let e: KeyEntry = postcard::from_bytes(bytes)
+                .map_err(|e| format!("window entry of key `{key}`: {e}"))?;
+            let wins: Vec<Win> = e
+                .wins
+                .into_iter()
+                .map(|w| Win {
+                    id: w.id,
+                    start: w.start,
+                    end: w.end,
+                    fired: w.fired,
+                    state: w.state.to_vec(),
+                })
+                .collect();
+            for w in &wins {
+                let at = if w.fired {
+                    w.end - 1 + lateness_ms
+                } else {
+                    w.end - 1
+                };
+                s.trigger(at, key);
+            }
+            s.keys.insert(key.into(), wins);
+        }
+        Ok(s)
     }
 
     /// Number of live windows.
@@ -256,6 +372,7 @@ impl AggregateOp {
                 let (start, end) = (ts, ts.saturating_add(gap_ms));
                 let lateness = self.lateness_ms;
                 let key_s = Self::key_str(&self.pending, batch, key);
+                self.state.touch(key_s);
                 if !self.state.keys.contains_key(key_s) {
                     self.state.keys.insert(key_s.into(), Vec::new());
                 }
@@ -358,6 +475,7 @@ impl AggregateOp {
                 continue;
             }
             let key_s = Self::key_str(&pending, batch, *key);
+            self.state.touch(key_s);
             let Some(win) = self
                 .state
                 .keys
@@ -444,6 +562,7 @@ impl AggregateOp {
         };
         for (g, &(key, id)) in groups.iter().enumerate() {
             let new = new_states.get(g).to_vec();
+            self.state.touch(key);
             match self
                 .state
                 .keys
@@ -533,6 +652,7 @@ impl AggregateOp {
             }
         }
         for (key, id) in targets {
+            self.state.touch(&key);
             let Some(ws) = self.state.keys.get_mut(&key) else {
                 continue;
             };
@@ -585,6 +705,7 @@ impl AggregateOp {
         keys.dedup();
         let mut due: Vec<(i64, i64, Box<str>, u64)> = Vec::new();
         for key in keys {
+            self.state.touch(&key);
             let Some(ws) = self.state.keys.get_mut(&key) else {
                 continue;
             };
