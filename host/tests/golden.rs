@@ -125,8 +125,8 @@ fn golden_cases_through_a_checkpoint() {
             first.push(&limit);
             run_file(plugins.path(), &input, data.path(), &first);
             assert!(
-                data.path().join("checkpoint.bin").is_file(),
-                "no checkpoint after --max-events"
+                data.path().join("state").join("CURRENT").is_file(),
+                "no state store after --max-events"
             );
             run_file(plugins.path(), &input, data.path(), &args);
             let what = format!("split after line {k}, RTAP_GOLDEN_SEED={seed}");

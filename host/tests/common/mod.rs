@@ -176,3 +176,135 @@ pub fn sigterm(pid: u32) {
         .expect("run kill");
     assert!(ok.success(), "kill -TERM {pid} failed");
 }
+
+/// A host whose stderr lines are collected, for the kill tests.
+pub struct Watched {
+    pub child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    pub log: Vec<String>,
+}
+
+impl Watched {
+    pub fn spawn(mut cmd: Command) -> Watched {
+        use std::io::BufRead;
+        let mut child = cmd
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn host");
+        let err = child.stderr.take().expect("piped stderr");
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for l in std::io::BufReader::new(err).lines().map_while(Result::ok) {
+                if tx.send(l).is_err() {
+                    break;
+                }
+            }
+        });
+        Watched {
+            child,
+            lines,
+            log: Vec::new(),
+        }
+    }
+
+    /// Wait for the `n`-th stderr line (from now) that contains `pat`;
+    /// false when the process ended or the time ran out first.
+    pub fn wait_for(&mut self, pat: &str, n: usize, timeout: std::time::Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        let mut seen = 0;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self
+                .lines
+                .recv_timeout(left.min(std::time::Duration::from_millis(200)))
+            {
+                Ok(l) => {
+                    let hit = l.contains(pat);
+                    self.log.push(l);
+                    if hit {
+                        seen += 1;
+                        if seen >= n {
+                            return true;
+                        }
+                    }
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    if left.is_zero() {
+                        return false;
+                    }
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return false,
+            }
+        }
+    }
+
+    /// Whether the process is still running.
+    pub fn alive(&mut self) -> bool {
+        self.child.try_wait().expect("try_wait").is_none()
+    }
+
+    /// SIGKILL (no chance to clean up), then collect the rest of stderr.
+    pub fn sigkill(mut self) -> Vec<String> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.log.extend(self.lines.try_iter());
+        std::mem::take(&mut self.log)
+    }
+
+    /// Wait for the process to end by itself; its status and stderr.
+    pub fn finish(
+        mut self,
+        timeout: std::time::Duration,
+    ) -> (std::process::ExitStatus, Vec<String>) {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            self.log.extend(self.lines.try_iter());
+            if let Some(st) = self.child.try_wait().expect("try_wait") {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+                self.log.extend(self.lines.try_iter());
+                return (st, std::mem::take(&mut self.log));
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the host did not finish in {timeout:?}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Watched {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A small deterministic generator for kill schedules (xorshift64*); the
+/// seed comes from `RTAP_KILL_SEED` or the clock and is printed, so a failing
+/// schedule can be replayed.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn from_env() -> Rng {
+        let seed = std::env::var("RTAP_KILL_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_nanos() as u64
+            });
+        eprintln!("kill schedule seed: RTAP_KILL_SEED={seed}");
+        Rng(seed | 1)
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n
+    }
+}
