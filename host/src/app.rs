@@ -14,7 +14,7 @@ use crate::pipeline::{Pipeline, Slot, TimeConfig, lifecycle, output::Output};
 use crate::plugin::{Identity, Instance, Limits, Runtime};
 use crate::runner::{Exit, Runner};
 use crate::sink::influx::{InfluxConfig, InfluxSink};
-use crate::sink::kafka::KafkaSink;
+use crate::sink::kafka::{Committer, KafkaSink};
 use crate::sink::{Hub, JsonlWriter};
 use crate::source::file::FileSource;
 use crate::source::kafka::{KafkaConfig, KafkaSource};
@@ -226,7 +226,7 @@ fn run(config: Config) -> Result<Exit, Failure> {
             }
         ))
     };
-    // The store may be at the marker, or one prepared commit ahead of it.
+    // The marker must be the store's state or one of its logged commits.
     let acceptable = |marker: Option<u64>| -> Result<(), Failure> {
         let Some(g) = marker else { return Ok(()) };
         let last = store
@@ -234,14 +234,15 @@ fn run(config: Config) -> Result<Exit, Failure> {
             .map_err(start)?
             .filter(|m| m.transactional)
             .map(|m| m.id);
-        let pending = store.pending().map_err(start)?.map(|p| p.meta.id);
-        if last == Some(g) || pending == Some(g) {
+        let logged = store.delta_ids().map_err(start)?;
+        if last == Some(g) || logged.contains(&g) {
             return Ok(());
         }
-        if last.is_none() && (config.no_restore || !kafka_source) {
+        let local = logged.last().copied().or(last);
+        if local.is_none() && (config.no_restore || !kafka_source) {
             return Ok(());
         }
-        Err(refuse(g, last))
+        Err(refuse(g, local))
     };
     // Check before taking the transactional id over, so a second host
     // started by mistake refuses without fencing the running one.
@@ -255,18 +256,28 @@ fn run(config: Config) -> Result<Exit, Failure> {
         }
         None => None,
     };
-    if let Some(p) = store.pending().map_err(start)? {
-        if kafka_sink.is_some() && marker == Some(p.meta.id) {
-            store.apply(&p, true).map_err(start)?;
+    let logged = store.delta_ids().map_err(start)?;
+    if !logged.is_empty() {
+        if kafka_sink.is_none() {
+            return Err(Failure::Start(format!(
+                "the state in {} has commits #{}..#{} whose Kafka transactions can only be checked with --kafka-brokers: \
+                 start with the Kafka settings it ran with, or with --no-restore",
+                store.path().display(),
+                logged[0],
+                logged[logged.len() - 1]
+            )));
+        }
+        let g = marker.unwrap_or(0);
+        let gone = store.discard_after(g).map_err(start)?;
+        if !gone.is_empty() {
+            tracing::info!(ids = ?gone, "discarded a prepared commit: its Kafka transaction did not commit");
+        }
+        let n = store.compact(g).map_err(start)?;
+        if n > 0 {
             tracing::info!(
-                id = p.meta.id,
+                id = g,
+                commits = n,
                 "rolled a prepared commit forward: its Kafka transaction committed"
-            );
-        } else {
-            store.discard_pending().map_err(start)?;
-            tracing::info!(
-                id = p.meta.id,
-                "discarded a prepared commit: its Kafka transaction did not commit"
             );
         }
     }
@@ -276,6 +287,7 @@ fn run(config: Config) -> Result<Exit, Failure> {
     if kafka_sink.is_some() {
         commit_id = commit_id.max(marker.unwrap_or(0));
     }
+    let restored = last.is_some();
     if let Some(cp) = last {
         if cp.source != source.name() {
             return Err(Failure::Start(format!(
@@ -473,6 +485,13 @@ fn run(config: Config) -> Result<Exit, Failure> {
     });
 
     let source_name = source.name().to_string();
+    // Fault injection for the kill tests: announce each commit phase on
+    // stderr and pause in it.
+    let fault_pause = std::env::var("RTAP_FAULT_COMMIT_PAUSE_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map(std::time::Duration::from_millis);
+    let store = Arc::new(store);
     let rx = source::spawn(source, config.batch_size.max(1), 4, config.max_events);
     let runner = Runner {
         pipeline,
@@ -482,21 +501,19 @@ fn run(config: Config) -> Result<Exit, Failure> {
         late,
         hub: (!config.no_server).then_some(hub),
         registry,
-        store,
+        store: store.clone(),
         interval: config.checkpoint_interval.0,
         commit_interval: config.commit_interval.0,
         positions,
         commit_id,
         changed: false,
+        restored,
         stop,
         commands,
         time,
         influx,
-        kafka: kafka_sink,
-        fault_pause: std::env::var("RTAP_FAULT_COMMIT_PAUSE_MS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .map(std::time::Duration::from_millis),
+        kafka: kafka_sink.map(|k| Committer::spawn(k, store.clone(), fault_pause)),
+        fault_pause,
     };
     let exit = runner.run(rx).map_err(|e| Failure::Run(e.to_string()))?;
     tracing::info!(?exit, "done");

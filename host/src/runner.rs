@@ -14,7 +14,6 @@ use crate::pipeline::output::{Output, now_ms};
 use crate::pipeline::status::Registry;
 use crate::pipeline::{Pipeline, StateTransfer, TimeConfig};
 use crate::sink::jsonl::SinkError;
-use crate::sink::kafka::KafkaSinkError;
 use crate::sink::{Hub, JsonlWriter};
 use crate::source::{SourceError, SourceMsg};
 use crate::state::{Commit, CommitMeta, PluginChanges, PluginMeta, StateError, StateStore};
@@ -27,8 +26,8 @@ pub enum RunError {
     Sink(#[from] SinkError),
     #[error(transparent)]
     State(#[from] StateError),
-    #[error(transparent)]
-    Kafka(#[from] KafkaSinkError),
+    #[error("{0}")]
+    Kafka(String),
     #[error("the source thread stopped unexpectedly")]
     SourceGone,
 }
@@ -73,7 +72,7 @@ pub struct Runner {
     pub late: JsonlWriter,
     pub hub: Option<Hub>,
     pub registry: Arc<Registry>,
-    pub store: StateStore,
+    pub store: Arc<StateStore>,
     /// How often the state is committed (and the store flushed).
     pub interval: Duration,
     /// With the transactional Kafka sink: how often its transaction commits
@@ -85,12 +84,16 @@ pub struct Runner {
     pub commit_id: u64,
     /// Whether anything happened since the last commit.
     pub changed: bool,
+    /// Whether the state was restored from a commit (else the run starts
+    /// with one, so a crash before the first interval still finds the
+    /// length of every output file to cut back to).
+    pub restored: bool,
     pub stop: Arc<AtomicBool>,
     /// Lifecycle commands, applied between batches.
     pub commands: Receiver<Command>,
     pub time: TimeConfig,
     pub influx: Option<crate::sink::influx::InfluxSink>,
-    pub kafka: Option<crate::sink::kafka::KafkaSink>,
+    pub kafka: Option<crate::sink::kafka::Committer>,
     /// Fault injection for the kill tests (`RTAP_FAULT_COMMIT_PAUSE_MS`):
     /// announce each commit phase on stderr and pause in it.
     pub fault_pause: Option<Duration>,
@@ -105,6 +108,9 @@ impl Runner {
         let mut outputs_at_status = 0u64;
         let mut latencies = Latencies::default();
         let stats = &self.registry.clone().stats;
+        if !self.restored {
+            self.checkpoint_now()?;
+        }
         loop {
             match rx.recv_timeout(IDLE_TICK) {
                 Ok(SourceMsg::Batch(batch)) => {
@@ -133,14 +139,14 @@ impl Runner {
                 Ok(SourceMsg::End { limit }) => {
                     if limit {
                         self.drain()?;
-                        self.checkpoint()?;
+                        self.checkpoint_now()?;
                         return Ok(Exit::Limit);
                     }
                     self.pipeline.finish();
                     self.drain()?;
                     // Commit the final outputs, then forget the state: the
                     // job is complete and a rerun starts from the beginning.
-                    self.commit()?;
+                    self.checkpoint_now()?;
                     stats.source_done.store(1, Ordering::Relaxed);
                     self.store.clear()?;
                     return Ok(Exit::EndOfInput);
@@ -183,15 +189,17 @@ impl Runner {
                 self.checkpoint()?;
                 last_cp = Instant::now();
                 last_commit = last_cp;
-            } else if self.kafka.is_some()
-                && self.changed
-                && last_commit.elapsed() >= self.commit_interval
-            {
-                self.commit()?;
-                last_commit = Instant::now();
+            } else if let Some(k) = &self.kafka {
+                k.check().map_err(RunError::Kafka)?;
+                // One commit in flight at a time: the interval stretches
+                // when the broker is slower than it.
+                if self.changed && last_commit.elapsed() >= self.commit_interval && !k.busy() {
+                    self.commit(false)?;
+                    last_commit = Instant::now();
+                }
             }
             if self.stop.load(Ordering::Relaxed) {
-                self.checkpoint()?;
+                self.checkpoint_now()?;
                 return Ok(Exit::Shutdown);
             }
         }
@@ -224,7 +232,7 @@ impl Runner {
                     // must not pair the old state with the new code.
                     self.changed = true;
                     if res.is_ok() && transfer != StateTransfer::Keep {
-                        self.commit()?;
+                        self.checkpoint_now()?;
                     }
                     let _ = reply.send(res);
                 }
@@ -260,8 +268,8 @@ impl Runner {
                     for s in &mut self.sinks {
                         s.write_line(&line)?;
                     }
-                    if let Some(k) = &mut self.kafka {
-                        k.send(out, &line)?;
+                    if let Some(k) = &self.kafka {
+                        k.send(out, &line).map_err(RunError::Kafka)?;
                     }
                 }
                 if let Some(hub) = &self.hub {
@@ -272,9 +280,6 @@ impl Runner {
             self.changed = true;
             if let Some(influx) = &self.influx {
                 influx.push(points);
-            }
-            if let Some(k) = &self.kafka {
-                k.poll();
             }
             for s in &mut self.sinks {
                 s.flush()?;
@@ -310,18 +315,35 @@ impl Runner {
         Ok(())
     }
 
-    /// A checkpoint: a commit, then the store's memtables go to disk.
+    /// A checkpoint: a commit with every file fsynced; with Kafka, the
+    /// committer then folds the logged commits into the per-key state. The
+    /// store's memtables go to disk.
     fn checkpoint(&mut self) -> Result<(), RunError> {
-        self.commit()?;
-        self.store.flush()?;
+        self.commit(true)?;
+        match &self.kafka {
+            Some(k) => k.checkpoint(self.commit_id).map_err(RunError::Kafka)?,
+            None => self.store.flush()?,
+        }
+        Ok(())
+    }
+
+    /// A checkpoint that is complete when this returns (before the host
+    /// stops, or after a state-schema change).
+    fn checkpoint_now(&mut self) -> Result<(), RunError> {
+        self.checkpoint()?;
+        if let Some(k) = &self.kafka {
+            k.wait().map_err(RunError::Kafka)?;
+        }
         Ok(())
     }
 
     /// Commit the state at this batch boundary (see `crate::state` for the
     /// protocol): sinks outside the transaction first, then the state delta
-    /// with positions and watermark, through the Kafka transaction when there
-    /// is one.
-    fn commit(&mut self) -> Result<(), RunError> {
+    /// with positions and watermark — handed to the committer thread when
+    /// there is a Kafka transaction, else applied here. `fsync`: make the
+    /// JSONL files durable too (else they are flushed to the OS, which is
+    /// enough for a process crash).
+    fn commit(&mut self, fsync: bool) -> Result<(), RunError> {
         let started = Instant::now();
         // Points emitted before this commit must be written or on disk.
         if let Some(influx) = &self.influx {
@@ -333,7 +355,7 @@ impl Runner {
             .iter_mut()
             .chain([&mut self.dead, &mut self.late])
         {
-            files.extend(w.sync()?);
+            files.extend(w.sync(fsync || self.kafka.is_none())?);
         }
         self.commit_id += 1;
         let mut plugins = Vec::with_capacity(self.pipeline.slots.len());
@@ -365,28 +387,14 @@ impl Runner {
             },
             plugins: changes,
         };
-        let pause = self.fault_pause;
-        let phase = |name: &str| {
-            if let Some(d) = pause {
-                eprintln!("rtap-fault: {name} commit {}", commit.meta.id);
-                std::thread::sleep(d);
-            }
-        };
-        let res = match &mut self.kafka {
-            Some(k) => self
-                .store
-                .prepare(&commit)
-                .map_err(RunError::from)
-                .and_then(|()| {
-                    phase("prepared");
-                    Ok(k.commit(&commit.meta.positions, commit.meta.id)?)
-                })
-                .and_then(|()| {
-                    phase("committed");
-                    Ok(self.store.apply(&commit, false)?)
-                }),
+        let (id, taken_at, keys) = (commit.meta.id, commit.meta.taken_at, commit.keys());
+        let res = match &self.kafka {
+            Some(k) => k.commit(commit).map_err(RunError::Kafka),
             None => {
-                phase("synced");
+                if let Some(d) = self.fault_pause {
+                    eprintln!("rtap-fault: synced commit {}", commit.meta.id);
+                    std::thread::sleep(d);
+                }
                 self.store.apply(&commit, true).map_err(RunError::from)
             }
         };
@@ -402,10 +410,10 @@ impl Runner {
         self.registry
             .stats
             .last_checkpoint
-            .store(commit.meta.taken_at, Ordering::Relaxed);
+            .store(taken_at, Ordering::Relaxed);
         tracing::debug!(
-            id = commit.meta.id,
-            keys = commit.keys(),
+            id,
+            keys,
             took_ms = started.elapsed().as_millis() as u64,
             "commit"
         );

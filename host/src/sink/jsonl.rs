@@ -73,17 +73,21 @@ impl JsonlWriter {
 }
 
 impl JsonlWriter {
-    /// For a file: its path and length, after flushing and fsyncing it (what
-    /// a state commit records).
-    pub fn sync(&mut self) -> Result<Option<(String, u64)>, SinkError> {
+    /// For a file: its path and length after flushing it (what a state
+    /// commit records).
+    /// `fsync`: also make it durable (else it is with the OS, which
+    /// survives a crash of the process).
+    pub fn sync(&mut self, fsync: bool) -> Result<Option<(String, u64)>, SinkError> {
         self.flush()?;
         let Some((f, len)) = &self.file else {
             return Ok(None);
         };
-        f.sync_data().map_err(|source| SinkError {
-            path: self.name.clone(),
-            source,
-        })?;
+        if fsync {
+            f.sync_data().map_err(|source| SinkError {
+                path: self.name.clone(),
+                source,
+            })?;
+        }
         Ok(Some((self.name.clone(), *len)))
     }
 }

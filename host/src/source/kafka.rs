@@ -13,7 +13,7 @@
 //! needs the repartition step described in `docs/kafka-exactly-once-plan.md`.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -110,14 +110,19 @@ pub fn ensure_topics(cfg: &KafkaConfig) -> Result<(), SourceError> {
     Ok(())
 }
 
+/// How long a batch may collect events before it is handed on.
+const MAX_LINGER: Duration = Duration::from_millis(20);
+
 pub struct KafkaSource {
     name: String,
     topic: String,
     consumer: BaseConsumer,
     partitions: Vec<i32>,
     pending: BTreeMap<i32, EventBatch>,
-    next: BTreeMap<i32, i64>,
-    last_lag: Instant,
+    /// Batches handed on one per call, oldest first.
+    ready: std::collections::VecDeque<EventBatch>,
+    /// The next offset per partition, shared with the lag reporter.
+    next: Arc<Mutex<BTreeMap<i32, i64>>>,
 }
 
 impl KafkaSource {
@@ -128,6 +133,10 @@ impl KafkaSource {
                 ("enable.auto.commit", "false"),
                 ("auto.offset.reset", "earliest"),
                 ("session.timeout.ms", "6000"),
+                // Fewer, fuller fetches: measured on tansu, 1-byte fetches
+                // at 100 K events/s cost the broker 1.6 cores; this costs
+                // at most 10 ms at low rates.
+                ("fetch.min.bytes", "131072"),
                 ("fetch.wait.max.ms", "10"),
             ])
             .create()
@@ -153,10 +162,11 @@ impl KafkaSource {
             consumer,
             partitions,
             pending: BTreeMap::new(),
-            next: BTreeMap::new(),
-            last_lag: Instant::now(),
+            ready: std::collections::VecDeque::new(),
+            next: Arc::new(Mutex::new(BTreeMap::new())),
         };
         s.assign(&[])?;
+        spawn_lag_reporter(cfg, s.topic.clone(), s.partitions.clone(), &s.next)?;
         Ok(s)
     }
 
@@ -180,34 +190,18 @@ impl KafkaSource {
         &self.partitions
     }
 
-    fn report_lag(&mut self) {
-        if self.last_lag.elapsed() < Duration::from_secs(2) {
-            return;
+    /// Hand on every pending batch (one per partition): none waits for
+    /// another partition's turn.
+    fn take_all(&mut self) -> Option<EventBatch> {
+        let now = Instant::now();
+        let mut next = self.next.lock().expect("lag lock");
+        for (p, mut b) in std::mem::take(&mut self.pending) {
+            next.insert(p, b.end.offset as i64);
+            b.created = now;
+            self.ready.push_back(b);
         }
-        self.last_lag = Instant::now();
-        for &p in &self.partitions {
-            if let Ok((_, high)) =
-                self.consumer
-                    .fetch_watermarks(&self.topic, p, Duration::from_millis(200))
-            {
-                let next = self.next.get(&p).copied().unwrap_or(0);
-                metrics()
-                    .consumer_lag
-                    .with_label_values(&[&p.to_string()])
-                    .set((high - next).max(0));
-            }
-        }
-    }
-
-    fn take_largest(&mut self) -> Option<EventBatch> {
-        let p = *self
-            .pending
-            .iter()
-            .max_by_key(|(_, b)| b.events.len() + b.malformed.len())?
-            .0;
-        let mut b = self.pending.remove(&p)?;
-        b.created = Instant::now();
-        Some(b)
+        drop(next);
+        self.ready.pop_front()
     }
 }
 
@@ -217,7 +211,9 @@ impl Source for KafkaSource {
     }
 
     fn next_batch(&mut self, max: usize) -> Result<Option<EventBatch>, SourceError> {
-        self.report_lag();
+        if let Some(b) = self.ready.pop_front() {
+            return Ok(Some(b));
+        }
         let started = Instant::now();
         let mut taken = 0usize;
         loop {
@@ -250,21 +246,21 @@ impl Source for KafkaSource {
                         offset: off as u64 + 1,
                         seq: off as u64 + 1,
                     };
-                    self.next.insert(p, off + 1);
                     taken += 1;
                     let full = batch.events.len() + batch.malformed.len() >= max;
-                    if full || taken >= max * 4 {
-                        return Ok(self.take_largest());
+                    // A batch waits at most MAX_LINGER for more events: with
+                    // a backlog the local queue is never empty, and waiting
+                    // for `max` events of one partition would add latency.
+                    if full || taken >= max * 4 || started.elapsed() >= MAX_LINGER {
+                        return Ok(self.take_all());
                     }
                 }
                 Some(Err(e)) => tracing::warn!(topic = %self.topic, "Kafka consumer: {e}"),
                 None => {
                     if !self.pending.is_empty() {
-                        return Ok(self.take_largest());
+                        return Ok(self.take_all());
                     }
-                    if started.elapsed() > Duration::from_millis(200) {
-                        self.report_lag();
-                    }
+                    if started.elapsed() > Duration::from_millis(200) {}
                 }
             }
         }
@@ -272,6 +268,7 @@ impl Source for KafkaSource {
 
     fn seek(&mut self, positions: &[(i32, Position)]) -> Result<(), SourceError> {
         self.pending.clear();
+        self.ready.clear();
         self.assign(positions)
     }
 }
@@ -282,4 +279,49 @@ impl Drop for KafkaSource {
         // rd_kafka_destroy: unassign first.
         let _ = self.consumer.unassign();
     }
+}
+
+/// Consumer lag per partition (end offset − next offset to read), every 2 s,
+/// from a thread of its own: querying the broker's end offsets takes a round
+/// trip per partition, which must not stall the source. Stops with the source.
+fn spawn_lag_reporter(
+    cfg: &KafkaConfig,
+    topic: String,
+    partitions: Vec<i32>,
+    next: &Arc<Mutex<BTreeMap<i32, i64>>>,
+) -> Result<(), SourceError> {
+    let client: BaseConsumer = cfg
+        .client(&[])
+        .create()
+        .map_err(kafka_err("Kafka lag client"))?;
+    let next = Arc::downgrade(next);
+    std::thread::Builder::new()
+        .name("rtap-kafka-lag".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(Duration::from_secs(2));
+                if next.strong_count() == 0 {
+                    return;
+                }
+                for &p in &partitions {
+                    let Ok((_, high)) = client.fetch_watermarks(&topic, p, Duration::from_secs(1))
+                    else {
+                        continue;
+                    };
+                    let Some(next) = next.upgrade() else { return };
+                    let pos = next.lock().expect("lag lock").get(&p).copied();
+                    if let Some(pos) = pos {
+                        metrics()
+                            .consumer_lag
+                            .with_label_values(&[&p.to_string()])
+                            .set((high - pos).max(0));
+                    }
+                }
+            }
+        })
+        .map_err(|e| SourceError::Io {
+            what: "Kafka lag reporter".into(),
+            source: e,
+        })?;
+    Ok(())
 }

@@ -1,55 +1,66 @@
-//! The state store: RocksDB under `--data-dir/state`, written by atomic
-//! commits. One commit is a consistent cut of the pipeline at a batch
+//! The state store: RocksDB under `--data-dir/state`. The pipeline's state
+//! is written by atomic commits; each is a consistent cut at a batch
 //! boundary: every changed key of every plugin's operator state (window
 //! contents, detector states, timers), the source positions, the watermark,
-//! each plugin's content hash and state schema, and the committed length of
-//! every JSONL file — in one `WriteBatch`, so a crash leaves the store at one
-//! commit or the next, never between.
+//! each plugin's content hash and state schema, and the length of every
+//! JSONL file.
 //!
 //! Layout (one column family, byte-ordered keys):
 //!
-//! | key                         | value                                     |
-//! |-----------------------------|-------------------------------------------|
-//! | `m/commit`                  | [`CommitMeta`] of the last applied commit |
-//! | `m/pending`                 | a prepared [`Commit`] (transactional mode)|
-//! | `s/<plugin>\0<key>`         | that key's entry (windows, or state+timers)|
+//! | key                  | value                                           |
+//! |----------------------|-------------------------------------------------|
+//! | `m/commit`           | [`CommitMeta`] of the state in `s/`             |
+//! | `s/<plugin>\0<key>`  | that key's entry (its windows, or state+timers) |
+//! | `d/<id>`             | a logged [`Commit`] not yet folded into `s/`    |
 //!
-//! Per-key entries make commits incremental: the operators track the keys
-//! they changed, and a commit writes only those (a swapped-in plugin with a
-//! new or migrated state rewrites its whole prefix). Keys are what the
-//! scale-out plan repartitions by (see `docs/kafka-exactly-once-plan.md`).
+//! Operators track the keys they change, so a commit holds only those (a
+//! swapped-in plugin with a new or migrated state rewrites its prefix). Keys
+//! are also what the scale-out plan repartitions by (see
+//! `docs/kafka-exactly-once-plan.md`).
 //!
-//! ## Commit protocol
+//! ## Without Kafka (simulator or file source, JSONL/InfluxDB sinks)
 //!
-//! *Without a transactional sink* (simulator or file source, JSONL/InfluxDB
-//! sinks), the runner commits every `--checkpoint-interval`: InfluxDB points
-//! are written or spooled to disk, JSONL files are flushed and fsynced, then
-//! the commit is applied with a synced write. On restart the store gives the
-//! positions to resume from, and every JSONL file is cut back to its
-//! committed length, so its content is exactly that of an uninterrupted run.
+//! Every `--checkpoint-interval` (10 s) the processing thread syncs the
+//! sinks — InfluxDB points written or spooled to disk, JSONL files flushed
+//! and fsynced — then applies the commit to `s/` and `m/commit` in one synced
+//! `WriteBatch`. On restart the source resumes from the committed positions
+//! and every JSONL file is cut back to its committed length, so the files end
+//! up exactly as after an uninterrupted run.
 //!
-//! *With the Kafka sink* (transactional), the runner commits every
-//! `--commit-interval` (default 100 ms) in three steps:
+//! ## With the Kafka sink: commits in the transaction, checkpoints apart
 //!
-//! 1. **prepare**: the commit is written to `m/pending` (synced);
-//! 2. **Kafka**: the input offsets and a commit marker — the offset
-//!    `commit id` of partition 0 of the marker topic — are sent to the
-//!    consumer group inside the producer's transaction, which also holds
-//!    every output of the interval; then the transaction commits;
-//! 3. **apply**: the pending commit is applied to the state and removed.
+//! Every `--commit-interval` (100 ms) the processing thread hands a commit to
+//! the committer thread (`crate::sink::kafka::Committer`) and goes on. The
+//! committer, one commit after the other:
 //!
-//! The consumer group's committed marker is the single point of truth: the
-//! transaction commits the outputs, the input offsets and the marker
-//! atomically. On restart the host first calls `init_transactions` (which
-//! aborts a transaction left open by the crashed process and fences it), then
-//! reads the marker: a pending commit whose id equals the marker is rolled
-//! forward; any other pending commit is discarded (its transaction aborted).
-//! A crash before step 2 completes therefore loses nothing (the interval is
-//! replayed from the last commit's positions), a crash after it loses
-//! nothing either (the pending commit is applied at restart). When the
-//! marker and the store disagree in any other way — another host committed
-//! for this group, the data dir was lost or restored from an old copy — the
-//! host refuses to start and says so.
+//! 1. **logs** it: one synced put of `d/<id>`;
+//! 2. **commits the Kafka transaction** that holds every output of the
+//!    interval, the input offsets and the commit marker — offset `id` of
+//!    partition 0 of the marker topic — for the consumer group
+//!    (`send_offsets_to_transaction`).
+//!
+//! Every `--checkpoint-interval` the committer **folds** the logged commits
+//! into `s/` (one synced `WriteBatch`; a key changed by a hundred commits is
+//! written once) and RocksDB flushes its memtables. A commit costs one
+//! sequential write; the per-key work happens once per checkpoint.
+//!
+//! The group's committed marker is the single point of truth: outputs,
+//! input offsets and marker commit atomically in Kafka. On restart the host
+//! calls `init_transactions` (which aborts a transaction the crashed process
+//! left open and fences it), reads the marker `g`, folds the logged commits
+//! up to `g` and discards those after it (their transactions aborted, so
+//! their outputs and offsets never became visible). A crash at any point is
+//! safe: before step 2 completes the interval is replayed from the previous
+//! commit's positions; after it, its logged commit is folded in at restart.
+//! When the store and the marker disagree in any other way — another host
+//! committed for this group, the data dir was lost or restored from an old
+//! copy — the host refuses to start and says so, before fencing anyone.
+//!
+//! The WebSocket stream is not part of the transaction: it shows outputs at
+//! once (at-most-once per connection; after a crash, outputs of an aborted
+//! interval are shown again when they are recomputed). JSONL files are
+//! flushed at every commit and fsynced at every checkpoint; InfluxDB writes
+//! are idempotent (series + timestamp).
 
 use std::path::{Path, PathBuf};
 
@@ -62,7 +73,22 @@ use crate::window::Watermark;
 
 pub const FORMAT: u32 = 3;
 const META: &[u8] = b"m/commit";
-const PENDING: &[u8] = b"m/pending";
+/// The commit log: `d/` + the commit id (big-endian, so in order).
+const DELTA: &[u8] = b"d/";
+
+fn delta_key(id: u64) -> Vec<u8> {
+    let mut k = DELTA.to_vec();
+    k.extend_from_slice(&id.to_be_bytes());
+    k
+}
+
+fn delta_end() -> Vec<u8> {
+    b"d0".to_vec()
+}
+
+fn delta_id(k: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(k.get(DELTA.len()..)?.try_into().ok()?))
+}
 
 /// A plugin as the last commit saw it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -204,34 +230,122 @@ impl StateStore {
         Ok(Some(meta))
     }
 
-    /// A prepared commit whose Kafka transaction may or may not have
-    /// committed.
-    pub fn pending(&self) -> Result<Option<Commit>, StateError> {
-        let Some(bytes) = self.db.get(PENDING).map_err(self.db_err())? else {
-            return Ok(None);
-        };
-        postcard::from_bytes(&bytes)
-            .map(Some)
-            .map_err(|e| self.corrupt(format!("pending commit: {e}")))
+    /// The ids of the logged commits (transactional mode), in order.
+    pub fn delta_ids(&self) -> Result<Vec<u64>, StateError> {
+        let mut out = Vec::new();
+        for item in self
+            .db
+            .iterator(IteratorMode::From(DELTA, rocksdb::Direction::Forward))
+        {
+            let (k, _) = item.map_err(self.db_err())?;
+            if !k.starts_with(DELTA) {
+                break;
+            }
+            out.push(delta_id(&k).ok_or_else(|| self.corrupt("a commit log key".into()))?);
+        }
+        Ok(out)
     }
 
-    /// Step 1 of a transactional commit: make it durable as pending.
-    pub fn prepare(&self, c: &Commit) -> Result<(), StateError> {
+    /// Step 1 of a transactional commit: append it to the commit log
+    /// (synced). One sequential write, whatever the number of keys.
+    pub fn log_commit(&self, c: &Commit) -> Result<(), StateError> {
         let bytes = postcard::to_allocvec(c).map_err(|e| self.corrupt(e.to_string()))?;
         let mut w = WriteOptions::default();
         w.set_sync(true);
-        self.db.put_opt(PENDING, bytes, &w).map_err(self.db_err())
+        self.db
+            .put_opt(delta_key(c.meta.id), bytes, &w)
+            .map_err(self.db_err())
     }
 
-    /// Drop a pending commit (its transaction did not commit).
-    pub fn discard_pending(&self) -> Result<(), StateError> {
+    /// Drop the logged commits after `id` (their transactions did not
+    /// commit); returns their ids.
+    pub fn discard_after(&self, id: u64) -> Result<Vec<u64>, StateError> {
+        let gone: Vec<u64> = self.delta_ids()?.into_iter().filter(|&d| d > id).collect();
+        if let Some(&first) = gone.first() {
+            let mut batch = WriteBatch::default();
+            batch.delete_range(delta_key(first), delta_end());
+            let mut w = WriteOptions::default();
+            w.set_sync(true);
+            self.db.write_opt(batch, &w).map_err(self.db_err())?;
+        }
+        Ok(gone)
+    }
+
+    /// Fold the logged commits up to `id` into the per-key state, in one
+    /// atomic write (a checkpoint in transactional mode). A key changed by
+    /// many commits is written once. Returns how many commits were folded.
+    pub fn compact(&self, id: u64) -> Result<usize, StateError> {
+        use std::collections::{BTreeMap, BTreeSet};
+        // Per plugin: whether its prefix is rewritten, and its last change
+        // per key.
+        type Folded = (bool, BTreeMap<Box<str>, Option<Vec<u8>>>);
+        let mut plugins: BTreeMap<String, Folded> = BTreeMap::new();
+        let mut seen: BTreeSet<String> = BTreeSet::new();
+        if let Some(base) = self.last()? {
+            seen.extend(base.plugins.iter().map(|p| p.name.clone()));
+        }
+        let mut last_meta = None;
+        let mut folded = 0;
+        for item in self
+            .db
+            .iterator(IteratorMode::From(DELTA, rocksdb::Direction::Forward))
+        {
+            let (k, v) = item.map_err(self.db_err())?;
+            if !k.starts_with(DELTA) {
+                break;
+            }
+            if delta_id(&k).is_none_or(|d| d > id) {
+                break;
+            }
+            let c: Commit = postcard::from_bytes(&v)
+                .map_err(|e| self.corrupt(format!("logged commit: {e}")))?;
+            for p in c.plugins {
+                let e = plugins.entry(p.name).or_default();
+                if p.rewrite {
+                    *e = (true, BTreeMap::new());
+                }
+                e.1.extend(p.changes);
+            }
+            seen.extend(c.meta.plugins.iter().map(|p| p.name.clone()));
+            last_meta = Some(c.meta);
+            folded += 1;
+        }
+        let Some(meta) = last_meta else {
+            return Ok(0);
+        };
+        let mut batch = WriteBatch::default();
+        for name in &seen {
+            if !meta.plugins.iter().any(|p| &p.name == name) {
+                batch.delete_range(prefix(name), prefix_end(name));
+            }
+        }
+        for (name, (rewrite, changes)) in &plugins {
+            if *rewrite {
+                batch.delete_range(prefix(name), prefix_end(name));
+            }
+            let mut key = prefix(name);
+            let base = key.len();
+            for (k, v) in changes {
+                key.truncate(base);
+                key.extend_from_slice(k.as_bytes());
+                match v {
+                    Some(v) => batch.put(&key, v),
+                    None if !rewrite => batch.delete(&key),
+                    None => {}
+                }
+            }
+        }
+        let m = postcard::to_allocvec(&meta).map_err(|e| self.corrupt(e.to_string()))?;
+        batch.put(META, m);
+        batch.delete_range(DELTA.to_vec(), delta_key(id + 1));
         let mut w = WriteOptions::default();
         w.set_sync(true);
-        self.db.delete_opt(PENDING, &w).map_err(self.db_err())
+        self.db.write_opt(batch, &w).map_err(self.db_err())?;
+        Ok(folded)
     }
 
-    /// Apply a commit atomically (and remove the pending copy, if any).
-    /// `sync`: fsync the write-ahead log before returning.
+    /// Apply a commit atomically (the direct path, without a Kafka
+    /// transaction). `sync`: fsync the write-ahead log before returning.
     pub fn apply(&self, c: &Commit, sync: bool) -> Result<(), StateError> {
         let mut batch = WriteBatch::default();
         if let Some(prev) = self.last()? {
@@ -259,7 +373,6 @@ impl StateStore {
         }
         let meta = postcard::to_allocvec(&c.meta).map_err(|e| self.corrupt(e.to_string()))?;
         batch.put(META, meta);
-        batch.delete(PENDING);
         let mut w = WriteOptions::default();
         w.set_sync(sync);
         self.db.write_opt(batch, &w).map_err(self.db_err())
@@ -386,26 +499,35 @@ mod tests {
     }
 
     #[test]
-    fn a_prepared_commit_survives_reopening_until_applied_or_discarded() {
+    fn logged_commits_fold_into_the_state_or_are_discarded() {
         let dir = tempfile::tempdir().unwrap();
-        let c = Commit {
-            meta: meta(7, &["a"]),
-            plugins: vec![change("a", false, &[("k", Some("v"))])],
-        };
         {
             let s = StateStore::open(dir.path()).unwrap();
-            s.prepare(&c).unwrap();
+            for (id, kv) in [
+                (1, vec![("k1", Some("1")), ("k2", Some("2"))]),
+                (2, vec![("k1", Some("1b")), ("k2", None)]),
+                (3, vec![("k3", Some("3"))]),
+            ] {
+                let c = Commit {
+                    meta: meta(id, &["a"]),
+                    plugins: vec![change("a", id == 1, &kv)],
+                };
+                s.log_commit(&c).unwrap();
+            }
         }
+        // Reopened as after a crash: commit 3's transaction did not commit.
         let s = StateStore::open(dir.path()).unwrap();
-        let p = s.pending().unwrap().unwrap();
-        assert_eq!(p.meta.id, 7);
-        assert!(keys(&s, "a").is_empty(), "pending is not applied yet");
-        s.apply(&p, false).unwrap();
-        assert!(s.pending().unwrap().is_none());
-        assert_eq!(keys(&s, "a"), vec![("k".into(), "v".into())]);
-        s.prepare(&c).unwrap();
-        s.discard_pending().unwrap();
-        assert!(s.pending().unwrap().is_none());
+        assert_eq!(s.delta_ids().unwrap(), vec![1, 2, 3]);
+        assert!(
+            keys(&s, "a").is_empty(),
+            "logged commits are not folded yet"
+        );
+        assert_eq!(s.discard_after(2).unwrap(), vec![3]);
+        assert_eq!(s.compact(2).unwrap(), 2);
+        assert!(s.delta_ids().unwrap().is_empty());
+        assert_eq!(keys(&s, "a"), vec![("k1".into(), "1b".into())]);
+        assert_eq!(s.last().unwrap().unwrap().id, 2);
+        assert_eq!(s.compact(5).unwrap(), 0, "nothing left to fold");
         s.clear().unwrap();
         assert!(s.last().unwrap().is_none());
         assert!(keys(&s, "a").is_empty());

@@ -1,0 +1,156 @@
+#!/usr/bin/env python3
+"""End-to-end probe of a running rtap host (used by scripts/performance-test.sh).
+
+Latency, precisely: a probe is a burst of `--burst` page views of one fresh
+user, produced to the events topic while the load runs; the last event of the
+burst is the one that makes bot-burst fire (30 views within 10 s). The clock
+starts when that event is handed to the Kafka client (linger.ms=0) and stops
+when the alert for that user is received
+  * on the WebSocket `/ws` (immediate path), and
+  * by a `read_committed` consumer of `cep-alerts` (committed path: visible
+    only once the host's transaction committed).
+Throughput and lag come from the broker: produced = sum of the partitions'
+end offsets, committed = the consumer group's committed offsets (committed in
+the host's transactions), lag = produced - committed, sampled every 2 s.
+"""
+import argparse, json, statistics, threading, time, urllib.request
+
+from confluent_kafka import Consumer, Producer, TopicPartition, OFFSET_END
+import websocket
+
+ap = argparse.ArgumentParser()
+ap.add_argument("--brokers", required=True)
+ap.add_argument("--api", required=True, help="http://HOST:PORT of the rtap host")
+ap.add_argument("--events-topic", default="website-analytics-events")
+ap.add_argument("--alerts-topic", default="cep-alerts")
+ap.add_argument("--group", default="rtap")
+ap.add_argument("--duration", type=float, default=60)
+ap.add_argument("--warmup", type=float, default=10)
+ap.add_argument("--probes-per-sec", type=float, default=5)
+ap.add_argument("--burst", type=int, default=30)
+ap.add_argument("--json", help="write the summary here too")
+a = ap.parse_args()
+
+run = f"{int(time.time())}"
+sent, ws_seen, com_seen = {}, {}, {}
+stop = threading.Event()
+
+
+def ws_reader():
+    url = a.api.replace("http://", "ws://") + "/ws"
+    ws = websocket.create_connection(url, timeout=5)
+    ws.settimeout(0.5)
+    while not stop.is_set():
+        try:
+            frame = ws.recv()
+        except websocket.WebSocketTimeoutException:
+            continue
+        now = time.time()
+        for line in frame.splitlines():
+            if '"probe-' not in line:
+                continue
+            m = json.loads(line)
+            if m.get("type") == "alert" and m.get("key", "").startswith("probe-"):
+                ws_seen.setdefault(m["key"], now)
+    ws.close()
+
+
+def committed_reader():
+    c = Consumer({"bootstrap.servers": a.brokers, "group.id": f"probe-{run}",
+                  "isolation.level": "read_committed", "enable.auto.commit": False,
+                  "fetch.wait.max.ms": 5})
+    md = c.list_topics(a.alerts_topic, timeout=10).topics[a.alerts_topic]
+    c.assign([TopicPartition(a.alerts_topic, p, OFFSET_END) for p in md.partitions])
+    while not stop.is_set():
+        m = c.poll(0.1)
+        if m is None or m.error():
+            continue
+        now = time.time()
+        v = m.value()
+        if b'"probe-' in v:
+            k = json.loads(v).get("key", "")
+            if k.startswith("probe-"):
+                com_seen.setdefault(k, now)
+    c.close()
+
+
+samples = []
+
+
+def sampler():
+    c = Consumer({"bootstrap.servers": a.brokers, "group.id": a.group, "enable.auto.commit": False})
+    parts = list(c.list_topics(a.events_topic, timeout=10).topics[a.events_topic].partitions)
+    tps = [TopicPartition(a.events_topic, p) for p in parts]
+    while not stop.is_set():
+        t = time.time()
+        high = sum(c.get_watermark_offsets(tp, timeout=5)[1] for tp in tps)
+        com = sum(max(tp.offset, 0) for tp in c.committed(tps, timeout=5))
+        try:
+            p = json.load(urllib.request.urlopen(a.api + "/api/pipeline", timeout=5))
+        except Exception:
+            p = {}
+        samples.append({"t": t, "produced": high, "committed": com,
+                        "events_in": p.get("events_in", 0),
+                        "dead": p.get("dead_lettered", 0)})
+        stop.wait(2.0)
+    c.close()
+
+
+def event(user, ts, i):
+    return json.dumps({"event_id": f"probe-{user}-{i}", "event_type": "page_view",
+                       "user_id": user, "session_id": f"s-{user}", "page": "/probe",
+                       "timestamp": ts, "latency_ms": 50.0, "country": "DE",
+                       "device": "desktop", "referrer": "direct"})
+
+
+threads = [threading.Thread(target=f, daemon=True) for f in (ws_reader, committed_reader, sampler)]
+for t in threads:
+    t.start()
+time.sleep(2)  # readers positioned
+prod = Producer({"bootstrap.servers": a.brokers, "linger.ms": 0})
+t0 = time.time()
+i = 0
+while time.time() - t0 < a.duration:
+    user = f"probe-{run}-{i}"
+    now_ms = int(time.time() * 1000)
+    for j in range(a.burst):
+        if j == a.burst - 1:
+            sent[user] = time.time()
+        prod.produce(a.events_topic, key=user, value=event(user, now_ms - (a.burst - 1 - j), j))
+    prod.poll(0)
+    i += 1
+    time.sleep(max(0.0, t0 + i / a.probes_per_sec - time.time()))
+prod.flush(10)
+time.sleep(3)
+stop.set()
+for t in threads:
+    t.join(timeout=10)
+
+
+def pct(xs, p):
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))] if xs else float("nan")
+
+
+probes = [k for k, t in sent.items() if t - t0 >= a.warmup]
+ws = [(ws_seen[k] - sent[k]) * 1000 for k in probes if k in ws_seen]
+com = [(com_seen[k] - sent[k]) * 1000 for k in probes if k in com_seen]
+steady = [s for s in samples if s["t"] - t0 >= a.warmup]
+out = {"probes": len(probes), "ws_missing": len(probes) - len(ws), "committed_missing": len(probes) - len(com)}
+for name, xs in (("ws", ws), ("committed", com)):
+    out[name] = {q: round(pct(xs, v), 1) for q, v in (("p50", 50), ("p95", 95), ("p99", 99), ("max", 100))}
+if len(steady) >= 2:
+    f, l = steady[0], steady[-1]
+    dt = l["t"] - f["t"]
+    lags = [s["produced"] - s["committed"] for s in steady]
+    out["produced_per_sec"] = round((l["produced"] - f["produced"]) / dt)
+    out["committed_per_sec"] = round((l["committed"] - f["committed"]) / dt)
+    out["host_events_per_sec"] = round((l["events_in"] - f["events_in"]) / dt)
+    out["lag_first_last_max"] = [lags[0], lags[-1], max(lags)]
+    out["lag_slope_per_sec"] = round((lags[-1] - lags[0]) / dt)
+    ev = l["events_in"] - f["events_in"]
+    out["error_rate"] = (l["dead"] - f["dead"]) / ev if ev else None
+print(json.dumps(out, indent=1))
+if a.json:
+    with open(a.json, "w") as fh:
+        json.dump(out, fh, indent=1)

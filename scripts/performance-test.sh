@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# The seed's ./scripts/performance-test.sh for rtap: a real Kafka-protocol
+# broker (tansu, on loopback), the host reading it with every shipped plugin
+# and the transactional Kafka sink, `rtap-gen` producing at RATE events/s, and
+# scripts/perf/probe.py measuring event→alert latency (WebSocket and
+# read_committed cep-alerts), throughput, consumer lag and the error rate.
+#
+#   scripts/performance-test.sh                  # 100 000 ev/s for 60 s
+#   RATE=50000 DURATION=120 scripts/performance-test.sh
+#   PLUGINS="page-views bot-burst" scripts/performance-test.sh
+#   HOST_ARGS="--commit-interval 50ms" scripts/performance-test.sh
+#   HOST_LOG=info,rtap_host::sink::kafka=debug scripts/performance-test.sh
+source "$(dirname "$0")/lib.sh"
+RATE=${RATE:-100000}
+DURATION=${DURATION:-60}
+PLUGINS=${PLUGINS:-}
+HOST_ARGS=${HOST_ARGS:-}
+unset RUST_LOG # HOST_LOG sets the host's
+
+tansu=$(ensure_tansu)
+py="${XDG_CACHE_HOME:-$HOME/.cache}/rtap/perf-py"
+if [[ ! -d "$py/confluent_kafka" || ! -d "$py/websocket" ]]; then
+    log "installing the probe's Python packages into $py"
+    python3 -m pip install --quiet --target "$py" confluent-kafka==2.6.1 websocket-client==1.8.0 >&2
+fi
+build_plugins_into "$ROOT/plugins" plugins
+log "building the host and rtap-gen"
+cargo build --quiet --release -p rtap-host --bin host --bin rtap-gen
+bin="$(target_dir)/release"
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
+kport=$(port)
+"$tansu" broker --listener-url "tcp://127.0.0.1:$kport" --advertised-listener-url "tcp://127.0.0.1:$kport" \
+    --storage-engine memory://tansu/ >"$work/tansu.log" 2>&1 &
+pids+=($!)
+until (exec 3<>"/dev/tcp/127.0.0.1/$kport") 2>/dev/null; do sleep 0.05; done
+
+mkdir -p "$work/plugins"
+if [[ -n "$PLUGINS" ]]; then
+    for p in $PLUGINS; do cp "plugins/$p.wasm" "$work/plugins/"; done
+else
+    cp plugins/*.wasm "$work/plugins/"
+fi
+hport=$(port)
+# shellcheck disable=SC2086
+RUST_LOG="${HOST_LOG:-info}" "$bin/host" --plugins "$work/plugins" --kafka-brokers "127.0.0.1:$kport" --no-watch \
+    --listen "127.0.0.1:$hport" --sink jsonl:/dev/null --data-dir "$work/data" $HOST_ARGS \
+    2>"$work/host.log" &
+pids+=($!)
+until curl -sf "http://127.0.0.1:$hport/health" >/dev/null 2>&1 || curl -s "http://127.0.0.1:$hport/health" 2>/dev/null | grep -q status; do
+    kill -0 "${pids[-1]}" 2>/dev/null || { cat "$work/host.log" >&2; exit 1; }
+    sleep 0.2
+done
+log "load: $RATE events/s for ${DURATION}s into tansu :$kport; host :$hport ($(ls "$work/plugins" | wc -l) plugins)"
+"$bin/rtap-gen" --kafka-brokers "127.0.0.1:$kport" --rate "$RATE" --events 0 --seed 5 >"$work/gen.log" 2>&1 &
+pids+=($!)
+PYTHONPATH="$py" python3 "$ROOT/scripts/perf/probe.py" --brokers "127.0.0.1:$kport" \
+    --api "http://127.0.0.1:$hport" --duration "$DURATION" --json "$work/summary.json"
+curl -s "http://127.0.0.1:$hport/metrics" | awk '
+    /^rtap_checkpoint_duration_seconds_(sum|count)/ { c[$1] = $2 }
+    /^rtap_sink_write_duration_seconds_(sum|count)\{sink="kafka"\}/ { k[$1] = $2 }
+    /^rtap_plugin_call_duration_seconds_sum/ { wasm += $2 }
+    END {
+        for (x in c) if (x ~ /count/) n = c[x]; else s = c[x]
+        for (x in k) if (x ~ /count/) kn = k[x]; else ks = k[x]
+        if (n > 0) printf "host: %d commits, %.1f ms each on average (Kafka transaction %.1f ms); %.1f s in plugin calls\n", n, 1000 * s / n, 1000 * ks / kn, wasm
+    }' >&2
+log "host: $(grep -c . "$work/host.log") log lines, $(grep -ci error "$work/host.log") with 'error'"
