@@ -34,6 +34,14 @@ ensure_apt() {
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 }
 
+# The host's RocksDB binding is generated with bindgen, which needs libclang.
+ensure_libclang() {
+    if compgen -G "/usr/lib/llvm-*/lib/libclang*.so*" >/dev/null || ldconfig -p 2>/dev/null | grep -q 'libclang[-.0-9]*\.so'; then
+        return 0
+    fi
+    ensure_apt __rtap_no_such_command__ libclang-dev
+}
+
 # Build the plugin crates of the given folders to components and copy them
 # into $1 (one NAME.wasm per crate).
 build_plugins_into() {

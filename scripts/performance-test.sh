@@ -17,6 +17,7 @@ PLUGINS=${PLUGINS:-}
 HOST_ARGS=${HOST_ARGS:-}
 unset RUST_LOG # HOST_LOG sets the host's
 
+ensure_libclang
 tansu=$(ensure_tansu)
 py="${XDG_CACHE_HOME:-$HOME/.cache}/rtap/perf-py"
 if [[ ! -d "$py/confluent_kafka" || ! -d "$py/websocket" ]]; then

@@ -4,6 +4,7 @@
 # unit tests, build, end-to-end in headless Chromium). CI runs exactly this.
 source "$(dirname "$0")/lib.sh"
 
+ensure_libclang
 ensure_apt chromium chromium victoria-metrics victoria-metrics promtool prometheus
 ensure_wasm_target
 export TANSU_BIN
