@@ -511,33 +511,46 @@ impl AggregateOp {
         }
 
         // Group the assignments by (key, window) and sort events by group.
-        // Keys are numbered first (an event's windows share its key, so the
-        // last key is checked by address before any hashing), then groups
-        // are found by (key number, window): one string comparison per
-        // event instead of one per window (measured: 12 % of the
-        // processing thread for sliding windows).
-        let mut key_no: FxHashMap<&str, u32> = FxHashMap::default();
-        let mut last_key: Option<(&str, u32)> = None;
-        let mut group_of: FxHashMap<(u32, u64), u32> = FxHashMap::default();
         let mut groups: Vec<(&str, u64)> = Vec::new();
         let mut entry_group = Vec::with_capacity(pending.entries.len());
-        for &(_, key, id) in &pending.entries {
-            let ks = Self::key_str(&pending, batch, key);
-            let kn = match last_key {
-                Some((prev, n)) if std::ptr::eq(prev, ks) => n,
-                _ => {
-                    let next = key_no.len() as u32;
-                    let n = *key_no.entry(ks).or_insert(next);
-                    last_key = Some((ks, n));
-                    n
-                }
-            };
-            let id = resolve(id);
-            let g = *group_of.entry((kn, id)).or_insert_with(|| {
-                groups.push((ks, id));
-                groups.len() as u32 - 1
-            });
-            entry_group.push(g);
+        if matches!(self.spec, WindowSpec::Sliding { .. }) {
+            // An event's windows share its key: number the keys first (the
+            // last key is checked by address before any hashing), then find
+            // groups by (key number, window) — one string comparison per
+            // event instead of one per window (measured: 12 % of the
+            // processing thread with active-users).
+            let mut key_no: FxHashMap<&str, u32> = FxHashMap::default();
+            let mut last_key: Option<(&str, u32)> = None;
+            let mut group_of: FxHashMap<(u32, u64), u32> = FxHashMap::default();
+            for &(_, key, id) in &pending.entries {
+                let ks = Self::key_str(&pending, batch, key);
+                let kn = match last_key {
+                    Some((prev, n)) if std::ptr::eq(prev, ks) => n,
+                    _ => {
+                        let next = key_no.len() as u32;
+                        let n = *key_no.entry(ks).or_insert(next);
+                        last_key = Some((ks, n));
+                        n
+                    }
+                };
+                let id = resolve(id);
+                let g = *group_of.entry((kn, id)).or_insert_with(|| {
+                    groups.push((ks, id));
+                    groups.len() as u32 - 1
+                });
+                entry_group.push(g);
+            }
+        } else {
+            // One window per event (tumbling) or per session: one lookup.
+            let mut group_of: FxHashMap<(&str, u64), u32> = FxHashMap::default();
+            for &(_, key, id) in &pending.entries {
+                let k = (Self::key_str(&pending, batch, key), resolve(id));
+                let g = *group_of.entry(k).or_insert_with(|| {
+                    groups.push(k);
+                    groups.len() as u32 - 1
+                });
+                entry_group.push(g);
+            }
         }
         let mut lens = vec![0u32; groups.len()];
         for &g in &entry_group {
