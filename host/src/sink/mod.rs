@@ -1,13 +1,14 @@
 //! Sinks: where outputs go. Each output is serialised to JSON once and the
 //! same line goes to every sink.
 //!
-//! Delivery guarantees: JSONL files are written and flushed after every batch;
-//! after a crash, outputs emitted since the last checkpoint are emitted again
-//! on restore (at-least-once; metric and alert objects are deterministic, so a
-//! consumer can deduplicate by (plugin, name, key, window) or alert `id`). The
-//! WebSocket stream is best-effort, at-most-once per connected client: a
-//! client that falls behind the hub's buffer is told how many messages it
-//! missed.
+//! Delivery guarantees across a crash (the protocol is in `crate::state`):
+//! Kafka topics exactly-once for `read_committed` readers (one transaction
+//! per commit, with the input offsets); JSONL files exactly-once (cut back to
+//! the last commit's length on restart; stdout cannot be, so at-least-once);
+//! InfluxDB effectively once (spooled before every commit, idempotent
+//! writes). The WebSocket stream is immediate and best-effort, at-most-once
+//! per connected client: a client that falls behind the hub's buffer is told
+//! how many messages it missed.
 
 pub mod influx;
 pub mod jsonl;
