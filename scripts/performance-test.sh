@@ -10,11 +10,14 @@
 #   PLUGINS="page-views bot-burst" scripts/performance-test.sh
 #   HOST_ARGS="--commit-interval 50ms" scripts/performance-test.sh
 #   HOST_LOG=info,rtap_host::sink::kafka=debug scripts/performance-test.sh
+#   PRELOAD=2000000 scripts/performance-test.sh   # drain a backlog: the host's
+#       Kafka-path throughput without the generator competing for the cores
 source "$(dirname "$0")/lib.sh"
 RATE=${RATE:-100000}
 DURATION=${DURATION:-60}
 PLUGINS=${PLUGINS:-}
 HOST_ARGS=${HOST_ARGS:-}
+PRELOAD=${PRELOAD:-}
 unset RUST_LOG # HOST_LOG sets the host's
 
 ensure_libclang
@@ -45,6 +48,10 @@ kport=$(port)
 pids+=($!)
 until (exec 3<>"/dev/tcp/127.0.0.1/$kport") 2>/dev/null; do sleep 0.05; done
 
+if [[ -n "$PRELOAD" ]]; then
+    log "preloading $PRELOAD events"
+    "$bin/rtap-gen" --kafka-brokers "127.0.0.1:$kport" --rate "$RATE" --unpaced --events "$PRELOAD" --seed 5 >"$work/gen.log" 2>&1
+fi
 mkdir -p "$work/plugins"
 if [[ -n "$PLUGINS" ]]; then
     for p in $PLUGINS; do cp "plugins/$p.wasm" "$work/plugins/"; done
@@ -61,6 +68,25 @@ until curl -sf "http://127.0.0.1:$hport/health" >/dev/null 2>&1 || curl -s "http
     kill -0 "${pids[-1]}" 2>/dev/null || { cat "$work/host.log" >&2; exit 1; }
     sleep 0.2
 done
+if [[ -n "$PRELOAD" ]]; then
+    PYTHONPATH="$py" python3 - "127.0.0.1:$kport" "$PRELOAD" <<'PY'
+import sys, time
+from confluent_kafka import Consumer, TopicPartition
+c = Consumer({"bootstrap.servers": sys.argv[1], "group.id": "rtap", "enable.auto.commit": False})
+tps = [TopicPartition("website-analytics-events", p) for p in range(12)]
+n, t0, first = int(sys.argv[2]), None, 0
+while True:
+    done = sum(max(tp.offset, 0) for tp in c.committed(tps, timeout=5))
+    now = time.time()
+    if t0 is None and done > 0:
+        t0, first = now, done
+    if done >= n:
+        break
+    time.sleep(0.2)
+print(f"backlog of {n} events drained (committed) at {(done - first) / (now - t0):.0f} events/s")
+PY
+    exit 0
+fi
 log "load: $RATE events/s for ${DURATION}s into tansu :$kport; host :$hport ($(ls "$work/plugins" | wc -l) plugins)"
 "$bin/rtap-gen" --kafka-brokers "127.0.0.1:$kport" --rate "$RATE" --events 0 --seed 5 >"$work/gen.log" 2>&1 &
 pids+=($!)

@@ -35,6 +35,10 @@ struct Args {
     kafka_brokers: Option<String>,
     #[arg(long, default_value = "website-analytics-events")]
     topic: String,
+    /// Kafka: produce as fast as possible (event time still advances at
+    /// `--rate`): a backlog for throughput tests.
+    #[arg(long)]
+    unpaced: bool,
 }
 
 fn main() -> std::io::Result<()> {
@@ -68,7 +72,7 @@ fn main() -> std::io::Result<()> {
         rate: a.rate,
         seed: a.seed,
         start_ms: None,
-        unpaced: false,
+        unpaced: a.unpaced,
         limit,
     });
     let mut sent = 0u64;
