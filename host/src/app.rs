@@ -508,6 +508,7 @@ fn run(config: Config) -> Result<Exit, Failure> {
         commit_id,
         changed: false,
         restored,
+        lag_partitions: kafka_partitions.clone(),
         stop,
         commands,
         time,

@@ -88,6 +88,8 @@ pub struct Runner {
     /// with one, so a crash before the first interval still finds the
     /// length of every output file to cut back to).
     pub restored: bool,
+    /// The Kafka partitions whose consumer lag the status reports.
+    pub lag_partitions: Vec<i32>,
     pub stop: Arc<AtomicBool>,
     /// Lifecycle commands, applied between batches.
     pub commands: Receiver<Command>,
@@ -175,7 +177,14 @@ impl Runner {
                     "late_events": stats.late_events.load(Ordering::Relaxed),
                     "dead_lettered": stats.dead_lettered.load(Ordering::Relaxed),
                     "e2e_latency_ms": latencies.percentiles(),
-                    "consumer_lag": {},
+                    "consumer_lag": self
+                        .lag_partitions
+                        .iter()
+                        .filter_map(|p| {
+                            let g = metrics().consumer_lag.get_metric_with_label_values(&[&p.to_string()]).ok()?;
+                            Some((p.to_string(), serde_json::json!(g.get())))
+                        })
+                        .collect::<serde_json::Map<_, _>>(),
                     "last_checkpoint": Some(stats.last_checkpoint.load(Ordering::Relaxed)).filter(|&t| t > 0),
                 });
                 if let Some(hub) = &self.hub {
