@@ -341,11 +341,7 @@ fn run(config: Config) -> Result<Exit, Failure> {
                 let mut state = slot.take_state();
                 let inst = &mut slot.inst;
                 let mut f = |b: &[u8]| inst.migrate(from, b).map_err(|e| e.to_string());
-                let n = match &mut state {
-                    crate::pipeline::OpState::Windows(w) => w.try_map(&mut f),
-                    crate::pipeline::OpState::Keyed(k) => k.try_map(&mut f),
-                }
-                .map_err(|e| {
+                let n = state.try_map(&mut f).map_err(|e| {
                     Failure::Start(format!(
                         "plugin `{}`: migrating the committed state from schema {from} failed: {e}",
                         pm.name

@@ -400,10 +400,7 @@ impl Runner {
         let res = match &self.kafka {
             Some(k) => k.commit(commit).map_err(RunError::Kafka),
             None => {
-                if let Some(d) = self.fault_pause {
-                    eprintln!("rtap-fault: synced commit {}", commit.meta.id);
-                    std::thread::sleep(d);
-                }
+                crate::state::fault_phase(self.fault_pause, "synced", id);
                 self.store.apply(&commit, true).map_err(RunError::from)
             }
         };

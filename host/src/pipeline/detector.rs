@@ -16,24 +16,20 @@ use crate::event::EventBatch;
 use crate::plugin::describe::{Field, KeyBy};
 use crate::plugin::io::{MetricIn, Packed, RawAlert, Step};
 use crate::plugin::{CallError, PluginCalls};
+use crate::state::ChangedKeys;
 
 use super::columns;
 
 /// Per-key states and timers; what a checkpoint saves.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default)]
 pub struct DetectorState {
     states: FxHashMap<Box<str>, Vec<u8>>,
     /// All timers in time order.
     timers: BTreeSet<(i64, Box<str>)>,
     /// The same timers by key (to find a key's due timers fast).
     by_key: FxHashMap<Box<str>, BTreeSet<i64>>,
-    /// Keys changed since the last commit (see [`DetectorState::take_dirty`]).
-    #[serde(skip)]
-    dirty: FxHashSet<Box<str>>,
-    /// Every key changed (new, reset or migrated state): the next commit
-    /// rewrites the plugin's whole state.
-    #[serde(skip)]
-    pub rewrite: bool,
+    /// Keys changed since the last commit.
+    pub changed: ChangedKeys,
 }
 
 /// What the state store keeps per detector key: its state and its timers.
@@ -61,14 +57,8 @@ impl DetectorState {
         }
         let n = next.len();
         self.states = next;
-        self.rewrite = true;
+        self.changed.rewrite = true;
         Ok(n)
-    }
-
-    fn touch(&mut self, key: &str) {
-        if !self.dirty.contains(key) {
-            self.dirty.insert(key.into());
-        }
     }
 
     fn encode(&self, key: &str) -> Option<Vec<u8>> {
@@ -89,8 +79,8 @@ impl DetectorState {
     /// The keys changed since the last call, each with its encoded entry
     /// (`None`: the key has neither state nor timers any more).
     pub fn take_dirty(&mut self) -> Vec<(Box<str>, Option<Vec<u8>>)> {
-        let dirty = std::mem::take(&mut self.dirty);
-        dirty
+        self.changed
+            .take()
             .into_iter()
             .map(|k| {
                 let v = self.encode(&k);
@@ -101,7 +91,7 @@ impl DetectorState {
 
     /// Every key with its encoded entry (a full rewrite).
     pub fn entries(&mut self) -> Vec<(Box<str>, Vec<u8>)> {
-        self.dirty.clear();
+        self.changed.take();
         let mut keys: FxHashSet<&str> = self.states.keys().map(|k| &**k).collect();
         keys.extend(self.by_key.keys().map(|k| &**k));
         keys.into_iter()
@@ -228,7 +218,7 @@ impl DetectorOp {
 
     fn apply(&mut self, keys: &[String], step: Step, alerts: &mut Vec<KeyedAlert>) {
         for (i, key) in keys.iter().enumerate() {
-            self.state.touch(key);
+            self.state.changed.touch(key);
             let s = step.states.get(i);
             if s.is_empty() {
                 self.state.states.remove(key.as_str());
@@ -395,7 +385,7 @@ impl DetectorOp {
     }
 
     fn forget_timer(&mut self, key: &str, at: i64) {
-        self.state.touch(key);
+        self.state.changed.touch(key);
         if let Some(ts) = self.state.by_key.get_mut(key) {
             ts.remove(&at);
             if ts.is_empty() {

@@ -25,8 +25,6 @@ pub use swap::{StateTransfer, SwapReport};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
-
 use crate::event::EventBatch;
 use crate::plugin::describe::{Input, Kind};
 use crate::plugin::io::MetricIn;
@@ -116,16 +114,18 @@ impl Slot {
 
     fn set_rewrite(&mut self) {
         match &mut self.op {
-            Op::Aggregate(a) => a.state.rewrite = true,
-            Op::Events(d) | Op::Metrics(d) => d.state.rewrite = true,
+            Op::Aggregate(a) => a.state.changed.rewrite = true,
+            Op::Events(d) | Op::Metrics(d) => d.state.changed.rewrite = true,
         }
     }
 
     /// The state changes since the last commit, for the state store.
     pub fn state_delta(&mut self) -> StateDelta {
         let (rewrite, meta) = match &mut self.op {
-            Op::Aggregate(a) => (std::mem::take(&mut a.state.rewrite), a.state.meta()),
-            Op::Events(d) | Op::Metrics(d) => (std::mem::take(&mut d.state.rewrite), Vec::new()),
+            Op::Aggregate(a) => (std::mem::take(&mut a.state.changed.rewrite), a.state.meta()),
+            Op::Events(d) | Op::Metrics(d) => {
+                (std::mem::take(&mut d.state.changed.rewrite), Vec::new())
+            }
         };
         let changes = if rewrite {
             let all = match &mut self.op {
@@ -186,14 +186,6 @@ impl Slot {
         }
     }
 
-    /// The operator state, for checkpoints.
-    pub fn snapshot(&self) -> OpState {
-        match &self.op {
-            Op::Aggregate(a) => OpState::Windows(a.state.clone()),
-            Op::Events(d) | Op::Metrics(d) => OpState::Keyed(d.state.clone()),
-        }
-    }
-
     pub fn restore(&mut self, s: OpState) -> Result<(), String> {
         match (&mut self.op, s) {
             (Op::Aggregate(a), OpState::Windows(w)) => a.state = w,
@@ -220,11 +212,21 @@ pub struct StateDelta {
     pub changes: Vec<(Box<str>, Option<Vec<u8>>)>,
 }
 
-/// A plugin's operator state in a checkpoint.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// A plugin's operator state, moved out of its slot (swaps, migrations).
+#[derive(Debug)]
 pub enum OpState {
     Windows(WindowState),
     Keyed(DetectorState),
+}
+
+impl OpState {
+    /// Rewrite every state with `f`; all or nothing.
+    pub fn try_map<E>(&mut self, f: impl FnMut(&[u8]) -> Result<Vec<u8>, E>) -> Result<usize, E> {
+        match self {
+            OpState::Windows(w) => w.try_map(f),
+            OpState::Keyed(k) => k.try_map(f),
+        }
+    }
 }
 
 pub struct Pipeline {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::status::{PluginCounters, PluginStatus};
-use super::{OpState, Pipeline, Slot, TimeConfig};
+use super::{Pipeline, Slot, TimeConfig};
 use crate::plugin::{Identity, PluginCalls};
 
 /// How a new version takes over a plugin's state.
@@ -78,10 +78,7 @@ impl Pipeline {
                     inst.migrate(from, b)
                         .map_err(|e| format!("migration from schema {from} failed: {e}"))
                 };
-                let res = match &mut state {
-                    OpState::Windows(w) => w.try_map(&mut f),
-                    OpState::Keyed(k) => k.try_map(&mut f),
-                };
+                let res = state.try_map(&mut f);
                 match res {
                     Ok(n) => {
                         migrated = n;

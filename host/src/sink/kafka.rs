@@ -121,29 +121,6 @@ impl KafkaSink {
         }))
     }
 
-    /// The group's committed offsets of the input topic.
-    pub fn committed_inputs(&self, partitions: &[i32]) -> Result<Vec<(i32, i64)>, KafkaSinkError> {
-        let Some(topic) = &self.input_topic else {
-            return Ok(Vec::new());
-        };
-        let mut tpl = TopicPartitionList::new();
-        for &p in partitions {
-            tpl.add_partition(topic, p);
-        }
-        let got = self
-            .group
-            .committed_offsets(tpl, Duration::from_secs(10))
-            .map_err(err("reading committed offsets"))?;
-        Ok(got
-            .elements()
-            .iter()
-            .filter_map(|e| match e.offset() {
-                Offset::Offset(o) => Some((e.partition(), o)),
-                _ => None,
-            })
-            .collect())
-    }
-
     fn ensure_txn(&mut self) -> Result<(), KafkaSinkError> {
         if !self.in_txn {
             self.producer
@@ -303,7 +280,7 @@ pub struct Committer {
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use crate::state::{Commit, StateStore};
+use crate::state::{Commit, StateStore, fault_phase};
 
 impl Committer {
     pub fn spawn(mut sink: KafkaSink, store: Arc<StateStore>, pause: Option<Duration>) -> Self {
@@ -314,12 +291,7 @@ impl Committer {
         let thread = std::thread::Builder::new()
             .name("rtap-committer".into())
             .spawn(move || {
-                let phase = |name: &str, id: u64| {
-                    if let Some(d) = pause {
-                        eprintln!("rtap-fault: {name} commit {id}");
-                        std::thread::sleep(d);
-                    }
-                };
+                let phase = |name: &str, id: u64| fault_phase(pause, name, id);
                 let mut idle_since = Instant::now();
                 loop {
                     let msg = match rx.recv_timeout(Duration::from_millis(50)) {

@@ -72,6 +72,61 @@ use crate::source::Position;
 use crate::window::Watermark;
 
 pub const FORMAT: u32 = 3;
+
+/// The keys of an operator's state changed since the last commit: what the
+/// next commit writes.
+#[derive(Debug, Clone, Default)]
+pub struct ChangedKeys {
+    keys: rustc_hash::FxHashSet<Box<str>>,
+    /// Every key changed (new, reset or migrated state): the next commit
+    /// rewrites the plugin's whole prefix.
+    pub rewrite: bool,
+}
+
+impl ChangedKeys {
+    pub fn touch(&mut self, key: &str) {
+        if !self.keys.contains(key) {
+            self.keys.insert(key.into());
+        }
+    }
+
+    /// The changed keys, forgotten here.
+    pub fn take(&mut self) -> rustc_hash::FxHashSet<Box<str>> {
+        std::mem::take(&mut self.keys)
+    }
+}
+
+/// Fault injection for the kill tests (`RTAP_FAULT_COMMIT_PAUSE_MS`): name
+/// the commit phase on stderr and pause in it, so a SIGKILL lands there.
+pub fn fault_phase(pause: Option<std::time::Duration>, phase: &str, id: u64) {
+    if let Some(d) = pause {
+        eprintln!("rtap-fault: {phase} commit {id}");
+        std::thread::sleep(d);
+    }
+}
+
+/// Write one plugin's changes into `batch`: its whole prefix first when it
+/// is rewritten, then every changed key (`None`: deleted).
+fn write_changes<'a>(
+    batch: &mut WriteBatch,
+    plugin: &str,
+    rewrite: bool,
+    changes: impl Iterator<Item = (&'a str, Option<&'a [u8]>)>,
+) {
+    if rewrite {
+        batch.delete_range(prefix(plugin), prefix_end(plugin));
+    }
+    let mut key = prefix(plugin);
+    let base = key.len();
+    for (k, v) in changes {
+        key.truncate(base);
+        key.extend_from_slice(k.as_bytes());
+        match v {
+            Some(v) => batch.put(&key, v),
+            None => batch.delete(&key),
+        }
+    }
+}
 const META: &[u8] = b"m/commit";
 /// The commit log: `d/` + the commit id (big-endian, so in order).
 const DELTA: &[u8] = b"d/";
@@ -320,20 +375,12 @@ impl StateStore {
             }
         }
         for (name, (rewrite, changes)) in &plugins {
-            if *rewrite {
-                batch.delete_range(prefix(name), prefix_end(name));
-            }
-            let mut key = prefix(name);
-            let base = key.len();
-            for (k, v) in changes {
-                key.truncate(base);
-                key.extend_from_slice(k.as_bytes());
-                match v {
-                    Some(v) => batch.put(&key, v),
-                    None if !rewrite => batch.delete(&key),
-                    None => {}
-                }
-            }
+            write_changes(
+                &mut batch,
+                name,
+                *rewrite,
+                changes.iter().map(|(k, v)| (&**k, v.as_deref())),
+            );
         }
         let m = postcard::to_allocvec(&meta).map_err(|e| self.corrupt(e.to_string()))?;
         batch.put(META, m);
@@ -356,20 +403,12 @@ impl StateStore {
             }
         }
         for p in &c.plugins {
-            let pre = prefix(&p.name);
-            if p.rewrite {
-                batch.delete_range(pre.clone(), prefix_end(&p.name));
-            }
-            let mut key = pre;
-            let base = key.len();
-            for (k, v) in &p.changes {
-                key.truncate(base);
-                key.extend_from_slice(k.as_bytes());
-                match v {
-                    Some(v) => batch.put(&key, v),
-                    None => batch.delete(&key),
-                }
-            }
+            write_changes(
+                &mut batch,
+                &p.name,
+                p.rewrite,
+                p.changes.iter().map(|(k, v)| (&**k, v.as_deref())),
+            );
         }
         let meta = postcard::to_allocvec(&c.meta).map_err(|e| self.corrupt(e.to_string()))?;
         batch.put(META, meta);

@@ -13,7 +13,7 @@
 
 use std::collections::BTreeMap;
 
-use rustc_hash::{FxHashMap, FxHashSet};
+use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
 use super::{Lateness, classify, sliding_starts, tumbling_start};
@@ -22,8 +22,9 @@ use crate::pipeline::columns;
 use crate::plugin::describe::{Field, KeyBy, WindowSpec};
 use crate::plugin::io::{Packed, RawMetric};
 use crate::plugin::{CallError, PluginCalls};
+use crate::state::ChangedKeys;
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone)]
 struct Win {
     id: u64,
     start: i64,
@@ -34,18 +35,13 @@ struct Win {
 }
 
 /// Everything an aggregator's windows hold; what a checkpoint saves.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default)]
 pub struct WindowState {
     keys: FxHashMap<Box<str>, Vec<Win>>,
     triggers: BTreeMap<i64, Vec<Box<str>>>,
     next_session: u64,
-    /// Keys changed since the last commit (see [`WindowState::take_dirty`]).
-    #[serde(skip)]
-    dirty: FxHashSet<Box<str>>,
-    /// Every key changed (new, reset or migrated state): the next commit
-    /// rewrites the plugin's whole state.
-    #[serde(skip)]
-    pub rewrite: bool,
+    /// Keys changed since the last commit.
+    pub changed: ChangedKeys,
 }
 
 /// What the state store keeps per window key: the key's live windows.
@@ -107,21 +103,15 @@ impl WindowState {
             }
         }
         self.keys = next;
-        self.rewrite = true;
+        self.changed.rewrite = true;
         Ok(n)
-    }
-
-    fn touch(&mut self, key: &str) {
-        if !self.dirty.contains(key) {
-            self.dirty.insert(key.into());
-        }
     }
 
     /// The keys changed since the last call, each with its encoded entry
     /// (`None`: the key has no windows any more).
     pub fn take_dirty(&mut self) -> Vec<(Box<str>, Option<Vec<u8>>)> {
-        let dirty = std::mem::take(&mut self.dirty);
-        dirty
+        self.changed
+            .take()
             .into_iter()
             .map(|k| {
                 let v = self.keys.get(&k).map(|w| encode_wins(w));
@@ -132,7 +122,7 @@ impl WindowState {
 
     /// Every key with its encoded entry (a full rewrite).
     pub fn entries(&mut self) -> Vec<(Box<str>, Vec<u8>)> {
-        self.dirty.clear();
+        self.changed.take();
         self.keys
             .iter()
             .map(|(k, w)| (k.clone(), encode_wins(w)))
@@ -372,7 +362,7 @@ impl AggregateOp {
                 let (start, end) = (ts, ts.saturating_add(gap_ms));
                 let lateness = self.lateness_ms;
                 let key_s = Self::key_str(&self.pending, batch, key);
-                self.state.touch(key_s);
+                self.state.changed.touch(key_s);
                 if !self.state.keys.contains_key(key_s) {
                     self.state.keys.insert(key_s.into(), Vec::new());
                 }
@@ -475,7 +465,7 @@ impl AggregateOp {
                 continue;
             }
             let key_s = Self::key_str(&pending, batch, *key);
-            self.state.touch(key_s);
+            self.state.changed.touch(key_s);
             let Some(win) = self
                 .state
                 .keys
@@ -592,7 +582,7 @@ impl AggregateOp {
         };
         for (g, &(key, id)) in groups.iter().enumerate() {
             let new = new_states.get(g).to_vec();
-            self.state.touch(key);
+            self.state.changed.touch(key);
             match self
                 .state
                 .keys
@@ -682,7 +672,7 @@ impl AggregateOp {
             }
         }
         for (key, id) in targets {
-            self.state.touch(&key);
+            self.state.changed.touch(&key);
             let Some(ws) = self.state.keys.get_mut(&key) else {
                 continue;
             };
@@ -735,7 +725,7 @@ impl AggregateOp {
         keys.dedup();
         let mut due: Vec<(i64, i64, Box<str>, u64)> = Vec::new();
         for key in keys {
-            self.state.touch(&key);
+            self.state.changed.touch(&key);
             let Some(ws) = self.state.keys.get_mut(&key) else {
                 continue;
             };
