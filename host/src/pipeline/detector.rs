@@ -16,7 +16,7 @@ use crate::event::EventBatch;
 use crate::plugin::describe::{Field, KeyBy};
 use crate::plugin::io::{MetricIn, Packed, RawAlert, Step};
 use crate::plugin::{CallError, PluginCalls};
-use crate::state::ChangedKeys;
+use crate::state::{ChangedKeys, Changes};
 
 use super::columns;
 
@@ -40,6 +40,14 @@ struct KeyEntry<'a> {
     timers: Vec<i64>,
 }
 
+/// A [`KeyEntry`] as it is written (the same bytes, no copies).
+#[derive(Serialize)]
+struct KeyEntryOut<'a> {
+    #[serde(serialize_with = "crate::state::ser_bytes")]
+    state: &'a [u8],
+    timers: &'a BTreeSet<i64>,
+}
+
 impl DetectorState {
     /// Up to `n` key states (a migration dry-run sample).
     pub fn sample(&self, n: usize) -> Vec<Vec<u8>> {
@@ -61,42 +69,39 @@ impl DetectorState {
         Ok(n)
     }
 
-    fn encode(&self, key: &str) -> Option<Vec<u8>> {
+    /// Append key's entry, encoded, to `out`; false when the key has neither
+    /// state nor timers.
+    fn encode(&self, key: &str, out: &mut Vec<u8>) -> bool {
+        static NO_TIMERS: BTreeSet<i64> = BTreeSet::new();
         let state = self.states.get(key);
         let timers = self.by_key.get(key);
         if state.is_none() && timers.is_none() {
-            return None;
+            return false;
         }
-        let e = KeyEntry {
+        let e = KeyEntryOut {
             state: state.map(Vec::as_slice).unwrap_or(&[]),
-            timers: timers
-                .map(|t| t.iter().copied().collect())
-                .unwrap_or_default(),
+            timers: timers.unwrap_or(&NO_TIMERS),
         };
-        Some(postcard::to_allocvec(&e).expect("detector entries serialize"))
+        *out = postcard::to_extend(&e, std::mem::take(out)).expect("detector entries serialize");
+        true
     }
 
-    /// The keys changed since the last call, each with its encoded entry
-    /// (`None`: the key has neither state nor timers any more).
-    pub fn take_dirty(&mut self) -> Vec<(Box<str>, Option<Vec<u8>>)> {
-        self.changed
-            .take()
-            .into_iter()
-            .map(|k| {
-                let v = self.encode(&k);
-                (k, v)
-            })
-            .collect()
+    /// Put the keys changed since the last call into `out`, each with its
+    /// encoded entry (none: the key has neither state nor timers any more).
+    pub fn take_dirty(&mut self, out: &mut Changes) {
+        for k in self.changed.take() {
+            out.put_with(&k, |buf| self.encode(&k, buf));
+        }
     }
 
-    /// Every key with its encoded entry (a full rewrite).
-    pub fn entries(&mut self) -> Vec<(Box<str>, Vec<u8>)> {
+    /// Put every key with its encoded entry into `out` (a full rewrite).
+    pub fn entries(&mut self, out: &mut Changes) {
         self.changed.take();
         let mut keys: FxHashSet<&str> = self.states.keys().map(|k| &**k).collect();
         keys.extend(self.by_key.keys().map(|k| &**k));
-        keys.into_iter()
-            .filter_map(|k| Some((k.into(), self.encode(k)?)))
-            .collect()
+        for k in keys {
+            out.put_with(k, |buf| self.encode(k, buf));
+        }
     }
 
     /// Rebuild from the state store's entries.
@@ -423,5 +428,42 @@ impl DetectorOp {
             }
             Err(e) => Err((e, due)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_are_written_as_the_store_reads_them() {
+        let mut s = DetectorState::default();
+        s.states.insert("u1".into(), vec![1, 2, 3]);
+        s.by_key.insert("u1".into(), BTreeSet::from([-5, 70_000]));
+        s.by_key.insert("u2".into(), BTreeSet::from([9]));
+        let mut buf = Vec::new();
+        assert!(s.encode("u1", &mut buf));
+        let old = postcard::to_allocvec(&KeyEntry {
+            state: &[1, 2, 3],
+            timers: vec![-5, 70_000],
+        })
+        .unwrap();
+        assert_eq!(buf, old);
+        assert!(!s.encode("nobody", &mut buf));
+        let mut out = Changes::default();
+        s.entries(&mut out);
+        let entries: Vec<(String, Vec<u8>)> = out
+            .iter()
+            .map(|r| {
+                r.map(|(k, v)| (k.to_string(), v.unwrap().to_vec()))
+                    .unwrap()
+            })
+            .collect();
+        let back =
+            DetectorState::from_entries(entries.iter().map(|(k, v)| (k.as_str(), v.as_slice())))
+                .unwrap();
+        assert_eq!(back.states, s.states);
+        assert_eq!(back.by_key, s.by_key);
+        assert_eq!(back.timers.len(), 3);
     }
 }

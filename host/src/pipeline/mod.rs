@@ -29,6 +29,7 @@ use crate::event::EventBatch;
 use crate::plugin::describe::{Input, Kind};
 use crate::plugin::io::MetricIn;
 use crate::plugin::{CallError, Identity, PluginCalls};
+use crate::state::Changes;
 use crate::window::Watermark;
 use crate::window::aggregate::{AggregateOp, Fired, OpFailure, WindowState};
 use detector::{DetectorOp, DetectorState, KeyedAlert};
@@ -127,18 +128,13 @@ impl Slot {
                 (std::mem::take(&mut d.state.changed.rewrite), Vec::new())
             }
         };
-        let changes = if rewrite {
-            let all = match &mut self.op {
-                Op::Aggregate(a) => a.state.entries(),
-                Op::Events(d) | Op::Metrics(d) => d.state.entries(),
-            };
-            all.into_iter().map(|(k, v)| (k, Some(v))).collect()
-        } else {
-            match &mut self.op {
-                Op::Aggregate(a) => a.state.take_dirty(),
-                Op::Events(d) | Op::Metrics(d) => d.state.take_dirty(),
-            }
-        };
+        let mut changes = Changes::default();
+        match (&mut self.op, rewrite) {
+            (Op::Aggregate(a), true) => a.state.entries(&mut changes),
+            (Op::Aggregate(a), false) => a.state.take_dirty(&mut changes),
+            (Op::Events(d) | Op::Metrics(d), true) => d.state.entries(&mut changes),
+            (Op::Events(d) | Op::Metrics(d), false) => d.state.take_dirty(&mut changes),
+        }
         StateDelta {
             rewrite,
             meta,
@@ -209,7 +205,7 @@ pub struct StateDelta {
     /// The operator-wide part of the state.
     pub meta: Vec<u8>,
     /// Changed keys: the new entry, or `None` when the key is gone.
-    pub changes: Vec<(Box<str>, Option<Vec<u8>>)>,
+    pub changes: Changes,
 }
 
 /// A plugin's operator state, moved out of its slot (swaps, migrations).

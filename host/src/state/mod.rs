@@ -65,13 +65,15 @@
 use std::path::{Path, PathBuf};
 
 use rocksdb::{DB, IteratorMode, Options, WriteBatch, WriteOptions};
+use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
 use crate::pipeline::StateDelta;
 use crate::source::Position;
 use crate::window::Watermark;
 
-pub const FORMAT: u32 = 3;
+/// 4: changed keys travel as one encoded buffer per plugin ([`Changes`]).
+pub const FORMAT: u32 = 4;
 
 /// The keys of an operator's state changed since the last commit: what the
 /// next commit writes.
@@ -111,14 +113,15 @@ fn write_changes<'a>(
     batch: &mut WriteBatch,
     plugin: &str,
     rewrite: bool,
-    changes: impl Iterator<Item = (&'a str, Option<&'a [u8]>)>,
-) {
+    changes: impl Iterator<Item = Result<(&'a str, Option<&'a [u8]>), String>>,
+) -> Result<(), String> {
     if rewrite {
         batch.delete_range(prefix(plugin), prefix_end(plugin));
     }
     let mut key = prefix(plugin);
     let base = key.len();
-    for (k, v) in changes {
+    for c in changes {
+        let (k, v) = c?;
         key.truncate(base);
         key.extend_from_slice(k.as_bytes());
         match v {
@@ -126,6 +129,7 @@ fn write_changes<'a>(
             None => batch.delete(&key),
         }
     }
+    Ok(())
 }
 const META: &[u8] = b"m/commit";
 /// The commit log: `d/` + the commit id (big-endian, so in order).
@@ -179,7 +183,7 @@ pub struct CommitMeta {
 pub struct PluginChanges {
     pub name: String,
     pub rewrite: bool,
-    pub changes: Vec<(Box<str>, Option<Vec<u8>>)>,
+    pub changes: Changes,
 }
 
 impl PluginChanges {
@@ -193,6 +197,156 @@ impl PluginChanges {
             d.meta,
         )
     }
+}
+
+/// Changed keys with their new entries, encoded back to back in one buffer
+/// as they are taken from an operator — no allocation per key, and the
+/// commit log record embeds the buffer with one copy. Per entry: a varint
+/// key length, the key, then `0` (the key is gone) or `1`, a varint entry
+/// length and the entry.
+#[derive(Debug, Clone, Default)]
+pub struct Changes {
+    n: usize,
+    buf: Vec<u8>,
+    /// Where an operator encodes one entry before it is appended.
+    scratch: Vec<u8>,
+}
+
+fn put_varint(buf: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        buf.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    buf.push(v as u8);
+}
+
+fn take_varint(buf: &mut &[u8]) -> Option<u64> {
+    let mut v = 0u64;
+    for shift in (0..64).step_by(7) {
+        let (&b, rest) = buf.split_first()?;
+        *buf = rest;
+        v |= u64::from(b & 0x7f) << shift;
+        if b < 0x80 {
+            return Some(v);
+        }
+    }
+    None
+}
+
+fn take_bytes<'a>(buf: &mut &'a [u8]) -> Option<&'a [u8]> {
+    let n = usize::try_from(take_varint(buf)?).ok()?;
+    if n > buf.len() {
+        return None;
+    }
+    let (b, rest) = buf.split_at(n);
+    *buf = rest;
+    Some(b)
+}
+
+impl Changes {
+    pub fn len(&self) -> usize {
+        self.n
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.n == 0
+    }
+
+    /// Append `key`: its new entry, or `None` when it is gone.
+    pub fn put(&mut self, key: &str, entry: Option<&[u8]>) {
+        put_varint(&mut self.buf, key.len() as u64);
+        self.buf.extend_from_slice(key.as_bytes());
+        match entry {
+            None => self.buf.push(0),
+            Some(e) => {
+                self.buf.push(1);
+                put_varint(&mut self.buf, e.len() as u64);
+                self.buf.extend_from_slice(e);
+            }
+        }
+        self.n += 1;
+    }
+
+    /// Append `key` with the entry `encode` writes into the (cleared)
+    /// buffer it is given; `encode` returns false when the key is gone.
+    pub fn put_with(&mut self, key: &str, encode: impl FnOnce(&mut Vec<u8>) -> bool) {
+        let mut scratch = std::mem::take(&mut self.scratch);
+        scratch.clear();
+        let present = encode(&mut scratch);
+        self.put(key, present.then_some(scratch.as_slice()));
+        self.scratch = scratch;
+    }
+
+    /// The entries in the order they were put.
+    pub fn iter(&self) -> impl Iterator<Item = Result<(&str, Option<&[u8]>), String>> {
+        let mut rest = self.buf.as_slice();
+        (0..self.n).map(move |i| {
+            let bad = || format!("changed key #{i} is truncated or not UTF-8");
+            let key = take_bytes(&mut rest).ok_or_else(bad)?;
+            let key = std::str::from_utf8(key).map_err(|_| bad())?;
+            let (&tag, tail) = rest.split_first().ok_or_else(bad)?;
+            rest = tail;
+            let entry = match tag {
+                0 => None,
+                1 => Some(take_bytes(&mut rest).ok_or_else(bad)?),
+                _ => return Err(bad()),
+            };
+            Ok((key, entry))
+        })
+    }
+}
+
+impl Serialize for Changes {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeTuple;
+        let mut t = s.serialize_tuple(2)?;
+        t.serialize_element(&(self.n as u64))?;
+        t.serialize_element(&AsBytes(&self.buf))?;
+        t.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for Changes {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Buf(Vec<u8>);
+        impl<'de> Deserialize<'de> for Buf {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                struct V;
+                impl serde::de::Visitor<'_> for V {
+                    type Value = Buf;
+                    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                        f.write_str("bytes")
+                    }
+                    fn visit_bytes<E: serde::de::Error>(self, b: &[u8]) -> Result<Buf, E> {
+                        Ok(Buf(b.to_vec()))
+                    }
+                }
+                d.deserialize_bytes(V)
+            }
+        }
+        let (n, Buf(buf)) = <(u64, Buf)>::deserialize(d)?;
+        let n = usize::try_from(n).map_err(serde::de::Error::custom)?;
+        Ok(Changes {
+            n,
+            buf,
+            scratch: Vec::new(),
+        })
+    }
+}
+
+/// Serializes a byte slice as bytes (one copy) rather than as a sequence of
+/// `u8` (one call per byte); postcard writes both the same way.
+pub struct AsBytes<'a>(pub &'a [u8]);
+
+impl Serialize for AsBytes<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(self.0)
+    }
+}
+
+/// For `#[serde(serialize_with)]` on `&[u8]` fields: see [`AsBytes`].
+pub fn ser_bytes<S: serde::Serializer>(b: &&[u8], s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_bytes(b)
 }
 
 /// A commit: the meta and the changed keys of every plugin.
@@ -333,7 +487,7 @@ impl StateStore {
         use std::collections::{BTreeMap, BTreeSet};
         // Per plugin: whether its prefix is rewritten, and its last change
         // per key.
-        type Folded = (bool, BTreeMap<Box<str>, Option<Vec<u8>>>);
+        type Folded = (bool, FxHashMap<Box<str>, Option<Vec<u8>>>);
         let mut plugins: BTreeMap<String, Folded> = BTreeMap::new();
         let mut seen: BTreeSet<String> = BTreeSet::new();
         if let Some(base) = self.last()? {
@@ -357,9 +511,12 @@ impl StateStore {
             for p in c.plugins {
                 let e = plugins.entry(p.name).or_default();
                 if p.rewrite {
-                    *e = (true, BTreeMap::new());
+                    *e = (true, FxHashMap::default());
                 }
-                e.1.extend(p.changes);
+                for c in p.changes.iter() {
+                    let (k, v) = c.map_err(|e| self.corrupt(format!("logged commit: {e}")))?;
+                    e.1.insert(k.into(), v.map(<[u8]>::to_vec));
+                }
             }
             seen.extend(c.meta.plugins.iter().map(|p| p.name.clone()));
             last_meta = Some(c.meta);
@@ -379,8 +536,9 @@ impl StateStore {
                 &mut batch,
                 name,
                 *rewrite,
-                changes.iter().map(|(k, v)| (&**k, v.as_deref())),
-            );
+                changes.iter().map(|(k, v)| Ok((&**k, v.as_deref()))),
+            )
+            .map_err(|e| self.corrupt(e))?;
         }
         let m = postcard::to_allocvec(&meta).map_err(|e| self.corrupt(e.to_string()))?;
         batch.put(META, m);
@@ -403,12 +561,8 @@ impl StateStore {
             }
         }
         for p in &c.plugins {
-            write_changes(
-                &mut batch,
-                &p.name,
-                p.rewrite,
-                p.changes.iter().map(|(k, v)| (&**k, v.as_deref())),
-            );
+            write_changes(&mut batch, &p.name, p.rewrite, p.changes.iter())
+                .map_err(|e| self.corrupt(format!("plugin `{}`: {e}", p.name)))?;
         }
         let meta = postcard::to_allocvec(&c.meta).map_err(|e| self.corrupt(e.to_string()))?;
         batch.put(META, meta);
@@ -485,13 +639,14 @@ mod tests {
     }
 
     fn change(name: &str, rewrite: bool, kv: &[(&str, Option<&str>)]) -> PluginChanges {
+        let mut changes = Changes::default();
+        for (k, v) in kv {
+            changes.put(k, v.map(str::as_bytes));
+        }
         PluginChanges {
             name: name.into(),
             rewrite,
-            changes: kv
-                .iter()
-                .map(|(k, v)| ((*k).into(), v.map(|v| v.as_bytes().to_vec())))
-                .collect(),
+            changes,
         }
     }
 
@@ -535,6 +690,40 @@ mod tests {
         assert_eq!(keys(&s, "a"), vec![("k9".into(), "9".into())]);
         assert!(keys(&s, "ab").is_empty());
         assert_eq!(s.last().unwrap().unwrap().id, 3);
+    }
+
+    #[test]
+    fn changes_survive_the_commit_log_and_a_cut_buffer_is_an_error() {
+        let mut c = Changes::default();
+        c.put("k1", Some(b"one"));
+        c.put("", None);
+        c.put_with("k\u{e9}", |b| {
+            b.extend_from_slice(&[7; 300]);
+            true
+        });
+        c.put_with("gone", |_| false);
+        let bytes = postcard::to_allocvec(&c).unwrap();
+        let back: Changes = postcard::from_bytes(&bytes).unwrap();
+        let got: Vec<(String, Option<Vec<u8>>)> = back
+            .iter()
+            .map(|r| {
+                r.map(|(k, v)| (k.to_string(), v.map(<[u8]>::to_vec)))
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("k1".into(), Some(b"one".to_vec())),
+                ("".into(), None),
+                ("k\u{e9}".into(), Some(vec![7; 300])),
+                ("gone".into(), None),
+            ]
+        );
+        let mut cut = back.clone();
+        cut.buf.truncate(cut.buf.len() - 10);
+        let err = cut.iter().find_map(Result::err).expect("an error");
+        assert!(err.contains("changed key #2"), "{err}");
     }
 
     #[test]

@@ -22,7 +22,7 @@ use crate::pipeline::columns;
 use crate::plugin::describe::{Field, KeyBy, WindowSpec};
 use crate::plugin::io::{Packed, RawMetric};
 use crate::plugin::{CallError, PluginCalls};
-use crate::state::ChangedKeys;
+use crate::state::{ChangedKeys, Changes};
 
 #[derive(Debug, Clone)]
 struct Win {
@@ -57,24 +57,36 @@ struct WinRef<'a> {
     start: i64,
     end: i64,
     fired: bool,
-    #[serde(borrow)]
+    #[serde(borrow, serialize_with = "crate::state::ser_bytes")]
     state: &'a [u8],
 }
 
-fn encode_wins(wins: &[Win]) -> Vec<u8> {
-    let entry = KeyEntry {
-        wins: wins
-            .iter()
-            .map(|w| WinRef {
-                id: w.id,
-                start: w.start,
-                end: w.end,
-                fired: w.fired,
-                state: &w.state,
-            })
-            .collect(),
+/// A key's windows written as a [`KeyEntry`] without building one.
+#[derive(Serialize)]
+struct KeyEntryOut<'a> {
+    wins: WinsOut<'a>,
+}
+
+struct WinsOut<'a>(&'a [Win]);
+
+impl Serialize for WinsOut<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(|w| WinRef {
+            id: w.id,
+            start: w.start,
+            end: w.end,
+            fired: w.fired,
+            state: &w.state,
+        }))
+    }
+}
+
+/// Append a key's windows, encoded, to `out`.
+fn encode_wins(wins: &[Win], out: &mut Vec<u8>) {
+    let entry = KeyEntryOut {
+        wins: WinsOut(wins),
     };
-    postcard::to_allocvec(&entry).expect("window entries serialize")
+    *out = postcard::to_extend(&entry, std::mem::take(out)).expect("window entries serialize");
 }
 
 impl WindowState {
@@ -107,26 +119,29 @@ impl WindowState {
         Ok(n)
     }
 
-    /// The keys changed since the last call, each with its encoded entry
-    /// (`None`: the key has no windows any more).
-    pub fn take_dirty(&mut self) -> Vec<(Box<str>, Option<Vec<u8>>)> {
-        self.changed
-            .take()
-            .into_iter()
-            .map(|k| {
-                let v = self.keys.get(&k).map(|w| encode_wins(w));
-                (k, v)
-            })
-            .collect()
+    /// Put the keys changed since the last call into `out`, each with its
+    /// encoded entry (none: the key has no windows any more).
+    pub fn take_dirty(&mut self, out: &mut Changes) {
+        for k in self.changed.take() {
+            out.put_with(&k, |buf| {
+                let wins = self.keys.get(&k);
+                if let Some(w) = wins {
+                    encode_wins(w, buf);
+                }
+                wins.is_some()
+            });
+        }
     }
 
-    /// Every key with its encoded entry (a full rewrite).
-    pub fn entries(&mut self) -> Vec<(Box<str>, Vec<u8>)> {
+    /// Put every key with its encoded entry into `out` (a full rewrite).
+    pub fn entries(&mut self, out: &mut Changes) {
         self.changed.take();
-        self.keys
-            .iter()
-            .map(|(k, w)| (k.clone(), encode_wins(w)))
-            .collect()
+        for (k, w) in &self.keys {
+            out.put_with(k, |buf| {
+                encode_wins(w, buf);
+                true
+            });
+        }
     }
 
     /// The operator-wide part of the state (the session id counter).
@@ -750,5 +765,51 @@ impl AggregateOp {
         due.sort();
         let targets = due.into_iter().map(|(_, _, k, id)| (k, id)).collect();
         self.finish_windows(targets, inst, t, fired, failures);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_are_written_as_the_store_reads_them() {
+        let wins = vec![
+            Win {
+                id: 3,
+                start: -5_000,
+                end: 55_000,
+                fired: true,
+                state: vec![9; 200],
+            },
+            Win {
+                id: 4,
+                start: 0,
+                end: 60_000,
+                fired: false,
+                state: vec![],
+            },
+        ];
+        let mut buf = vec![0xAA];
+        encode_wins(&wins, &mut buf);
+        let old = postcard::to_allocvec(&KeyEntry {
+            wins: wins
+                .iter()
+                .map(|w| WinRef {
+                    id: w.id,
+                    start: w.start,
+                    end: w.end,
+                    fired: w.fired,
+                    state: &w.state,
+                })
+                .collect(),
+        })
+        .unwrap();
+        assert_eq!(buf[0], 0xAA, "appends");
+        assert_eq!(&buf[1..], old.as_slice());
+        let s = WindowState::from_entries(&7u64.to_le_bytes(), [("p", &buf[1..])].into_iter(), 0)
+            .unwrap();
+        assert_eq!(s.windows(), 2);
+        assert_eq!(s.next_session, 7);
     }
 }
