@@ -7,9 +7,9 @@
 //! time order when the watermark passes them.
 
 use std::borrow::Cow;
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 
-use rustc_hash::{FxHashMap, FxHashSet};
+use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
 use crate::event::EventBatch;
@@ -20,14 +20,51 @@ use crate::state::{ChangedKeys, Changes};
 
 use super::columns;
 
-/// Per-key states and timers; what a checkpoint saves.
+/// One key's state bytes (empty: none) and pending timers (sorted, usually
+/// none or one).
+#[derive(Debug, Clone, Default, PartialEq)]
+struct KeySlot {
+    state: Vec<u8>,
+    timers: Vec<i64>,
+}
+
+impl KeySlot {
+    fn is_empty(&self) -> bool {
+        self.state.is_empty() && self.timers.is_empty()
+    }
+
+    /// Add a timer; false if the key already has one at `at`.
+    fn add_timer(&mut self, at: i64) -> bool {
+        match self.timers.binary_search(&at) {
+            Ok(_) => false,
+            Err(i) => {
+                self.timers.insert(i, at);
+                true
+            }
+        }
+    }
+
+    /// Remove a timer; false if the key has none at `at`.
+    fn remove_timer(&mut self, at: i64) -> bool {
+        match self.timers.binary_search(&at) {
+            Ok(i) => {
+                self.timers.remove(i);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+}
+
+/// Per-key states and timers; what a checkpoint saves. One map holds each
+/// key's state and timers (one lookup per key and call); the time-ordered
+/// queue may hold entries of timers that already fired with their key's
+/// next event — they are skipped when their time comes.
 #[derive(Debug, Clone, Default)]
 pub struct DetectorState {
-    states: FxHashMap<Box<str>, Vec<u8>>,
-    /// All timers in time order.
-    timers: BTreeSet<(i64, Box<str>)>,
-    /// The same timers by key (to find a key's due timers fast).
-    by_key: FxHashMap<Box<str>, BTreeSet<i64>>,
+    keys: FxHashMap<Box<str>, KeySlot>,
+    /// (time → keys with a timer then), possibly stale; see above.
+    queue: BTreeMap<i64, Vec<Box<str>>>,
     /// Keys changed since the last commit.
     pub changed: ChangedKeys,
 }
@@ -45,13 +82,18 @@ struct KeyEntry<'a> {
 struct KeyEntryOut<'a> {
     #[serde(serialize_with = "crate::state::ser_bytes")]
     state: &'a [u8],
-    timers: &'a BTreeSet<i64>,
+    timers: &'a [i64],
 }
 
 impl DetectorState {
     /// Up to `n` key states (a migration dry-run sample).
     pub fn sample(&self, n: usize) -> Vec<Vec<u8>> {
-        self.states.values().take(n).cloned().collect()
+        self.keys
+            .values()
+            .filter(|k| !k.state.is_empty())
+            .take(n)
+            .map(|k| k.state.clone())
+            .collect()
     }
 
     /// Rewrite every state with `f`; all or nothing.
@@ -59,12 +101,21 @@ impl DetectorState {
         &mut self,
         mut f: impl FnMut(&[u8]) -> Result<Vec<u8>, E>,
     ) -> Result<usize, E> {
-        let mut next = FxHashMap::default();
-        for (k, v) in &self.states {
-            next.insert(k.clone(), f(v)?);
+        let mut next = Vec::new();
+        for (k, v) in &self.keys {
+            if !v.state.is_empty() {
+                next.push((k.clone(), f(&v.state)?));
+            }
         }
         let n = next.len();
-        self.states = next;
+        for (k, state) in next {
+            if let Some(slot) = self.keys.get_mut(&k) {
+                slot.state = state;
+                if slot.is_empty() {
+                    self.keys.remove(&k);
+                }
+            }
+        }
         self.changed.rewrite = true;
         Ok(n)
     }
@@ -72,15 +123,12 @@ impl DetectorState {
     /// Append key's entry, encoded, to `out`; false when the key has neither
     /// state nor timers.
     fn encode(&self, key: &str, out: &mut Vec<u8>) -> bool {
-        static NO_TIMERS: BTreeSet<i64> = BTreeSet::new();
-        let state = self.states.get(key);
-        let timers = self.by_key.get(key);
-        if state.is_none() && timers.is_none() {
+        let Some(slot) = self.keys.get(key) else {
             return false;
-        }
+        };
         let e = KeyEntryOut {
-            state: state.map(Vec::as_slice).unwrap_or(&[]),
-            timers: timers.unwrap_or(&NO_TIMERS),
+            state: &slot.state,
+            timers: &slot.timers,
         };
         *out = postcard::to_extend(&e, std::mem::take(out)).expect("detector entries serialize");
         true
@@ -97,9 +145,7 @@ impl DetectorState {
     /// Put every key with its encoded entry into `out` (a full rewrite).
     pub fn entries(&mut self, out: &mut Changes) {
         self.changed.take();
-        let mut keys: FxHashSet<&str> = self.states.keys().map(|k| &**k).collect();
-        keys.extend(self.by_key.keys().map(|k| &**k));
-        for k in keys {
+        for k in self.keys.keys() {
             out.put_with(k, |buf| self.encode(k, buf));
         }
     }
@@ -112,25 +158,35 @@ impl DetectorState {
         for (key, bytes) in entries {
             let e: KeyEntry = postcard::from_bytes(bytes)
                 .map_err(|e| format!("detector entry of key `{key}`: {e}"))?;
-            if !e.state.is_empty() {
-                s.states.insert(key.into(), e.state.to_vec());
-            }
-            if !e.timers.is_empty() {
-                for &t in &e.timers {
-                    s.timers.insert((t, key.into()));
+            let mut slot = KeySlot {
+                state: e.state.to_vec(),
+                timers: Vec::with_capacity(e.timers.len()),
+            };
+            for t in e.timers {
+                if slot.add_timer(t) {
+                    s.queue.entry(t).or_default().push(key.into());
                 }
-                s.by_key.insert(key.into(), e.timers.into_iter().collect());
+            }
+            if !slot.is_empty() {
+                s.keys.insert(key.into(), slot);
             }
         }
         Ok(s)
     }
 
-    pub fn keys(&self) -> usize {
-        self.states.len()
-    }
-
-    pub fn timers(&self) -> usize {
-        self.timers.len()
+    /// Drop `key`'s timer at `at` (it fired); whether it was pending.
+    fn take_timer(&mut self, key: &str, at: i64) -> bool {
+        let Some(slot) = self.keys.get_mut(key) else {
+            return false;
+        };
+        if !slot.remove_timer(at) {
+            return false;
+        }
+        if slot.is_empty() {
+            self.keys.remove(key);
+        }
+        self.changed.touch(key);
+        true
     }
 }
 
@@ -181,8 +237,10 @@ impl DetectorOp {
         std::mem::take(&mut self.pending)
     }
 
+    /// The earliest timer (possibly one that already fired with its key's
+    /// event: firing then finds nothing due).
     pub fn next_timer(&self) -> Option<i64> {
-        self.state.timers.first().map(|(t, _)| *t)
+        self.state.queue.first_key_value().map(|(t, _)| *t)
     }
 
     fn event_key<'b>(&self, batch: &'b EventBatch, i: u32) -> Cow<'b, str> {
@@ -195,15 +253,14 @@ impl DetectorOp {
     /// Whether event `i`'s key has a timer at or before `wm` that has not
     /// fired yet: it must fire before the event is seen.
     pub fn key_timer_due(&self, batch: &EventBatch, i: usize, wm: i64) -> bool {
-        match self.state.timers.first() {
-            Some((t, _)) if *t <= wm => {}
-            _ => return false,
+        if self.next_timer().is_none_or(|t| t > wm) {
+            return false;
         }
         let key = self.event_key(batch, i as u32);
         self.state
-            .by_key
+            .keys
             .get(&*key)
-            .and_then(|ts| ts.first())
+            .and_then(|k| k.timers.first())
             .is_some_and(|t| *t <= wm)
     }
 
@@ -212,9 +269,9 @@ impl DetectorOp {
         for k in keys {
             p.push(
                 self.state
-                    .states
+                    .keys
                     .get(k.as_str())
-                    .map(Vec::as_slice)
+                    .map(|k| k.state.as_slice())
                     .unwrap_or(&[]),
             );
         }
@@ -222,28 +279,40 @@ impl DetectorOp {
     }
 
     fn apply(&mut self, keys: &[String], step: Step, alerts: &mut Vec<KeyedAlert>) {
+        let st = &mut self.state;
         for (i, key) in keys.iter().enumerate() {
-            self.state.changed.touch(key);
+            st.changed.touch(key);
             let s = step.states.get(i);
-            if s.is_empty() {
-                self.state.states.remove(key.as_str());
-            } else if let Some(v) = self.state.states.get_mut(key.as_str()) {
-                v.clear();
-                v.extend_from_slice(s);
-            } else {
-                self.state.states.insert(key.as_str().into(), s.to_vec());
+            if let Some(slot) = st.keys.get_mut(key.as_str()) {
+                slot.state.clear();
+                slot.state.extend_from_slice(s);
+                if slot.is_empty() {
+                    st.keys.remove(key.as_str());
+                }
+            } else if !s.is_empty() {
+                let slot = KeySlot {
+                    state: s.to_vec(),
+                    timers: Vec::new(),
+                };
+                st.keys.insert(key.as_str().into(), slot);
             }
         }
         for (g, at) in step.timers {
             let key = keys[g as usize].as_str();
-            if let Some(ts) = self.state.by_key.get_mut(key) {
-                if !ts.insert(at) {
-                    continue;
+            let added = match st.keys.get_mut(key) {
+                Some(slot) => slot.add_timer(at),
+                None => {
+                    let slot = KeySlot {
+                        state: Vec::new(),
+                        timers: vec![at],
+                    };
+                    st.keys.insert(key.into(), slot);
+                    true
                 }
-            } else {
-                self.state.by_key.insert(key.into(), BTreeSet::from([at]));
+            };
+            if added {
+                st.queue.entry(at).or_default().push(key.into());
             }
-            self.state.timers.insert((at, key.into()));
         }
         alerts.extend(step.alerts.into_iter().map(|a| KeyedAlert {
             key: keys[a.group as usize].clone(),
@@ -352,14 +421,17 @@ impl DetectorOp {
         alerts: &mut Vec<KeyedAlert>,
     ) -> TimerResult {
         let mut due: Vec<(i64, Box<str>)> = Vec::new();
-        while let Some(first) = self.state.timers.first() {
-            if first.0 > t {
+        while let Some(entry) = self.state.queue.first_entry() {
+            if *entry.key() > t {
                 break;
             }
-            due.push(self.state.timers.pop_first().expect("non-empty"));
-        }
-        for (at, key) in &due {
-            self.forget_timer(key, *at);
+            let (at, keys) = entry.remove_entry();
+            for key in keys {
+                // Skip what already fired with the key's event.
+                if self.state.take_timer(&key, at) {
+                    due.push((at, key));
+                }
+            }
         }
         self.call_timers(due, inst, alerts)
     }
@@ -373,30 +445,21 @@ impl DetectorOp {
         inst: &mut dyn PluginCalls,
         alerts: &mut Vec<KeyedAlert>,
     ) -> TimerResult {
-        let key: Box<str> = self.event_key(batch, i as u32).into();
+        let key = self.event_key(batch, i as u32);
         let times: Vec<i64> = self
             .state
-            .by_key
-            .get(&key)
-            .map(|ts| ts.range(..=t).copied().collect())
+            .keys
+            .get(&*key)
+            .map(|k| k.timers.iter().copied().take_while(|&at| at <= t).collect())
             .unwrap_or_default();
+        let key: Box<str> = key.into();
         let mut due = Vec::with_capacity(times.len());
         for at in times {
-            self.state.timers.remove(&(at, key.clone()));
-            self.forget_timer(&key, at);
+            // The queue keeps its entry; it is skipped when its time comes.
+            self.state.take_timer(&key, at);
             due.push((at, key.clone()));
         }
         self.call_timers(due, inst, alerts)
-    }
-
-    fn forget_timer(&mut self, key: &str, at: i64) {
-        self.state.changed.touch(key);
-        if let Some(ts) = self.state.by_key.get_mut(key) {
-            ts.remove(&at);
-            if ts.is_empty() {
-                self.state.by_key.remove(key);
-            }
-        }
     }
 
     fn call_timers(
@@ -438,9 +501,12 @@ mod tests {
     #[test]
     fn entries_are_written_as_the_store_reads_them() {
         let mut s = DetectorState::default();
-        s.states.insert("u1".into(), vec![1, 2, 3]);
-        s.by_key.insert("u1".into(), BTreeSet::from([-5, 70_000]));
-        s.by_key.insert("u2".into(), BTreeSet::from([9]));
+        let slot = |state: &[u8], timers: &[i64]| KeySlot {
+            state: state.to_vec(),
+            timers: timers.to_vec(),
+        };
+        s.keys.insert("u1".into(), slot(&[1, 2, 3], &[-5, 70_000]));
+        s.keys.insert("u2".into(), slot(&[], &[9]));
         let mut buf = Vec::new();
         assert!(s.encode("u1", &mut buf));
         let old = postcard::to_allocvec(&KeyEntry {
@@ -462,8 +528,30 @@ mod tests {
         let back =
             DetectorState::from_entries(entries.iter().map(|(k, v)| (k.as_str(), v.as_slice())))
                 .unwrap();
-        assert_eq!(back.states, s.states);
-        assert_eq!(back.by_key, s.by_key);
-        assert_eq!(back.timers.len(), 3);
+        assert_eq!(back.keys, s.keys);
+        let queue: Vec<(i64, usize)> = back.queue.iter().map(|(t, k)| (*t, k.len())).collect();
+        assert_eq!(queue, vec![(-5, 1), (9, 1), (70_000, 1)]);
+    }
+
+    #[test]
+    fn a_timer_that_fired_with_its_key_is_skipped_in_the_queue() {
+        let mut s = DetectorState::default();
+        s.keys.insert(
+            "k".into(),
+            KeySlot {
+                state: vec![1],
+                timers: vec![10, 20],
+            },
+        );
+        s.queue.insert(10, vec!["k".into()]);
+        s.queue.insert(20, vec!["k".into()]);
+        assert!(s.take_timer("k", 10), "fires with the key's event");
+        assert!(!s.take_timer("k", 10), "then the queue's entry is stale");
+        assert!(s.take_timer("k", 20));
+        assert_eq!(s.keys["k"].timers, Vec::<i64>::new());
+        s.keys.get_mut("k").unwrap().state.clear();
+        s.keys.get_mut("k").unwrap().add_timer(30);
+        assert!(s.take_timer("k", 30));
+        assert!(!s.keys.contains_key("k"), "no state, no timers: gone");
     }
 }
