@@ -16,7 +16,7 @@ use crate::event::EventBatch;
 use crate::plugin::describe::{Field, KeyBy};
 use crate::plugin::io::{MetricIn, Packed, RawAlert, Step};
 use crate::plugin::{CallError, PluginCalls};
-use crate::state::{ChangedKeys, Changes};
+use crate::state::{ChangedKeys, Changes, Key};
 
 use super::columns;
 
@@ -62,9 +62,9 @@ impl KeySlot {
 /// next event — they are skipped when their time comes.
 #[derive(Debug, Clone, Default)]
 pub struct DetectorState {
-    keys: FxHashMap<Box<str>, KeySlot>,
+    keys: FxHashMap<Key, KeySlot>,
     /// (time → keys with a timer then), possibly stale; see above.
-    queue: BTreeMap<i64, Vec<Box<str>>>,
+    queue: BTreeMap<i64, Vec<Key>>,
     /// Keys changed since the last commit.
     pub changed: ChangedKeys,
 }
@@ -191,7 +191,7 @@ impl DetectorState {
 }
 
 /// Timers that were due but could not be delivered.
-pub type LostTimers = Vec<(i64, Box<str>)>;
+pub type LostTimers = Vec<(i64, Key)>;
 /// The outcome of firing timers.
 pub type TimerResult = Result<(), (CallError, LostTimers)>;
 
@@ -420,7 +420,7 @@ impl DetectorOp {
         inst: &mut dyn PluginCalls,
         alerts: &mut Vec<KeyedAlert>,
     ) -> TimerResult {
-        let mut due: Vec<(i64, Box<str>)> = Vec::new();
+        let mut due: Vec<(i64, Key)> = Vec::new();
         while let Some(entry) = self.state.queue.first_entry() {
             if *entry.key() > t {
                 break;
@@ -452,7 +452,7 @@ impl DetectorOp {
             .get(&*key)
             .map(|k| k.timers.iter().copied().take_while(|&at| at <= t).collect())
             .unwrap_or_default();
-        let key: Box<str> = key.into();
+        let key: Key = key.into();
         let mut due = Vec::with_capacity(times.len());
         for at in times {
             // The queue keeps its entry; it is skipped when its time comes.
@@ -464,7 +464,7 @@ impl DetectorOp {
 
     fn call_timers(
         &mut self,
-        mut due: Vec<(i64, Box<str>)>,
+        mut due: Vec<(i64, Key)>,
         inst: &mut dyn PluginCalls,
         alerts: &mut Vec<KeyedAlert>,
     ) -> TimerResult {

@@ -408,7 +408,7 @@ impl Pipeline {
             self.record_failure(si, &e);
             let lost = lost
                 .iter()
-                .map(|(at, key)| serde_json::json!({"timer": at, "key": key}).to_string())
+                .map(|(at, key)| serde_json::json!({"timer": at, "key": key.as_str()}).to_string())
                 .collect();
             self.dead_letter_other(si, e.reason(), &format!("timers lost: {e}"), lost);
         }

@@ -33,11 +33,9 @@ pub fn decode_into(line: &[u8], offset: u64, batch: &mut EventBatch) -> Result<b
     if line.is_empty() {
         return Ok(false);
     }
-    if let Err(e) = std::str::from_utf8(line) {
-        return Err(DecodeError::Utf8(e.valid_up_to()));
-    }
+    let text = std::str::from_utf8(line).map_err(|e| DecodeError::Utf8(e.valid_up_to()))?;
     let base = batch.buf.len();
-    batch.buf.extend_from_slice(line);
+    batch.buf.push_str(text);
     let mut p = Parser {
         s: line,
         i: 0,
@@ -68,13 +66,18 @@ pub fn decode_into(line: &[u8], offset: u64, batch: &mut EventBatch) -> Result<b
     }
     // Unescaped strings go after the line; fix their spans up.
     if !p.owned.is_empty() {
+        // Unescaped from valid UTF-8 and whole characters: valid UTF-8.
+        let Ok(owned) = std::str::from_utf8(&p.owned) else {
+            batch.buf.truncate(base);
+            return Err(DecodeError::Utf8(0));
+        };
         let owned_base = batch.buf.len() as u32;
         for span in ev.text.iter_mut() {
             if !span.is_missing() && span.off & OWNED != 0 {
                 span.off = owned_base + (span.off & !OWNED);
             }
         }
-        batch.buf.extend_from_slice(&p.owned);
+        batch.buf.push_str(owned);
     }
     batch.events.push(ev);
     Ok(true)

@@ -22,7 +22,7 @@ use crate::pipeline::columns;
 use crate::plugin::describe::{Field, KeyBy, WindowSpec};
 use crate::plugin::io::{Packed, RawMetric};
 use crate::plugin::{CallError, PluginCalls};
-use crate::state::{ChangedKeys, Changes};
+use crate::state::{ChangedKeys, Changes, Key};
 
 #[derive(Debug, Clone)]
 struct Win {
@@ -37,8 +37,8 @@ struct Win {
 /// Everything an aggregator's windows hold; what a checkpoint saves.
 #[derive(Debug, Clone, Default)]
 pub struct WindowState {
-    keys: FxHashMap<Box<str>, Vec<Win>>,
-    triggers: BTreeMap<i64, Vec<Box<str>>>,
+    keys: FxHashMap<Key, Vec<Win>>,
+    triggers: BTreeMap<i64, Vec<Key>>,
     next_session: u64,
     /// Keys changed since the last commit.
     pub changed: ChangedKeys,
@@ -631,8 +631,7 @@ impl AggregateOp {
             .collect();
         late.sort();
         late.dedup();
-        let targets: Vec<(Box<str>, u64)> =
-            late.into_iter().map(|(k, id)| (k.into(), id)).collect();
+        let targets: Vec<(Key, u64)> = late.into_iter().map(|(k, id)| (k.into(), id)).collect();
         self.finish_windows(targets, inst, wm, fired, failures);
         counted
     }
@@ -640,7 +639,7 @@ impl AggregateOp {
     /// Finish the given windows (key, id) and update their fired/purge state.
     fn finish_windows(
         &mut self,
-        targets: Vec<(Box<str>, u64)>,
+        targets: Vec<(Key, u64)>,
         inst: &mut dyn PluginCalls,
         now: i64,
         fired: &mut Vec<Fired>,
@@ -726,7 +725,7 @@ impl AggregateOp {
         fired: &mut Vec<Fired>,
         failures: &mut Vec<OpFailure>,
     ) {
-        let mut keys: Vec<Box<str>> = Vec::new();
+        let mut keys: Vec<Key> = Vec::new();
         while let Some(entry) = self.state.triggers.first_entry() {
             if *entry.key() > t {
                 break;
@@ -738,7 +737,7 @@ impl AggregateOp {
         }
         keys.sort();
         keys.dedup();
-        let mut due: Vec<(i64, i64, Box<str>, u64)> = Vec::new();
+        let mut due: Vec<(i64, i64, Key, u64)> = Vec::new();
         for key in keys {
             self.state.changed.touch(&key);
             let Some(ws) = self.state.keys.get_mut(&key) else {
