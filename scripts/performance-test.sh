@@ -12,12 +12,16 @@
 #   HOST_LOG=info,rtap_host::sink::kafka=debug scripts/performance-test.sh
 #   PRELOAD=2000000 scripts/performance-test.sh   # drain a backlog: the host's
 #       Kafka-path throughput without the generator competing for the cores
+#   GEN_ARGS="--kafka-option linger.ms=50 --kafka-option batch.size=1000000" \
+#       scripts/performance-test.sh   # the load generator's producer settings
+#       (default: the seed's snappy, linger.ms=5, batch.size=16384)
 source "$(dirname "$0")/lib.sh"
 RATE=${RATE:-100000}
 DURATION=${DURATION:-60}
 PLUGINS=${PLUGINS:-}
 HOST_ARGS=${HOST_ARGS:-}
 PRELOAD=${PRELOAD:-}
+GEN_ARGS=${GEN_ARGS:-}
 unset RUST_LOG # HOST_LOG sets the host's
 
 ensure_libclang
@@ -50,7 +54,8 @@ until (exec 3<>"/dev/tcp/127.0.0.1/$kport") 2>/dev/null; do sleep 0.05; done
 
 if [[ -n "$PRELOAD" ]]; then
     log "preloading $PRELOAD events"
-    "$bin/rtap-gen" --kafka-brokers "127.0.0.1:$kport" --rate "$RATE" --unpaced --events "$PRELOAD" --seed 5 >"$work/gen.log" 2>&1
+    # shellcheck disable=SC2086
+    "$bin/rtap-gen" --kafka-brokers "127.0.0.1:$kport" --rate "$RATE" --unpaced --events "$PRELOAD" --seed 5 $GEN_ARGS >"$work/gen.log" 2>&1
 fi
 mkdir -p "$work/plugins"
 if [[ -n "$PLUGINS" ]]; then
@@ -88,7 +93,8 @@ PY
     exit 0
 fi
 log "load: $RATE events/s for ${DURATION}s into tansu :$kport; host :$hport ($(ls "$work/plugins" | wc -l) plugins)"
-"$bin/rtap-gen" --kafka-brokers "127.0.0.1:$kport" --rate "$RATE" --events 0 --seed 5 >"$work/gen.log" 2>&1 &
+# shellcheck disable=SC2086
+"$bin/rtap-gen" --kafka-brokers "127.0.0.1:$kport" --rate "$RATE" --events 0 --seed 5 $GEN_ARGS >"$work/gen.log" 2>&1 &
 pids+=($!)
 PYTHONPATH="$py" python3 "$ROOT/scripts/perf/probe.py" --brokers "127.0.0.1:$kport" \
     --api "http://127.0.0.1:$hport" --duration "$DURATION" --json "$work/summary.json"

@@ -39,6 +39,10 @@ struct Args {
     /// `--rate`): a backlog for throughput tests.
     #[arg(long)]
     unpaced: bool,
+    /// Kafka: a librdkafka producer option over the defaults (snappy,
+    /// `linger.ms=5`, `batch.size=16384`); repeatable.
+    #[arg(long = "kafka-option", value_name = "KEY=VALUE")]
+    kafka_options: Vec<String>,
 }
 
 fn main() -> std::io::Result<()> {
@@ -61,13 +65,21 @@ fn main() -> std::io::Result<()> {
         }
         return out.flush();
     };
-    let producer: BaseProducer = ClientConfig::new()
+    let mut config = ClientConfig::new();
+    config
         .set("bootstrap.servers", brokers)
         .set("compression.type", "snappy")
         .set("linger.ms", "5")
-        .set("batch.size", "16384")
-        .create()
-        .map_err(std::io::Error::other)?;
+        .set("batch.size", "16384");
+    for o in &a.kafka_options {
+        let Some((k, v)) = o.split_once('=') else {
+            return Err(std::io::Error::other(format!(
+                "--kafka-option {o}: expected KEY=VALUE"
+            )));
+        };
+        config.set(k, v);
+    }
+    let producer: BaseProducer = config.create().map_err(std::io::Error::other)?;
     let mut sim = Simulator::new(SimConfig {
         rate: a.rate,
         seed: a.seed,
