@@ -107,4 +107,5 @@ curl -s "http://127.0.0.1:$hport/metrics" | awk '
         for (x in k) if (x ~ /count/) kn = k[x]; else ks = k[x]
         if (n > 0) printf "host: %d commits, %.1f ms each on average (Kafka transaction %.1f ms); %.1f s in plugin calls\n", n, 1000 * s / n, 1000 * ks / kn, wasm
     }' >&2
-log "host: $(grep -c . "$work/host.log") log lines, $(grep -ci error "$work/host.log") with 'error'"
+log "host: $(grep -c . "$work/host.log") log lines, $(grep -cE ' (WARN|ERROR) ' "$work/host.log") warnings or errors"
+grep -E ' (WARN|ERROR) ' "$work/host.log" | head -20 >&2 || true

@@ -23,6 +23,10 @@ use rtap_host::plugin::{Identity, Instance, Limits, Runtime};
 use rtap_host::source::file::FileSource;
 use rtap_host::source::{self, SourceMsg};
 
+/// The allocator of the host binary, so both measure the same thing.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 struct Args {
     /// JSONL events (make one with `rtap-gen`).
