@@ -71,6 +71,21 @@ pub fn build(batch: &EventBatch, order: &[u32], fields: &[Field]) -> Columns {
             Field::Timestamp => ColumnData::Int(order.iter().map(|i| ev(i).ts).collect()),
             Field::LatencyMs => ColumnData::Float(order.iter().map(|i| ev(i).latency_ms).collect()),
             Field::Value => ColumnData::Float(order.iter().map(|i| ev(i).value).collect()),
+            Field::Text(t) if order.len() > batch.events.len() => {
+                // Events repeat (one row per window an event is in: 12 for
+                // active-users): look each event's string up once.
+                const UNSEEN: u32 = u32::MAX - 1;
+                let mut seen = vec![UNSEEN; batch.events.len()];
+                let mut id_of = |i: &u32| match seen[*i as usize] {
+                    UNSEEN => {
+                        let id = dict.id(batch.str(ev(i).text[*t as usize]));
+                        seen[*i as usize] = id;
+                        id
+                    }
+                    id => id,
+                };
+                ColumnData::Text(order.iter().map(&mut id_of).collect())
+            }
             Field::Text(t) => ColumnData::Text(
                 order
                     .iter()

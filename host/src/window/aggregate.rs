@@ -596,7 +596,7 @@ impl AggregateOp {
             }
         };
         for (g, &(key, id)) in groups.iter().enumerate() {
-            let new = new_states.get(g).to_vec();
+            let new = new_states.get(g);
             self.state.changed.touch(key);
             match self
                 .state
@@ -604,7 +604,11 @@ impl AggregateOp {
                 .get_mut(key)
                 .and_then(|ws| ws.iter_mut().find(|w| w.id == id))
             {
-                Some(w) => w.state = new,
+                Some(w) => {
+                    // Keep the allocation: states mostly keep their size.
+                    w.state.clear();
+                    w.state.extend_from_slice(new);
+                }
                 None => {
                     let (start, end) = match self.spec {
                         WindowSpec::Tumbling { size_ms } => (id as i64, id as i64 + size_ms),
@@ -616,7 +620,7 @@ impl AggregateOp {
                         start,
                         end,
                         fired: false,
-                        state: new,
+                        state: new.to_vec(),
                     });
                     self.state.trigger(end - 1, key);
                 }
