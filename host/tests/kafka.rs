@@ -249,6 +249,7 @@ fn run_until(broker: &Broker, plugins: &std::path::Path, data: &std::path::Path,
         );
         std::thread::sleep(Duration::from_millis(100));
     };
+    wait_lag_reported(port);
     // Let an interval checkpoint commit the offsets, then stop.
     std::thread::sleep(Duration::from_millis(2500));
     sigterm(host.0.id());
@@ -264,6 +265,45 @@ fn run_until(broker: &Broker, plugins: &std::path::Path, data: &std::path::Path,
 }
 
 /// The metrics of the file source over the same events: (plugin|name|key|start|end) → value.
+/// The consumer lag the host reports in its `/ws` status (the dashboard's
+/// lag panel): every partition of the events topic, down to 0 once all
+/// events are read.
+fn wait_lag_reported(port: u16) {
+    use futures::StreamExt;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let (ws, _) = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}/ws"))
+            .await
+            .unwrap();
+        let (_tx, mut rx) = ws.split();
+        let until = Instant::now() + Duration::from_secs(30);
+        let mut last = Value::Null;
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            let Ok(Some(Ok(msg))) = tokio::time::timeout(left, rx.next()).await else {
+                panic!(
+                    "no /ws status with the lag of all 12 partitions at 0 within 30 s; last: {last}"
+                );
+            };
+            let Ok(text) = msg.into_text() else { continue };
+            let v: Value = serde_json::from_str(&text).unwrap();
+            if v["type"] != "pipeline" {
+                continue;
+            }
+            last = v["consumer_lag"].clone();
+            if let Some(lag) = last.as_object()
+                && lag.len() == 12
+                && lag.values().all(|l| l == 0)
+            {
+                return;
+            }
+        }
+    });
+}
+
 fn reference(lines: &[String], plugins: &std::path::Path) -> BTreeMap<String, (i64, Value)> {
     let tmp = tempfile::tempdir().unwrap();
     let input = tmp.path().join("events.jsonl");
