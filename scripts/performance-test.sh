@@ -102,7 +102,9 @@ curl -s "http://127.0.0.1:$hport/metrics" | awk '
     /^rtap_checkpoint_duration_seconds_(sum|count)/ { c[$1] = $2 }
     /^rtap_sink_write_duration_seconds_(sum|count)\{sink="kafka"\}/ { k[$1] = $2 }
     /^rtap_plugin_call_duration_seconds_sum/ { wasm += $2 }
+    /^rtap_plugin_(traps|timeouts)_total|^rtap_dead_letters_total/ { if ($2 > 0) bad = bad "\n  " $0 }
     END {
+        if (bad != "") printf "host: plugin failures and dead letters:%s\n", bad
         for (x in c) if (x ~ /count/) n = c[x]; else s = c[x]
         for (x in k) if (x ~ /count/) kn = k[x]; else ks = k[x]
         if (n > 0) printf "host: %d commits, %.1f ms each on average (Kafka transaction %.1f ms); %.1f s in plugin calls\n", n, 1000 * s / n, 1000 * ks / kn, wasm
