@@ -263,22 +263,110 @@ enum Msg {
 }
 
 /// The committer thread: it owns the transactional producer and runs the
-/// commit protocol of `crate::state` — log, Kafka commit; fold at
-/// checkpoints — for one commit after another, while the processing thread goes on. Records
-/// sent after a commit request belong to the next transaction (the channel
-/// keeps their order). The channel is bounded: a slow broker slows the
-/// pipeline (back-pressure). The first failure stops it and is reported to
-/// the processing thread, which then stops the host.
+/// commit protocol of `crate::state` — log, Kafka commit — for one commit
+/// after another, while the processing thread goes on. Records sent after a
+/// commit request belong to the next transaction (the channel keeps their
+/// order). The channel is bounded: a slow broker slows the pipeline
+/// (back-pressure). Checkpoints (folding the logged commits into the
+/// per-key state) run on a thread of their own, so transactions keep
+/// committing every interval meanwhile — a fold takes seconds under load
+/// and used to hold them back (committed-latency P95 of 2.3 s at 50 000
+/// events/s). The first failure stops it and is reported to the processing
+/// thread, which then stops the host.
 pub struct Committer {
     tx: Option<std::sync::mpsc::SyncSender<Msg>>,
     thread: Option<std::thread::JoinHandle<()>>,
+    folds: Arc<Folds>,
+    folder: Option<std::thread::JoinHandle<()>>,
     /// Commits requested and not yet applied.
     in_flight: Arc<AtomicU64>,
     failed: Arc<Mutex<Option<String>>>,
 }
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
+
+/// The hand-off between the committer and the checkpoint thread.
+#[derive(Default)]
+struct Folds {
+    state: Mutex<FoldState>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct FoldState {
+    /// The highest commit id to fold next (only committed ids get here).
+    pending: Option<u64>,
+    busy: bool,
+    stop: bool,
+}
+
+impl Folds {
+    fn lock(&self) -> std::sync::MutexGuard<'_, FoldState> {
+        self.state.lock().expect("fold lock")
+    }
+
+    /// Ask for a fold up to `id` (a newer request replaces an older one).
+    fn request(&self, id: u64) {
+        let mut s = self.lock();
+        s.pending = Some(s.pending.map_or(id, |p| p.max(id)));
+        self.changed.notify_all();
+    }
+
+    /// Wait until no fold is pending or running (or the thread stopped).
+    fn idle(&self) {
+        let mut s = self.lock();
+        while (s.pending.is_some() || s.busy) && !s.stop {
+            s = self.changed.wait(s).expect("fold lock");
+        }
+    }
+
+    fn stop(&self) {
+        self.lock().stop = true;
+        self.changed.notify_all();
+    }
+
+    /// The checkpoint thread: fold what is requested, one fold at a time.
+    fn run(&self, store: &StateStore, fail: &Mutex<Option<String>>) {
+        loop {
+            let id = {
+                let mut s = self.lock();
+                loop {
+                    if s.stop {
+                        return;
+                    }
+                    if let Some(id) = s.pending.take() {
+                        s.busy = true;
+                        break id;
+                    }
+                    s = self.changed.wait(s).expect("fold lock");
+                }
+            };
+            let started = Instant::now();
+            let r = store.compact(id).and_then(|n| {
+                store.flush()?;
+                Ok(n)
+            });
+            let failed = r.is_err();
+            match r {
+                Ok(n) => tracing::debug!(
+                    id,
+                    commits = n,
+                    took_ms = started.elapsed().as_millis() as u64,
+                    "checkpoint: logged commits folded"
+                ),
+                Err(e) => {
+                    // The logged commits stay; a restart folds them.
+                    *fail.lock().expect("committer lock") = Some(e.to_string());
+                }
+            }
+            let mut s = self.lock();
+            s.busy = false;
+            s.stop |= failed;
+            self.changed.notify_all();
+        }
+    }
+}
 
 use crate::state::{Commit, StateStore, fault_phase};
 
@@ -287,7 +375,15 @@ impl Committer {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Msg>(65_536);
         let in_flight = Arc::new(AtomicU64::new(0));
         let failed = Arc::new(Mutex::new(None));
-        let (inf, fail) = (in_flight.clone(), failed.clone());
+        let folds = Arc::new(Folds::default());
+        let folder = {
+            let (folds, store, fail) = (folds.clone(), store.clone(), failed.clone());
+            std::thread::Builder::new()
+                .name("rtap-checkpoint".into())
+                .spawn(move || folds.run(&store, &fail))
+                .expect("spawn the checkpoint thread")
+        };
+        let (inf, fail, fl) = (in_flight.clone(), failed.clone(), folds.clone());
         let thread = std::thread::Builder::new()
             .name("rtap-committer".into())
             .spawn(move || {
@@ -324,25 +420,13 @@ impl Committer {
                             r
                         }
                         Msg::Checkpoint(id) => {
-                            let started = Instant::now();
-                            let r = store
-                                .compact(id)
-                                .and_then(|n| {
-                                    store.flush()?;
-                                    Ok(n)
-                                })
-                                .map_err(|e| e.to_string());
-                            if let Ok(n) = r {
-                                tracing::debug!(
-                                    id,
-                                    commits = n,
-                                    took_ms = started.elapsed().as_millis() as u64,
-                                    "checkpoint: logged commits folded"
-                                );
-                            }
-                            r.map(|_| ())
+                            // Every commit up to `id` is in Kafka by now
+                            // (they came first on this channel).
+                            fl.request(id);
+                            Ok(())
                         }
                         Msg::Barrier(ack) => {
+                            fl.idle();
                             let _ = ack.send(());
                             Ok(())
                         }
@@ -360,6 +444,8 @@ impl Committer {
         Committer {
             tx: Some(tx),
             thread: Some(thread),
+            folds,
+            folder: Some(folder),
             in_flight,
             failed,
         }
@@ -437,6 +523,11 @@ impl Drop for Committer {
     fn drop(&mut self) {
         drop(self.tx.take());
         if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        // A fold that has not started is left to the next start.
+        self.folds.stop();
+        if let Some(t) = self.folder.take() {
             let _ = t.join();
         }
     }
