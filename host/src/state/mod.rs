@@ -39,10 +39,13 @@
 //!    partition 0 of the marker topic — for the consumer group
 //!    (`send_offsets_to_transaction`).
 //!
-//! Every `--checkpoint-interval` the committer **folds** the logged commits
-//! into `s/` (one synced `WriteBatch`; a key changed by a hundred commits is
-//! written once) and RocksDB flushes its memtables. A commit costs one
-//! sequential write; the per-key work happens once per checkpoint.
+//! Every `--checkpoint-interval` a checkpoint thread **folds** the logged
+//! commits — up to the last one the committer has committed to Kafka — into
+//! `s/` (one synced `WriteBatch`; a key changed by a hundred commits is
+//! written once) and RocksDB flushes its memtables, while the committer
+//! goes on committing (a fold takes seconds under load). A commit costs one
+//! sequential write; the per-key work happens once per checkpoint. A fold
+//! and later logged commits touch disjoint keys (`d/` ids above the fold's).
 //!
 //! The group's committed marker is the single point of truth: outputs,
 //! input offsets and marker commit atomically in Kafka. On restart the host
