@@ -260,7 +260,6 @@ impl Source for KafkaSource {
                     if !self.pending.is_empty() {
                         return Ok(self.take_all());
                     }
-                    if started.elapsed() > Duration::from_millis(200) {}
                 }
             }
         }
