@@ -158,20 +158,26 @@ impl DetectorState {
         for (key, bytes) in entries {
             let e: KeyEntry = postcard::from_bytes(bytes)
                 .map_err(|e| format!("detector entry of key `{key}`: {e}"))?;
-            let mut slot = KeySlot {
-                state: e.state.to_vec(),
-                timers: Vec::with_capacity(e.timers.len()),
-            };
-            for t in e.timers {
-                if slot.add_timer(t) {
-                    s.queue.entry(t).or_default().push(key.into());
-                }
-            }
-            if !slot.is_empty() {
+            if !e.state.is_empty() {
+                let slot = KeySlot {
+                    state: e.state.to_vec(),
+                    timers: Vec::with_capacity(e.timers.len()),
+                };
                 s.keys.insert(key.into(), slot);
+            }
+            for t in e.timers {
+                s.add_timer(key, t);
             }
         }
         Ok(s)
+    }
+
+    /// Give `key` a timer at `at` (creating the key if it has no state),
+    /// queued unless the key already has one then.
+    fn add_timer(&mut self, key: &str, at: i64) {
+        if self.keys.entry(key.into()).or_default().add_timer(at) {
+            self.queue.entry(at).or_default().push(key.into());
+        }
     }
 
     /// Drop `key`'s timer at `at` (it fired); whether it was pending.
@@ -298,21 +304,7 @@ impl DetectorOp {
             }
         }
         for (g, at) in step.timers {
-            let key = keys[g as usize].as_str();
-            let added = match st.keys.get_mut(key) {
-                Some(slot) => slot.add_timer(at),
-                None => {
-                    let slot = KeySlot {
-                        state: Vec::new(),
-                        timers: vec![at],
-                    };
-                    st.keys.insert(key.into(), slot);
-                    true
-                }
-            };
-            if added {
-                st.queue.entry(at).or_default().push(key.into());
-            }
+            st.add_timer(&keys[g as usize], at);
         }
         alerts.extend(step.alerts.into_iter().map(|a| KeyedAlert {
             key: keys[a.group as usize].clone(),

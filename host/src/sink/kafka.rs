@@ -14,6 +14,8 @@
 //! `isolation.level=read_committed` to see only committed outputs (the
 //! librdkafka and Java default is `read_uncommitted`).
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerGroupMetadata};
@@ -25,6 +27,7 @@ use crate::event::Position;
 use crate::metrics::metrics;
 use crate::pipeline::output::Output;
 use crate::source::kafka::KafkaConfig;
+use crate::state::{Commit, StateStore, fault_phase};
 
 const TXN_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -283,9 +286,6 @@ pub struct Committer {
     failed: Arc<Mutex<Option<String>>>,
 }
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
-
 /// The hand-off between the committer and the checkpoint thread.
 #[derive(Default)]
 struct Folds {
@@ -367,8 +367,6 @@ impl Folds {
         }
     }
 }
-
-use crate::state::{Commit, StateStore, fault_phase};
 
 impl Committer {
     pub fn spawn(mut sink: KafkaSink, store: Arc<StateStore>, pause: Option<Duration>) -> Self {

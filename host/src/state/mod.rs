@@ -345,7 +345,7 @@ impl<'de> Deserialize<'de> for Changes {
 
 /// Serializes a byte slice as bytes (one copy) rather than as a sequence of
 /// `u8` (one call per byte); postcard writes both the same way.
-pub struct AsBytes<'a>(pub &'a [u8]);
+struct AsBytes<'a>(&'a [u8]);
 
 impl Serialize for AsBytes<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -355,7 +355,7 @@ impl Serialize for AsBytes<'_> {
 
 /// For `#[serde(serialize_with)]` on `&[u8]` fields: see [`AsBytes`].
 pub fn ser_bytes<S: serde::Serializer>(b: &&[u8], s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_bytes(b)
+    AsBytes(b).serialize(s)
 }
 
 /// A commit: the meta and the changed keys of every plugin.

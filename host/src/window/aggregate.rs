@@ -71,13 +71,19 @@ struct WinsOut<'a>(&'a [Win]);
 
 impl Serialize for WinsOut<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(self.0.iter().map(|w| WinRef {
+        s.collect_seq(self.0.iter().map(WinRef::from))
+    }
+}
+
+impl<'a> From<&'a Win> for WinRef<'a> {
+    fn from(w: &'a Win) -> Self {
+        WinRef {
             id: w.id,
             start: w.start,
             end: w.end,
             fired: w.fired,
             state: &w.state,
-        }))
+        }
     }
 }
 
@@ -124,11 +130,7 @@ impl WindowState {
     pub fn take_dirty(&mut self, out: &mut Changes) {
         for k in self.changed.take() {
             out.put_with(&k, |buf| {
-                let wins = self.keys.get(&k);
-                if let Some(w) = wins {
-                    encode_wins(w, buf);
-                }
-                wins.is_some()
+                self.keys.get(&k).map(|w| encode_wins(w, buf)).is_some()
             });
         }
     }
@@ -796,16 +798,7 @@ mod tests {
         let mut buf = vec![0xAA];
         encode_wins(&wins, &mut buf);
         let old = postcard::to_allocvec(&KeyEntry {
-            wins: wins
-                .iter()
-                .map(|w| WinRef {
-                    id: w.id,
-                    start: w.start,
-                    end: w.end,
-                    fired: w.fired,
-                    state: &w.state,
-                })
-                .collect(),
+            wins: wins.iter().map(WinRef::from).collect(),
         })
         .unwrap();
         assert_eq!(buf[0], 0xAA, "appends");
