@@ -510,6 +510,7 @@ fn run(config: Config) -> Result<Exit, Failure> {
         time,
         influx,
         kafka: kafka_sink.map(|k| Committer::spawn(k, store.clone(), fault_pause)),
+        uncommitted: Vec::new(),
         fault_pause,
     };
     let exit = runner.run(rx).map_err(|e| Failure::Run(e.to_string()))?;

@@ -122,7 +122,7 @@ pub struct EventBatch {
     pub malformed: Vec<Malformed>,
     /// Source position after this batch (what a checkpoint records).
     pub end: Position,
-    /// When the source handed the batch over (for latency figures).
+    /// When the source read the batch's first event (for latency figures).
     pub created: std::time::Instant,
 }
 

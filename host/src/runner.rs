@@ -96,6 +96,8 @@ pub struct Runner {
     pub time: TimeConfig,
     pub influx: Option<crate::sink::influx::InfluxSink>,
     pub kafka: Option<crate::sink::kafka::Committer>,
+    /// When each batch processed since the last commit was read.
+    pub uncommitted: Vec<Instant>,
     /// Fault injection for the kill tests (`RTAP_FAULT_COMMIT_PAUSE_MS`):
     /// announce each commit phase on stderr and pause in it.
     pub fault_pause: Option<Duration>,
@@ -118,6 +120,7 @@ impl Runner {
                 Ok(SourceMsg::Batch(batch)) => {
                     self.pipeline.process(&batch);
                     self.positions.insert(batch.origin.partition, batch.end);
+                    self.uncommitted.push(batch.created);
                     self.changed = true;
                     stats
                         .events_in
@@ -397,11 +400,16 @@ impl Runner {
             plugins: changes,
         };
         let (id, taken_at, keys) = (commit.meta.id, commit.meta.taken_at, commit.keys());
+        let batches = std::mem::take(&mut self.uncommitted);
         let res = match &self.kafka {
-            Some(k) => k.commit(commit).map_err(RunError::Kafka),
+            Some(k) => k.commit(commit, batches).map_err(RunError::Kafka),
             None => {
                 crate::state::fault_phase(self.fault_pause, "synced", id);
-                self.store.apply(&commit, true).map_err(RunError::from)
+                let r = self.store.apply(&commit, true).map_err(RunError::from);
+                for b in batches.iter().filter(|_| r.is_ok()) {
+                    metrics().commit_latency.observe(b.elapsed().as_secs_f64());
+                }
+                r
             }
         };
         if let Err(e) = res {

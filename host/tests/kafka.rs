@@ -252,6 +252,7 @@ fn run_until(broker: &Broker, plugins: &std::path::Path, data: &std::path::Path,
     wait_lag_reported(port);
     // Let an interval checkpoint commit the offsets, then stop.
     std::thread::sleep(Duration::from_millis(2500));
+    check_latency_metrics(port);
     sigterm(host.0.id());
     let deadline = Instant::now() + Duration::from_secs(30);
     while host.0.try_wait().unwrap().is_none() {
@@ -264,7 +265,32 @@ fn run_until(broker: &Broker, plugins: &std::path::Path, data: &std::path::Path,
     wm
 }
 
-/// The metrics of the file source over the same events: (plugin|name|key|start|end) → value.
+/// The latency split the performance test reports: the broker's share per
+/// record (from the record's CreateTime, so seconds at most here, whatever
+/// the events' own times), rtap's per batch on both paths.
+fn check_latency_metrics(port: u16) {
+    let (_, text) = http(port, "GET", "/metrics", &[], b"").unwrap();
+    let value = |name: &str| -> f64 {
+        text.lines()
+            .filter(|l| l.starts_with(name))
+            .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+            .sum()
+    };
+    let records = value("rtap_source_fetch_delay_seconds_count");
+    assert!(records > 0.0, "no fetch delay recorded:\n{text}");
+    let mean = value("rtap_source_fetch_delay_seconds_sum") / records;
+    assert!(
+        (0.0..30.0).contains(&mean),
+        "mean fetch delay {mean} s: not measured from the record's CreateTime"
+    );
+    for m in [
+        "rtap_e2e_latency_seconds_count",
+        "rtap_commit_latency_seconds_count",
+    ] {
+        assert!(value(m) > 0.0, "{m} is 0:\n{text}");
+    }
+}
+
 /// The consumer lag the host reports in its `/ws` status (the dashboard's
 /// lag panel): every partition of the events topic, down to 0 once all
 /// events are read.
@@ -304,6 +330,7 @@ fn wait_lag_reported(port: u16) {
     });
 }
 
+/// The metrics of the file source over the same events: (plugin|name|key|start|end) → value.
 fn reference(lines: &[String], plugins: &std::path::Path) -> BTreeMap<String, (i64, Value)> {
     let tmp = tempfile::tempdir().unwrap();
     let input = tmp.path().join("events.jsonl");

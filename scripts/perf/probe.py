@@ -9,6 +9,17 @@ when the alert for that user is received
   * on the WebSocket `/ws` (immediate path), and
   * by a `read_committed` consumer of `cep-alerts` (committed path: visible
     only once the host's transaction committed).
+Where the time goes, from the host's histograms over the same steady-state
+window (buckets, so the figures are bucket-interpolated):
+  * broker: a record's timestamp (the producer's CreateTime) -> the host's
+    consumer reading it (`rtap_source_fetch_delay_seconds`, per record);
+  * rtap, immediate: first event of a batch read -> the batch's outputs
+    written to the sinks, WebSocket included (`rtap_e2e_latency_seconds`,
+    per batch);
+  * rtap, committed: first event of a batch read -> the transaction holding
+    its outputs committed (`rtap_commit_latency_seconds`, per batch).
+The probe latencies are also given per 10 s of the run: on tansu's in-memory
+storage the broker's own latency grows with the topic.
 Throughput and lag come from the broker: produced = sum of the partitions'
 end offsets, committed = the consumer group's committed offsets (committed in
 the host's transactions), lag = produced - committed, sampled every 2 s.
@@ -103,6 +114,43 @@ def event(user, ts, i):
                        "device": "desktop", "referrer": "direct"})
 
 
+HISTOGRAMS = {"broker_fetch_delay": "rtap_source_fetch_delay_seconds",
+              "rtap_immediate": "rtap_e2e_latency_seconds",
+              "rtap_committed": "rtap_commit_latency_seconds"}
+
+
+def scrape():
+    """Cumulative bucket counts {metric: {le: count}} from /metrics (labels
+    other than `le` summed)."""
+    text = urllib.request.urlopen(a.api + "/metrics", timeout=5).read().decode()
+    out = {}
+    for line in text.splitlines():
+        for m in HISTOGRAMS.values():
+            if line.startswith(m + "_bucket{"):
+                le = line.split('le="', 1)[1].split('"', 1)[0]
+                le = float("inf") if le == "+Inf" else float(le)
+                d = out.setdefault(m, {})
+                d[le] = d.get(le, 0) + float(line.rsplit(" ", 1)[1])
+    return out
+
+
+def hist_quantile(buckets, q):
+    """Like PromQL's histogram_quantile: linear within the bucket."""
+    les = sorted(buckets)
+    total = buckets[les[-1]] if les else 0
+    if total <= 0:
+        return None
+    rank, prev_le, prev_c = q * total, 0.0, 0.0
+    for le in les:
+        c = buckets[le]
+        if c >= rank:
+            if le == float("inf"):
+                return prev_le * 1000
+            return (prev_le + (le - prev_le) * (rank - prev_c) / max(c - prev_c, 1e-9)) * 1000
+        prev_le, prev_c = le, c
+    return prev_le * 1000
+
+
 threads = [threading.Thread(target=f, daemon=True) for f in (ws_reader, committed_reader, sampler)]
 for t in threads:
     t.start()
@@ -110,7 +158,10 @@ time.sleep(2)  # readers positioned
 prod = Producer({"bootstrap.servers": a.brokers, "linger.ms": 0})
 t0 = time.time()
 i = 0
+hist_start = None
 while time.time() - t0 < a.duration:
+    if hist_start is None and time.time() - t0 >= a.warmup:
+        hist_start = scrape()
     user = f"probe-{run}-{i}"
     now_ms = int(time.time() * 1000)
     for j in range(a.burst):
@@ -121,6 +172,7 @@ while time.time() - t0 < a.duration:
     i += 1
     time.sleep(max(0.0, t0 + i / a.probes_per_sec - time.time()))
 prod.flush(10)
+hist_end = scrape()
 time.sleep(3)
 stop.set()
 for t in threads:
@@ -139,6 +191,20 @@ steady = [s for s in samples if s["t"] - t0 >= a.warmup]
 out = {"probes": len(probes), "ws_missing": len(probes) - len(ws), "committed_missing": len(probes) - len(com)}
 for name, xs in (("ws", ws), ("committed", com)):
     out[name] = {q: round(pct(xs, v), 1) for q, v in (("p50", 50), ("p95", 95), ("p99", 99), ("max", 100))}
+out["per_10s"] = {}
+for lo in range(int(a.warmup), int(a.duration), 10):
+    ks = [k for k in probes if lo <= sent[k] - t0 < lo + 10]
+    w = [(ws_seen[k] - sent[k]) * 1000 for k in ks if k in ws_seen]
+    c = [(com_seen[k] - sent[k]) * 1000 for k in ks if k in com_seen]
+    out["per_10s"][f"{lo}-{lo + 10}s"] = {
+        "ws_p50_p99": [round(pct(w, 50), 1), round(pct(w, 99), 1)],
+        "committed_p50_p99": [round(pct(c, 50), 1), round(pct(c, 99), 1)]}
+out["host_histograms_ms"] = {}
+for name, m in HISTOGRAMS.items():
+    end, start = hist_end.get(m, {}), (hist_start or {}).get(m, {})
+    d = {le: c - start.get(le, 0) for le, c in end.items()}
+    qs = {q: hist_quantile(d, v) for q, v in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99))}
+    out["host_histograms_ms"][name] = {q: (round(x, 1) if x is not None else None) for q, x in qs.items()}
 if len(steady) >= 2:
     f, l = steady[0], steady[-1]
     dt = l["t"] - f["t"]

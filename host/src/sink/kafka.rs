@@ -258,7 +258,8 @@ enum Msg {
         line: String,
     },
     /// Close the transaction: log the state delta, commit to Kafka.
-    Commit(Box<Commit>),
+    /// With the read times of the batches it commits (for the latency metric).
+    Commit(Box<Commit>, Vec<Instant>),
     /// Fold the logged commits up to this id into the per-key state.
     Checkpoint(u64),
     /// Reply once everything before has been done.
@@ -403,7 +404,7 @@ impl Committer {
                         Msg::Record { alert, key, line } => sink
                             .send_keyed(alert, &key, &line)
                             .map_err(|e| e.to_string()),
-                        Msg::Commit(c) => {
+                        Msg::Commit(c, batches) => {
                             let id = c.meta.id;
                             let r = store
                                 .log_commit(&c)
@@ -414,6 +415,11 @@ impl Committer {
                                         .map_err(|e| e.to_string())
                                 })
                                 .map(|()| phase("committed", id));
+                            if r.is_ok() {
+                                for b in batches {
+                                    metrics().commit_latency.observe(b.elapsed().as_secs_f64());
+                                }
+                            }
                             inf.fetch_sub(1, Ordering::AcqRel);
                             r
                         }
@@ -481,10 +487,11 @@ impl Committer {
         })
     }
 
-    /// Request a commit (returns at once).
-    pub fn commit(&self, c: Commit) -> Result<(), String> {
+    /// Request a commit (returns at once); `batches`: when each batch it
+    /// commits was read.
+    pub fn commit(&self, c: Commit, batches: Vec<Instant>) -> Result<(), String> {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
-        self.put(Msg::Commit(Box::new(c)))
+        self.put(Msg::Commit(Box::new(c), batches))
     }
 
     /// Fold the logged commits up to `id` (after they are committed).

@@ -123,6 +123,8 @@ pub struct KafkaSource {
     ready: std::collections::VecDeque<EventBatch>,
     /// The next offset per partition, shared with the lag reporter.
     next: Arc<Mutex<BTreeMap<i32, i64>>>,
+    /// Record timestamp → read, per record; flushed per batch.
+    fetch_delay: prometheus::local::LocalHistogram,
 }
 
 impl KafkaSource {
@@ -164,6 +166,10 @@ impl KafkaSource {
             pending: BTreeMap::new(),
             ready: std::collections::VecDeque::new(),
             next: Arc::new(Mutex::new(BTreeMap::new())),
+            fetch_delay: metrics()
+                .fetch_delay
+                .with_label_values(&[&format!("kafka:{}", cfg.events_topic)])
+                .local(),
         };
         s.assign(&[])?;
         spawn_lag_reporter(cfg, s.topic.clone(), s.partitions.clone(), &s.next)?;
@@ -192,15 +198,16 @@ impl KafkaSource {
 
     /// Hand on every pending batch (one per partition): none waits for
     /// another partition's turn.
+    /// A batch's latency clock (`created`) started when its first event was
+    /// read, so the time it waited here counts as rtap's.
     fn take_all(&mut self) -> Option<EventBatch> {
-        let now = Instant::now();
         let mut next = self.next.lock().expect("lag lock");
-        for (p, mut b) in std::mem::take(&mut self.pending) {
+        for (p, b) in std::mem::take(&mut self.pending) {
             next.insert(p, b.end.offset as i64);
-            b.created = now;
             self.ready.push_back(b);
         }
         drop(next);
+        self.fetch_delay.flush();
         self.ready.pop_front()
     }
 }
@@ -224,6 +231,10 @@ impl Source for KafkaSource {
             };
             match self.consumer.poll(timeout) {
                 Some(Ok(msg)) => {
+                    if let Some(ts) = msg.timestamp().to_millis() {
+                        let delay = crate::pipeline::output::now_ms() - ts;
+                        self.fetch_delay.observe(delay.max(0) as f64 / 1000.0);
+                    }
                     let p = msg.partition();
                     let off = msg.offset();
                     let origin = Origin {
