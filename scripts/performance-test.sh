@@ -10,6 +10,7 @@
 #   PLUGINS="page-views bot-burst" scripts/performance-test.sh
 #   HOST_ARGS="--commit-interval 50ms" scripts/performance-test.sh
 #   HOST_LOG=info,rtap_host::sink::kafka=debug scripts/performance-test.sh
+#   KEEP_LOG=/tmp/host.log scripts/performance-test.sh   # keep the host's log
 #   PRELOAD=2000000 scripts/performance-test.sh   # drain a backlog: the host's
 #       Kafka-path throughput without the generator competing for the cores
 #   GEN_ARGS="--kafka-option linger.ms=50 --kafka-option batch.size=1000000" \
@@ -41,6 +42,7 @@ pids=()
 cleanup() {
     for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
     wait 2>/dev/null || true
+    if [[ -n "${KEEP_LOG:-}" && -f "$work/host.log" ]]; then cp "$work/host.log" "$KEEP_LOG"; fi
     rm -rf "$work"
 }
 trap cleanup EXIT
@@ -109,5 +111,29 @@ curl -s "http://127.0.0.1:$hport/metrics" | awk '
         for (x in k) if (x ~ /count/) kn = k[x]; else ks = k[x]
         if (n > 0) printf "host: %d commits, %.1f ms each on average (Kafka transaction %.1f ms); %.1f s in plugin calls\n", n, 1000 * s / n, 1000 * ks / kn, wasm
     }' >&2
+# Who used the two cores: CPU seconds per process since it started, and
+# the host's per thread (digits in thread names folded to #).
+thread_cpu() { # PID -> "TICKS NAME" per thread
+    local t stat comm
+    for t in /proc/"$1"/task/*; do
+        stat=$(cat "$t/stat" 2>/dev/null) || continue
+        comm=$(cat "$t/comm" 2>/dev/null) || continue
+        # the fields after "(comm) " are fixed: utime and stime are 12th and 13th
+        read -r -a f <<<"${stat##*) }"
+        echo "$((f[11] + f[12])) ${comm//[0-9]/#}"
+    done
+}
+cpu_report() {
+    local tick line=""
+    tick=$(getconf CLK_TCK)
+    for named in "tansu:${pids[0]}" "host:${pids[1]}" "rtap-gen:${pids[2]}"; do
+        line+=" ${named%%:*} $(thread_cpu "${named#*:}" | awk -v t="$tick" '{ s += $1 } END { printf "%.1f", s / t }')"
+    done
+    echo "CPU seconds since start:$line" >&2
+    thread_cpu "${pids[1]}" | awk -v t="$tick" '{ n = $1; $1 = ""; c[$0] += n }
+        END { for (x in c) if (c[x] >= t / 2) printf "  host thread%s: %.1f s\n", x, c[x] / t }' |
+        sort -t: -k2 -rn >&2
+}
+cpu_report
 log "host: $(grep -c . "$work/host.log") log lines, $(grep -cE ' (WARN|ERROR) ' "$work/host.log") warnings or errors"
 grep -E ' (WARN|ERROR) ' "$work/host.log" | head -20 >&2 || true
