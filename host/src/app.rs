@@ -85,7 +85,11 @@ fn run(config: Config) -> Result<Exit, Failure> {
         grants: config.allow_capabilities.clone(),
         ..Limits::default()
     };
-    let runtime = Arc::new(Runtime::new(limits).map_err(start)?);
+    let mut runtime = Runtime::new(limits).map_err(start)?;
+    if !config.no_compile_cache {
+        runtime.cache_compiled(config.data_dir.join("compiled"));
+    }
+    let runtime = Arc::new(runtime);
     let started = std::time::Instant::now();
     let loaded = crate::plugin::load_dir(&runtime, &config.plugins).map_err(start)?;
     tracing::info!(plugins = loaded.len(), took_ms = started.elapsed().as_millis() as u64, dir = %config.plugins.display(), "plugins compiled");

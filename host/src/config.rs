@@ -241,6 +241,11 @@ pub struct Config {
     #[arg(long, env = "RTAP_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
 
+    /// Do not keep compiled plugins in `DATA_DIR/compiled` (each start then
+    /// compiles every plugin again: ~2 s for the 11 shipped ones here).
+    #[arg(long)]
+    pub no_compile_cache: bool,
+
     /// Dead-letter output (JSONL); default `DATA_DIR/dead-letter.jsonl`.
     #[arg(long)]
     pub dead_letter: Option<String>,

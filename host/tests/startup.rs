@@ -121,3 +121,71 @@ fn malformed_lines_are_dead_lettered_with_line_numbers() {
     assert_eq!(out.len(), 1);
     assert_eq!(out[0]["value"], 2.0, "the two good events are counted");
 }
+
+/// Compiled plugins are kept in `DATA_DIR/compiled`: a restart loads them
+/// (the file is not rewritten), a damaged entry is compiled again and
+/// replaced with a warning, and `--no-compile-cache` keeps nothing.
+#[test]
+fn compiled_plugins_are_cached_and_a_bad_entry_is_replaced() {
+    use std::os::unix::fs::MetadataExt;
+    let plugins = plugins_dir(&["page-views"]);
+    let data = tempfile::tempdir().unwrap();
+    let input = data.path().join("in.jsonl");
+    std::fs::write(
+        &input,
+        "{\"page\":\"/a\",\"timestamp\":1000}\n{\"page\":\"/a\",\"timestamp\":2000}\n",
+    )
+    .unwrap();
+    let entries = || -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(data.path().join("compiled"))
+            .map(|d| d.map(|e| e.unwrap().path()).collect())
+            .unwrap_or_default()
+    };
+    // Each run of a file to its end starts over and appends its outputs.
+    let run = |extra: &[&str]| {
+        let out = run_file(plugins.path(), &input, data.path(), extra);
+        let results = read_json(&data.path().join("out.jsonl"));
+        assert_eq!(results.last().unwrap()["value"], 2.0, "{results:?}");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+
+    run(&[]);
+    let cached = entries();
+    assert_eq!(cached.len(), 1, "one entry per plugin: {cached:?}");
+    let name = cached[0]
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    assert!(name.ends_with(".cwasm"), "{name}");
+    let meta = std::fs::metadata(&cached[0]).unwrap();
+
+    run(&[]);
+    assert_eq!(
+        std::fs::metadata(&cached[0]).unwrap().ino(),
+        meta.ino(),
+        "a restart loads the entry instead of compiling and writing it again"
+    );
+
+    std::fs::write(&cached[0], b"not native code").unwrap();
+    let err = run(&[]);
+    assert!(
+        err.contains("not usable, compiling again"),
+        "a damaged entry is reported: {err}"
+    );
+    assert_eq!(
+        std::fs::metadata(&cached[0]).unwrap().len(),
+        meta.len(),
+        "and replaced"
+    );
+    assert_eq!(entries().len(), 1);
+
+    let fresh = tempfile::tempdir().unwrap();
+    run_file(
+        plugins.path(),
+        &input,
+        fresh.path(),
+        &["--no-compile-cache"],
+    );
+    assert!(!fresh.path().join("compiled").exists());
+}

