@@ -11,6 +11,7 @@
 #   HOST_ARGS="--commit-interval 50ms" scripts/performance-test.sh
 #   HOST_LOG=info,rtap_host::sink::kafka=debug scripts/performance-test.sh
 #   KEEP_LOG=/tmp/host.log scripts/performance-test.sh   # keep the host's log
+#   HOST_BIN=/tmp/host-old scripts/performance-test.sh   # another host binary (A/B runs)
 #   PRELOAD=2000000 scripts/performance-test.sh   # drain a backlog: the host's
 #       Kafka-path throughput without the generator competing for the cores
 #   GEN_ARGS="--kafka-option linger.ms=50 --kafka-option batch.size=1000000" \
@@ -67,7 +68,7 @@ else
 fi
 hport=$(port)
 # shellcheck disable=SC2086
-RUST_LOG="${HOST_LOG:-info}" "$bin/host" --plugins "$work/plugins" --kafka-brokers "127.0.0.1:$kport" --no-watch \
+RUST_LOG="${HOST_LOG:-info}" "${HOST_BIN:-$bin/host}" --plugins "$work/plugins" --kafka-brokers "127.0.0.1:$kport" --no-watch \
     --listen "127.0.0.1:$hport" --sink jsonl:/dev/null --data-dir "$work/data" $HOST_ARGS \
     2>"$work/host.log" &
 pids+=($!)
@@ -104,12 +105,15 @@ curl -s "http://127.0.0.1:$hport/metrics" | awk '
     /^rtap_checkpoint_duration_seconds_(sum|count)/ { c[$1] = $2 }
     /^rtap_sink_write_duration_seconds_(sum|count)\{sink="kafka"\}/ { k[$1] = $2 }
     /^rtap_plugin_call_duration_seconds_sum/ { wasm += $2 }
+    /^rtap_plugin_batch_size_sum\{plugin="page-views"\}/ { bs = $2 }
+    /^rtap_plugin_batch_size_count\{plugin="page-views"\}/ { bn = $2 }
     /^rtap_plugin_(traps|timeouts)_total|^rtap_dead_letters_total/ { if ($2 > 0) bad = bad "\n  " $0 }
     END {
         if (bad != "") printf "host: plugin failures and dead letters:%s\n", bad
         for (x in c) if (x ~ /count/) n = c[x]; else s = c[x]
         for (x in k) if (x ~ /count/) kn = k[x]; else ks = k[x]
         if (n > 0) printf "host: %d commits, %.1f ms each on average (Kafka transaction %.1f ms); %.1f s in plugin calls\n", n, 1000 * s / n, 1000 * ks / kn, wasm
+        if (bn > 0) printf "host: %d page-views calls, %.0f events each on average\n", bn, bs / bn
     }' >&2
 # Who used the two cores: CPU seconds per process since it started, and
 # the host's per thread (digits in thread names folded to #).

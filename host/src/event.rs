@@ -111,7 +111,17 @@ pub struct Malformed {
     pub raw: String,
 }
 
-/// A batch of events from one source partition, in arrival order.
+/// Where a run of a batch's events (and malformed records) from one
+/// partition begins; see [`EventBatch::parts`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Part {
+    pub partition: i32,
+    pub first_event: u32,
+    pub first_malformed: u32,
+}
+
+/// A batch of events in arrival order: from one source partition, or (the
+/// Kafka source) from several, in runs by partition.
 #[derive(Debug, Clone)]
 pub struct EventBatch {
     pub origin: Origin,
@@ -124,6 +134,12 @@ pub struct EventBatch {
     pub end: Position,
     /// When the source read the batch's first event (for latency figures).
     pub created: std::time::Instant,
+    /// Runs by partition, in order, when the batch holds more than
+    /// `origin.partition` (else empty).
+    pub parts: Vec<Part>,
+    /// The position after this batch per partition it holds, when it holds
+    /// runs (else `end` is `origin.partition`'s).
+    pub ends: Vec<(i32, Position)>,
 }
 
 impl EventBatch {
@@ -135,6 +151,68 @@ impl EventBatch {
             malformed: Vec::new(),
             end: Position::default(),
             created: std::time::Instant::now(),
+            parts: Vec::new(),
+            ends: Vec::new(),
+        }
+    }
+
+    /// Start a run of `partition`'s records here, unless the last run is
+    /// that partition's already.
+    pub fn enter_partition(&mut self, partition: i32) {
+        if self.parts.last().is_some_and(|p| p.partition == partition) {
+            return;
+        }
+        if self.parts.is_empty() {
+            self.origin.partition = partition;
+        }
+        self.parts.push(Part {
+            partition,
+            first_event: self.events.len() as u32,
+            first_malformed: self.malformed.len() as u32,
+        });
+    }
+
+    /// The runs as (partition, range of event indices), in order; one run of
+    /// `origin.partition` when the batch has no parts.
+    pub fn runs(&self) -> Vec<(i32, std::ops::Range<usize>)> {
+        if self.parts.is_empty() {
+            return vec![(self.origin.partition, 0..self.events.len())];
+        }
+        let ends = self.parts[1..]
+            .iter()
+            .map(|p| p.first_event as usize)
+            .chain([self.events.len()]);
+        self.parts
+            .iter()
+            .zip(ends)
+            .map(|(p, end)| (p.partition, p.first_event as usize..end))
+            .collect()
+    }
+
+    fn part_of(&self, first: impl Fn(&Part) -> u32, i: usize) -> i32 {
+        let n = self.parts.partition_point(|p| first(p) as usize <= i);
+        match n.checked_sub(1) {
+            Some(k) => self.parts[k].partition,
+            None => self.origin.partition,
+        }
+    }
+
+    /// The partition event `i` came from.
+    pub fn partition_of_event(&self, i: usize) -> i32 {
+        self.part_of(|p| p.first_event, i)
+    }
+
+    /// The partition malformed record `i` came from.
+    pub fn partition_of_malformed(&self, i: usize) -> i32 {
+        self.part_of(|p| p.first_malformed, i)
+    }
+
+    /// The position after this batch, per partition it holds.
+    pub fn positions(&self) -> Vec<(i32, Position)> {
+        if self.ends.is_empty() {
+            vec![(self.origin.partition, self.end)]
+        } else {
+            self.ends.clone()
         }
     }
 
@@ -163,5 +241,57 @@ impl EventBatch {
 
     pub fn is_empty(&self) -> bool {
         self.events.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn malformed(offset: u64) -> Malformed {
+        Malformed {
+            offset,
+            reason: "bad".into(),
+            raw: "x".into(),
+        }
+    }
+
+    fn event() -> Event {
+        Event {
+            ts: 0,
+            latency_ms: f64::NAN,
+            value: f64::NAN,
+            text: [Span::MISSING; 8],
+            raw: Span::MISSING,
+            offset: 0,
+        }
+    }
+
+    #[test]
+    fn runs_name_each_events_partition() {
+        let mut b = EventBatch::new(Origin {
+            source: Arc::from("kafka:t"),
+            partition: 9,
+        });
+        assert_eq!(b.runs(), vec![(9, 0..0)], "no parts: the origin's");
+        b.enter_partition(3);
+        b.events.push(event());
+        b.events.push(event());
+        b.enter_partition(3); // still partition 3: no new run
+        b.enter_partition(5);
+        b.malformed.push(malformed(7)); // a run with no events
+        b.enter_partition(1);
+        b.events.push(event());
+        b.malformed.push(malformed(8));
+        assert_eq!(b.origin.partition, 3, "the first run's partition");
+        assert_eq!(b.runs(), vec![(3, 0..2), (5, 2..2), (1, 2..3)]);
+        let parts: Vec<i32> = (0..3).map(|i| b.partition_of_event(i)).collect();
+        assert_eq!(parts, vec![3, 3, 1]);
+        assert_eq!(b.partition_of_malformed(0), 5);
+        assert_eq!(b.partition_of_malformed(1), 1);
+        b.end = Position { offset: 4, seq: 4 };
+        assert_eq!(b.positions(), vec![(3, b.end)], "no ends: the origin's");
+        b.ends = vec![(1, Position { offset: 2, seq: 2 }), (3, b.end)];
+        assert_eq!(b.positions(), b.ends);
     }
 }

@@ -119,7 +119,7 @@ impl Runner {
             match rx.recv_timeout(IDLE_TICK) {
                 Ok(SourceMsg::Batch(batch)) => {
                     self.pipeline.process(&batch);
-                    self.positions.insert(batch.origin.partition, batch.end);
+                    self.positions.extend(batch.positions());
                     self.uncommitted.push(batch.created);
                     self.changed = true;
                     stats
@@ -128,13 +128,12 @@ impl Runner {
                     stats
                         .malformed
                         .fetch_add(batch.malformed.len() as u64, Ordering::Relaxed);
-                    metrics()
-                        .events_in
-                        .with_label_values(&[
-                            &*batch.origin.source,
-                            &batch.origin.partition.to_string(),
-                        ])
-                        .inc_by(batch.events.len() as u64);
+                    for (p, events) in batch.runs() {
+                        metrics()
+                            .events_in
+                            .with_label_values(&[&*batch.origin.source, &p.to_string()])
+                            .inc_by(events.len() as u64);
+                    }
                     self.drain()?;
                     let latency = batch.created.elapsed().as_secs_f64();
                     metrics().e2e_latency.observe(latency);

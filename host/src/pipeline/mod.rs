@@ -251,25 +251,37 @@ impl Pipeline {
 
     /// Process one batch in arrival order.
     pub fn process(&mut self, batch: &EventBatch) {
-        for m in &batch.malformed {
+        for (j, m) in batch.malformed.iter().enumerate() {
             self.dead.push(DeadLetter {
                 time: now_ms(),
                 plugin: None,
                 reason: "malformed",
                 detail: m.reason.clone(),
                 source: batch.origin.source.to_string(),
-                partition: batch.origin.partition,
+                partition: batch.partition_of_malformed(j),
                 offset: Some(m.offset),
                 event: m.raw.clone(),
             });
         }
-        let others = self.wm.begin(batch.origin.partition, now_ms());
+        // A batch may hold runs of several partitions (Kafka): each run
+        // updates its own partition's event time, exactly as a batch of its
+        // own would; only the plugin calls are shared.
+        let now = now_ms();
+        let runs = batch.runs();
+        let mut run = 0;
+        let mut partition = runs[0].0;
+        let mut others = self.wm.begin(partition, now);
         let any_lateness = self
             .slots
             .iter()
             .any(|s| matches!(&s.op, Op::Aggregate(a) if a.lateness_ms() > 0));
         let mut late_plugins: Vec<String> = Vec::new();
         for i in 0..batch.events.len() {
+            while !runs[run].1.contains(&i) {
+                run += 1;
+                partition = runs[run].0;
+                others = self.wm.begin(partition, now);
+            }
             let ts = batch.events[i].ts;
             let wm = self.wm.current();
             // A late update must see its window fired first (firing is lazy).
@@ -313,15 +325,20 @@ impl Pipeline {
                     plugins: late_plugins.clone(),
                     watermark: wm,
                     source: batch.origin.source.to_string(),
-                    partition: batch.origin.partition,
+                    partition,
                     offset: ev.offset,
                     event: batch.raw(ev).to_string(),
                 });
             }
-            self.wm.observe(batch.origin.partition, ts, others);
+            self.wm.observe(partition, ts, others);
             if cut {
                 self.flush(batch, self.wm.current());
             }
+        }
+        // Runs after the last event (no events, only malformed records)
+        // still mark their partitions active.
+        for &(p, _) in &runs[run + 1..] {
+            self.wm.begin(p, now);
         }
         let wm = self.wm.current();
         self.flush(batch, wm);
@@ -642,7 +659,7 @@ impl Pipeline {
                 reason,
                 detail: detail.to_string(),
                 source: batch.origin.source.to_string(),
-                partition: batch.origin.partition,
+                partition: batch.partition_of_event(i as usize),
                 offset: Some(ev.offset),
                 event: batch.raw(ev).to_string(),
             });
