@@ -14,6 +14,7 @@
 //! the file as much as the host binary, so the cache must be writable only
 //! by the host's user, like the rest of the data directory; a file that
 //! does not load (truncated, other wasmtime) is compiled again and replaced.
+//! The 64 most recently used entries are kept.
 
 use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
@@ -228,7 +229,14 @@ impl Runtime {
             // directory (see the module docs); wasmtime checks its header
             // and version and refuses anything else.
             match unsafe { Component::deserialize_file(&self.engine, &path) } {
-                Ok(c) => return Ok(c),
+                Ok(c) => {
+                    // Recently used entries survive the pruning.
+                    let _ = std::fs::File::options()
+                        .write(true)
+                        .open(&path)
+                        .and_then(|f| f.set_modified(std::time::SystemTime::now()));
+                    return Ok(c);
+                }
                 Err(e) => {
                     tracing::warn!(path = %path.display(), "compiled plugin cache entry not usable, compiling again: {}", root(&e))
                 }
@@ -245,6 +253,7 @@ impl Runtime {
         if let Err(e) = stored {
             tracing::warn!(dir = %dir.display(), "cannot cache a compiled plugin: {e}");
         }
+        prune(dir, CACHE_ENTRIES);
         Ok(component)
     }
 
@@ -307,6 +316,34 @@ impl Runtime {
     }
 }
 
+/// Compiled components kept (~0.5–0.7 MB each): every upload through the
+/// API adds one, so the least recently used beyond this are deleted.
+const CACHE_ENTRIES: usize = 64;
+
+/// Keep the `keep` most recently used `.cwasm` entries of `dir`.
+fn prune(dir: &std::path::Path, keep: usize) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut entries: Vec<(std::time::SystemTime, PathBuf)> = rd
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let path = e.path();
+            let modified = e.metadata().ok()?.modified().ok()?;
+            (path.extension()? == "cwasm").then_some((modified, path))
+        })
+        .collect();
+    if entries.len() <= keep {
+        return;
+    }
+    entries.sort_by_key(|e| std::cmp::Reverse(e.0));
+    for (_, path) in &entries[keep..] {
+        if let Err(e) = std::fs::remove_file(path) {
+            tracing::warn!(path = %path.display(), "cannot prune the compiled plugin cache: {e}");
+        }
+    }
+}
+
 impl Drop for Runtime {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
@@ -343,5 +380,32 @@ fn placeholder_description() -> Description {
         config_schema: serde_json::Value::Null,
         default_config: serde_json::Value::Null,
         capabilities: Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prune_keeps_the_most_recently_used_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let t0 = std::time::SystemTime::now() - Duration::from_secs(3600);
+        for (i, name) in ["a.cwasm", "b.cwasm", "c.cwasm", "d.cwasm"]
+            .iter()
+            .enumerate()
+        {
+            let f = std::fs::File::create(dir.path().join(name)).unwrap();
+            f.set_modified(t0 + Duration::from_secs(60 * i as u64))
+                .unwrap();
+        }
+        std::fs::write(dir.path().join("other.tmp"), b"").unwrap();
+        prune(dir.path(), 2);
+        let mut left: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, vec!["c.cwasm", "d.cwasm", "other.tmp"]);
     }
 }

@@ -249,6 +249,18 @@ impl KafkaSink {
     }
 }
 
+/// Keep the first failure of the committer and the checkpoint thread: the
+/// host stops on it, and a later error (often a consequence) must not hide
+/// the cause.
+fn record_failure(slot: &Mutex<Option<String>>, e: String) {
+    let mut slot = slot.lock().expect("committer lock");
+    if slot.is_none() {
+        *slot = Some(e);
+    } else {
+        tracing::warn!("after the first failure: {e}");
+    }
+}
+
 /// What the processing thread hands to the committer, in order.
 enum Msg {
     /// One output record for the open transaction.
@@ -358,7 +370,7 @@ impl Folds {
                 ),
                 Err(e) => {
                     // The logged commits stay; a restart folds them.
-                    *fail.lock().expect("committer lock") = Some(e.to_string());
+                    record_failure(fail, format!("checkpoint fold: {e}"));
                 }
             }
             let mut s = self.lock();
@@ -436,7 +448,7 @@ impl Committer {
                         }
                     };
                     if let Err(e) = res {
-                        *fail.lock().expect("committer lock") = Some(e);
+                        record_failure(&fail, e);
                         // Nothing more may be committed: drop the rest, and
                         // release whoever waits at a barrier.
                         drop(rx);
@@ -535,5 +547,21 @@ impl Drop for Committer {
         if let Some(t) = self.folder.take() {
             let _ = t.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_failure_is_kept() {
+        let slot = Mutex::new(None);
+        record_failure(&slot, "checkpoint fold: disk full".into());
+        record_failure(&slot, "commit_transaction: fenced".into());
+        assert_eq!(
+            slot.lock().unwrap().as_deref(),
+            Some("checkpoint fold: disk full")
+        );
     }
 }
