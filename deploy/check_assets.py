@@ -35,6 +35,7 @@ COUNTERS = {
 HISTOGRAMS = {
     "rtap_e2e_latency_seconds", "rtap_plugin_call_duration_seconds", "rtap_plugin_batch_size",
     "rtap_checkpoint_duration_seconds", "rtap_sink_write_duration_seconds",
+    "rtap_commit_latency_seconds", "rtap_source_fetch_delay_seconds",
 }
 GAUGES = {
     "rtap_checkpoint_age_seconds", "rtap_consumer_lag", "rtap_watermark_lag_seconds",
