@@ -50,7 +50,7 @@ export function PluginsTable({ plugins, now }: Props) {
               <th>Status</th>
               <th className="right">Events/s</th>
               <th className="right">Outputs/s</th>
-              <th className="right" title="traps + timeouts + dead-lettered">Errors</th>
+              <th className="right" title="failed calls (traps, timeouts, out of memory, plugin errors) + dead-lettered events">Errors</th>
               <th className="right">Loaded</th>
             </tr>
           </thead>
@@ -87,7 +87,7 @@ export function PluginsTable({ plugins, now }: Props) {
                 <td className="num right">{p.outputsPerSec === null ? '—' : fmtNumber(p.outputsPerSec, 1)}</td>
                 <td
                   className={`num right${p.errors > 0 ? ' error-text' : ''}`}
-                  title={`traps ${p.counters.traps}, timeouts ${p.counters.timeouts}, dead-lettered ${p.counters.dead_lettered}`}
+                  title={`traps ${p.counters.traps}, timeouts ${p.counters.timeouts}, out of memory ${p.counters.out_of_memory}, plugin errors ${p.counters.errors}, dead-lettered ${p.counters.dead_lettered}`}
                 >
                   {fmtCompact(p.errors)}
                 </td>

@@ -13,7 +13,7 @@ const raw = {
   status: 'running',
   loaded_at: 1000,
   config: { a: 1 },
-  counters: { events_in: 100, calls: 10, outputs: 5, traps: 1, timeouts: 2, dead_lettered: 3 },
+  counters: { events_in: 100, calls: 10, outputs: 5, traps: 1, timeouts: 2, out_of_memory: 4, errors: 8, dead_lettered: 3 },
   previous: null,
   future_field: true,
 };
@@ -35,7 +35,7 @@ describe('computeRows', () => {
     const p2 = parsePluginList([{ ...raw, counters: { ...raw.counters, events_in: 1100, outputs: 25 } }])!;
     const first = computeRows(null, { at: 0, plugins: p1 });
     expect(first[0]!.eventsPerSec).toBeNull();
-    expect(first[0]!.errors).toBe(6);
+    expect(first[0]!.errors).toBe(18);
     const second = computeRows({ at: 0, plugins: p1 }, { at: 2000, plugins: p2 });
     expect(second[0]!.eventsPerSec).toBe(500);
     expect(second[0]!.outputsPerSec).toBe(10);

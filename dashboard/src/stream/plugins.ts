@@ -14,6 +14,10 @@ export interface PluginCounters {
   outputs: number;
   traps: number;
   timeouts: number;
+  /** Calls that ran out of their memory cap. */
+  out_of_memory: number;
+  /** Calls the plugin failed itself or that broke the contract. */
+  errors: number;
   dead_lettered: number;
 }
 
@@ -77,6 +81,8 @@ export function parsePlugin(v: unknown): PluginInfo | null {
       outputs: num(c.outputs),
       traps: num(c.traps),
       timeouts: num(c.timeouts),
+      out_of_memory: num(c.out_of_memory),
+      errors: num(c.errors),
       dead_lettered: num(c.dead_lettered),
     },
     previous: prev,
@@ -105,7 +111,8 @@ export interface PluginRow extends PluginInfo {
   /** events_in per second between the last two polls; null on the first poll or after a counter reset. */
   eventsPerSec: number | null;
   outputsPerSec: number | null;
-  /** traps + timeouts + dead_lettered. */
+  /** Failed calls of every kind (traps, timeouts, out of memory, plugin
+   * errors) + dead-lettered events. */
   errors: number;
 }
 
@@ -121,7 +128,12 @@ export function computeRows(prev: PluginSnapshot | null, next: PluginSnapshot): 
       ...p,
       eventsPerSec: rate(p.counters.events_in, b?.counters.events_in),
       outputsPerSec: rate(p.counters.outputs, b?.counters.outputs),
-      errors: p.counters.traps + p.counters.timeouts + p.counters.dead_lettered,
+      errors:
+        p.counters.traps +
+        p.counters.timeouts +
+        p.counters.out_of_memory +
+        p.counters.errors +
+        p.counters.dead_lettered,
     };
   });
 }
