@@ -235,6 +235,14 @@ impl Metrics {
             registry: r,
         }
     }
+
+    /// A commit made these batches' outputs durable: one commit-latency
+    /// sample per batch, from when it was read.
+    pub fn batches_committed(&self, read_at: &[std::time::Instant]) {
+        for b in read_at {
+            self.commit_latency.observe(b.elapsed().as_secs_f64());
+        }
+    }
 }
 
 /// The host's metrics.

@@ -428,9 +428,7 @@ impl Committer {
                                 })
                                 .map(|()| phase("committed", id));
                             if r.is_ok() {
-                                for b in batches {
-                                    metrics().commit_latency.observe(b.elapsed().as_secs_f64());
-                                }
+                                metrics().batches_committed(&batches);
                             }
                             inf.fetch_sub(1, Ordering::AcqRel);
                             r

@@ -257,12 +257,14 @@ impl Source for KafkaSource {
                             raw: String::from_utf8_lossy(payload).into_owned(),
                         });
                     }
-                    let end = Position {
-                        offset: off as u64 + 1,
-                        seq: off as u64 + 1,
-                    };
-                    batch.end = end;
-                    self.ends.insert(p, end);
+                    // The batch's positions are `ends`, set in `take`.
+                    self.ends.insert(
+                        p,
+                        Position {
+                            offset: off as u64 + 1,
+                            seq: off as u64 + 1,
+                        },
+                    );
                     taken += 1;
                     let full = batch.events.len() + batch.malformed.len() >= max;
                     // A batch waits at most MAX_LINGER for more events: with
