@@ -9,7 +9,7 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 use serde::{Deserialize, Serialize};
 
 use crate::event::EventBatch;
@@ -65,6 +65,14 @@ pub struct DetectorState {
     keys: FxHashMap<Key, KeySlot>,
     /// (time → keys with a timer then), possibly stale; see above.
     queue: BTreeMap<i64, Vec<Key>>,
+    /// Every key with a timer at or before `due_upto` that has not fired,
+    /// and maybe others: gathered from the queue as the watermark passes.
+    /// While timers are due, every event asks whether its key has one; this
+    /// small set answers most of them without a probe of `keys` (a cache
+    /// miss with hundreds of thousands of keys).
+    due: FxHashSet<Key>,
+    /// Up to where `due` is gathered (`None`: not yet).
+    due_upto: Option<i64>,
     /// Keys changed since the last commit.
     pub changed: ChangedKeys,
 }
@@ -77,12 +85,28 @@ struct KeyEntry<'a> {
     timers: Vec<i64>,
 }
 
-/// A [`KeyEntry`] as it is written (the same bytes, no copies).
-#[derive(Serialize)]
-struct KeyEntryOut<'a> {
-    #[serde(serialize_with = "crate::state::ser_bytes")]
-    state: &'a [u8],
-    timers: &'a [i64],
+/// A key's slot as postcard writes a [`KeyEntry`], by hand (see the
+/// window operator's `write_wins`): its exact size, and the bytes.
+fn slot_len(slot: &KeySlot) -> usize {
+    use crate::state::{varint_len, zigzag};
+    varint_len(slot.state.len() as u64)
+        + slot.state.len()
+        + varint_len(slot.timers.len() as u64)
+        + slot
+            .timers
+            .iter()
+            .map(|&t| varint_len(zigzag(t)))
+            .sum::<usize>()
+}
+
+fn write_slot(slot: &KeySlot, out: &mut Vec<u8>) {
+    use crate::state::{put_varint, zigzag};
+    put_varint(out, slot.state.len() as u64);
+    out.extend_from_slice(&slot.state);
+    put_varint(out, slot.timers.len() as u64);
+    for &t in &slot.timers {
+        put_varint(out, zigzag(t));
+    }
 }
 
 impl DetectorState {
@@ -120,33 +144,21 @@ impl DetectorState {
         Ok(n)
     }
 
-    /// Append key's entry, encoded, to `out`; false when the key has neither
-    /// state nor timers.
-    fn encode(&self, key: &str, out: &mut Vec<u8>) -> bool {
-        let Some(slot) = self.keys.get(key) else {
-            return false;
-        };
-        let e = KeyEntryOut {
-            state: &slot.state,
-            timers: &slot.timers,
-        };
-        *out = postcard::to_extend(&e, std::mem::take(out)).expect("detector entries serialize");
-        true
-    }
-
     /// Put the keys changed since the last call into `out`, each with its
     /// encoded entry (none: the key has neither state nor timers any more).
     pub fn take_dirty(&mut self, out: &mut Changes) {
-        for k in self.changed.take() {
-            out.put_with(&k, |buf| self.encode(&k, buf));
-        }
+        let keys = &self.keys;
+        self.changed.drain(|k| match keys.get(k) {
+            Some(slot) => out.put_sized(k, slot_len(slot), |b| write_slot(slot, b)),
+            None => out.put(k, None),
+        });
     }
 
     /// Put every key with its encoded entry into `out` (a full rewrite).
     pub fn entries(&mut self, out: &mut Changes) {
-        self.changed.take();
-        for k in self.keys.keys() {
-            out.put_with(k, |buf| self.encode(k, buf));
+        self.changed.clear();
+        for (k, slot) in &self.keys {
+            out.put_sized(k, slot_len(slot), |b| write_slot(slot, b));
         }
     }
 
@@ -177,6 +189,47 @@ impl DetectorState {
     fn add_timer(&mut self, key: &str, at: i64) {
         if self.keys.entry(key.into()).or_default().add_timer(at) {
             self.queue.entry(at).or_default().push(key.into());
+            if self.due_upto.is_some_and(|u| at <= u) {
+                self.due.insert(key.into());
+            }
+        }
+    }
+
+    /// Extend `due` with the queue's keys up to `wm`.
+    fn gather_due(&mut self, wm: i64) {
+        use std::ops::Bound::{Excluded, Included, Unbounded};
+        if self.due_upto.is_some_and(|u| u >= wm) {
+            return;
+        }
+        let from = self.due_upto.map_or(Unbounded, Excluded);
+        for keys in self.queue.range((from, Included(wm))).map(|(_, k)| k) {
+            for k in keys {
+                if !self.due.contains(k) {
+                    self.due.insert(k.clone());
+                }
+            }
+        }
+        self.due_upto = Some(wm);
+    }
+
+    /// Whether `key` has a timer at or before `wm` that has not fired.
+    fn key_due(&mut self, key: &str, wm: i64) -> bool {
+        if self.queue.first_key_value().is_none_or(|(t, _)| *t > wm) {
+            return false;
+        }
+        self.gather_due(wm);
+        self.due.contains(key)
+            && self
+                .keys
+                .get(key)
+                .and_then(|k| k.timers.first())
+                .is_some_and(|t| *t <= wm)
+    }
+
+    /// Every timer up to `t` fired: nothing gathered is due any more.
+    fn fired_until(&mut self, t: i64) {
+        if self.due_upto.is_some_and(|u| u <= t) {
+            self.due.clear();
         }
     }
 
@@ -258,18 +311,13 @@ impl DetectorOp {
 
     /// Whether event `i`'s key has a timer at or before `wm` that has not
     /// fired yet: it must fire before the event is seen.
-    pub fn key_timer_due(&self, batch: &EventBatch, i: usize, wm: i64) -> bool {
+    pub fn key_timer_due(&mut self, batch: &EventBatch, i: usize, wm: i64) -> bool {
         if self.next_timer().is_none_or(|t| t > wm) {
             return false;
         }
         let key = self.event_key(batch, i as u32);
-        self.state
-            .keys
-            .get(&*key)
-            .and_then(|k| k.timers.first())
-            .is_some_and(|t| *t <= wm)
+        self.state.key_due(&key, wm)
     }
-
     fn states_of(&self, keys: &[String]) -> Packed {
         let mut p = Packed::default();
         for k in keys {
@@ -425,6 +473,7 @@ impl DetectorOp {
                 }
             }
         }
+        self.state.fired_until(t);
         self.call_timers(due, inst, alerts)
     }
 
@@ -490,6 +539,67 @@ impl DetectorOp {
 mod tests {
     use super::*;
 
+    /// `key_due` (the gathered set, then the key's timers) against the
+    /// plain answer, through timers added behind and ahead of the
+    /// watermark, timers fired with their key's event, and firing rounds.
+    #[test]
+    fn gathered_due_keys_answer_as_the_timers_do() {
+        let mut s = DetectorState::default();
+        let mut rng = 0x2545_f491_4f6c_dd1du64;
+        let mut next = |n: u64| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng % n
+        };
+        let plain = |s: &DetectorState, k: &str, wm: i64| {
+            s.keys
+                .get(k)
+                .and_then(|k| k.timers.first())
+                .is_some_and(|t| *t <= wm)
+        };
+        let mut wm = -1_000i64;
+        let (mut yes, mut no) = (0, 0);
+        for _ in 0..20_000 {
+            let key = format!("k{}", next(50));
+            match next(10) {
+                0..=3 => s.add_timer(&key, wm + next(400) as i64 - 100),
+                4 => wm += next(30) as i64,
+                5 => {
+                    let at = s
+                        .keys
+                        .get(key.as_str())
+                        .and_then(|k| k.timers.first().copied());
+                    if let Some(at) = at.filter(|at| *at <= wm) {
+                        s.take_timer(&key, at);
+                    }
+                }
+                6 if next(20) == 0 => {
+                    // a firing round: every timer up to wm
+                    while let Some(e) = s.queue.first_entry() {
+                        if *e.key() > wm {
+                            break;
+                        }
+                        let (at, keys) = e.remove_entry();
+                        for k in keys {
+                            s.take_timer(&k, at);
+                        }
+                    }
+                    s.fired_until(wm);
+                }
+                _ => {
+                    let want = plain(&s, &key, wm);
+                    assert_eq!(s.key_due(&key, wm), want, "{key} at {wm}");
+                    if want { yes += 1 } else { no += 1 }
+                }
+            }
+        }
+        assert!(
+            yes > 100 && no > 100,
+            "both answers exercised: {yes} / {no}"
+        );
+    }
+
     #[test]
     fn entries_are_written_as_the_store_reads_them() {
         let mut s = DetectorState::default();
@@ -497,17 +607,22 @@ mod tests {
             state: state.to_vec(),
             timers: timers.to_vec(),
         };
+        let big = vec![7u8; 300];
         s.keys.insert("u1".into(), slot(&[1, 2, 3], &[-5, 70_000]));
         s.keys.insert("u2".into(), slot(&[], &[9]));
-        let mut buf = Vec::new();
-        assert!(s.encode("u1", &mut buf));
-        let old = postcard::to_allocvec(&KeyEntry {
-            state: &[1, 2, 3],
-            timers: vec![-5, 70_000],
-        })
-        .unwrap();
-        assert_eq!(buf, old);
-        assert!(!s.encode("nobody", &mut buf));
+        s.keys
+            .insert("u3".into(), slot(&big, &[i64::MIN, -64, 63, i64::MAX]));
+        for (k, state, timers) in [
+            ("u1", &[1u8, 2, 3][..], vec![-5, 70_000]),
+            ("u3", &big[..], vec![i64::MIN, -64, 63, i64::MAX]),
+        ] {
+            let mut buf = vec![0xAA];
+            write_slot(&s.keys[k], &mut buf);
+            let old = postcard::to_allocvec(&KeyEntry { state, timers }).unwrap();
+            assert_eq!(buf[0], 0xAA, "appends");
+            assert_eq!(&buf[1..], old.as_slice(), "key {k}");
+            assert_eq!(buf.len() - 1, slot_len(&s.keys[k]));
+        }
         let mut out = Changes::default();
         s.entries(&mut out);
         let entries: Vec<(String, Vec<u8>)> = out
@@ -522,7 +637,18 @@ mod tests {
                 .unwrap();
         assert_eq!(back.keys, s.keys);
         let queue: Vec<(i64, usize)> = back.queue.iter().map(|(t, k)| (*t, k.len())).collect();
-        assert_eq!(queue, vec![(-5, 1), (9, 1), (70_000, 1)]);
+        assert_eq!(
+            queue,
+            vec![
+                (i64::MIN, 1),
+                (-64, 1),
+                (-5, 1),
+                (9, 1),
+                (63, 1),
+                (70_000, 1),
+                (i64::MAX, 1)
+            ]
+        );
     }
 
     #[test]

@@ -101,9 +101,18 @@ impl ChangedKeys {
         }
     }
 
-    /// The changed keys, forgotten here.
-    pub fn take(&mut self) -> rustc_hash::FxHashSet<Key> {
-        std::mem::take(&mut self.keys)
+    /// Hand every changed key to `f`, forgetting them here. The set keeps
+    /// its allocation: the next interval changes about as many keys, and
+    /// growing a set from empty every commit rehashed it a dozen times.
+    pub fn drain(&mut self, mut f: impl FnMut(&Key)) {
+        for k in self.keys.drain() {
+            f(&k);
+        }
+    }
+
+    /// Forget the changed keys (a full rewrite follows).
+    pub fn clear(&mut self) {
+        self.keys.clear();
     }
 }
 
@@ -217,11 +226,21 @@ impl PluginChanges {
 pub struct Changes {
     n: usize,
     buf: Vec<u8>,
-    /// Where an operator encodes one entry before it is appended.
-    scratch: Vec<u8>,
 }
 
-fn put_varint(buf: &mut Vec<u8>, mut v: u64) {
+/// The bytes [`put_varint`] writes for `v`.
+pub fn varint_len(v: u64) -> usize {
+    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
+}
+
+/// `v` as postcard writes an `i64`: zigzag, so small negatives stay short.
+pub fn zigzag(v: i64) -> u64 {
+    ((v << 1) ^ (v >> 63)) as u64
+}
+
+/// A LEB128 varint, as postcard writes lengths and integers: entries
+/// encoded by hand (the hot commit path) stay readable by `postcard`.
+pub fn put_varint(buf: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
         buf.push((v as u8) | 0x80);
         v >>= 7;
@@ -276,14 +295,23 @@ impl Changes {
         self.n += 1;
     }
 
-    /// Append `key` with the entry `encode` writes into the (cleared)
-    /// buffer it is given; `encode` returns false when the key is gone.
-    pub fn put_with(&mut self, key: &str, encode: impl FnOnce(&mut Vec<u8>) -> bool) {
-        let mut scratch = std::mem::take(&mut self.scratch);
-        scratch.clear();
-        let present = encode(&mut scratch);
-        self.put(key, present.then_some(scratch.as_slice()));
-        self.scratch = scratch;
+    /// Append `key` with an entry of exactly `len` bytes that `write`
+    /// appends straight to the buffer: no scratch copy. Panics if `write`
+    /// breaks the promise, which would corrupt every later entry.
+    pub fn put_sized(&mut self, key: &str, len: usize, write: impl FnOnce(&mut Vec<u8>)) {
+        put_varint(&mut self.buf, key.len() as u64);
+        self.buf.extend_from_slice(key.as_bytes());
+        self.buf.push(1);
+        put_varint(&mut self.buf, len as u64);
+        let at = self.buf.len();
+        self.buf.reserve(len);
+        write(&mut self.buf);
+        assert_eq!(
+            self.buf.len() - at,
+            len,
+            "state entry of key `{key}`: size promised and written differ"
+        );
+        self.n += 1;
     }
 
     /// The entries in the order they were put.
@@ -335,11 +363,7 @@ impl<'de> Deserialize<'de> for Changes {
         }
         let (n, Buf(buf)) = <(u64, Buf)>::deserialize(d)?;
         let n = usize::try_from(n).map_err(serde::de::Error::custom)?;
-        Ok(Changes {
-            n,
-            buf,
-            scratch: Vec::new(),
-        })
+        Ok(Changes { n, buf })
     }
 }
 
@@ -726,15 +750,36 @@ mod tests {
     }
 
     #[test]
+    fn varint_len_is_what_put_varint_writes() {
+        for v in [0, 1, 127, 128, 16_383, 16_384, u64::MAX >> 1, u64::MAX]
+            .into_iter()
+            .chain((0..64).map(|b| 1u64 << b))
+        {
+            let mut b = Vec::new();
+            put_varint(&mut b, v);
+            assert_eq!(b.len(), varint_len(v), "{v}");
+            assert_eq!(b, postcard::to_allocvec(&v).unwrap(), "{v}");
+        }
+        for v in [0i64, -1, 1, -64, 64, i64::MIN, i64::MAX] {
+            let mut b = Vec::new();
+            put_varint(&mut b, zigzag(v));
+            assert_eq!(b, postcard::to_allocvec(&v).unwrap(), "{v}");
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "size promised and written differ")]
+    fn a_broken_size_promise_is_caught() {
+        Changes::default().put_sized("k", 3, |b| b.push(1));
+    }
+
+    #[test]
     fn changes_survive_the_commit_log_and_a_cut_buffer_is_an_error() {
         let mut c = Changes::default();
         c.put("k1", Some(b"one"));
         c.put("", None);
-        c.put_with("k\u{e9}", |b| {
-            b.extend_from_slice(&[7; 300]);
-            true
-        });
-        c.put_with("gone", |_| false);
+        c.put_sized("k\u{e9}", 300, |b| b.extend_from_slice(&[7; 300]));
+        c.put("gone", None);
         let bytes = postcard::to_allocvec(&c).unwrap();
         let back: Changes = postcard::from_bytes(&bytes).unwrap();
         let got: Vec<(String, Option<Vec<u8>>)> = back

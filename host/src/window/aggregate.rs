@@ -61,38 +61,37 @@ struct WinRef<'a> {
     state: &'a [u8],
 }
 
-/// A key's windows written as a [`KeyEntry`] without building one.
-#[derive(Serialize)]
-struct KeyEntryOut<'a> {
-    wins: WinsOut<'a>,
+/// A key's windows as postcard writes a [`KeyEntry`], by hand: the commit
+/// encodes every changed key on the processing thread, and postcard's
+/// generic writer appended the state bytes one by one. `wins_len` is the
+/// exact size, so the entry goes straight into the commit buffer.
+fn wins_len(wins: &[Win]) -> usize {
+    use crate::state::{varint_len, zigzag};
+    varint_len(wins.len() as u64)
+        + wins
+            .iter()
+            .map(|w| {
+                varint_len(w.id)
+                    + varint_len(zigzag(w.start))
+                    + varint_len(zigzag(w.end))
+                    + 1
+                    + varint_len(w.state.len() as u64)
+                    + w.state.len()
+            })
+            .sum::<usize>()
 }
 
-struct WinsOut<'a>(&'a [Win]);
-
-impl Serialize for WinsOut<'_> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(self.0.iter().map(WinRef::from))
+fn write_wins(wins: &[Win], out: &mut Vec<u8>) {
+    use crate::state::{put_varint, zigzag};
+    put_varint(out, wins.len() as u64);
+    for w in wins {
+        put_varint(out, w.id);
+        put_varint(out, zigzag(w.start));
+        put_varint(out, zigzag(w.end));
+        out.push(u8::from(w.fired));
+        put_varint(out, w.state.len() as u64);
+        out.extend_from_slice(&w.state);
     }
-}
-
-impl<'a> From<&'a Win> for WinRef<'a> {
-    fn from(w: &'a Win) -> Self {
-        WinRef {
-            id: w.id,
-            start: w.start,
-            end: w.end,
-            fired: w.fired,
-            state: &w.state,
-        }
-    }
-}
-
-/// Append a key's windows, encoded, to `out`.
-fn encode_wins(wins: &[Win], out: &mut Vec<u8>) {
-    let entry = KeyEntryOut {
-        wins: WinsOut(wins),
-    };
-    *out = postcard::to_extend(&entry, std::mem::take(out)).expect("window entries serialize");
 }
 
 impl WindowState {
@@ -128,21 +127,18 @@ impl WindowState {
     /// Put the keys changed since the last call into `out`, each with its
     /// encoded entry (none: the key has no windows any more).
     pub fn take_dirty(&mut self, out: &mut Changes) {
-        for k in self.changed.take() {
-            out.put_with(&k, |buf| {
-                self.keys.get(&k).map(|w| encode_wins(w, buf)).is_some()
-            });
-        }
+        let keys = &self.keys;
+        self.changed.drain(|k| match keys.get(k) {
+            Some(w) => out.put_sized(k, wins_len(w), |b| write_wins(w, b)),
+            None => out.put(k, None),
+        });
     }
 
     /// Put every key with its encoded entry into `out` (a full rewrite).
     pub fn entries(&mut self, out: &mut Changes) {
-        self.changed.take();
+        self.changed.clear();
         for (k, w) in &self.keys {
-            out.put_with(k, |buf| {
-                encode_wins(w, buf);
-                true
-            });
+            out.put_sized(k, wins_len(w), |b| write_wins(w, b));
         }
     }
 
@@ -794,18 +790,35 @@ mod tests {
                 fired: false,
                 state: vec![],
             },
+            Win {
+                id: u64::MAX,
+                start: i64::MIN,
+                end: i64::MAX,
+                fired: false,
+                state: vec![1; 20_000],
+            },
         ];
         let mut buf = vec![0xAA];
-        encode_wins(&wins, &mut buf);
+        write_wins(&wins, &mut buf);
+        assert_eq!(buf.len() - 1, wins_len(&wins));
         let old = postcard::to_allocvec(&KeyEntry {
-            wins: wins.iter().map(WinRef::from).collect(),
+            wins: wins
+                .iter()
+                .map(|w| WinRef {
+                    id: w.id,
+                    start: w.start,
+                    end: w.end,
+                    fired: w.fired,
+                    state: &w.state,
+                })
+                .collect(),
         })
         .unwrap();
         assert_eq!(buf[0], 0xAA, "appends");
         assert_eq!(&buf[1..], old.as_slice());
         let s = WindowState::from_entries(&7u64.to_le_bytes(), [("p", &buf[1..])].into_iter(), 0)
             .unwrap();
-        assert_eq!(s.windows(), 2);
+        assert_eq!(s.windows(), 3);
         assert_eq!(s.next_session, 7);
     }
 }
