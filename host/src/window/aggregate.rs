@@ -260,6 +260,8 @@ pub struct AggregateOp {
     fields: Vec<Field>,
     pub state: WindowState,
     pending: Pending,
+    /// The sessions an event touches (reused: one per event otherwise).
+    hits: Vec<usize>,
 }
 
 impl AggregateOp {
@@ -271,6 +273,7 @@ impl AggregateOp {
             fields,
             state: WindowState::default(),
             pending: Pending::default(),
+            hits: Vec::new(),
         }
     }
 
@@ -376,20 +379,16 @@ impl AggregateOp {
                 let lateness = self.lateness_ms;
                 let key_s = Self::key_str(&self.pending, batch, key);
                 self.state.changed.touch(key_s);
-                if !self.state.keys.contains_key(key_s) {
-                    self.state.keys.insert(key_s.into(), Vec::new());
-                }
-                let wins = self.state.keys.get_mut(key_s).expect("just inserted");
+                // One probe (a key's first event inserts it).
+                let wins = self.state.keys.entry(key_s.into()).or_default();
                 // Flink merges windows that intersect, touching included.
                 // Sessions already past their purge time are gone for Flink
                 // (they fire lazily here, at the end of the batch).
-                let mut hits: Vec<usize> = (0..wins.len())
-                    .filter(|&w| {
-                        wins[w].start <= end
-                            && wins[w].end >= start
-                            && wins[w].end - 1 + lateness > wm
-                    })
-                    .collect();
+                let hits = &mut self.hits;
+                hits.clear();
+                hits.extend((0..wins.len()).filter(|&w| {
+                    wins[w].start <= end && wins[w].end >= start && wins[w].end - 1 + lateness > wm
+                }));
                 if hits.is_empty() {
                     if classify(end, lateness, wm) == Lateness::Dropped {
                         if wins.is_empty() {
@@ -417,7 +416,7 @@ impl AggregateOp {
                 hits.sort_by_key(|&w| (wins[w].start, wins[w].id));
                 let target_id = wins[hits[0]].id;
                 let (mut m_start, mut m_end) = (start, end);
-                for &h in &hits {
+                for &h in hits.iter() {
                     m_start = m_start.min(wins[h].start);
                     m_end = m_end.max(wins[h].end);
                 }
