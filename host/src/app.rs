@@ -276,11 +276,12 @@ fn run(config: Config) -> Result<Exit, Failure> {
         if !gone.is_empty() {
             tracing::info!(ids = ?gone, "discarded a prepared commit: its Kafka transaction did not commit");
         }
-        let n = store.compact(g).map_err(start)?;
-        if n > 0 {
+        let f = store.compact(g).map_err(start)?;
+        if f.commits > 0 {
             tracing::info!(
                 id = g,
-                commits = n,
+                commits = f.commits,
+                keys = f.keys,
                 "rolled a prepared commit forward: its Kafka transaction committed"
             );
         }

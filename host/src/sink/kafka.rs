@@ -356,15 +356,20 @@ impl Folds {
                 }
             };
             let started = Instant::now();
-            let r = store.compact(id).and_then(|n| {
+            let r = store.compact(id).and_then(|f| {
+                let flushing = Instant::now();
                 store.flush()?;
-                Ok(n)
+                Ok((f, flushing.elapsed()))
             });
             let failed = r.is_err();
             match r {
-                Ok(n) => tracing::debug!(
+                Ok((f, flush)) => tracing::debug!(
                     id,
-                    commits = n,
+                    commits = f.commits,
+                    keys = f.keys,
+                    read_ms = f.read.as_millis() as u64,
+                    write_ms = f.write.as_millis() as u64,
+                    flush_ms = flush.as_millis() as u64,
                     took_ms = started.elapsed().as_millis() as u64,
                     "checkpoint: logged commits folded"
                 ),

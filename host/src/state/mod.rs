@@ -382,6 +382,19 @@ pub fn ser_bytes<S: serde::Serializer>(b: &&[u8], s: S) -> Result<S::Ok, S::Erro
     AsBytes(b).serialize(s)
 }
 
+/// What a checkpoint fold did, for the log.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Fold {
+    /// Logged commits folded.
+    pub commits: usize,
+    /// Keys written.
+    pub keys: usize,
+    /// Reading and merging the logged commits.
+    pub read: std::time::Duration,
+    /// The one synced write of the keys, the meta and the log's deletion.
+    pub write: std::time::Duration,
+}
+
 /// A commit: the meta and the changed keys of every plugin.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Commit {
@@ -515,29 +528,12 @@ impl StateStore {
 
     /// Fold the logged commits up to `id` into the per-key state, in one
     /// atomic write (a checkpoint in transactional mode). A key changed by
-    /// many commits is written once. Returns how many commits were folded.
-    pub fn compact(&self, id: u64) -> Result<usize, StateError> {
+    /// many commits is written once.
+    pub fn compact(&self, id: u64) -> Result<Fold, StateError> {
         use std::collections::{BTreeMap, BTreeSet};
-        // Newest commit first: a key's newest change is the one that counts,
-        // so older ones are skipped without a copy, and a plugin's rewrite
-        // ends its history (older commits of it are ignored). Measured at
-        // 100 000 events/s, forward folding copied ~2 M entries per
-        // checkpoint to keep ~40 % of them.
-        // Per plugin: whether its prefix is rewritten, whether a rewrite
-        // closed it, and its newest change per key.
-        #[derive(Default)]
-        struct Folded {
-            rewrite: bool,
-            closed: bool,
-            changes: FxHashMap<Box<str>, Option<Vec<u8>>>,
-        }
-        let mut plugins: BTreeMap<String, Folded> = BTreeMap::new();
-        let mut seen: BTreeSet<String> = BTreeSet::new();
-        if let Some(base) = self.last()? {
-            seen.extend(base.plugins.iter().map(|p| p.name.clone()));
-        }
-        let mut last_meta = None;
-        let mut folded = 0;
+        let started = std::time::Instant::now();
+        // The logged commits up to `id`, newest first.
+        let mut commits: Vec<Commit> = Vec::new();
         let newest = delta_key(id);
         for item in self
             .db
@@ -550,18 +546,39 @@ impl StateStore {
             if delta_id(&k).is_none_or(|d| d > id) {
                 continue;
             }
-            let c: Commit = postcard::from_bytes(&v)
-                .map_err(|e| self.corrupt(format!("logged commit: {e}")))?;
-            for p in c.plugins {
-                let e = plugins.entry(p.name).or_default();
+            commits.push(
+                postcard::from_bytes(&v)
+                    .map_err(|e| self.corrupt(format!("logged commit: {e}")))?,
+            );
+        }
+        // Newest commit first: a key's newest change is the one that counts,
+        // so older ones are skipped, and a plugin's rewrite ends its history
+        // (older commits of it are ignored). The kept changes point into
+        // the decoded commits: measured at 100 000 events/s, a fold keeps
+        // ~500 000 of ~1.5 M changes, and copying each into its own
+        // allocations was half of the fold's time.
+        // Per plugin: whether its prefix is rewritten, whether a rewrite
+        // closed it, and its newest change per key.
+        #[derive(Default)]
+        struct Folded<'c> {
+            rewrite: bool,
+            closed: bool,
+            changes: FxHashMap<&'c str, Option<&'c [u8]>>,
+        }
+        let mut plugins: BTreeMap<&str, Folded> = BTreeMap::new();
+        let mut seen: BTreeSet<String> = BTreeSet::new();
+        if let Some(base) = self.last()? {
+            seen.extend(base.plugins.iter().map(|p| p.name.clone()));
+        }
+        for c in &commits {
+            for p in &c.plugins {
+                let e = plugins.entry(&p.name).or_default();
                 if e.closed {
                     continue;
                 }
                 for c in p.changes.iter() {
                     let (k, v) = c.map_err(|e| self.corrupt(format!("logged commit: {e}")))?;
-                    if !e.changes.contains_key(k) {
-                        e.changes.insert(k.into(), v.map(<[u8]>::to_vec));
-                    }
+                    e.changes.entry(k).or_insert(v);
                 }
                 if p.rewrite {
                     e.rewrite = true;
@@ -569,14 +586,14 @@ impl StateStore {
                 }
             }
             seen.extend(c.meta.plugins.iter().map(|p| p.name.clone()));
-            if last_meta.is_none() {
-                last_meta = Some(c.meta);
-            }
-            folded += 1;
         }
+        let folded = commits.len();
+        let last_meta = commits.first().map(|c| &c.meta);
         let Some(meta) = last_meta else {
-            return Ok(0);
+            return Ok(Fold::default());
         };
+        let read = started.elapsed();
+        let mut keys = 0;
         let mut batch = WriteBatch::default();
         for name in &seen {
             if !meta.plugins.iter().any(|p| &p.name == name) {
@@ -589,21 +606,27 @@ impl StateStore {
             if !meta.plugins.iter().any(|p| &p.name == name) {
                 continue;
             }
-            write_changes(
-                &mut batch,
-                name,
-                f.rewrite,
-                f.changes.iter().map(|(k, v)| Ok((&**k, v.as_deref()))),
-            )
-            .map_err(|e| self.corrupt(e))?;
+            keys += f.changes.len();
+            // In key order: RocksDB's memtable (a skip list) takes sorted
+            // inserts faster than random ones.
+            let mut sorted: Vec<(&str, Option<&[u8]>)> =
+                f.changes.iter().map(|(k, v)| (*k, *v)).collect();
+            sorted.sort_unstable_by_key(|(k, _)| *k);
+            write_changes(&mut batch, name, f.rewrite, sorted.into_iter().map(Ok))
+                .map_err(|e| self.corrupt(e))?;
         }
-        let m = postcard::to_allocvec(&meta).map_err(|e| self.corrupt(e.to_string()))?;
+        let m = postcard::to_allocvec(meta).map_err(|e| self.corrupt(e.to_string()))?;
         batch.put(META, m);
         batch.delete_range(DELTA.to_vec(), delta_key(id + 1));
         let mut w = WriteOptions::default();
         w.set_sync(true);
         self.db.write_opt(batch, &w).map_err(self.db_err())?;
-        Ok(folded)
+        Ok(Fold {
+            commits: folded,
+            keys,
+            read,
+            write: started.elapsed() - read,
+        })
     }
 
     /// Apply a commit atomically (the direct path, without a Kafka
@@ -829,11 +852,11 @@ mod tests {
             "logged commits are not folded yet"
         );
         assert_eq!(s.discard_after(2).unwrap(), vec![3]);
-        assert_eq!(s.compact(2).unwrap(), 2);
+        assert_eq!(s.compact(2).unwrap().commits, 2);
         assert!(s.delta_ids().unwrap().is_empty());
         assert_eq!(keys(&s, "a"), vec![("k1".into(), "1b".into())]);
         assert_eq!(s.last().unwrap().unwrap().id, 2);
-        assert_eq!(s.compact(5).unwrap(), 0, "nothing left to fold");
+        assert_eq!(s.compact(5).unwrap().commits, 0, "nothing left to fold");
 
         // A later rewrite ends a plugin's history; a plugin gone from the
         // newest commit loses its prefix; commits after the fold id stay.
@@ -860,7 +883,7 @@ mod tests {
             };
             s.log_commit(&c).unwrap();
         }
-        assert_eq!(s.compact(5).unwrap(), 3);
+        assert_eq!(s.compact(5).unwrap().commits, 3);
         assert_eq!(
             keys(&s, "a"),
             vec![("k5".into(), "5b".into()), ("k6".into(), "6".into())]
@@ -871,5 +894,83 @@ mod tests {
         s.clear().unwrap();
         assert!(s.last().unwrap().is_none());
         assert!(keys(&s, "a").is_empty());
+    }
+}
+
+/// `cargo test --release -p rtap-host --lib fold_bench -- --ignored --nocapture`:
+/// a checkpoint fold as at 100 000 events/s (70 logged commits of 28 000
+/// changed keys each, out of 400 000), timed alone.
+#[cfg(test)]
+mod fold_bench {
+    use super::*;
+
+    #[test]
+    #[ignore]
+    fn fold_bench() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = StateStore::open(dir.path()).unwrap();
+        let names = [
+            "active-users",
+            "bot-burst",
+            "cart-abandonment",
+            "session-duration",
+        ];
+        let mut rng = 7u64;
+        for round in 0..3u64 {
+            for id in round * 70 + 1..=round * 70 + 70 {
+                let plugins = names
+                    .iter()
+                    .map(|n| {
+                        let mut changes = Changes::default();
+                        for _ in 0..7_000 {
+                            rng = rng
+                                .wrapping_mul(6364136223846793005)
+                                .wrapping_add(1442695040888963407);
+                            let k = format!("user-{}", (rng >> 33) % 400_000);
+                            changes.put(&k, Some(&[(rng >> 40) as u8; 60]));
+                        }
+                        PluginChanges {
+                            name: n.to_string(),
+                            rewrite: false,
+                            changes,
+                        }
+                    })
+                    .collect();
+                let mut m = tests_meta(id, &names);
+                m.transactional = true;
+                s.log_commit(&Commit { meta: m, plugins }).unwrap();
+            }
+            let t = std::time::Instant::now();
+            let f = s.compact(round * 70 + 70).unwrap();
+            let all = t.elapsed();
+            s.flush().unwrap();
+            eprintln!(
+                "fold {round}: {} commits, {} keys, read {:?}, write {:?}, total {all:?}",
+                f.commits, f.keys, f.read, f.write
+            );
+        }
+    }
+
+    fn tests_meta(id: u64, plugins: &[&str]) -> CommitMeta {
+        CommitMeta {
+            format: FORMAT,
+            id,
+            taken_at: 0,
+            source: "kafka:x".into(),
+            positions: vec![],
+            watermark: Watermark::new(0, 0),
+            plugins: plugins
+                .iter()
+                .map(|n| PluginMeta {
+                    name: n.to_string(),
+                    hash: "h".into(),
+                    version: "1".into(),
+                    state_schema: 1,
+                    op_meta: vec![],
+                })
+                .collect(),
+            files: vec![],
+            transactional: true,
+        }
     }
 }
