@@ -24,7 +24,7 @@ Throughput and lag come from the broker: produced = sum of the partitions'
 end offsets, committed = the consumer group's committed offsets (committed in
 the host's transactions), lag = produced - committed, sampled every 2 s.
 """
-import argparse, json, statistics, threading, time, urllib.request
+import argparse, json, resource, statistics, threading, time, urllib.request
 
 from confluent_kafka import Consumer, Producer, TopicPartition, OFFSET_END
 import websocket
@@ -216,6 +216,9 @@ if len(steady) >= 2:
     out["lag_slope_per_sec"] = round((lags[-1] - lags[0]) / dt)
     ev = l["events_in"] - f["events_in"]
     out["error_rate"] = (l["dead"] - f["dead"]) / ev if ev else None
+# The probe shares the 2 cores too (it reads every output on /ws).
+ru = resource.getrusage(resource.RUSAGE_SELF)
+out["probe_cpu_seconds"] = round(ru.ru_utime + ru.ru_stime, 1)
 print(json.dumps(out, indent=1))
 if a.json:
     with open(a.json, "w") as fh:
