@@ -694,7 +694,7 @@ impl StateStore {
 mod tests {
     use super::*;
 
-    fn meta(id: u64, plugins: &[&str]) -> CommitMeta {
+    pub(super) fn meta(id: u64, plugins: &[&str]) -> CommitMeta {
         CommitMeta {
             format: FORMAT,
             id,
@@ -941,7 +941,7 @@ mod fold_bench {
                         }
                     })
                     .collect();
-                let mut m = tests_meta(id, &names);
+                let mut m = super::tests::meta(id, &names);
                 m.transactional = true;
                 s.log_commit(&Commit { meta: m, plugins }).unwrap();
             }
@@ -953,29 +953,6 @@ mod fold_bench {
                 "fold {round}: {} commits, {} keys, read {:?}, write {:?}, total {all:?}",
                 f.commits, f.keys, f.read, f.write
             );
-        }
-    }
-
-    fn tests_meta(id: u64, plugins: &[&str]) -> CommitMeta {
-        CommitMeta {
-            format: FORMAT,
-            id,
-            taken_at: 0,
-            source: "kafka:x".into(),
-            positions: vec![],
-            watermark: Watermark::new(0, 0),
-            plugins: plugins
-                .iter()
-                .map(|n| PluginMeta {
-                    name: n.to_string(),
-                    hash: "h".into(),
-                    version: "1".into(),
-                    state_schema: 1,
-                    op_meta: vec![],
-                })
-                .collect(),
-            files: vec![],
-            transactional: true,
         }
     }
 }
