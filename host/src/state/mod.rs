@@ -569,11 +569,25 @@ impl StateStore {
             rewrite: bool,
             closed: bool,
             changes: FxHashMap<&'c str, Option<&'c [u8]>>,
+            /// Changes logged for it (an upper bound on its keys).
+            expect: usize,
         }
         let mut plugins: BTreeMap<&str, Folded> = BTreeMap::new();
         let mut seen: BTreeSet<String> = BTreeSet::new();
         if let Some(base) = self.last()? {
             seen.extend(base.plugins.iter().map(|p| p.name.clone()));
+        }
+        // Room for half the changes up front: the maps would otherwise
+        // rehash their way up from empty (keys repeat across commits, so
+        // half is usually plenty).
+        for c in &commits {
+            for p in &c.plugins {
+                let e = plugins.entry(&p.name).or_default();
+                e.expect += p.changes.len();
+            }
+        }
+        for f in plugins.values_mut() {
+            f.changes.reserve(f.expect / 2);
         }
         for c in &commits {
             for p in &c.plugins {
