@@ -148,11 +148,15 @@ impl Runner {
                     }
                     self.pipeline.finish();
                     self.drain()?;
-                    // Commit the final outputs, then forget the state: the
-                    // job is complete and a rerun starts from the beginning.
+                    // Commit the final outputs and keep that commit: a
+                    // restart finds the source at its end and has nothing
+                    // left to do. (Clearing the store here opened a window
+                    // of ~85 ms before the process exited in which a
+                    // SIGKILL made the restart a fresh run that appended
+                    // every output a second time.) Recomputing a finished
+                    // job is `--no-restore`.
                     self.checkpoint_now()?;
                     stats.source_done.store(1, Ordering::Relaxed);
-                    self.store.clear()?;
                     return Ok(Exit::EndOfInput);
                 }
                 Ok(SourceMsg::Failed(e)) => {

@@ -133,3 +133,41 @@ fn file_source_outputs_survive_ten_sigkills_exactly_once() {
     assert_eq!(got.len(), want.len(), "outputs written twice: {twice:#?}");
     assert_eq!(got, want);
 }
+
+/// A SIGKILL after a job's final commit but before the process exits (~85 ms
+/// here) must not turn the restart into a rerun: the restart finds the
+/// source at its end and writes nothing. Recomputing takes `--no-restore`.
+#[test]
+fn a_finished_job_restarted_writes_nothing_twice() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("events.jsonl");
+    let made = Command::new(gen_bin())
+        .args(["--events", "20000", "--seed", "5", "--rate", "2000"])
+        .stdout(std::fs::File::create(&input).unwrap())
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let plugins = plugins_dir(&SHIPPED);
+    let data = tmp.path().join("data");
+    let out = data.join("out.jsonl");
+    run_file(plugins.path(), &input, &data, &["--no-watch"]);
+    let first = read_lines(&out);
+    assert!(first.len() > 100, "only {} outputs", first.len());
+    run_file(plugins.path(), &input, &data, &["--no-watch"]);
+    assert_eq!(
+        read_lines(&out),
+        first,
+        "a restart of a finished job wrote outputs again"
+    );
+    run_file(
+        plugins.path(),
+        &input,
+        &data,
+        &["--no-watch", "--no-restore"],
+    );
+    assert_eq!(
+        read_lines(&out).len(),
+        2 * first.len(),
+        "--no-restore recomputes"
+    );
+}
