@@ -188,10 +188,16 @@ impl DetectorState {
     /// queued unless the key already has one then.
     fn add_timer(&mut self, key: &str, at: i64) {
         if self.keys.entry(key.into()).or_default().add_timer(at) {
-            self.queue.entry(at).or_default().push(key.into());
-            if self.due_upto.is_some_and(|u| at <= u) {
-                self.due.insert(key.into());
-            }
+            self.queued(key, at);
+        }
+    }
+
+    /// `key` got a new timer at `at`: queue it (and mark it due if the
+    /// watermark is already past it).
+    fn queued(&mut self, key: &str, at: i64) {
+        self.queue.entry(at).or_default().push(key.into());
+        if self.due_upto.is_some_and(|u| at <= u) {
+            self.due.insert(key.into());
         }
     }
 
@@ -332,27 +338,39 @@ impl DetectorOp {
         p
     }
 
-    fn apply(&mut self, keys: &[String], step: Step, alerts: &mut Vec<KeyedAlert>) {
+    fn apply(&mut self, keys: &[String], mut step: Step, alerts: &mut Vec<KeyedAlert>) {
         let st = &mut self.state;
+        // Each key's new timers go into its slot with its state: one probe
+        // of the key map per key (groups are checked against `keys` when
+        // the step is read).
+        step.timers.sort_by_key(|&(g, _)| g);
+        let mut timers = step.timers.as_slice();
+        let mut added: Vec<i64> = Vec::new();
         for (i, key) in keys.iter().enumerate() {
             st.changed.touch(key);
             let s = step.states.get(i);
+            let n = timers.iter().take_while(|t| t.0 as usize == i).count();
+            let (mine, rest) = timers.split_at(n);
+            timers = rest;
+            added.clear();
             if let Some(slot) = st.keys.get_mut(key.as_str()) {
                 slot.state.clear();
                 slot.state.extend_from_slice(s);
+                added.extend(mine.iter().map(|t| t.1).filter(|&at| slot.add_timer(at)));
                 if slot.is_empty() {
                     st.keys.remove(key.as_str());
                 }
-            } else if !s.is_empty() {
-                let slot = KeySlot {
+            } else if !s.is_empty() || !mine.is_empty() {
+                let mut slot = KeySlot {
                     state: s.to_vec(),
                     timers: Vec::new(),
                 };
+                added.extend(mine.iter().map(|t| t.1).filter(|&at| slot.add_timer(at)));
                 st.keys.insert(key.as_str().into(), slot);
             }
-        }
-        for (g, at) in step.timers {
-            st.add_timer(&keys[g as usize], at);
+            for &at in &added {
+                st.queued(key, at);
+            }
         }
         alerts.extend(step.alerts.into_iter().map(|a| KeyedAlert {
             key: keys[a.group as usize].clone(),
