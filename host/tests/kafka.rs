@@ -506,7 +506,10 @@ fn outputs(
 /// re-sent outputs of aborted transactions are counted and reported apart.
 #[test]
 fn kafka_outputs_survive_sigkills_exactly_once() {
-    let n = 500_000usize;
+    // Enough input that twelve kill rounds cannot consume it all: after the
+    // committer stopped spinning (session 5) a round gets further, and
+    // 500 000 events were once all consumed before the last kill.
+    let n = 800_000usize;
     let broker = Broker::start();
     broker.create_events_topic();
     let lines = events_seeded(n, 13, 2000);
