@@ -7,23 +7,13 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::process::Command;
 
 use common::*;
 
 /// 20 000 simulated events with three poisoned pages at known lines.
 fn input(dir: &std::path::Path) -> (std::path::PathBuf, [(u64, &'static str); 3]) {
-    let out = Command::new(gen_bin())
-        .args(["--events", "20000", "--seed", "3", "--rate", "200"])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
     let poison = [(4_321u64, "/loop"), (9_876, "/bomb"), (15_000, "/trap")];
-    let mut lines: Vec<String> = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(str::to_string)
-        .collect();
+    let mut lines = gen_events(20_000, 3, 200);
     for (line, page) in poison {
         let l = &mut lines[line as usize - 1];
         let mut v: serde_json::Value = serde_json::from_str(l).unwrap();

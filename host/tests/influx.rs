@@ -168,11 +168,7 @@ fn metrics_land_in_the_time_series_database() {
     let tmp = tempfile::tempdir().unwrap();
     let vm = Vm::start(&tmp.path().join("vm"));
     let events = tmp.path().join("events.jsonl");
-    let out = Command::new(gen_bin())
-        .args(["--events", "30000", "--seed", "5", "--rate", "300"])
-        .output()
-        .unwrap();
-    std::fs::write(&events, out.stdout).unwrap();
+    write_events(&events, 30_000, 5, 300);
     let plugins = plugins_dir(&[
         "page-views",
         "error-rate",

@@ -188,26 +188,7 @@ impl Drop for Broker {
 }
 
 fn events(n: usize) -> Vec<String> {
-    events_seeded(n, 9, 200)
-}
-
-fn events_seeded(n: usize, seed: u64, rate: u32) -> Vec<String> {
-    let out = Command::new(gen_bin())
-        .args([
-            "--events",
-            &n.to_string(),
-            "--seed",
-            &seed.to_string(),
-            "--rate",
-            &rate.to_string(),
-        ])
-        .output()
-        .unwrap();
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(str::to_string)
-        .collect()
+    gen_events(n as u64, 9, 200)
 }
 
 /// Run the host on the broker until it has taken `n` events, then stop it
@@ -512,7 +493,7 @@ fn kafka_outputs_survive_sigkills_exactly_once() {
     let n = 800_000usize;
     let broker = Broker::start();
     broker.create_events_topic();
-    let lines = events_seeded(n, 13, 2000);
+    let lines = gen_events(n as u64, 13, 2000);
     broker.produce_keyed(&lines);
     let plugins = plugins_dir(&SHIPPED);
 
@@ -645,7 +626,7 @@ fn kafka_outputs_survive_sigkills_exactly_once() {
 fn a_second_member_or_a_recreated_topic_is_refused() {
     let broker = Broker::start();
     broker.create_events_topic();
-    let lines = events_seeded(60_000, 17, 500);
+    let lines = gen_events(60_000, 17, 500);
     broker.produce_keyed(&lines);
     let plugins = plugins_dir(&PLUGINS);
     let data = tempfile::tempdir().unwrap();

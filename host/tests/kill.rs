@@ -37,12 +37,7 @@ fn file_source_outputs_survive_ten_sigkills_exactly_once() {
     let n = 600_000;
     let tmp = tempfile::tempdir().unwrap();
     let input = tmp.path().join("events.jsonl");
-    let made = Command::new(gen_bin())
-        .args(["--events", &n.to_string(), "--seed", "11", "--rate", "2000"])
-        .stdout(std::fs::File::create(&input).unwrap())
-        .status()
-        .unwrap();
-    assert!(made.success());
+    write_events(&input, n, 11, 2000);
     let plugins = plugins_dir(&SHIPPED);
 
     let reference = tmp.path().join("reference");
@@ -141,12 +136,7 @@ fn file_source_outputs_survive_ten_sigkills_exactly_once() {
 fn a_finished_job_restarted_writes_nothing_twice() {
     let tmp = tempfile::tempdir().unwrap();
     let input = tmp.path().join("events.jsonl");
-    let made = Command::new(gen_bin())
-        .args(["--events", "20000", "--seed", "5", "--rate", "2000"])
-        .stdout(std::fs::File::create(&input).unwrap())
-        .status()
-        .unwrap();
-    assert!(made.success());
+    write_events(&input, 20_000, 5, 2000);
     let plugins = plugins_dir(&SHIPPED);
     let data = tmp.path().join("data");
     let out = data.join("out.jsonl");

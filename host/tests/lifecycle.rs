@@ -272,17 +272,8 @@ fn outputs_of(path: &Path, plugins: &[&str]) -> Vec<String> {
 fn swap_under_load_changes_no_output() {
     let tmp = tempfile::tempdir().unwrap();
     let events = tmp.path().join("events.jsonl");
-    let generated = Command::new(gen_bin())
-        .args(["--events", "1000000", "--seed", "11", "--rate", "20000"])
-        .output()
-        .unwrap();
-    assert!(generated.status.success());
-    std::fs::write(&events, &generated.stdout).unwrap();
-    let lines: Vec<&[u8]> = generated
-        .stdout
-        .split(|&b| b == b'\n')
-        .filter(|l| !l.is_empty())
-        .collect();
+    write_events(&events, 1_000_000, 11, 20_000);
+    let lines = read_lines(&events);
     assert_eq!(lines.len(), 1_000_000);
     let names = ["page-views", "bot-burst"];
 
@@ -325,7 +316,7 @@ fn swap_under_load_changes_no_output() {
     let mut switches = Vec::new();
     for (chunk_no, chunk) in lines.chunks(100_000).enumerate() {
         for l in chunk {
-            stdin.write_all(l).unwrap();
+            stdin.write_all(l.as_bytes()).unwrap();
             stdin.write_all(b"\n").unwrap();
         }
         stdin.flush().unwrap();
