@@ -130,6 +130,8 @@ pub struct Simulator {
     bot: Option<(u32, u32)>,
     next_bot_ms: f64,
     line: String,
+    /// The current event's `user_id` (its Kafka key).
+    user_key: String,
 }
 
 impl Simulator {
@@ -156,6 +158,7 @@ impl Simulator {
             bot: None,
             next_bot_ms: start + 5_000.0,
             line: String::with_capacity(512),
+            user_key: String::with_capacity(16),
             cfg,
         }
     }
@@ -231,17 +234,25 @@ impl Simulator {
             ts -= self.rng.below(30_000) as i64;
         }
         let u = user as usize;
+        self.user_key.clear();
+        let _ = write!(self.user_key, "user-{user}");
         self.line.clear();
         let _ = write!(
             self.line,
-            r#"{{"event_id":"ev-{seed:x}-{seq}","event_type":"{event_type}","user_id":"user-{user}","session_id":"{sess}","page":"{page}","timestamp":{ts},"latency_ms":{latency:.1},"country":"{country}","device":"{device}","referrer":"{referrer}""#,
+            r#"{{"event_id":"ev-{seed:x}-{seq}","event_type":"{event_type}","user_id":"{user_key}","session_id":""#,
             seed = self.cfg.seed,
             seq = self.seq,
-            sess = if session == 0 {
-                format!("bot-{user}")
-            } else {
-                format!("s-{session}")
-            },
+            user_key = self.user_key,
+        );
+        // No String per event for the session id.
+        let _ = if session == 0 {
+            write!(self.line, "bot-{user}")
+        } else {
+            write!(self.line, "s-{session}")
+        };
+        let _ = write!(
+            self.line,
+            r#"","page":"{page}","timestamp":{ts},"latency_ms":{latency:.1},"country":"{country}","device":"{device}","referrer":"{referrer}""#,
             country = COUNTRIES[u % COUNTRIES.len()],
             device = DEVICES[(u / 8) % DEVICES.len()],
             referrer = REFERRERS[(u / 24) % REFERRERS.len()],
@@ -312,6 +323,32 @@ impl Simulator {
 }
 
 impl Simulator {
+    /// Generate up to `max` events whose event time the wall clock has
+    /// reached (all of them, unpaced), waiting until at least one is due,
+    /// and hand each to `f` as (sequence number, `user_id`, JSON line).
+    /// Returns how many were generated: 0 only at the limit. `rtap-gen`
+    /// produces the lines as they are, without parsing them back.
+    pub fn next_lines(&mut self, max: usize, mut f: impl FnMut(u64, &str, &str)) -> usize {
+        let at_limit = |s: &Self| s.cfg.limit.is_some_and(|l| s.seq >= l);
+        let mut n = 0;
+        loop {
+            let due = if self.cfg.unpaced {
+                f64::INFINITY
+            } else {
+                self.start_ms + self.wall_start.elapsed().as_secs_f64() * 1000.0
+            };
+            while n < max && !at_limit(self) && self.clock + 1000.0 / self.current_rate() <= due {
+                self.generate();
+                f(self.seq, &self.user_key, &self.line);
+                n += 1;
+            }
+            if n > 0 || at_limit(self) {
+                return n;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     pub fn position(&self) -> Position {
         Position {
             offset: self.seq,
@@ -326,36 +363,16 @@ impl Source for Simulator {
     }
 
     fn next_batch(&mut self, max: usize) -> Result<Option<EventBatch>, SourceError> {
-        if self.cfg.limit.is_some_and(|l| self.seq >= l) {
+        let mut batch = EventBatch::new(self.origin.clone());
+        if self.next_lines(max, |seq, _, line| {
+            decode::decode_into(line.as_bytes(), seq, &mut batch)
+                .expect("the simulator writes valid events");
+        }) == 0
+        {
             return Ok(None);
         }
-        let mut batch = EventBatch::new(self.origin.clone());
-        let wall_start = self.wall_start;
-        let start_ms = self.start_ms;
-        loop {
-            // Emit the events whose event time the wall clock has reached.
-            let due = if self.cfg.unpaced {
-                f64::INFINITY
-            } else {
-                start_ms + wall_start.elapsed().as_secs_f64() * 1000.0
-            };
-            while batch.events.len() < max && self.clock + 1000.0 / self.current_rate() <= due {
-                if self.cfg.limit.is_some_and(|l| self.seq >= l) {
-                    break;
-                }
-                self.generate();
-                let line = std::mem::take(&mut self.line);
-                decode::decode_into(line.as_bytes(), self.seq, &mut batch)
-                    .expect("the simulator writes valid events");
-                self.line = line;
-            }
-            if !batch.events.is_empty() || self.cfg.limit.is_some_and(|l| self.seq >= l) {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
         batch.end = self.position();
-        Ok(Some(batch).filter(|b| !b.events.is_empty()))
+        Ok(Some(batch))
     }
 
     fn seek(&mut self, positions: &[(i32, Position)]) -> Result<(), SourceError> {
