@@ -16,7 +16,7 @@ use crate::event::EventBatch;
 use crate::plugin::describe::{Field, KeyBy};
 use crate::plugin::io::{MetricIn, Packed, RawAlert, Step};
 use crate::plugin::{CallError, PluginCalls};
-use crate::state::{ChangedKeys, Changes, Key};
+use crate::state::{Changes, Key, KeyedState, Vacant};
 
 use super::columns;
 
@@ -28,11 +28,13 @@ struct KeySlot {
     timers: Vec<i64>,
 }
 
-impl KeySlot {
-    fn is_empty(&self) -> bool {
+impl Vacant for KeySlot {
+    fn is_vacant(&self) -> bool {
         self.state.is_empty() && self.timers.is_empty()
     }
+}
 
+impl KeySlot {
     /// Add a timer; false if the key already has one at `at`.
     fn add_timer(&mut self, at: i64) -> bool {
         match self.timers.binary_search(&at) {
@@ -62,7 +64,8 @@ impl KeySlot {
 /// next event — they are skipped when their time comes.
 #[derive(Debug, Clone, Default)]
 pub struct DetectorState {
-    keys: FxHashMap<Key, KeySlot>,
+    /// Marks the keys changed since the last commit.
+    keys: KeyedState<KeySlot>,
     /// (time → keys with a timer then), possibly stale; see above.
     queue: BTreeMap<i64, Vec<Key>>,
     /// Every key with a timer at or before `due_upto` that has not fired,
@@ -73,8 +76,6 @@ pub struct DetectorState {
     due: FxHashSet<Key>,
     /// Up to where `due` is gathered (`None`: not yet).
     due_upto: Option<i64>,
-    /// Keys changed since the last commit.
-    pub changed: ChangedKeys,
 }
 
 /// What the state store keeps per detector key: its state and its timers.
@@ -126,7 +127,7 @@ impl DetectorState {
         mut f: impl FnMut(&[u8]) -> Result<Vec<u8>, E>,
     ) -> Result<usize, E> {
         let mut next = Vec::new();
-        for (k, v) in &self.keys {
+        for (k, v) in self.keys.iter() {
             if !v.state.is_empty() {
                 next.push((k.clone(), f(&v.state)?));
             }
@@ -135,20 +136,26 @@ impl DetectorState {
         for (k, state) in next {
             if let Some(slot) = self.keys.get_mut(&k) {
                 slot.state = state;
-                if slot.is_empty() {
-                    self.keys.remove(&k);
-                }
             }
         }
-        self.changed.rewrite = true;
+        self.keys.rewrite = true;
         Ok(n)
+    }
+
+    /// The next commit rewrites every key (new, reset or migrated state).
+    pub fn set_rewrite(&mut self) {
+        self.keys.rewrite = true;
+    }
+
+    /// Whether the next commit rewrites every key; cleared.
+    pub fn take_rewrite(&mut self) -> bool {
+        std::mem::take(&mut self.keys.rewrite)
     }
 
     /// Put the keys changed since the last call into `out`, each with its
     /// encoded entry (none: the key has neither state nor timers any more).
     pub fn take_dirty(&mut self, out: &mut Changes) {
-        let keys = &self.keys;
-        self.changed.drain(|k| match keys.get(k) {
+        self.keys.take_changed(|k, slot| match slot {
             Some(slot) => out.put_sized(k, slot_len(slot), |b| write_slot(slot, b)),
             None => out.put(k, None),
         });
@@ -156,10 +163,8 @@ impl DetectorState {
 
     /// Put every key with its encoded entry into `out` (a full rewrite).
     pub fn entries(&mut self, out: &mut Changes) {
-        self.changed.clear();
-        for (k, slot) in &self.keys {
-            out.put_sized(k, slot_len(slot), |b| write_slot(slot, b));
-        }
+        self.keys
+            .take_all(|k, slot| out.put_sized(k, slot_len(slot), |b| write_slot(slot, b)));
     }
 
     /// Rebuild from the state store's entries.
@@ -170,15 +175,17 @@ impl DetectorState {
         for (key, bytes) in entries {
             let e: KeyEntry = postcard::from_bytes(bytes)
                 .map_err(|e| format!("detector entry of key `{key}`: {e}"))?;
-            if !e.state.is_empty() {
-                let slot = KeySlot {
-                    state: e.state.to_vec(),
-                    timers: Vec::with_capacity(e.timers.len()),
-                };
-                s.keys.insert(key.into(), slot);
-            }
+            let mut slot = KeySlot {
+                state: e.state.to_vec(),
+                timers: Vec::with_capacity(e.timers.len()),
+            };
             for t in e.timers {
-                s.add_timer(key, t);
+                if slot.add_timer(t) {
+                    s.queued(key, t);
+                }
+            }
+            if !slot.is_vacant() {
+                s.keys.insert_stored(key, slot);
             }
         }
         Ok(s)
@@ -186,8 +193,9 @@ impl DetectorState {
 
     /// Give `key` a timer at `at` (creating the key if it has no state),
     /// queued unless the key already has one then.
+    #[cfg(test)]
     fn add_timer(&mut self, key: &str, at: i64) {
-        if self.keys.entry(key.into()).or_default().add_timer(at) {
+        if self.keys.get_or_default(key).add_timer(at) {
             self.queued(key, at);
         }
     }
@@ -241,17 +249,8 @@ impl DetectorState {
 
     /// Drop `key`'s timer at `at` (it fired); whether it was pending.
     fn take_timer(&mut self, key: &str, at: i64) -> bool {
-        let Some(slot) = self.keys.get_mut(key) else {
-            return false;
-        };
-        if !slot.remove_timer(at) {
-            return false;
-        }
-        if slot.is_empty() {
-            self.keys.remove(key);
-        }
-        self.changed.touch(key);
-        true
+        // A stale queue entry finds no timer and leaves the key unmarked.
+        self.keys.modify(key, |slot| slot.remove_timer(at))
     }
 }
 
@@ -347,26 +346,31 @@ impl DetectorOp {
         let mut timers = step.timers.as_slice();
         let mut added: Vec<i64> = Vec::new();
         for (i, key) in keys.iter().enumerate() {
-            st.changed.touch(key);
             let s = step.states.get(i);
             let n = timers.iter().take_while(|t| t.0 as usize == i).count();
             let (mine, rest) = timers.split_at(n);
             timers = rest;
             added.clear();
-            if let Some(slot) = st.keys.get_mut(key.as_str()) {
-                slot.state.clear();
-                slot.state.extend_from_slice(s);
-                added.extend(mine.iter().map(|t| t.1).filter(|&at| slot.add_timer(at)));
-                if slot.is_empty() {
-                    st.keys.remove(key.as_str());
+            // A key whose state and timers stay as they were is not written
+            // at the next commit.
+            let mut present = false;
+            st.keys.modify(key, |slot| {
+                present = true;
+                let changed = slot.state != s;
+                if changed {
+                    slot.state.clear();
+                    slot.state.extend_from_slice(s);
                 }
-            } else if !s.is_empty() || !mine.is_empty() {
+                added.extend(mine.iter().map(|t| t.1).filter(|&at| slot.add_timer(at)));
+                changed || !added.is_empty()
+            });
+            if !present && (!s.is_empty() || !mine.is_empty()) {
                 let mut slot = KeySlot {
                     state: s.to_vec(),
                     timers: Vec::new(),
                 };
                 added.extend(mine.iter().map(|t| t.1).filter(|&at| slot.add_timer(at)));
-                st.keys.insert(key.as_str().into(), slot);
+                st.keys.insert(key, slot);
             }
             for &at in &added {
                 st.queued(key, at);
@@ -508,7 +512,7 @@ impl DetectorOp {
         let times: Vec<i64> = self
             .state
             .keys
-            .get(&*key)
+            .get(&key)
             .map(|k| k.timers.iter().copied().take_while(|&at| at <= t).collect())
             .unwrap_or_default();
         let key: Key = key.into();
@@ -626,20 +630,21 @@ mod tests {
             timers: timers.to_vec(),
         };
         let big = vec![7u8; 300];
-        s.keys.insert("u1".into(), slot(&[1, 2, 3], &[-5, 70_000]));
-        s.keys.insert("u2".into(), slot(&[], &[9]));
+        s.keys.insert("u1", slot(&[1, 2, 3], &[-5, 70_000]));
+        s.keys.insert("u2", slot(&[], &[9]));
         s.keys
-            .insert("u3".into(), slot(&big, &[i64::MIN, -64, 63, i64::MAX]));
+            .insert("u3", slot(&big, &[i64::MIN, -64, 63, i64::MAX]));
         for (k, state, timers) in [
             ("u1", &[1u8, 2, 3][..], vec![-5, 70_000]),
             ("u3", &big[..], vec![i64::MIN, -64, 63, i64::MAX]),
         ] {
             let mut buf = vec![0xAA];
-            write_slot(&s.keys[k], &mut buf);
+            let slot = s.keys.get(k).unwrap();
+            write_slot(slot, &mut buf);
             let old = postcard::to_allocvec(&KeyEntry { state, timers }).unwrap();
             assert_eq!(buf[0], 0xAA, "appends");
             assert_eq!(&buf[1..], old.as_slice(), "key {k}");
-            assert_eq!(buf.len() - 1, slot_len(&s.keys[k]));
+            assert_eq!(buf.len() - 1, slot_len(slot));
         }
         let mut out = Changes::default();
         s.entries(&mut out);
@@ -653,7 +658,17 @@ mod tests {
         let back =
             DetectorState::from_entries(entries.iter().map(|(k, v)| (k.as_str(), v.as_slice())))
                 .unwrap();
-        assert_eq!(back.keys, s.keys);
+        let sorted = |s: &DetectorState| {
+            let mut v: Vec<(Key, KeySlot)> =
+                s.keys.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+            v.sort_by(|a, b| a.0.cmp(&b.0));
+            v
+        };
+        assert_eq!(sorted(&back), sorted(&s));
+        let mut again = Changes::default();
+        let mut back = back;
+        back.take_dirty(&mut again);
+        assert_eq!(again.iter().count(), 0, "a restore marks nothing changed");
         let queue: Vec<(i64, usize)> = back.queue.iter().map(|(t, k)| (*t, k.len())).collect();
         assert_eq!(
             queue,
@@ -672,8 +687,8 @@ mod tests {
     #[test]
     fn a_timer_that_fired_with_its_key_is_skipped_in_the_queue() {
         let mut s = DetectorState::default();
-        s.keys.insert(
-            "k".into(),
+        s.keys.insert_stored(
+            "k",
             KeySlot {
                 state: vec![1],
                 timers: vec![10, 20],
@@ -684,10 +699,15 @@ mod tests {
         assert!(s.take_timer("k", 10), "fires with the key's event");
         assert!(!s.take_timer("k", 10), "then the queue's entry is stale");
         assert!(s.take_timer("k", 20));
-        assert_eq!(s.keys["k"].timers, Vec::<i64>::new());
+        assert_eq!(s.keys.get("k").unwrap().timers, Vec::<i64>::new());
         s.keys.get_mut("k").unwrap().state.clear();
         s.keys.get_mut("k").unwrap().add_timer(30);
         assert!(s.take_timer("k", 30));
-        assert!(!s.keys.contains_key("k"), "no state, no timers: gone");
+        assert!(s.keys.get("k").unwrap().is_vacant(), "no state, no timers");
+        let mut out = Changes::default();
+        s.take_dirty(&mut out);
+        let written: Vec<_> = out.iter().map(|r| r.unwrap()).collect();
+        assert_eq!(written, vec![("k", None)], "deleted at the commit");
+        assert!(s.keys.get("k").is_none(), "gone");
     }
 }

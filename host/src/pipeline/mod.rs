@@ -115,18 +115,16 @@ impl Slot {
 
     fn set_rewrite(&mut self) {
         match &mut self.op {
-            Op::Aggregate(a) => a.state.changed.rewrite = true,
-            Op::Events(d) | Op::Metrics(d) => d.state.changed.rewrite = true,
+            Op::Aggregate(a) => a.state.set_rewrite(),
+            Op::Events(d) | Op::Metrics(d) => d.state.set_rewrite(),
         }
     }
 
     /// The state changes since the last commit, for the state store.
     pub fn state_delta(&mut self) -> StateDelta {
         let (rewrite, meta) = match &mut self.op {
-            Op::Aggregate(a) => (std::mem::take(&mut a.state.changed.rewrite), a.state.meta()),
-            Op::Events(d) | Op::Metrics(d) => {
-                (std::mem::take(&mut d.state.changed.rewrite), Vec::new())
-            }
+            Op::Aggregate(a) => (a.state.take_rewrite(), a.state.meta()),
+            Op::Events(d) | Op::Metrics(d) => (d.state.take_rewrite(), Vec::new()),
         };
         let mut changes = Changes::default();
         match (&mut self.op, rewrite) {

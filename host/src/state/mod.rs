@@ -65,6 +65,10 @@
 //! flushed at every commit and fsynced at every checkpoint; InfluxDB writes
 //! are idempotent (series + timestamp).
 
+mod keyed;
+
+pub use keyed::{KeyedState, Vacant};
+
 use std::path::{Path, PathBuf};
 
 use rocksdb::{DB, IteratorMode, Options, WriteBatch, WriteOptions};
@@ -83,38 +87,6 @@ pub const FORMAT: u32 = 4;
 /// the bucket already instead of chasing a pointer to a heap string — a
 /// cache miss per lookup with hundreds of thousands of keys.
 pub type Key = compact_str::CompactString;
-
-/// The keys of an operator's state changed since the last commit: what the
-/// next commit writes.
-#[derive(Debug, Clone, Default)]
-pub struct ChangedKeys {
-    keys: rustc_hash::FxHashSet<Key>,
-    /// Every key changed (new, reset or migrated state): the next commit
-    /// rewrites the plugin's whole prefix.
-    pub rewrite: bool,
-}
-
-impl ChangedKeys {
-    pub fn touch(&mut self, key: &str) {
-        if !self.keys.contains(key) {
-            self.keys.insert(key.into());
-        }
-    }
-
-    /// Hand every changed key to `f`, forgetting them here. The set keeps
-    /// its allocation: the next interval changes about as many keys, and
-    /// growing a set from empty every commit rehashed it a dozen times.
-    pub fn drain(&mut self, mut f: impl FnMut(&Key)) {
-        for k in self.keys.drain() {
-            f(&k);
-        }
-    }
-
-    /// Forget the changed keys (a full rewrite follows).
-    pub fn clear(&mut self) {
-        self.keys.clear();
-    }
-}
 
 /// Fault injection for the kill tests (`RTAP_FAULT_COMMIT_PAUSE_MS`): name
 /// the commit phase on stderr and pause in it, so a SIGKILL lands there.

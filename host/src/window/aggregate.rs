@@ -22,7 +22,7 @@ use crate::pipeline::columns;
 use crate::plugin::describe::{Field, KeyBy, WindowSpec};
 use crate::plugin::io::{Packed, RawMetric};
 use crate::plugin::{CallError, PluginCalls};
-use crate::state::{ChangedKeys, Changes, Key};
+use crate::state::{Changes, Key, KeyedState};
 
 #[derive(Debug, Clone)]
 struct Win {
@@ -37,11 +37,10 @@ struct Win {
 /// Everything an aggregator's windows hold; what a checkpoint saves.
 #[derive(Debug, Clone, Default)]
 pub struct WindowState {
-    keys: FxHashMap<Key, Vec<Win>>,
+    /// Each key's live windows; marks the keys changed since the last commit.
+    keys: KeyedState<Vec<Win>>,
     triggers: BTreeMap<i64, Vec<Key>>,
     next_session: u64,
-    /// Keys changed since the last commit.
-    pub changed: ChangedKeys,
 }
 
 /// What the state store keeps per window key: the key's live windows.
@@ -120,15 +119,24 @@ impl WindowState {
             }
         }
         self.keys = next;
-        self.changed.rewrite = true;
+        self.keys.rewrite = true;
         Ok(n)
+    }
+
+    /// The next commit rewrites every key (new, reset or migrated state).
+    pub fn set_rewrite(&mut self) {
+        self.keys.rewrite = true;
+    }
+
+    /// Whether the next commit rewrites every key; cleared.
+    pub fn take_rewrite(&mut self) -> bool {
+        std::mem::take(&mut self.keys.rewrite)
     }
 
     /// Put the keys changed since the last call into `out`, each with its
     /// encoded entry (none: the key has no windows any more).
     pub fn take_dirty(&mut self, out: &mut Changes) {
-        let keys = &self.keys;
-        self.changed.drain(|k| match keys.get(k) {
+        self.keys.take_changed(|k, w| match w {
             Some(w) => out.put_sized(k, wins_len(w), |b| write_wins(w, b)),
             None => out.put(k, None),
         });
@@ -136,10 +144,8 @@ impl WindowState {
 
     /// Put every key with its encoded entry into `out` (a full rewrite).
     pub fn entries(&mut self, out: &mut Changes) {
-        self.changed.clear();
-        for (k, w) in &self.keys {
-            out.put_sized(k, wins_len(w), |b| write_wins(w, b));
-        }
+        self.keys
+            .take_all(|k, w| out.put_sized(k, wins_len(w), |b| write_wins(w, b)));
     }
 
     /// The operator-wide part of the state (the session id counter).
@@ -184,7 +190,7 @@ impl WindowState {
                 };
                 s.trigger(at, key);
             }
-            s.keys.insert(key.into(), wins);
+            s.keys.insert_stored(key, wins);
         }
         Ok(s)
     }
@@ -378,9 +384,8 @@ impl AggregateOp {
                 let (start, end) = (ts, ts.saturating_add(gap_ms));
                 let lateness = self.lateness_ms;
                 let key_s = Self::key_str(&self.pending, batch, key);
-                self.state.changed.touch(key_s);
                 // One probe (a key's first event inserts it).
-                let wins = self.state.keys.entry(key_s.into()).or_default();
+                let wins = self.state.keys.get_or_default(key_s);
                 // Flink merges windows that intersect, touching included.
                 // Sessions already past their purge time are gone for Flink
                 // (they fire lazily here, at the end of the batch).
@@ -391,9 +396,8 @@ impl AggregateOp {
                 }));
                 if hits.is_empty() {
                     if classify(end, lateness, wm) == Lateness::Dropped {
-                        if wins.is_empty() {
-                            self.state.keys.remove(key_s);
-                        }
+                        // A key inserted for this event is vacant: it
+                        // leaves at the commit.
                         return out;
                     }
                     self.state.next_session += 1;
@@ -477,7 +481,6 @@ impl AggregateOp {
                 continue;
             }
             let key_s = Self::key_str(&pending, batch, *key);
-            self.state.changed.touch(key_s);
             let Some(win) = self
                 .state
                 .keys
@@ -594,7 +597,6 @@ impl AggregateOp {
         };
         for (g, &(key, id)) in groups.iter().enumerate() {
             let new = new_states.get(g);
-            self.state.changed.touch(key);
             match self
                 .state
                 .keys
@@ -612,7 +614,7 @@ impl AggregateOp {
                         WindowSpec::Sliding { size_ms, .. } => (id as i64, id as i64 + size_ms),
                         _ => continue, // a session is created at assignment
                     };
-                    self.state.keys.entry(key.into()).or_default().push(Win {
+                    self.state.keys.get_or_default(key).push(Win {
                         id,
                         start,
                         end,
@@ -687,7 +689,6 @@ impl AggregateOp {
             }
         }
         for (key, id) in targets {
-            self.state.changed.touch(&key);
             let Some(ws) = self.state.keys.get_mut(&key) else {
                 continue;
             };
@@ -703,9 +704,6 @@ impl AggregateOp {
                 cleanup = Some(w.end - 1 + self.lateness_ms);
                 true
             });
-            if ws.is_empty() {
-                self.state.keys.remove(&key);
-            }
             if let Some(at) = cleanup {
                 self.state.trigger(at, &key);
             }
@@ -740,7 +738,6 @@ impl AggregateOp {
         keys.dedup();
         let mut due: Vec<(i64, i64, Key, u64)> = Vec::new();
         for key in keys {
-            self.state.changed.touch(&key);
             let Some(ws) = self.state.keys.get_mut(&key) else {
                 continue;
             };
@@ -757,9 +754,6 @@ impl AggregateOp {
             }
             if let Some(at) = regrown {
                 self.state.triggers.entry(at).or_default().push(key.clone());
-            }
-            if ws.is_empty() {
-                self.state.keys.remove(&key);
             }
         }
         due.sort();
