@@ -391,6 +391,7 @@ impl Folds {
                     commits = f.commits,
                     keys = f.keys,
                     read_ms = f.read.as_millis() as u64,
+                    load_ms = f.load.as_millis() as u64,
                     write_ms = f.write.as_millis() as u64,
                     flush_ms = flush.as_millis() as u64,
                     took_ms = started.elapsed().as_millis() as u64,
@@ -446,10 +447,16 @@ impl Committer {
                             .map_err(|e| e.to_string()),
                         Msg::Commit(c, batches) => {
                             let id = c.meta.id;
+                            let logging = Instant::now();
                             let r = store
                                 .log_commit(&c)
                                 .map_err(|e| e.to_string())
                                 .and_then(|()| {
+                                    tracing::debug!(
+                                        id,
+                                        log_ms = logging.elapsed().as_secs_f64() * 1e3,
+                                        "commit logged"
+                                    );
                                     phase("prepared", id);
                                     sink.commit(&c.meta.positions, id)
                                         .map_err(|e| e.to_string())

@@ -87,12 +87,14 @@ impl<V: Vacant + Default> KeyedState<V> {
 
     /// A key's value for writing, created empty if absent; marked changed.
     pub fn get_or_default(&mut self, key: &str) -> &mut V {
-        // Two probes only for a new key: `entry` would build a `Key` for
-        // every lookup.
-        if !self.map.contains_key(key) {
-            self.map.insert(key.into(), Slot::default());
+        // One probe; building the `Key` costs no allocation for keys of up
+        // to 24 bytes.
+        let slot = self.map.entry(Key::from(key)).or_default();
+        if !slot.changed {
+            slot.changed = true;
+            self.changed.push(key.into());
         }
-        self.get_mut(key).expect("just inserted")
+        &mut slot.value
     }
 
     /// Set a key's value; marked changed.

@@ -363,6 +363,8 @@ pub struct Fold {
     pub keys: usize,
     /// Reading and merging the logged commits.
     pub read: std::time::Duration,
+    /// Of `read`: loading and decoding them.
+    pub load: std::time::Duration,
     /// The one synced write of the keys, the meta and the log's deletion.
     pub write: std::time::Duration,
 }
@@ -528,6 +530,7 @@ impl StateStore {
                     .map_err(|e| self.corrupt(format!("logged commit: {e}")))?,
             );
         }
+        let load = started.elapsed();
         // Newest commit first: a key's newest change is the one that counts,
         // so older ones are skipped, and a plugin's rewrite ends its history
         // (older commits of it are ignored). The kept changes point into
@@ -616,6 +619,7 @@ impl StateStore {
             commits: folded,
             keys,
             read,
+            load,
             write: started.elapsed() - read,
         })
     }
@@ -936,8 +940,8 @@ mod fold_bench {
             let all = t.elapsed();
             s.flush().unwrap();
             eprintln!(
-                "fold {round}: {} commits, {} keys, read {:?}, write {:?}, total {all:?}",
-                f.commits, f.keys, f.read, f.write
+                "fold {round}: {} commits, {} keys, read {:?} (load {:?}), write {:?}, total {all:?}",
+                f.commits, f.keys, f.read, f.load, f.write
             );
         }
     }
