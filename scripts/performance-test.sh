@@ -11,6 +11,8 @@
 #   HOST_ARGS="--commit-interval 50ms" scripts/performance-test.sh
 #   HOST_LOG=info,rtap_host::sink::kafka=debug scripts/performance-test.sh
 #   KEEP_LOG=/tmp/host.log scripts/performance-test.sh   # keep the host's log
+#   KEEP_SUMMARY=/tmp/s.json scripts/performance-test.sh # keep the probe's summary
+#       (with the 500 ms backlog series)
 #   HOST_BIN=/tmp/host-old scripts/performance-test.sh   # another host binary (A/B runs)
 #   PRELOAD=2000000 scripts/performance-test.sh   # drain a backlog: the host's
 #       Kafka-path throughput without the generator competing for the cores
@@ -44,6 +46,7 @@ cleanup() {
     for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
     wait 2>/dev/null || true
     if [[ -n "${KEEP_LOG:-}" && -f "$work/host.log" ]]; then cp "$work/host.log" "$KEEP_LOG"; fi
+    if [[ -n "${KEEP_SUMMARY:-}" && -f "$work/summary.json" ]]; then cp "$work/summary.json" "$KEEP_SUMMARY"; fi
     rm -rf "$work"
 }
 trap cleanup EXIT
