@@ -34,6 +34,16 @@ struct Slot<V> {
     changed: bool,
 }
 
+impl<V> Slot<V> {
+    /// Mark the slot changed, listing its key the first time.
+    fn mark(&mut self, key: &str, list: &mut Vec<Key>) {
+        if !self.changed {
+            self.changed = true;
+            list.push(key.into());
+        }
+    }
+}
+
 /// Per-key values; every mutable access marks its key changed.
 #[derive(Debug, Clone)]
 pub struct KeyedState<V> {
@@ -64,10 +74,7 @@ impl<V: Vacant + Default> KeyedState<V> {
     /// A key's value for writing: the key is marked changed.
     pub fn get_mut(&mut self, key: &str) -> Option<&mut V> {
         let slot = self.map.get_mut(key)?;
-        if !slot.changed {
-            slot.changed = true;
-            self.changed.push(key.into());
-        }
+        slot.mark(key, &mut self.changed);
         Some(&mut slot.value)
     }
 
@@ -78,9 +85,8 @@ impl<V: Vacant + Default> KeyedState<V> {
             return false;
         };
         let changed = f(&mut slot.value);
-        if changed && !slot.changed {
-            slot.changed = true;
-            self.changed.push(key.into());
+        if changed {
+            slot.mark(key, &mut self.changed);
         }
         changed
     }
@@ -90,10 +96,7 @@ impl<V: Vacant + Default> KeyedState<V> {
         // One probe; building the `Key` costs no allocation for keys of up
         // to 24 bytes.
         let slot = self.map.entry(Key::from(key)).or_default();
-        if !slot.changed {
-            slot.changed = true;
-            self.changed.push(key.into());
-        }
+        slot.mark(key, &mut self.changed);
         &mut slot.value
     }
 
