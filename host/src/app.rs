@@ -277,6 +277,7 @@ fn run(config: Config) -> Result<Exit, Failure> {
             tracing::info!(ids = ?gone, "discarded a prepared commit: its Kafka transaction did not commit");
         }
         let f = store.compact(g).map_err(start)?;
+        store.flush().map_err(start)?;
         if f.commits > 0 {
             tracing::info!(
                 id = g,

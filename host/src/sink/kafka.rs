@@ -363,7 +363,8 @@ impl Folds {
     }
 
     /// The checkpoint thread: fold what is requested, one fold at a time.
-    fn run(&self, store: &StateStore, fail: &Mutex<Option<String>>) {
+    /// `pause`: the kill tests' fault injection (see `fault_phase`).
+    fn run(&self, store: &StateStore, fail: &Mutex<Option<String>>, pause: Option<Duration>) {
         loop {
             let id = {
                 let mut s = self.lock();
@@ -380,6 +381,7 @@ impl Folds {
             };
             let started = Instant::now();
             let r = store.compact(id).and_then(|f| {
+                fault_phase(pause, "folded", id);
                 let flushing = Instant::now();
                 store.flush()?;
                 Ok((f, flushing.elapsed()))
@@ -389,6 +391,7 @@ impl Folds {
                 Ok((f, flush)) => tracing::debug!(
                     id,
                     commits = f.commits,
+                    changes = f.changes,
                     keys = f.keys,
                     read_ms = f.read.as_millis() as u64,
                     load_ms = f.load.as_millis() as u64,
@@ -420,7 +423,7 @@ impl Committer {
             let (folds, store, fail) = (folds.clone(), store.clone(), failed.clone());
             std::thread::Builder::new()
                 .name("rtap-checkpoint".into())
-                .spawn(move || folds.run(&store, &fail))
+                .spawn(move || folds.run(&store, &fail, pause))
                 .expect("spawn the checkpoint thread")
         };
         let (inf, fail, fl) = (in_flight.clone(), failed.clone(), folds.clone());
