@@ -26,6 +26,9 @@ PLUGINS=${PLUGINS:-}
 HOST_ARGS=${HOST_ARGS:-}
 PRELOAD=${PRELOAD:-}
 GEN_ARGS=${GEN_ARGS:-}
+# BROKER_CPUS=1: run the broker, the generator and the probe on those CPUs
+# only (taskset), as if they were on other machines' cores.
+BROKER_CPUS=${BROKER_CPUS:-}
 unset RUST_LOG # HOST_LOG sets the host's
 
 ensure_libclang
@@ -53,7 +56,9 @@ trap cleanup EXIT
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
 kport=$(port)
-"$tansu" broker --listener-url "tcp://127.0.0.1:$kport" --advertised-listener-url "tcp://127.0.0.1:$kport" \
+pin=()
+if [[ -n "$BROKER_CPUS" ]]; then pin=(taskset -c "$BROKER_CPUS"); fi
+"${pin[@]}" "$tansu" broker --listener-url "tcp://127.0.0.1:$kport" --advertised-listener-url "tcp://127.0.0.1:$kport" \
     --storage-engine memory://tansu/ >"$work/tansu.log" 2>&1 &
 pids+=($!)
 until (exec 3<>"/dev/tcp/127.0.0.1/$kport") 2>/dev/null; do sleep 0.05; done
@@ -100,9 +105,9 @@ PY
 fi
 log "load: $RATE events/s for ${DURATION}s into tansu :$kport; host :$hport ($(ls "$work/plugins" | wc -l) plugins)"
 # shellcheck disable=SC2086
-"$bin/rtap-gen" --kafka-brokers "127.0.0.1:$kport" --rate "$RATE" --events 0 --seed 5 $GEN_ARGS >"$work/gen.log" 2>&1 &
+"${pin[@]}" "$bin/rtap-gen" --kafka-brokers "127.0.0.1:$kport" --rate "$RATE" --events 0 --seed 5 $GEN_ARGS >"$work/gen.log" 2>&1 &
 pids+=($!)
-PYTHONPATH="$py" python3 "$ROOT/scripts/perf/probe.py" --brokers "127.0.0.1:$kport" \
+PYTHONPATH="$py" "${pin[@]}" python3 "$ROOT/scripts/perf/probe.py" --brokers "127.0.0.1:$kport" \
     --api "http://127.0.0.1:$hport" --duration "$DURATION" --json "$work/summary.json"
 curl -s "http://127.0.0.1:$hport/metrics" | awk '
     /^rtap_checkpoint_duration_seconds_(sum|count)/ { c[$1] = $2 }
