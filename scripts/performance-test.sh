@@ -14,6 +14,7 @@
 #   KEEP_SUMMARY=/tmp/s.json scripts/performance-test.sh # keep the probe's summary
 #       (with the 500 ms backlog series)
 #   HOST_BIN=/tmp/host-old scripts/performance-test.sh   # another host binary (A/B runs)
+#   BROKER_CPUS=1 scripts/performance-test.sh    # broker, generator and probe on CPU 1 only
 #   PRELOAD=2000000 scripts/performance-test.sh   # drain a backlog: the host's
 #       Kafka-path throughput without the generator competing for the cores
 #   GEN_ARGS="--kafka-option linger.ms=50 --kafka-option batch.size=1000000" \
