@@ -513,6 +513,11 @@ impl StateStore {
         use rocksdb::DBCompressionType::{Lz4, None as Plain};
         opts.set_compression_per_level(&[Plain, Lz4, Lz4, Lz4, Lz4, Lz4, Lz4]);
         opts.set_max_background_jobs(2);
+        // A memtable big enough for a checkpoint interval of commit log
+        // (~96 MB at 100 000 events/s): the fold deletes the logged commits
+        // before they are ever flushed, instead of flushing them to level 0
+        // and compacting them away later. Memory is taken as it fills.
+        opts.set_write_buffer_size(256 << 20);
         let db = DB::open(&opts, &path).map_err(|e| StateError::Db {
             path: path.clone(),
             why: e.to_string(),
