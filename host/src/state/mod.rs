@@ -359,7 +359,8 @@ pub fn ser_bytes<S: serde::Serializer>(b: &&[u8], s: S) -> Result<S::Ok, S::Erro
 pub struct Fold {
     /// Logged commits folded.
     pub commits: usize,
-    /// Changes they hold.
+    /// Changes merged: those of the plugins still present, up to each
+    /// one's latest rewrite.
     pub changes: usize,
     /// Keys written.
     pub keys: usize,
@@ -655,7 +656,7 @@ impl StateStore {
         let load = started.elapsed();
         // Newest commit first: a key's newest change is the one that counts,
         // so older ones are skipped, and a plugin's rewrite ends its history
-        // (older commits of it are ignored). See [`Merge`] for how.
+        // (older commits of it are ignored). See [`newest_changes`] for how.
         // Per plugin: whether its prefix is rewritten, whether a rewrite
         // closed its history, and its logged changes, newest first.
         #[derive(Default)]
