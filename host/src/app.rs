@@ -20,7 +20,7 @@ use crate::source::file::FileSource;
 use crate::source::kafka::{KafkaConfig, KafkaSource};
 use crate::source::simulator::{SimConfig, Simulator};
 use crate::source::{self, Source};
-use crate::state::StateStore;
+use crate::state::{StateStore, StoreConfig};
 
 /// Exit codes.
 pub const EXIT_OK: i32 = 0;
@@ -204,7 +204,13 @@ fn run(config: Config) -> Result<Exit, Failure> {
     }
 
     // Restore the last commit (see `crate::state` for the protocol).
-    let store = StateStore::open(&config.data_dir).map_err(start)?;
+    let store = StateStore::open(
+        &config.data_dir,
+        &StoreConfig {
+            write_buffer: config.state_write_buffer.0,
+        },
+    )
+    .map_err(start)?;
     let kafka_source = matches!(spec, SourceSpec::Kafka);
     let kafka_sink = match &kafka {
         Some(k) => {
@@ -516,7 +522,7 @@ fn run(config: Config) -> Result<Exit, Failure> {
         commands,
         time,
         influx,
-        kafka: kafka_sink.map(|k| Committer::spawn(k, store.clone(), fault_pause)),
+        kafka: kafka_sink.map(|k| Committer::spawn(k, store.clone(), commit_id, fault_pause)),
         uncommitted: Vec::new(),
         fault_pause,
     };

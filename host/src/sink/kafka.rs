@@ -27,7 +27,7 @@ use crate::event::Position;
 use crate::metrics::metrics;
 use crate::pipeline::output::Output;
 use crate::source::kafka::KafkaConfig;
-use crate::state::{Commit, StateStore, fault_phase};
+use crate::state::{Commit, Fold, StateError, StateStore, fault_phase};
 
 const TXN_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long the committer sleeps between rounds of delivery reports while
@@ -333,6 +333,11 @@ struct Folds {
 struct FoldState {
     /// The highest commit id to fold next (only committed ids get here).
     pending: Option<u64>,
+    /// The commits logged and committed since the last fold, in order:
+    /// what the next fold reads instead of decoding them from the log.
+    logged: Vec<Commit>,
+    /// The id the last fold reached (at start: the commit the state is at).
+    folded: u64,
     busy: bool,
     stop: bool,
 }
@@ -340,6 +345,11 @@ struct FoldState {
 impl Folds {
     fn lock(&self) -> std::sync::MutexGuard<'_, FoldState> {
         self.state.lock().expect("fold lock")
+    }
+
+    /// Keep a commit, logged and committed to Kafka, for the next fold.
+    fn logged(&self, c: Commit) {
+        self.lock().logged.push(c);
     }
 
     /// Ask for a fold up to `id` (a newer request replaces an older one).
@@ -366,7 +376,7 @@ impl Folds {
     /// `pause`: the kill tests' fault injection (see `fault_phase`).
     fn run(&self, store: &StateStore, fail: &Mutex<Option<String>>, pause: Option<Duration>) {
         loop {
-            let id = {
+            let (id, commits, after) = {
                 let mut s = self.lock();
                 loop {
                     if s.stop {
@@ -374,13 +384,15 @@ impl Folds {
                     }
                     if let Some(id) = s.pending.take() {
                         s.busy = true;
-                        break id;
+                        let n = s.logged.partition_point(|c| c.meta.id <= id);
+                        let commits: Vec<Commit> = s.logged.drain(..n).collect();
+                        break (id, commits, s.folded);
                     }
                     s = self.changed.wait(s).expect("fold lock");
                 }
             };
             let started = Instant::now();
-            let r = store.compact(id).and_then(|f| {
+            let r = fold(store, id, commits, after).and_then(|f| {
                 fault_phase(pause, "folded", id);
                 let flushing = Instant::now();
                 store.flush()?;
@@ -408,17 +420,52 @@ impl Folds {
             let mut s = self.lock();
             s.busy = false;
             s.stop |= failed;
+            s.folded = id;
             self.changed.notify_all();
         }
     }
 }
 
+/// Fold the logged commits up to `id`: from memory when `commits` are all
+/// of them — every id after `after` (the last fold's, or the commit the run
+/// started at) up to `id`, without a gap — else, which would be a bug, from
+/// the commit log, which is always right.
+fn fold(store: &StateStore, id: u64, commits: Vec<Commit>, after: u64) -> Result<Fold, StateError> {
+    if commits.is_empty() && id <= after {
+        return Ok(Fold::default());
+    }
+    let first = commits.first().map(|c| c.meta.id);
+    let whole = commits.last().is_some_and(|c| c.meta.id == id)
+        && first == Some(after + 1)
+        && commits.windows(2).all(|w| w[1].meta.id == w[0].meta.id + 1);
+    if !whole {
+        tracing::warn!(
+            id,
+            after,
+            first,
+            kept = commits.len(),
+            "checkpoint: the commits kept in memory are not all those logged; folding from the commit log"
+        );
+        return store.compact(id);
+    }
+    let newest_first: Vec<&Commit> = commits.iter().rev().collect();
+    store.fold(&newest_first, id)
+}
+
 impl Committer {
-    pub fn spawn(mut sink: KafkaSink, store: Arc<StateStore>, pause: Option<Duration>) -> Self {
+    /// `after`: the id of the commit the state is at; the commits of this
+    /// run follow it.
+    pub fn spawn(
+        mut sink: KafkaSink,
+        store: Arc<StateStore>,
+        after: u64,
+        pause: Option<Duration>,
+    ) -> Self {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Msg>(65_536);
         let in_flight = Arc::new(AtomicU64::new(0));
         let failed = Arc::new(Mutex::new(None));
         let folds = Arc::new(Folds::default());
+        folds.lock().folded = after;
         let folder = {
             let (folds, store, fail) = (folds.clone(), store.clone(), failed.clone());
             std::thread::Builder::new()
@@ -467,6 +514,7 @@ impl Committer {
                                 .map(|()| phase("committed", id));
                             if r.is_ok() {
                                 metrics().batches_committed(&batches);
+                                fl.logged(*c);
                             }
                             inf.fetch_sub(1, Ordering::AcqRel);
                             r
@@ -589,6 +637,61 @@ impl Drop for Committer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::StoreConfig;
+
+    /// Commits of plugin `a`, ids `from..`, each setting `k` to `<id><tag>`.
+    fn commits(ids: std::ops::RangeInclusive<u64>, tag: &str) -> Vec<Commit> {
+        use crate::state::tests::{change, meta};
+        ids.map(|id| {
+            let v = format!("{id}{tag}");
+            let mut kv = vec![("k", Some(v.as_str()))];
+            if id == 1 {
+                kv.push(("j", Some("j")));
+            }
+            Commit {
+                meta: meta(id, &["a"]),
+                plugins: vec![change("a", false, &kv)],
+            }
+        })
+        .collect()
+    }
+
+    #[test]
+    fn a_fold_takes_the_kept_commits_only_when_they_are_all_the_logged_ones() {
+        use crate::state::tests::keys;
+        let fresh = || {
+            let dir = tempfile::tempdir().unwrap();
+            let s = StateStore::open(dir.path(), &StoreConfig::default()).unwrap();
+            for c in commits(1..=3, "") {
+                s.log_commit(&c).unwrap();
+            }
+            (dir, s)
+        };
+        // Kept commits 1..=3 after commit 0: folded from memory (the kept
+        // copies are marked `m` to tell them from the logged ones).
+        let (_d, s) = fresh();
+        let f = fold(&s, 3, commits(1..=3, "m"), 0).unwrap();
+        assert_eq!((f.commits, f.keys), (3, 2));
+        assert_eq!(
+            keys(&s, "a"),
+            vec![("j".into(), "j".into()), ("k".into(), "3m".into())]
+        );
+        assert!(s.delta_ids().unwrap().is_empty(), "the log is folded");
+        assert_eq!(s.last().unwrap().unwrap().id, 3);
+        assert_eq!(fold(&s, 3, vec![], 3).unwrap().commits, 0, "nothing new");
+
+        // A gap (commit 1 is not kept), or a last commit short of the id:
+        // the log is the truth.
+        for (kept, id) in [(commits(2..=3, "m"), 3), (commits(1..=2, "m"), 3)] {
+            let (_d, s) = fresh();
+            assert_eq!(fold(&s, id, kept, 0).unwrap().commits, 3);
+            assert_eq!(
+                keys(&s, "a"),
+                vec![("j".into(), "j".into()), ("k".into(), "3".into())]
+            );
+            assert!(s.delta_ids().unwrap().is_empty());
+        }
+    }
 
     #[test]
     fn the_first_failure_is_kept() {

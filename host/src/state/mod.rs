@@ -47,6 +47,8 @@
 //! goes on committing (a fold takes seconds under load). A commit costs one
 //! sequential write; the per-key work happens once per checkpoint. A fold
 //! and later logged commits touch disjoint keys (`d/` ids above the fold's).
+//! The running host folds the commits it logged from the copies it kept in
+//! memory, so the log is only read back at start-up, after a crash.
 //!
 //! The group's committed marker is the single point of truth: outputs,
 //! input offsets and marker commit atomically in Kafka. On restart the host
@@ -526,9 +528,24 @@ fn prefix_end(plugin: &str) -> Vec<u8> {
     k
 }
 
+/// How the state store uses RocksDB.
+#[derive(Debug, Clone, Copy)]
+pub struct StoreConfig {
+    /// The memtable size (`--state-write-buffer`).
+    pub write_buffer: usize,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            write_buffer: 256 << 20,
+        }
+    }
+}
+
 impl StateStore {
     /// Open (or create) the store in `<data_dir>/state`.
-    pub fn open(data_dir: &Path) -> Result<Self, StateError> {
+    pub fn open(data_dir: &Path, cfg: &StoreConfig) -> Result<Self, StateError> {
         let path = data_dir.join("state");
         let mut opts = Options::default();
         opts.create_if_missing(true);
@@ -540,10 +557,11 @@ impl StateStore {
         opts.set_compression_per_level(&[Plain, Lz4, Lz4, Lz4, Lz4, Lz4, Lz4]);
         opts.set_max_background_jobs(2);
         // A memtable big enough for a checkpoint interval of commit log
-        // (~96 MB at 100 000 events/s): the fold deletes the logged commits
-        // before they are ever flushed, instead of flushing them to level 0
-        // and compacting them away later. Memory is taken as it fills.
-        opts.set_write_buffer_size(256 << 20);
+        // (~96 MB at 100 000 events/s; 256 MiB by default): the fold deletes
+        // the logged commits before they are ever flushed, instead of
+        // flushing them to level 0 and compacting them away later. Memory is
+        // taken as it fills.
+        opts.set_write_buffer_size(cfg.write_buffer);
         let db = DB::open(&opts, &path).map_err(|e| StateError::Db {
             path: path.clone(),
             why: e.to_string(),
@@ -628,11 +646,10 @@ impl StateStore {
     }
 
     /// Fold the logged commits up to `id` into the per-key state, in one
-    /// atomic write (a checkpoint in transactional mode). A key changed by
-    /// many commits is written once. The fold is durable after the next
-    /// [`StateStore::flush`]; until then a crash undoes it whole.
+    /// atomic write (a checkpoint in transactional mode), reading them from
+    /// the commit log — at start-up, after a crash. A running host folds
+    /// the commits it logged from memory instead ([`StateStore::fold`]).
     pub fn compact(&self, id: u64) -> Result<Fold, StateError> {
-        use std::collections::{BTreeMap, BTreeSet};
         let started = std::time::Instant::now();
         // The logged commits up to `id`, newest first.
         let mut commits: Vec<Commit> = Vec::new();
@@ -654,6 +671,26 @@ impl StateStore {
             );
         }
         let load = started.elapsed();
+        let newest_first: Vec<&Commit> = commits.iter().collect();
+        let mut f = self.fold(&newest_first, id)?;
+        f.load = load;
+        f.read += load;
+        Ok(f)
+    }
+
+    /// Fold `commits` — every logged commit up to `id`, newest first — into
+    /// the per-key state, in one atomic write that also deletes them from
+    /// the commit log. A key changed by many commits is written once. The
+    /// fold is durable after the next [`StateStore::flush`]; until then a
+    /// crash undoes it whole.
+    ///
+    /// The caller vouches that `commits` are exactly the log's commits up
+    /// to `id`: the running host hands over the commits it logged and
+    /// committed itself, which spares decoding ~100 MB of log per
+    /// checkpoint at 100 000 events/s (a quarter of the fold's CPU).
+    pub fn fold(&self, commits: &[&Commit], id: u64) -> Result<Fold, StateError> {
+        use std::collections::{BTreeMap, BTreeSet};
+        let started = std::time::Instant::now();
         // Newest commit first: a key's newest change is the one that counts,
         // so older ones are skipped, and a plugin's rewrite ends its history
         // (older commits of it are ignored). See [`newest_changes`] for how.
@@ -670,7 +707,7 @@ impl StateStore {
         if let Some(base) = self.last()? {
             seen.extend(base.plugins.iter().map(|p| p.name.clone()));
         }
-        for c in &commits {
+        for c in commits {
             for p in &c.plugins {
                 let l = plugins.entry(&p.name).or_default();
                 if l.closed {
@@ -748,7 +785,7 @@ impl StateStore {
             changes,
             keys,
             read,
-            load,
+            load: std::time::Duration::ZERO,
             write: started.elapsed() - read,
         })
     }
@@ -810,10 +847,10 @@ impl StateStore {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    pub(super) fn meta(id: u64, plugins: &[&str]) -> CommitMeta {
+    pub(crate) fn meta(id: u64, plugins: &[&str]) -> CommitMeta {
         CommitMeta {
             format: FORMAT,
             id,
@@ -842,7 +879,7 @@ mod tests {
         }
     }
 
-    fn change(name: &str, rewrite: bool, kv: &[(&str, Option<&str>)]) -> PluginChanges {
+    pub(crate) fn change(name: &str, rewrite: bool, kv: &[(&str, Option<&str>)]) -> PluginChanges {
         let mut changes = Changes::default();
         for (k, v) in kv {
             changes.put(k, v.map(str::as_bytes));
@@ -854,7 +891,7 @@ mod tests {
         }
     }
 
-    fn keys(s: &StateStore, p: &str) -> Vec<(String, String)> {
+    pub(crate) fn keys(s: &StateStore, p: &str) -> Vec<(String, String)> {
         s.entries(p)
             .unwrap()
             .into_iter()
@@ -865,7 +902,7 @@ mod tests {
     #[test]
     fn commits_are_incremental_and_rewrites_and_removals_clear_a_prefix() {
         let dir = tempfile::tempdir().unwrap();
-        let s = StateStore::open(dir.path()).unwrap();
+        let s = StateStore::open(dir.path(), &StoreConfig::default()).unwrap();
         assert!(s.last().unwrap().is_none());
         let c = Commit {
             meta: meta(1, &["a", "ab"]),
@@ -1004,7 +1041,7 @@ mod tests {
     fn logged_commits_fold_into_the_state_or_are_discarded() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let s = StateStore::open(dir.path()).unwrap();
+            let s = StateStore::open(dir.path(), &StoreConfig::default()).unwrap();
             for (id, kv) in [
                 (1, vec![("k1", Some("1")), ("k2", Some("2"))]),
                 (2, vec![("k1", Some("1b")), ("k2", None)]),
@@ -1018,7 +1055,7 @@ mod tests {
             }
         }
         // Reopened as after a crash: commit 3's transaction did not commit.
-        let s = StateStore::open(dir.path()).unwrap();
+        let s = StateStore::open(dir.path(), &StoreConfig::default()).unwrap();
         assert_eq!(s.delta_ids().unwrap(), vec![1, 2, 3]);
         assert!(
             keys(&s, "a").is_empty(),
@@ -1081,7 +1118,7 @@ mod fold_bench {
     #[ignore]
     fn fold_bench() {
         let dir = tempfile::tempdir().unwrap();
-        let s = StateStore::open(dir.path()).unwrap();
+        let s = StateStore::open(dir.path(), &StoreConfig::default()).unwrap();
         let names = [
             "active-users",
             "bot-burst",
