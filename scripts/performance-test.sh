@@ -108,8 +108,14 @@ log "load: $RATE events/s for ${DURATION}s into tansu :$kport; host :$hport ($(l
 # shellcheck disable=SC2086
 "${pin[@]}" "$bin/rtap-gen" --kafka-brokers "127.0.0.1:$kport" --rate "$RATE" --events 0 --seed 5 $GEN_ARGS >"$work/gen.log" 2>&1 &
 pids+=($!)
+# Who used the cores, per 10 s of the load (printed at the end).
+"${pin[@]}" python3 "$ROOT/scripts/perf/cpu-timeline.py" --proc "tansu=${pids[0]}" --proc "host=${pids[1]}" \
+    --proc "rtap-gen=${pids[2]}" --thread "host=${pids[1]}" >"$work/timeline.md" &
+timeline=$!
 PYTHONPATH="$py" "${pin[@]}" python3 "$ROOT/scripts/perf/probe.py" --brokers "127.0.0.1:$kport" \
     --api "http://127.0.0.1:$hport" --duration "$DURATION" --json "$work/summary.json"
+kill -TERM "$timeline" 2>/dev/null || true
+wait "$timeline" 2>/dev/null || true
 curl -s "http://127.0.0.1:$hport/metrics" | awk '
     /^rtap_checkpoint_duration_seconds_(sum|count)/ { c[$1] = $2 }
     /^rtap_sink_write_duration_seconds_(sum|count)\{sink="kafka"\}/ { k[$1] = $2 }
@@ -148,5 +154,7 @@ cpu_report() {
         sort -t: -k2 -rn >&2
 }
 cpu_report
+echo "Share of one core per 10 s of load (the host thread is the processing thread; waited = runnable but no core free):" >&2
+cat "$work/timeline.md" >&2
 log "host: $(grep -c . "$work/host.log") log lines, $(grep -cE ' (WARN|ERROR) ' "$work/host.log") warnings or errors"
 grep -E ' (WARN|ERROR) ' "$work/host.log" | head -20 >&2 || true
