@@ -158,6 +158,8 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn main() -> anyhow::Result<()> {
+    // As the host with its default 10 s checkpoint interval.
+    rtap_host::alloc::tune(Duration::from_secs(10));
     let a = Args::parse();
     let runtime = Runtime::new(Limits::default())?;
     println!(

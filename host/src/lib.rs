@@ -12,6 +12,7 @@
 //! runner: checkpoints (source position + watermark + plugin states + code hashes)
 //! ```
 
+pub mod alloc;
 pub mod api;
 pub mod app;
 pub mod config;

@@ -7,5 +7,6 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
     let config = rtap_host::config::Config::parse();
+    rtap_host::alloc::tune(config.checkpoint_interval.0);
     std::process::exit(rtap_host::app::main(config));
 }
