@@ -639,7 +639,8 @@ mod tests {
     use super::*;
     use crate::state::StoreConfig;
 
-    /// Commits of plugin `a`, ids `from..`, each setting `k` to `<id><tag>`.
+    /// Commits of plugin `a` with the ids in `ids`, each setting `k` to
+    /// `<id><tag>` (commit 1 also sets `j`).
     fn commits(ids: std::ops::RangeInclusive<u64>, tag: &str) -> Vec<Commit> {
         use crate::state::tests::{change, meta};
         ids.map(|id| {
