@@ -726,12 +726,14 @@ impl StateStore {
         let Some(meta) = last_meta else {
             return Ok(Fold::default());
         };
+        // The plugins of the newest commit: the others were removed since.
+        let present: BTreeSet<&str> = meta.plugins.iter().map(|p| p.name.as_str()).collect();
         let (mut keys, mut changes) = (0, 0);
         let mut kept = Vec::with_capacity(plugins.len());
         for (name, l) in plugins {
             // A plugin removed since keeps nothing (its prefix is deleted
             // below): its older changes must not come back.
-            if meta.plugins.iter().any(|p| p.name == name) {
+            if present.contains(name) {
                 let newest = newest_changes(&l.logs)
                     .map_err(|e| self.corrupt(format!("logged commit of plugin `{name}`: {e}")))?;
                 keys += newest.len();
@@ -753,7 +755,7 @@ impl StateStore {
             .sum();
         let mut batch = WriteBatch::with_capacity_bytes(bytes + 4096);
         for name in &seen {
-            if !meta.plugins.iter().any(|p| &p.name == name) {
+            if !present.contains(name.as_str()) {
                 batch.delete_range(prefix(name), prefix_end(name));
             }
         }
