@@ -2,7 +2,7 @@
 """CPU use over time, per process and for the host's processing thread.
 
     cpu-timeline.py --proc tansu=PID --proc host=PID --proc rtap-gen=PID \
-        --thread host=PID --every 1 --window 10 --skip 0
+        --thread host=PID --every 1 --window 10
 
 Every --every seconds it reads /proc/PID/task/*/schedstat (nanoseconds a
 thread ran, and waited runnable for a core). Until the first process exits
@@ -53,12 +53,14 @@ def main():
             {n: task_times(p, p) for n, p in threads},
         )
 
-    first = snap()
     windows = []  # (seconds, {proc: ran}, {thread: (ran, waited)}) deltas
-    last_window = first
+    last_window = snap()
     while not stop and all(os.path.exists(f"/proc/{p}") for _, p in procs):
         time.sleep(a.every)
-        now = snap()
+        try:
+            now = snap()
+        except OSError:  # a process exited during the sleep
+            break
         if now[0] - last_window[0] >= a.window - a.every / 2:
             windows.append((
                 now[0] - last_window[0],
