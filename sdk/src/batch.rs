@@ -47,6 +47,11 @@ impl Batch {
 
     /// Dictionary string `id`.
     pub fn dict_str(&self, id: u32) -> Option<&str> {
+        std::str::from_utf8(self.dict_bytes(id)?).ok()
+    }
+
+    /// Dictionary entry `id` as bytes (no UTF-8 check: for comparisons).
+    fn dict_bytes(&self, id: u32) -> Option<&[u8]> {
         if id == MISSING {
             return None;
         }
@@ -57,7 +62,7 @@ impl Batch {
         } else {
             self.dict_ends[i - 1] as usize
         };
-        std::str::from_utf8(&self.dict_data[start..end]).ok()
+        Some(&self.dict_data[start..end])
     }
 
     fn column(&self, name: &str) -> &ColumnData {
@@ -159,9 +164,10 @@ impl<'a> TextColumn<'a> {
         (id != MISSING).then_some(id)
     }
 
-    /// Whether event `i`'s value equals `s`.
+    /// Whether event `i`'s value equals `s` (bytes equal to a `str` are
+    /// valid UTF-8, so this skips the check `get` makes).
     pub fn is(&self, i: usize, s: &str) -> bool {
-        self.get(i) == Some(s)
+        self.batch.dict_bytes(self.ids[i]) == Some(s.as_bytes())
     }
 
     pub fn iter(&self) -> impl Iterator<Item = Option<&'a str>> + 'a {

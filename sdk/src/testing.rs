@@ -740,6 +740,11 @@ mod tests {
         assert_eq!(b.dict_str(2), Some("7"));
         let e = b.events();
         assert!(e.text("page").is(2, "/a"));
+        assert!(!e.text("page").is(1, "/a") && !e.text("page").is(2, "/"));
+        assert!(
+            !e.text("country").is(1, ""),
+            "a missing value equals nothing"
+        );
         assert_eq!(e.text("country").get(1), None);
     }
 
