@@ -14,6 +14,7 @@
 #   KEEP_SUMMARY=/tmp/s.json scripts/performance-test.sh # keep the probe's summary
 #       (with the 500 ms backlog series)
 #   HOST_BIN=/tmp/host-old scripts/performance-test.sh   # another host binary (A/B runs)
+#   PLUGIN_DIR=/tmp/plugins-old scripts/performance-test.sh # other plugin builds (A/B of the SDK)
 #   BROKER_CPUS=1 scripts/performance-test.sh    # broker, generator and probe on CPU 1 only
 #   PRELOAD=2000000 scripts/performance-test.sh   # drain a backlog: the host's
 #       Kafka-path throughput without the generator competing for the cores
@@ -27,6 +28,7 @@ PLUGINS=${PLUGINS:-}
 HOST_ARGS=${HOST_ARGS:-}
 PRELOAD=${PRELOAD:-}
 GEN_ARGS=${GEN_ARGS:-}
+PLUGIN_DIR=${PLUGIN_DIR:-$ROOT/plugins}
 # BROKER_CPUS=1: run the broker, the generator and the probe on those CPUs
 # only (taskset), as if they were on other machines' cores.
 BROKER_CPUS=${BROKER_CPUS:-}
@@ -71,9 +73,9 @@ if [[ -n "$PRELOAD" ]]; then
 fi
 mkdir -p "$work/plugins"
 if [[ -n "$PLUGINS" ]]; then
-    for p in $PLUGINS; do cp "plugins/$p.wasm" "$work/plugins/"; done
+    for p in $PLUGINS; do cp "$PLUGIN_DIR/$p.wasm" "$work/plugins/"; done
 else
-    cp plugins/*.wasm "$work/plugins/"
+    cp "$PLUGIN_DIR"/*.wasm "$work/plugins/"
 fi
 hport=$(port)
 # shellcheck disable=SC2086

@@ -353,9 +353,8 @@ impl DetectorOp {
             added.clear();
             // A key whose state and timers stay as they were is not written
             // at the next commit.
-            let mut present = false;
-            st.keys.modify(key, |slot| {
-                present = true;
+            // Set the state, add the timers; whether anything changed.
+            let mut fill = |slot: &mut KeySlot| {
                 let changed = slot.state != s;
                 if changed {
                     slot.state.clear();
@@ -363,13 +362,15 @@ impl DetectorOp {
                 }
                 added.extend(mine.iter().map(|t| t.1).filter(|&at| slot.add_timer(at)));
                 changed || !added.is_empty()
+            };
+            let mut present = false;
+            st.keys.modify(key, |slot| {
+                present = true;
+                fill(slot)
             });
             if !present && (!s.is_empty() || !mine.is_empty()) {
-                let mut slot = KeySlot {
-                    state: s.to_vec(),
-                    timers: Vec::new(),
-                };
-                added.extend(mine.iter().map(|t| t.1).filter(|&at| slot.add_timer(at)));
+                let mut slot = KeySlot::default();
+                fill(&mut slot);
                 st.keys.insert(key, slot);
             }
             for &at in &added {

@@ -351,7 +351,8 @@ impl Serialize for AsBytes<'_> {
     }
 }
 
-/// For `#[serde(serialize_with)]` on `&[u8]` fields: see [`AsBytes`].
+/// For `#[serde(serialize_with)]` on `&[u8]` fields: the slice as bytes (one
+/// copy), not as a sequence of `u8`.
 pub fn ser_bytes<S: serde::Serializer>(b: &&[u8], s: S) -> Result<S::Ok, S::Error> {
     AsBytes(b).serialize(s)
 }
