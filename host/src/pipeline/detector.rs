@@ -16,7 +16,7 @@ use crate::event::EventBatch;
 use crate::plugin::describe::{Field, KeyBy};
 use crate::plugin::io::{MetricIn, Packed, RawAlert, Step};
 use crate::plugin::{CallError, PluginCalls};
-use crate::state::{Changes, Key, KeyedState, Vacant};
+use crate::state::{Changes, Key, KeyedState, LOOK_AHEAD, Vacant};
 
 use super::columns;
 
@@ -31,6 +31,11 @@ struct KeySlot {
 impl Vacant for KeySlot {
     fn is_vacant(&self) -> bool {
         self.state.is_empty() && self.timers.is_empty()
+    }
+
+    fn prefetch(&self) {
+        crate::state::prefetch(&self.state);
+        crate::state::prefetch(&self.timers);
     }
 }
 
@@ -325,7 +330,10 @@ impl DetectorOp {
     }
     fn states_of(&self, keys: &[String]) -> Packed {
         let mut p = Packed::default();
-        for k in keys {
+        for (i, k) in keys.iter().enumerate() {
+            if let Some(ahead) = keys.get(i + LOOK_AHEAD) {
+                self.state.keys.prefetch(ahead);
+            }
             p.push(
                 self.state
                     .keys
@@ -489,10 +497,13 @@ impl DetectorOp {
                 break;
             }
             let (at, keys) = entry.remove_entry();
-            for key in keys {
+            for (i, key) in keys.iter().enumerate() {
+                if let Some(ahead) = keys.get(i + LOOK_AHEAD) {
+                    self.state.keys.prefetch(ahead);
+                }
                 // Skip what already fired with the key's event.
-                if self.state.take_timer(&key, at) {
-                    due.push((at, key));
+                if self.state.take_timer(key, at) {
+                    due.push((at, key.clone()));
                 }
             }
         }

@@ -70,7 +70,7 @@
 
 mod keyed;
 
-pub use keyed::{KeyedState, Vacant};
+pub use keyed::{KeyedState, LOOK_AHEAD, Vacant};
 
 use std::path::{Path, PathBuf};
 
@@ -398,7 +398,7 @@ pub enum StateError {
 
 /// Ask the CPU to load `v`'s first bytes into its cache (a hint).
 #[inline]
-fn prefetch(v: &[u8]) {
+pub(crate) fn prefetch<T>(v: &[T]) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: a prefetch is a hint; it reads nothing and cannot fault.
     unsafe {

@@ -22,7 +22,7 @@ use crate::pipeline::columns;
 use crate::plugin::describe::{Field, KeyBy, WindowSpec};
 use crate::plugin::io::{Packed, RawMetric};
 use crate::plugin::{CallError, PluginCalls};
-use crate::state::{Changes, Key, KeyedState};
+use crate::state::{Changes, Key, KeyedState, LOOK_AHEAD};
 
 #[derive(Debug, Clone)]
 struct Win {
@@ -347,6 +347,18 @@ impl AggregateOp {
         }
     }
 
+    /// Look event `i`'s key up ahead of its assignment ([`LOOK_AHEAD`]
+    /// events before): session windows have a key per session, hundreds of
+    /// thousands of them, and each assignment's lookup misses the cache.
+    pub fn prefetch_event(&self, batch: &EventBatch, i: usize) {
+        if let (WindowSpec::Session { .. }, KeyBy::Field(Field::Text(t))) =
+            (self.spec, &self.key_by)
+            && let Some(key) = batch.str(batch.events[i].text[*t as usize])
+        {
+            self.state.keys.prefetch(key);
+        }
+    }
+
     /// Assign event `i` (arriving under watermark `wm`) to its windows.
     pub fn assign(&mut self, batch: &EventBatch, i: usize, wm: i64) -> Assigned {
         let ts = batch.events[i].ts;
@@ -574,7 +586,10 @@ impl AggregateOp {
         }
 
         let mut states = Packed::default();
-        for &(key, id) in &groups {
+        for (g, &(key, id)) in groups.iter().enumerate() {
+            if let Some((ahead, _)) = groups.get(g + LOOK_AHEAD) {
+                self.state.keys.prefetch(ahead);
+            }
             let state = self
                 .state
                 .keys
