@@ -249,6 +249,32 @@ mod tests {
     }
 
     #[test]
+    fn a_commit_of_many_keys_hands_each_once_and_drops_the_vacant() {
+        // More keys than the look-ahead, every third one emptied.
+        let mut s = KeyedState::<Vec<u8>>::default();
+        for i in 0..10 * LOOK_AHEAD {
+            s.insert_stored(&format!("k{i}"), vec![1]);
+        }
+        for i in 0..10 * LOOK_AHEAD {
+            let v = s.get_mut(&format!("k{i}")).unwrap();
+            if i.is_multiple_of(3) {
+                v.clear()
+            } else {
+                v.push(i as u8)
+            }
+        }
+        let got = changed(&mut s);
+        assert_eq!(got.len(), 10 * LOOK_AHEAD);
+        for (k, v) in &got {
+            let i: usize = k[1..].parse().unwrap();
+            let want = (!i.is_multiple_of(3)).then(|| vec![1, i as u8]);
+            assert_eq!(v, &want, "{k}");
+        }
+        assert_eq!(s.len(), 10 * LOOK_AHEAD - (10 * LOOK_AHEAD).div_ceil(3));
+        assert_eq!(changed(&mut s), vec![]);
+    }
+
+    #[test]
     fn a_full_rewrite_unmarks_everything_and_drops_vacant_keys() {
         let mut s = KeyedState::<Vec<u8>>::default();
         s.insert_stored("k", vec![1]);
