@@ -21,8 +21,8 @@ use super::Key;
 pub trait Vacant {
     fn is_vacant(&self) -> bool;
 
-    /// Ask the CPU to fetch what a commit will read of the value (its heap
-    /// parts): a hint, issued a few keys ahead of the commit's encoding.
+    /// Ask the CPU to fetch the value's heap parts (a hint), a few keys
+    /// before a loop reads them: see [`LOOK_AHEAD`].
     fn prefetch(&self) {}
 }
 
@@ -40,8 +40,8 @@ impl<T> Vacant for Vec<T> {
 /// and prefetches its value ([`KeyedState::prefetch`]): with hundreds of
 /// thousands of keys every lookup misses the cache, and the look-ahead lets
 /// the misses of different keys overlap instead of each waiting for its
-/// own. Measured on a commit's encoding (`rtap-bench --commit-every
-/// 10000`): 0.41–0.58 s → 0.28–0.38 s per run; 16 ahead did no better.
+/// own. Measured on the commits' encoding (`rtap-bench --commit-every
+/// 10000`, 1 M events): 0.46–0.54 s → 0.27–0.36 s; 16 ahead did no better.
 pub const LOOK_AHEAD: usize = 8;
 
 #[derive(Debug, Clone, Default)]
