@@ -16,7 +16,7 @@ use crate::event::EventBatch;
 use crate::plugin::describe::{Field, KeyBy};
 use crate::plugin::io::{MetricIn, Packed, RawAlert, Step};
 use crate::plugin::{CallError, PluginCalls};
-use crate::state::{Changes, Key, KeyedState, LOOK_AHEAD, Vacant};
+use crate::state::{Changes, Key, KeyedState, Vacant};
 
 use super::columns;
 
@@ -331,9 +331,7 @@ impl DetectorOp {
     fn states_of(&self, keys: &[String]) -> Packed {
         let mut p = Packed::default();
         for (i, k) in keys.iter().enumerate() {
-            if let Some(ahead) = keys.get(i + LOOK_AHEAD) {
-                self.state.keys.prefetch(ahead);
-            }
+            self.state.keys.prefetch_ahead(keys, i);
             p.push(
                 self.state
                     .keys
@@ -498,9 +496,7 @@ impl DetectorOp {
             }
             let (at, keys) = entry.remove_entry();
             for (i, key) in keys.iter().enumerate() {
-                if let Some(ahead) = keys.get(i + LOOK_AHEAD) {
-                    self.state.keys.prefetch(ahead);
-                }
+                self.state.keys.prefetch_ahead(&keys, i);
                 // Skip what already fired with the key's event.
                 if self.state.take_timer(key, at) {
                     due.push((at, key.clone()));

@@ -95,6 +95,14 @@ impl<V: Vacant + Default> KeyedState<V> {
         }
     }
 
+    /// In a loop over `keys` at `i`: prefetch the key [`LOOK_AHEAD`]
+    /// places on, if there is one.
+    pub fn prefetch_ahead<K: AsRef<str>>(&self, keys: &[K], i: usize) {
+        if let Some(ahead) = keys.get(i + LOOK_AHEAD) {
+            self.prefetch(ahead.as_ref());
+        }
+    }
+
     /// A key's value for writing: the key is marked changed.
     pub fn get_mut(&mut self, key: &str) -> Option<&mut V> {
         let slot = self.map.get_mut(key)?;
@@ -166,9 +174,7 @@ impl<V: Vacant + Default> KeyedState<V> {
     /// leave the map here. The list keeps its allocation.
     pub fn take_changed(&mut self, mut f: impl FnMut(&Key, Option<&V>)) {
         for i in 0..self.changed.len() {
-            if let Some(ahead) = self.changed.get(i + LOOK_AHEAD) {
-                self.prefetch(ahead);
-            }
+            self.prefetch_ahead(&self.changed, i);
             let key = &self.changed[i];
             let Some(slot) = self.map.get_mut(key.as_str()) else {
                 debug_assert!(false, "a marked key is in the map");
