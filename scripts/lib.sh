@@ -36,7 +36,11 @@ ensure_apt() {
 
 # The host's RocksDB binding is generated with bindgen, which needs libclang.
 ensure_libclang() {
-    if compgen -G "/usr/lib/llvm-*/lib/libclang*.so*" >/dev/null || ldconfig -p 2>/dev/null | grep -q 'libclang[-.0-9]*\.so'; then
+    # libclang itself, not libclang-cpp (which llvm-*-dev brings, and
+    # bindgen cannot use).
+    if compgen -G "/usr/lib/llvm-*/lib/libclang.so*" >/dev/null ||
+        compgen -G "/usr/lib/llvm-*/lib/libclang-[0-9]*.so*" >/dev/null ||
+        ldconfig -p 2>/dev/null | grep -qE 'libclang(-[0-9.]+)?\.so'; then
         return 0
     fi
     ensure_apt __rtap_no_such_command__ libclang-dev
