@@ -20,7 +20,9 @@
 #       Kafka-path throughput without the generator competing for the cores
 #   GEN_ARGS="--kafka-option linger.ms=50 --kafka-option batch.size=1000000" \
 #       scripts/performance-test.sh   # the load generator's producer settings
-#       (default: the seed's snappy, linger.ms=5, batch.size=16384)
+#       (default: the seed's snappy, linger.ms=5, batch.size=16384; tansu's
+#       fetch cost grows with the record batches it stores, so fewer, larger
+#       batches, linger.ms=200, keep it flat: scripts/perf/broker-growth.sh)
 source "$(dirname "$0")/lib.sh"
 RATE=${RATE:-100000}
 DURATION=${DURATION:-60}

@@ -6,6 +6,7 @@
 #   scripts/perf/broker-growth.sh consumer   # + one confluent-kafka consumer (no transactions)
 #   scripts/perf/broker-growth.sh host      # + the host, every shipped plugin, Kafka sink
 #   RATE=10000 SECONDS_=60 HOST_ARGS="--commit-interval 1s" scripts/perf/broker-growth.sh host
+#   GEN_ARGS="--kafka-option linger.ms=200 --kafka-option batch.size=1000000" scripts/perf/broker-growth.sh consumer
 #
 # Needs what scripts/performance-test.sh installs and builds (tansu, the
 # probe's Python packages, the host, rtap-gen and the plugins).
@@ -14,6 +15,8 @@ MODE=${1:-host}
 RATE=${RATE:-10000}
 SECONDS_=${SECONDS_:-60}
 HOST_ARGS=${HOST_ARGS:-}
+# The generator's batching of scripts/performance-test.sh's published runs.
+GEN_ARGS=${GEN_ARGS:---kafka-option linger.ms=50 --kafka-option batch.size=1000000}
 case "$MODE" in gen | consumer | host) ;; *)
     echo "usage: $0 gen|consumer|host" >&2
     exit 2
@@ -49,9 +52,8 @@ if [[ "$MODE" == host ]]; then
         sleep 0.2
     done
 fi
-# The generator's batching of scripts/performance-test.sh's published runs.
-"$bin/rtap-gen" --kafka-brokers "127.0.0.1:$kport" --rate "$RATE" --events 0 --seed 5 \
-    --kafka-option linger.ms=50 --kafka-option batch.size=1000000 >/dev/null 2>&1 &
+# shellcheck disable=SC2086
+"$bin/rtap-gen" --kafka-brokers "127.0.0.1:$kport" --rate "$RATE" --events 0 --seed 5 $GEN_ARGS >/dev/null 2>&1 &
 pids+=($!)
 if [[ "$MODE" == consumer ]]; then
     # The host's consumer settings, without its transactions.
