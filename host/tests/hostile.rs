@@ -150,10 +150,19 @@ fn hostile_plugins_are_contained() {
         flood.iter().any(|d| d["reason"] == "degraded"),
         "no input skipped while degraded"
     );
+    // Building 200 000 metrics takes close to the 100 ms deadline on a slow
+    // machine, so a call may time out instead: contained all the same.
+    let reasons = ["contract_violation", "degraded", "timeout"];
     assert!(
         flood
             .iter()
-            .all(|d| d["reason"] == "contract_violation" || d["reason"] == "degraded")
+            .all(|d| reasons.iter().any(|r| d["reason"] == *r)),
+        "unexpected dead letters of hostile-output: {:?}",
+        flood
+            .iter()
+            .filter(|d| !reasons.iter().any(|r| d["reason"] == *r))
+            .take(3)
+            .collect::<Vec<_>>()
     );
     assert!(
         stderr.contains("plugin degraded"),
