@@ -85,7 +85,10 @@ pub trait Aggregator: Default + 'static {
     /// Fold events of one key and one window into the state.
     fn add(&self, state: &mut Self::State, events: &Events<'_>);
 
-    /// Merge `other` into `state`.
+    /// Merge `other` into `state`: the result must be what adding
+    /// `state`'s events, then `other`'s, to one state would give. The host
+    /// merges session windows that touch, and fires sliding windows from
+    /// their merged slide-sized panes (`run_aggregator` checks those).
     fn merge(&self, state: &mut Self::State, other: Self::State);
 
     /// The window fired: emit its metrics.

@@ -269,7 +269,14 @@ pub fn run_aggregator<T: Aggregator>(
     for g in &groups {
         states.push(&g.2);
     }
-    let mut out: Vec<TestMetric> = glue::aggregator_finish::<T>(&windows, &states)?
+    let finished = glue::aggregator_finish::<T>(&windows, &states)?;
+    if let WindowSpec::Sliding { size_ms, slide_ms } = d.window
+        && size_ms > slide_ms
+        && size_ms % slide_ms == 0
+    {
+        check_panes::<T>(&d, events, &groups, &finished, window_len(slide_ms)?)?;
+    }
+    let mut out: Vec<TestMetric> = finished
         .into_iter()
         .map(|(i, name, value)| {
             let (key, window, _) = &groups[i as usize];
@@ -290,6 +297,80 @@ pub fn run_aggregator<T: Aggregator>(
         ))
     });
     Ok(out)
+}
+
+/// The host keeps sliding windows whose size is a multiple of the slide as
+/// slide-sized panes and fires a window with its panes' states merged,
+/// earliest first. Check that this gives what adding each window's events
+/// to one state gave (`finished`, for `groups`): `merge` must be exact.
+/// Numbers may differ in the last bits (a float sum added in another
+/// order).
+fn check_panes<T: Aggregator>(
+    d: &Description,
+    events: &[Value],
+    groups: &[Group],
+    finished: &[(u32, String, MetricValue)],
+    slide: i64,
+) -> Result<(), String> {
+    let panes = assign::<T>(d, events, |ts| vec![align(ts, slide, slide)])?;
+    let mut by_key: BTreeMap<&str, Vec<(i64, &[u8])>> = BTreeMap::new();
+    for (k, w, st) in &panes {
+        by_key.entry(k).or_default().push((w.start, st));
+    }
+    let mut states = Packed::default();
+    for (k, w, _) in groups {
+        let mut merged: Option<Vec<u8>> = None;
+        let mut inside: Vec<(i64, &[u8])> = by_key[k.as_str()]
+            .iter()
+            .filter(|(p, _)| *p >= w.start && *p < w.end)
+            .copied()
+            .collect();
+        inside.sort_by_key(|(p, _)| *p);
+        for (_, st) in inside {
+            merged = Some(match merged {
+                None => st.to_vec(),
+                Some(acc) => glue::aggregator_merge::<T>(&acc, st)?,
+            });
+        }
+        states.push(&merged.unwrap_or_default());
+    }
+    let windows: Vec<Window> = groups.iter().map(|g| g.1).collect();
+    let from_panes = glue::aggregator_finish::<T>(&windows, &states)?;
+    let close = |a: f64, b: f64| a == b || (a - b).abs() <= 1e-9 * a.abs().max(b.abs());
+    let same = |a: &MetricValue, b: &MetricValue| match (a, b) {
+        (MetricValue::Single(x), MetricValue::Single(y)) => close(*x, *y),
+        (MetricValue::Several(x), MetricValue::Several(y)) => {
+            x.len() == y.len()
+                && x.iter()
+                    .zip(y)
+                    .all(|((n, a), (m, b))| n == m && close(*a, *b))
+        }
+        _ => false,
+    };
+    let per_group = |out: &[(u32, String, MetricValue)], g: usize| -> Vec<(String, MetricValue)> {
+        out.iter()
+            .filter(|m| m.0 as usize == g)
+            .map(|m| (m.1.clone(), m.2.clone()))
+            .collect()
+    };
+    for (g, (k, w, _)) in groups.iter().enumerate() {
+        let (direct, merged) = (per_group(finished, g), per_group(&from_panes, g));
+        let agree = direct.len() == merged.len()
+            && direct
+                .iter()
+                .zip(&merged)
+                .all(|(a, b)| a.0 == b.0 && same(&a.1, &b.1));
+        if !agree {
+            return Err(format!(
+                "`{}`: sliding window [{}, {}) of key `{k}`: its events added to one state give \
+                 {direct:?}, its {} ms panes merged give {merged:?}; the host fires sliding \
+                 windows from merged panes, so `merge` must combine two states exactly as \
+                 adding both states' events to one",
+                d.name, w.start, w.end, slide
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn window_len(ms: u64) -> Result<i64, String> {
@@ -655,6 +736,8 @@ mod tests {
 
     thread_local! {
         static SPEC: std::cell::Cell<(u8, &'static str)> = const { std::cell::Cell::new((0, "page")) };
+        /// `merge` keeps the larger count instead of adding (not exact).
+        static BAD_MERGE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
     }
 
     impl Aggregator for Counter {
@@ -682,7 +765,11 @@ mod tests {
             s.first = s.first.into_iter().chain(first).min();
         }
         fn merge(&self, s: &mut Count, o: Count) {
-            s.n += o.n;
+            s.n = if BAD_MERGE.with(|b| b.get()) {
+                s.n.max(o.n)
+            } else {
+                s.n + o.n
+            };
             s.first = s.first.into_iter().chain(o.first).min();
         }
         fn finish(&self, s: Count, _: Window, out: &mut Metrics) {
@@ -823,6 +910,23 @@ mod tests {
                 (String::new(), 10, 20, 1.0)
             ]
         );
+    }
+
+    #[test]
+    fn a_sliding_aggregator_whose_merge_is_not_exact_is_refused() {
+        SPEC.with(|s| s.set((1, "")));
+        BAD_MERGE.with(|b| b.set(true));
+        let out = run_aggregator::<Counter>("{}", &[ev("/", 7), ev("/", 12)]);
+        BAD_MERGE.with(|b| b.set(false));
+        let e = out.unwrap_err();
+        assert!(e.contains("sliding window [5, 15) of key ``"), "{e}");
+        assert!(e.contains("`merge` must combine two states exactly"), "{e}");
+        // Tumbling windows never merge: the same plugin passes.
+        SPEC.with(|s| s.set((0, "")));
+        BAD_MERGE.with(|b| b.set(true));
+        let out = run_aggregator::<Counter>("{}", &[ev("/", 7), ev("/", 12)]);
+        BAD_MERGE.with(|b| b.set(false));
+        assert!(out.is_ok());
     }
 
     #[test]

@@ -149,10 +149,7 @@ impl Slot {
         let name = self.name.clone();
         let err = |e: String| format!("plugin `{name}`: {e}");
         match &mut self.op {
-            Op::Aggregate(a) => {
-                let lateness = a.lateness_ms();
-                a.state = WindowState::from_entries(meta, entries, lateness).map_err(err)?;
-            }
+            Op::Aggregate(a) => a.restore_entries(meta, entries).map_err(err)?,
             Op::Events(d) | Op::Metrics(d) => {
                 d.state = DetectorState::from_entries(entries).map_err(err)?;
             }
@@ -272,7 +269,7 @@ impl Pipeline {
         let any_lateness = self
             .slots
             .iter()
-            .any(|s| matches!(&s.op, Op::Aggregate(a) if a.lateness_ms() > 0));
+            .any(|s| matches!(&s.op, Op::Aggregate(a) if a.checks_late_updates()));
         let mut late_plugins: Vec<String> = Vec::new();
         for i in 0..batch.events.len() {
             while !runs[run].1.contains(&i) {
@@ -441,11 +438,13 @@ impl Pipeline {
             let slot = &mut self.slots[si];
             if let Op::Aggregate(op) = &mut slot.op {
                 if op.next_trigger().is_none_or(|t| t > wm) {
+                    op.fired_through(wm);
                     continue;
                 }
                 let mut f = Vec::new();
                 let mut failures = Vec::new();
                 op.fire_until(wm, &mut *slot.inst, &mut f, &mut failures);
+                op.fired_through(wm);
                 fired.extend(f.into_iter().map(|x| (si, x)));
                 self.handle_failures(si, None, failures);
             }

@@ -82,7 +82,9 @@ use crate::source::Position;
 use crate::window::Watermark;
 
 /// 4: changed keys travel as one encoded buffer per plugin ([`Changes`]).
-pub const FORMAT: u32 = 4;
+/// 5: sliding windows are kept as panes; a window operator's meta holds the
+/// watermark of its last firing round.
+pub const FORMAT: u32 = 5;
 
 /// A key of an operator's state (a user, session or page id…): up to 24
 /// bytes are stored inline, so a hash-map probe compares bytes that are in

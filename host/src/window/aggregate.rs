@@ -10,6 +10,18 @@
 //! State layout (host-owned, checkpointed): per key, its live windows with the
 //! plugin's state bytes; a trigger queue of (time → keys to look at). Session
 //! windows carry a stable id, so a session that grows keeps its state.
+//!
+//! Sliding windows whose size is a multiple of their slide are kept as
+//! *panes* (Flink's and Arroyo's slicing): each event is added once, to the
+//! slide-sized pane that holds it, instead of once to each of the
+//! `size / slide` windows that overlap there (twelve for a minute sliding by
+//! five seconds); a window fires with its panes' states combined by the
+//! plugin's `merge`, earliest first. A pane lives until its last window is
+//! purged. The results are the per-window results as long as `merge` of two
+//! states equals adding both states' events to one (the SDK's test harness
+//! checks it). Firing is lazy, so an event whose pane a due but unfired
+//! window also holds makes the pipeline fire first: that window fires
+//! without the event, as it would without panes.
 
 use std::collections::BTreeMap;
 
@@ -35,12 +47,93 @@ struct Win {
 }
 
 /// Everything an aggregator's windows hold; what a checkpoint saves.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct WindowState {
     /// Each key's live windows; marks the keys changed since the last commit.
     keys: KeyedState<Vec<Win>>,
     triggers: BTreeMap<i64, Vec<Key>>,
     next_session: u64,
+    /// The watermark of the last firing round: every window whose max
+    /// timestamp is at or before it has fired (or had no events).
+    fired_until: i64,
+}
+
+impl Default for WindowState {
+    fn default() -> Self {
+        WindowState {
+            keys: KeyedState::default(),
+            triggers: BTreeMap::new(),
+            next_session: 0,
+            fired_until: i64::MIN,
+        }
+    }
+}
+
+/// Sliding windows kept as panes (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Panes {
+    size: i64,
+    slide: i64,
+}
+
+impl Panes {
+    /// Panes for a sliding window of more than one slide whose size is a
+    /// multiple of its slide; `None` otherwise (per-window state).
+    pub fn of(spec: WindowSpec) -> Option<Panes> {
+        match spec {
+            WindowSpec::Sliding { size_ms, slide_ms }
+                if slide_ms > 0 && size_ms > slide_ms && size_ms % slide_ms == 0 =>
+            {
+                Some(Panes {
+                    size: size_ms,
+                    slide: slide_ms,
+                })
+            }
+            _ => None,
+        }
+    }
+
+    /// Start of the pane that holds `ts`.
+    fn pane(self, ts: i64) -> i64 {
+        tumbling_start(ts, self.slide)
+    }
+
+    /// The earliest window holding pane `p` whose max timestamp is after
+    /// `t` (its start), if one is left.
+    fn next_window(self, p: i64, t: i64) -> Option<i64> {
+        let first = p - self.size + self.slide;
+        // s + size - 1 > t  ⇔  s ≥ t - size + 2, rounded up to a slide.
+        let min = t.saturating_sub(self.size).saturating_add(2);
+        let s = if min <= first {
+            first
+        } else {
+            min.saturating_add((self.slide - min.rem_euclid(self.slide)) % self.slide)
+        };
+        (s <= p).then_some(s)
+    }
+
+    /// The windows holding pane `p` whose max timestamp is in `(after, upto]`.
+    fn due(self, p: i64, after: i64, upto: i64) -> impl Iterator<Item = i64> {
+        let first = self.next_window(p, after);
+        std::iter::successors(first, move |s| Some(s + self.slide))
+            .take_while(move |&s| s <= p && s + self.size - 1 <= upto)
+    }
+
+    /// When pane `p` goes: its last window (the one starting at `p`) is purged.
+    fn purge_at(self, p: i64, lateness_ms: i64) -> i64 {
+        p.saturating_add(self.size - 1).saturating_add(lateness_ms)
+    }
+
+    /// The next time a key with these panes must be looked at after `t`:
+    /// its next window to fire, else its first pane to purge.
+    fn next_trigger(self, wins: &[Win], t: i64, lateness_ms: i64) -> Option<i64> {
+        wins.iter()
+            .map(|w| match self.next_window(w.start, t) {
+                Some(s) => s + self.size - 1,
+                None => self.purge_at(w.start, lateness_ms),
+            })
+            .min()
+    }
 }
 
 /// What the state store keeps per window key: the key's live windows.
@@ -148,30 +241,35 @@ impl WindowState {
             .take_all(|k, w| out.put_sized(k, wins_len(w), |b| write_wins(w, b)));
     }
 
-    /// The operator-wide part of the state (the session id counter).
+    /// The operator-wide part of the state: the session id counter and
+    /// the watermark of the last firing round.
     pub fn meta(&self) -> Vec<u8> {
-        self.next_session.to_le_bytes().to_vec()
+        let mut m = self.next_session.to_le_bytes().to_vec();
+        m.extend_from_slice(&self.fired_until.to_le_bytes());
+        m
     }
 
     /// Rebuild from the state store: the meta and every key's entry. The
     /// trigger queue is derived from the windows: an unfired window triggers
-    /// at its max timestamp, a fired one at its purge time.
+    /// at its max timestamp, a fired one at its purge time; a key with panes
+    /// at its next window or purge after the last firing round.
     pub fn from_entries<'a>(
         meta: &[u8],
         entries: impl Iterator<Item = (&'a str, &'a [u8])>,
         lateness_ms: i64,
+        panes: Option<Panes>,
     ) -> Result<Self, String> {
+        let bad = || format!("window meta of {} bytes (expected 16)", meta.len());
+        let (session, fired) = meta.split_at_checked(8).ok_or_else(bad)?;
         let mut s = WindowState {
-            next_session: u64::from_le_bytes(
-                meta.try_into()
-                    .map_err(|_| format!("window meta of {} bytes", meta.len()))?,
-            ),
+            next_session: u64::from_le_bytes(session.try_into().map_err(|_| bad())?),
+            fired_until: i64::from_le_bytes(fired.try_into().map_err(|_| bad())?),
             ..WindowState::default()
         };
         for (key, bytes) in entries {
             let e: KeyEntry = postcard::from_bytes(bytes)
                 .map_err(|e| format!("window entry of key `{key}`: {e}"))?;
-            let wins: Vec<Win> = e
+            let mut wins: Vec<Win> = e
                 .wins
                 .into_iter()
                 .map(|w| Win {
@@ -182,13 +280,26 @@ impl WindowState {
                     state: w.state.to_vec(),
                 })
                 .collect();
-            for w in &wins {
-                let at = if w.fired {
-                    w.end - 1 + lateness_ms
-                } else {
-                    w.end - 1
-                };
-                s.trigger(at, key);
+            if let Some(pn) = panes {
+                if let Some(w) = wins.iter().find(|w| w.end - w.start != pn.slide) {
+                    return Err(format!(
+                        "window entry of key `{key}`: [{}, {}) is not a pane of {} ms",
+                        w.start, w.end, pn.slide
+                    ));
+                }
+                wins.sort_by_key(|w| w.start);
+                if let Some(at) = pn.next_trigger(&wins, s.fired_until, lateness_ms) {
+                    s.trigger(at, key);
+                }
+            } else {
+                for w in &wins {
+                    let at = if w.fired {
+                        w.end - 1 + lateness_ms
+                    } else {
+                        w.end - 1
+                    };
+                    s.trigger(at, key);
+                }
             }
             s.keys.insert_stored(key, wins);
         }
@@ -268,6 +379,8 @@ pub struct AggregateOp {
     pending: Pending,
     /// The sessions an event touches (reused: one per event otherwise).
     hits: Vec<usize>,
+    /// Sliding windows kept as panes.
+    panes: Option<Panes>,
 }
 
 impl AggregateOp {
@@ -280,6 +393,7 @@ impl AggregateOp {
             state: WindowState::default(),
             pending: Pending::default(),
             hits: Vec::new(),
+            panes: Panes::of(spec),
         }
     }
 
@@ -291,15 +405,44 @@ impl AggregateOp {
         self.lateness_ms
     }
 
+    /// Rebuild the state from the state store.
+    pub fn restore_entries<'a>(
+        &mut self,
+        meta: &[u8],
+        entries: impl Iterator<Item = (&'a str, &'a [u8])>,
+    ) -> Result<(), String> {
+        self.state = WindowState::from_entries(meta, entries, self.lateness_ms, self.panes)?;
+        Ok(())
+    }
+
+    /// Whether [`AggregateOp::would_be_late_update`] can ever say yes.
+    pub fn checks_late_updates(&self) -> bool {
+        self.lateness_ms > 0 || self.panes.is_some()
+    }
+
+    /// A firing round at watermark `wm` is over: every window due by `wm`
+    /// has fired.
+    pub fn fired_through(&mut self, wm: i64) {
+        self.state.fired_until = self.state.fired_until.max(wm);
+    }
+
     /// Whether event `i` would update a window that is already due (a late
-    /// update within the allowed lateness). Firing is lazy, so the pipeline
-    /// must fire everything due before such an event is added.
+    /// update within the allowed lateness), or, with panes, would go into a
+    /// pane of a window that is due but has not fired. Firing is lazy, so
+    /// the pipeline must fire everything due before such an event is added.
     pub fn would_be_late_update(&mut self, batch: &EventBatch, i: usize, wm: i64) -> bool {
-        if self.lateness_ms == 0 {
-            return false;
-        }
         let ts = batch.events[i].ts;
         let lateness = self.lateness_ms;
+        if let Some(pn) = self.panes {
+            let p = pn.pane(ts);
+            let purged = pn.purge_at(p, lateness) <= wm;
+            if !purged && pn.due(p, self.state.fired_until, wm).next().is_some() {
+                return true;
+            }
+        }
+        if lateness == 0 {
+            return false;
+        }
         let allowed = move |end: i64| classify(end, lateness, wm) == Lateness::Allowed;
         match self.spec {
             WindowSpec::Tumbling { size_ms } => allowed(tumbling_start(ts, size_ms) + size_ms),
@@ -367,6 +510,27 @@ impl AggregateOp {
             dropped: true,
             ..Default::default()
         };
+        if let Some(pn) = self.panes {
+            // The event goes once into its pane, if any window holding it
+            // is still live; the windows that already fired fire again.
+            for s in sliding_starts(ts, pn.size, pn.slide) {
+                match classify(s + pn.size, self.lateness_ms, wm) {
+                    Lateness::OnTime => out.dropped = false,
+                    Lateness::Allowed => {
+                        self.pending.late_fire.push((key, s as u64));
+                        out.dropped = false;
+                        out.cut = true;
+                    }
+                    Lateness::Dropped => {}
+                }
+            }
+            if !out.dropped {
+                self.pending
+                    .entries
+                    .push((i as u32, key, pn.pane(ts) as u64));
+            }
+            return out;
+        }
         let mut take =
             |end: i64, id: u64, pending: &mut Pending| match classify(end, self.lateness_ms, wm) {
                 Lateness::OnTime => {
@@ -530,7 +694,7 @@ impl AggregateOp {
         // Group the assignments by (key, window) and sort events by group.
         let mut groups: Vec<(&str, u64)> = Vec::new();
         let mut entry_group = Vec::with_capacity(pending.entries.len());
-        if matches!(self.spec, WindowSpec::Sliding { .. }) {
+        if self.panes.is_none() && matches!(self.spec, WindowSpec::Sliding { .. }) {
             // An event's windows share its key: number the keys first (the
             // last key is checked by address before any hashing), then find
             // groups by (key number, window) — one string comparison per
@@ -623,6 +787,27 @@ impl AggregateOp {
                     w.state.clear();
                     w.state.extend_from_slice(new);
                 }
+                None if self.panes.is_some() => {
+                    let pn = self.panes.expect("checked");
+                    let start = id as i64;
+                    let wins = self.state.keys.get_or_default(key);
+                    let at = wins.partition_point(|w| w.start < start);
+                    wins.insert(
+                        at,
+                        Win {
+                            id,
+                            start,
+                            end: start + pn.slide,
+                            fired: false,
+                            state: new.to_vec(),
+                        },
+                    );
+                    let pane = std::slice::from_ref(&wins[at]);
+                    let fired = self.state.fired_until;
+                    if let Some(t) = pn.next_trigger(pane, fired, self.lateness_ms) {
+                        self.state.trigger(t, key);
+                    }
+                }
                 None => {
                     let (start, end) = match self.spec {
                         WindowSpec::Tumbling { size_ms } => (id as i64, id as i64 + size_ms),
@@ -650,8 +835,128 @@ impl AggregateOp {
         late.sort();
         late.dedup();
         let targets: Vec<(Key, u64)> = late.into_iter().map(|(k, id)| (k.into(), id)).collect();
-        self.finish_windows(targets, inst, wm, fired, failures);
+        if self.panes.is_some() {
+            let targets = targets.into_iter().map(|(k, s)| (k, s as i64)).collect();
+            self.finish_pane_windows(targets, inst, fired, failures);
+        } else {
+            self.finish_windows(targets, inst, wm, fired, failures);
+        }
         counted
+    }
+
+    /// Finish the given windows (key, start) from their panes: each
+    /// window's pane states merged, earliest first.
+    fn finish_pane_windows(
+        &mut self,
+        targets: Vec<(Key, i64)>,
+        inst: &mut dyn PluginCalls,
+        fired: &mut Vec<Fired>,
+        failures: &mut Vec<OpFailure>,
+    ) {
+        let pn = self.panes.expect("pane windows");
+        for chunk in targets.chunks(FINISH_CHUNK) {
+            let mut windows = Vec::new();
+            let mut meta = Vec::new();
+            let mut states = Packed::default();
+            for (key, start) in chunk {
+                let end = start + pn.size;
+                let Some(wins) = self.state.keys.get(key) else {
+                    continue;
+                };
+                let mut panes = wins
+                    .iter()
+                    .filter(|w| w.start >= *start && w.start < end && !w.state.is_empty());
+                let Some(first) = panes.next() else {
+                    continue;
+                };
+                let mut merged: Option<Vec<u8>> = None;
+                let mut failed = None;
+                for w in panes {
+                    let acc = merged.as_deref().unwrap_or(&first.state);
+                    match inst.merge(acc, &w.state) {
+                        Ok(m) => merged = Some(m),
+                        Err(error) => {
+                            failed = Some(error);
+                            break;
+                        }
+                    }
+                }
+                if let Some(error) = failed {
+                    failures.push(OpFailure::Windows {
+                        error,
+                        windows: vec![(key.to_string(), *start, end)],
+                    });
+                    continue;
+                }
+                windows.push((*start, end));
+                meta.push(key.to_string());
+                states.push(merged.as_deref().unwrap_or(&first.state));
+            }
+            if windows.is_empty() {
+                continue;
+            }
+            match inst.finish(&windows, &states) {
+                Ok(metrics) => fired.extend(metrics.into_iter().map(|m| Fired {
+                    key: meta[m.group as usize].clone(),
+                    start: windows[m.group as usize].0,
+                    end: windows[m.group as usize].1,
+                    metric: m,
+                })),
+                Err(error) => failures.push(OpFailure::Windows {
+                    error,
+                    windows: meta
+                        .iter()
+                        .cloned()
+                        .zip(windows.iter())
+                        .map(|(k, &(s, e))| (k, s, e))
+                        .collect(),
+                }),
+            }
+        }
+    }
+
+    /// Fire the pane windows whose max timestamp is in (last round, `t`],
+    /// then drop the panes whose last window is purged.
+    fn fire_panes_until(
+        &mut self,
+        keys: Vec<Key>,
+        t: i64,
+        inst: &mut dyn PluginCalls,
+        fired: &mut Vec<Fired>,
+        failures: &mut Vec<OpFailure>,
+    ) {
+        let pn = self.panes.expect("pane windows");
+        let after = self.state.fired_until;
+        let mut due: Vec<(i64, i64, Key)> = Vec::new();
+        let mut starts: Vec<i64> = Vec::new();
+        for key in &keys {
+            let Some(wins) = self.state.keys.get(key) else {
+                continue;
+            };
+            starts.clear();
+            for w in wins.iter().filter(|w| !w.state.is_empty()) {
+                starts.extend(pn.due(w.start, after, t));
+            }
+            starts.sort_unstable();
+            starts.dedup();
+            due.extend(starts.iter().map(|&s| (s + pn.size, s, key.clone())));
+        }
+        due.sort();
+        let targets = due.into_iter().map(|(_, s, k)| (k, s)).collect();
+        self.finish_pane_windows(targets, inst, fired, failures);
+        let lateness = self.lateness_ms;
+        for key in keys {
+            let mut next = None;
+            self.state.keys.modify(&key, |wins| {
+                let n = wins.len();
+                wins.retain(|w| pn.purge_at(w.start, lateness) > t);
+                next = pn.next_trigger(wins, t, lateness);
+                wins.len() != n
+            });
+            if let Some(at) = next {
+                self.state.trigger(at, &key);
+            }
+        }
     }
 
     /// Finish the given windows (key, id) and update their fired/purge state.
@@ -751,6 +1056,11 @@ impl AggregateOp {
         }
         keys.sort();
         keys.dedup();
+        if self.panes.is_some() {
+            self.fire_panes_until(keys, t, inst, fired, failures);
+            self.fired_through(t);
+            return;
+        }
         let mut due: Vec<(i64, i64, Key, u64)> = Vec::new();
         for key in keys {
             let Some(ws) = self.state.keys.get_mut(&key) else {
@@ -824,9 +1134,69 @@ mod tests {
         .unwrap();
         assert_eq!(buf[0], 0xAA, "appends");
         assert_eq!(&buf[1..], old.as_slice());
-        let s = WindowState::from_entries(&7u64.to_le_bytes(), [("p", &buf[1..])].into_iter(), 0)
-            .unwrap();
+        let mut meta = 7u64.to_le_bytes().to_vec();
+        meta.extend_from_slice(&(-3i64).to_le_bytes());
+        let s = WindowState::from_entries(&meta, [("p", &buf[1..])].into_iter(), 0, None).unwrap();
         assert_eq!(s.windows(), 3);
-        assert_eq!(s.next_session, 7);
+        assert_eq!((s.next_session, s.fired_until), (7, -3));
+        assert_eq!(s.meta(), meta);
+        let old_meta = WindowState::from_entries(&meta[..8], std::iter::empty(), 0, None);
+        assert!(old_meta.unwrap_err().contains("window meta of 8 bytes"));
+        // The entries are windows of 60 s, not panes of 5 s: refused.
+        let panes = Panes::of(WindowSpec::Sliding {
+            size_ms: 60_000,
+            slide_ms: 5_000,
+        });
+        let e = WindowState::from_entries(&meta, [("p", &buf[1..])].into_iter(), 0, panes);
+        assert!(
+            e.unwrap_err().contains("is not a pane of 5000 ms"),
+            "refused"
+        );
+    }
+
+    #[test]
+    fn panes_know_their_windows() {
+        let pn = Panes::of(WindowSpec::Sliding {
+            size_ms: 10,
+            slide_ms: 5,
+        })
+        .unwrap();
+        assert_eq!(
+            Panes::of(WindowSpec::Sliding {
+                size_ms: 10,
+                slide_ms: 4
+            }),
+            None
+        );
+        assert_eq!(
+            Panes::of(WindowSpec::Sliding {
+                size_ms: 5,
+                slide_ms: 5
+            }),
+            None
+        );
+        assert_eq!((pn.pane(7), pn.pane(-1), pn.pane(5)), (5, -5, 5));
+        // Pane [5, 10) is in windows [0, 10) (max ts 9) and [5, 15) (14).
+        assert_eq!(pn.next_window(5, i64::MIN), Some(0));
+        assert_eq!(pn.next_window(5, 8), Some(0));
+        assert_eq!(pn.next_window(5, 9), Some(5));
+        assert_eq!(pn.next_window(5, 14), None);
+        assert_eq!(pn.next_window(5, i64::MAX), None);
+        assert_eq!(pn.due(5, i64::MIN, 20).collect::<Vec<_>>(), [0, 5]);
+        assert_eq!(pn.due(5, 9, 13).count(), 0);
+        assert_eq!(pn.due(5, 9, 14).collect::<Vec<_>>(), [5]);
+        assert_eq!(pn.due(-5, 3, 100).collect::<Vec<_>>(), [-5]);
+        assert_eq!(pn.purge_at(5, 2), 16);
+        let win = |start| Win {
+            id: start as u64,
+            start,
+            end: start + 5,
+            fired: false,
+            state: vec![1],
+        };
+        // Next: a window to fire, else a purge.
+        assert_eq!(pn.next_trigger(&[win(5), win(10)], 9, 3), Some(14));
+        assert_eq!(pn.next_trigger(&[win(5)], 14, 3), Some(17));
+        assert_eq!(pn.next_trigger(&[], 14, 3), None);
     }
 }
