@@ -444,7 +444,6 @@ impl Pipeline {
                 let mut f = Vec::new();
                 let mut failures = Vec::new();
                 op.fire_until(wm, &mut *slot.inst, &mut f, &mut failures);
-                op.fired_through(wm);
                 fired.extend(f.into_iter().map(|x| (si, x)));
                 self.handle_failures(si, None, failures);
             }

@@ -370,6 +370,37 @@ pub enum OpFailure {
 /// Windows finished per `finish` call.
 pub const FINISH_CHUNK: usize = 4096;
 
+/// One `finish` call for `windows` (with their keys in `meta` and their
+/// states): the metrics go to `fired`, a failure names every window.
+fn finish_call(
+    inst: &mut dyn PluginCalls,
+    windows: &[(i64, i64)],
+    meta: Vec<String>,
+    states: &Packed,
+    fired: &mut Vec<Fired>,
+    failures: &mut Vec<OpFailure>,
+) {
+    if windows.is_empty() {
+        return;
+    }
+    match inst.finish(windows, states) {
+        Ok(metrics) => fired.extend(metrics.into_iter().map(|m| Fired {
+            key: meta[m.group as usize].clone(),
+            start: windows[m.group as usize].0,
+            end: windows[m.group as usize].1,
+            metric: m,
+        })),
+        Err(error) => failures.push(OpFailure::Windows {
+            error,
+            windows: meta
+                .into_iter()
+                .zip(windows.iter())
+                .map(|(k, &(s, e))| (k, s, e))
+                .collect(),
+        }),
+    }
+}
+
 pub struct AggregateOp {
     spec: WindowSpec,
     lateness_ms: i64,
@@ -892,26 +923,7 @@ impl AggregateOp {
                 meta.push(key.to_string());
                 states.push(merged.as_deref().unwrap_or(&first.state));
             }
-            if windows.is_empty() {
-                continue;
-            }
-            match inst.finish(&windows, &states) {
-                Ok(metrics) => fired.extend(metrics.into_iter().map(|m| Fired {
-                    key: meta[m.group as usize].clone(),
-                    start: windows[m.group as usize].0,
-                    end: windows[m.group as usize].1,
-                    metric: m,
-                })),
-                Err(error) => failures.push(OpFailure::Windows {
-                    error,
-                    windows: meta
-                        .iter()
-                        .cloned()
-                        .zip(windows.iter())
-                        .map(|(k, &(s, e))| (k, s, e))
-                        .collect(),
-                }),
-            }
+            finish_call(inst, &windows, meta, &states, fired, failures);
         }
     }
 
@@ -987,26 +999,7 @@ impl AggregateOp {
                     states.push(&w.state);
                 }
             }
-            if windows.is_empty() {
-                continue;
-            }
-            match inst.finish(&windows, &states) {
-                Ok(metrics) => fired.extend(metrics.into_iter().map(|m| Fired {
-                    key: meta[m.group as usize].clone(),
-                    start: windows[m.group as usize].0,
-                    end: windows[m.group as usize].1,
-                    metric: m,
-                })),
-                Err(error) => failures.push(OpFailure::Windows {
-                    error,
-                    windows: meta
-                        .iter()
-                        .cloned()
-                        .zip(windows.iter())
-                        .map(|(k, &(s, e))| (k, s, e))
-                        .collect(),
-                }),
-            }
+            finish_call(inst, &windows, meta, &states, fired, failures);
         }
         for (key, id) in targets {
             let Some(ws) = self.state.keys.get_mut(&key) else {
@@ -1037,6 +1030,7 @@ impl AggregateOp {
 
     /// Fire every window whose max timestamp is ≤ `t` and purge those past
     /// their allowed lateness. Metrics come sorted by (end, start, key).
+    /// Afterwards every window due by `t` has fired ([`Self::fired_through`]).
     pub fn fire_until(
         &mut self,
         t: i64,
@@ -1050,9 +1044,6 @@ impl AggregateOp {
                 break;
             }
             keys.extend(entry.remove());
-        }
-        if keys.is_empty() {
-            return;
         }
         keys.sort();
         keys.dedup();
@@ -1084,6 +1075,7 @@ impl AggregateOp {
         due.sort();
         let targets = due.into_iter().map(|(_, _, k, id)| (k, id)).collect();
         self.finish_windows(targets, inst, t, fired, failures);
+        self.fired_through(t);
     }
 }
 
