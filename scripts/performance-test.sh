@@ -16,6 +16,8 @@
 #   HOST_BIN=/tmp/host-old scripts/performance-test.sh   # another host binary (A/B runs)
 #   PLUGIN_DIR=/tmp/plugins-old scripts/performance-test.sh # other plugin builds (A/B of the SDK)
 #   BROKER_CPUS=1 scripts/performance-test.sh    # broker, generator and probe on CPU 1 only
+#   HARNESS_NICE=10 scripts/performance-test.sh  # broker and generator at nice 10: the
+#       host's threads get a core first, the harness takes what is left
 #   PRELOAD=2000000 scripts/performance-test.sh   # drain a backlog: the host's
 #       Kafka-path throughput without the generator competing for the cores
 #   GEN_ARGS="--kafka-option linger.ms=50 --kafka-option batch.size=1000000" \
@@ -34,6 +36,9 @@ PLUGIN_DIR=${PLUGIN_DIR:-$ROOT/plugins}
 # BROKER_CPUS=1: run the broker, the generator and the probe on those CPUs
 # only (taskset), as if they were on other machines' cores.
 BROKER_CPUS=${BROKER_CPUS:-}
+# HARNESS_NICE=10: run the broker and the generator at that nice level (the
+# probe stays at the host's, so its clock reads promptly).
+HARNESS_NICE=${HARNESS_NICE:-}
 unset RUST_LOG # HOST_LOG sets the host's
 
 ensure_libclang
@@ -63,7 +68,9 @@ port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0));
 kport=$(port)
 pin=()
 if [[ -n "$BROKER_CPUS" ]]; then pin=(taskset -c "$BROKER_CPUS"); fi
-"${pin[@]}" "$tansu" broker --listener-url "tcp://127.0.0.1:$kport" --advertised-listener-url "tcp://127.0.0.1:$kport" \
+niced=("${pin[@]}")
+if [[ -n "$HARNESS_NICE" ]]; then niced=(nice -n "$HARNESS_NICE" "${pin[@]}"); fi
+"${niced[@]}" "$tansu" broker --listener-url "tcp://127.0.0.1:$kport" --advertised-listener-url "tcp://127.0.0.1:$kport" \
     --storage-engine memory://tansu/ >"$work/tansu.log" 2>&1 &
 pids+=($!)
 until (exec 3<>"/dev/tcp/127.0.0.1/$kport") 2>/dev/null; do sleep 0.05; done
@@ -110,7 +117,7 @@ PY
 fi
 log "load: $RATE events/s for ${DURATION}s into tansu :$kport; host :$hport ($(ls "$work/plugins" | wc -l) plugins)"
 # shellcheck disable=SC2086
-"${pin[@]}" "$bin/rtap-gen" --kafka-brokers "127.0.0.1:$kport" --rate "$RATE" --events 0 --seed 5 $GEN_ARGS >"$work/gen.log" 2>&1 &
+"${niced[@]}" "$bin/rtap-gen" --kafka-brokers "127.0.0.1:$kport" --rate "$RATE" --events 0 --seed 5 $GEN_ARGS >"$work/gen.log" 2>&1 &
 pids+=($!)
 # Who used the cores, per 10 s of the load (printed at the end).
 "${pin[@]}" python3 "$ROOT/scripts/perf/cpu-timeline.py" --proc "tansu=${pids[0]}" --proc "host=${pids[1]}" \
