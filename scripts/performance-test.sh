@@ -14,6 +14,7 @@
 #   KEEP_SUMMARY=/tmp/s.json scripts/performance-test.sh # keep the probe's summary
 #       (with the 500 ms backlog series)
 #   HOST_BIN=/tmp/host-old scripts/performance-test.sh   # another host binary (A/B runs)
+#   GEN_BIN=/tmp/rtap-gen-old scripts/performance-test.sh # another load generator
 #   PLUGIN_DIR=/tmp/plugins-old scripts/performance-test.sh # other plugin builds (A/B of the SDK)
 #   BROKER_CPUS=1 scripts/performance-test.sh    # broker, generator and probe on CPU 1 only
 #   HARNESS_NICE=10 scripts/performance-test.sh  # broker and generator at nice 10: the
@@ -117,7 +118,7 @@ PY
 fi
 log "load: $RATE events/s for ${DURATION}s into tansu :$kport; host :$hport ($(ls "$work/plugins" | wc -l) plugins)"
 # shellcheck disable=SC2086
-"${niced[@]}" "$bin/rtap-gen" --kafka-brokers "127.0.0.1:$kport" --rate "$RATE" --events 0 --seed 5 $GEN_ARGS >"$work/gen.log" 2>&1 &
+"${niced[@]}" "${GEN_BIN:-$bin/rtap-gen}" --kafka-brokers "127.0.0.1:$kport" --rate "$RATE" --events 0 --seed 5 $GEN_ARGS >"$work/gen.log" 2>&1 &
 pids+=($!)
 # Who used the cores, per 10 s of the load (printed at the end).
 "${pin[@]}" python3 "$ROOT/scripts/perf/cpu-timeline.py" --proc "tansu=${pids[0]}" --proc "host=${pids[1]}" \

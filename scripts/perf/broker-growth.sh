@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# How the test broker's (tansu's) CPU grows over a run, per 10 s, with the
+# How the test broker's (tansu's) and the generator's CPU grow over a run, per 10 s, with the
 # generator alone, with a plain consumer beside it, or with the rtap host:
 #
 #   scripts/perf/broker-growth.sh gen        # rtap-gen alone
@@ -7,6 +7,7 @@
 #   scripts/perf/broker-growth.sh host      # + the host, every shipped plugin, Kafka sink
 #   RATE=10000 SECONDS_=60 HOST_ARGS="--commit-interval 1s" scripts/perf/broker-growth.sh host
 #   GEN_ARGS="--kafka-option linger.ms=200 --kafka-option batch.size=1000000" scripts/perf/broker-growth.sh consumer
+#   RATE=100000 SECONDS_=20 GEN_BIN=/tmp/rtap-gen-old scripts/perf/broker-growth.sh gen  # another generator
 #
 # Needs what scripts/performance-test.sh installs and builds (tansu, the
 # probe's Python packages, the host, rtap-gen and the plugins).
@@ -53,8 +54,9 @@ if [[ "$MODE" == host ]]; then
     done
 fi
 # shellcheck disable=SC2086
-"$bin/rtap-gen" --kafka-brokers "127.0.0.1:$kport" --rate "$RATE" --events 0 --seed 5 $GEN_ARGS >/dev/null 2>&1 &
-pids+=($!)
+"${GEN_BIN:-$bin/rtap-gen}" --kafka-brokers "127.0.0.1:$kport" --rate "$RATE" --events 0 --seed 5 $GEN_ARGS >/dev/null 2>&1 &
+gen=$!
+pids+=("$gen")
 if [[ "$MODE" == consumer ]]; then
     # The host's consumer settings, without its transactions.
     PYTHONPATH="$py" python3 - "127.0.0.1:$kport" <<'PY' &
@@ -70,11 +72,18 @@ PY
 fi
 log "tansu CPU per 10 s, $MODE, $RATE events/s"
 tick=$(getconf CLK_TCK)
+ticks() { # PID -> user + system CPU ticks
+    local f
+    read -r -a f <<<"$(sed 's/.*) //' "/proc/$1/stat")"
+    echo $((f[11] + f[12]))
+}
 prev=0
+gprev=0
 for ((t = 10; t <= SECONDS_; t += 10)); do
     sleep 10
-    read -r -a f <<<"$(sed 's/.*) //' "/proc/$broker/stat")"
-    now=$((f[11] + f[12]))
-    echo "$((t - 10))–$t s: tansu $(((now - prev) * 100 / tick / 10)) % of a core"
+    now=$(ticks "$broker")
+    gnow=$(ticks "$gen")
+    echo "$((t - 10))–$t s: tansu $(((now - prev) * 100 / tick / 10)) % of a core, rtap-gen $(((gnow - gprev) * 100 / tick / 10)) %"
     prev=$now
+    gprev=$gnow
 done
