@@ -122,19 +122,24 @@ impl Runner {
                     self.positions.extend(batch.positions());
                     self.uncommitted.push(batch.created);
                     self.changed = true;
-                    stats
-                        .events_in
-                        .fetch_add(batch.events.len() as u64, Ordering::Relaxed);
+                    self.drain()?;
+                    // Counted after `drain` has published the batch's
+                    // watermark: whoever reads `events_in` (Acquire) and
+                    // then the watermark sees this batch's, never the one
+                    // before (a test that waited for N events read a
+                    // watermark one batch behind).
                     stats
                         .malformed
                         .fetch_add(batch.malformed.len() as u64, Ordering::Relaxed);
+                    stats
+                        .events_in
+                        .fetch_add(batch.events.len() as u64, Ordering::Release);
                     for (p, events) in batch.runs() {
                         metrics()
                             .events_in
                             .with_label_values(&[&*batch.origin.source, &p.to_string()])
                             .inc_by(events.len() as u64);
                     }
-                    self.drain()?;
                     let latency = batch.created.elapsed().as_secs_f64();
                     metrics().e2e_latency.observe(latency);
                     latencies.0.push(latency * 1000.0);

@@ -105,7 +105,9 @@ fn pipeline_status(state: &AppState) -> Value {
     let last_cp = s.last_checkpoint.load(Ordering::Relaxed);
     json!({
         "source": state.source,
-        "events_in": s.events_in.load(Ordering::Relaxed),
+        // Acquire: the watermark read below is at least the one of the
+        // last batch counted here (see the runner).
+        "events_in": s.events_in.load(Ordering::Acquire),
         "outputs": s.outputs.load(Ordering::Relaxed),
         "late_events": s.late_events.load(Ordering::Relaxed),
         "dead_lettered": s.dead_lettered.load(Ordering::Relaxed),
