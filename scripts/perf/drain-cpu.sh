@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# The host's CPU per thread for draining a fixed backlog: N events preloaded
+# into one tansu, then each given host binary reads all of them (each with a
+# consumer group of its own, one after the other). Fixed work, so two
+# binaries compare without the generator's and the probe's noise.
+#
+#   scripts/perf/drain-cpu.sh 2000000 /tmp/host-old /tmp/host-new /tmp/host-old /tmp/host-new
+#
+# Needs what scripts/performance-test.sh installs and builds (tansu, the
+# probe's Python packages, rtap-gen and the plugins).
+source "$(dirname "$0")/../lib.sh"
+N=${1:?usage: $0 EVENTS HOST_BIN...}
+shift
+(($#)) || { echo "usage: $0 EVENTS HOST_BIN..." >&2; exit 2; }
+tansu=$(ensure_tansu)
+py="${XDG_CACHE_HOME:-$HOME/.cache}/rtap/perf-py"
+bin="$(target_dir)/release"
+work=$(mktemp -d)
+pids=()
+cleanup() {
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
+kport=$(port)
+"$tansu" broker --listener-url "tcp://127.0.0.1:$kport" --advertised-listener-url "tcp://127.0.0.1:$kport" \
+    --storage-engine memory://tansu/ >"$work/tansu.log" 2>&1 &
+pids+=($!)
+until (exec 3<>"/dev/tcp/127.0.0.1/$kport") 2>/dev/null; do sleep 0.05; done
+PYTHONPATH="$py" python3 - "127.0.0.1:$kport" <<'PY'
+import sys
+from confluent_kafka.admin import AdminClient, NewTopic
+a = AdminClient({"bootstrap.servers": sys.argv[1]})
+for f in a.create_topics([NewTopic("website-analytics-events", 12, 1)]).values():
+    f.result()
+PY
+log "preloading $N events"
+"$bin/rtap-gen" --kafka-brokers "127.0.0.1:$kport" --rate 100000 --unpaced --events "$N" --seed 5 \
+    --kafka-option linger.ms=200 --kafka-option batch.size=1000000 >/dev/null 2>&1
+tick=$(getconf CLK_TCK)
+i=0
+for host in "$@"; do
+    i=$((i + 1))
+    hport=$(port)
+    "$host" --plugins "$ROOT/plugins" --kafka-brokers "127.0.0.1:$kport" --kafka-group "drain-$i" --no-watch \
+        --listen "127.0.0.1:$hport" --sink jsonl:/dev/null --data-dir "$work/data-$i" 2>"$work/host-$i.log" &
+    hp=$!
+    pids+=("$hp")
+    start=$(date +%s.%N)
+    while :; do
+        n=$(curl -s "http://127.0.0.1:$hport/api/pipeline" | python3 -c 'import json,sys; print(json.load(sys.stdin)["events_in"])' 2>/dev/null || echo 0)
+        ((n >= N)) && break
+        kill -0 "$hp" 2>/dev/null || { cat "$work/host-$i.log" >&2; exit 1; }
+        sleep 0.2
+    done
+    took=$(echo "$(date +%s.%N) - $start" | bc)
+    # CPU seconds per thread (digits in thread names folded to #), >= 0.3 s.
+    for t in /proc/"$hp"/task/*; do
+        read -r -a f <<<"$(sed 's/.*) //' "$t/stat")"
+        echo "$(cat "$t/comm") $((f[11] + f[12]))"
+    done | awk -v host="$host" -v took="$took" -v tick="$tick" '
+        { name = $1; gsub(/[0-9]+/, "#", name); cpu[name] += $2 }
+        END {
+            printf "%s: %s events in %.1f s (start-up included);", host, "'"$N"'", took
+            for (k in cpu) if (cpu[k] / tick >= 0.3) printf " %s %.2f s", k, cpu[k] / tick
+            print ""
+        }'
+    kill "$hp"
+    wait "$hp" 2>/dev/null || true
+done
