@@ -1,5 +1,6 @@
 //! The running host over real HTTP and WebSocket: metrics and alerts stream
-//! on `/ws`, `/api/plugins` lists the plugins with counters, `/health` answers.
+//! on `/ws` (or only the types asked for, `/ws?types=…`), `/api/plugins`
+//! lists the plugins with counters, `/health` answers.
 
 mod common;
 
@@ -70,6 +71,38 @@ async fn streams_metrics_and_alerts_over_websocket() {
             _ => {}
         }
     }
+
+    // A client that asks for the status only gets nothing else, while the
+    // pipeline emits metrics and alerts meanwhile.
+    let outputs = || {
+        let (_, body) = http(port, "GET", "/api/pipeline", &[], b"").unwrap();
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()["outputs"]
+            .as_u64()
+            .unwrap()
+    };
+    let before = outputs();
+    let (ws, _) =
+        tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}/ws?types=pipeline"))
+            .await
+            .unwrap();
+    let (_tx, mut rx) = ws.split();
+    let mut statuses = 0;
+    let until = Instant::now() + Duration::from_secs(30);
+    while statuses < 12 {
+        let left = until.saturating_duration_since(Instant::now());
+        let msg = tokio::time::timeout(left, rx.next())
+            .await
+            .expect("12 status messages within 30 s")
+            .unwrap()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_str(&msg.into_text().unwrap()).unwrap();
+        assert_eq!(v["type"], "pipeline", "/ws?types=pipeline sent {v}");
+        statuses += 1;
+    }
+    assert!(
+        outputs() > before,
+        "outputs were emitted while the filtered client listened"
+    );
 
     let (code, body) = http(port, "GET", "/api/plugins", &[], b"").unwrap();
     assert_eq!(code, 200);

@@ -73,13 +73,24 @@ pub fn router(state: AppState, dashboard: PathBuf) -> Router {
     }
 }
 
-async fn ws(upgrade: WebSocketUpgrade, State(state): State<AppState>) -> Response {
+/// `/ws?types=alert,pipeline`: only those output types (default: all).
+#[derive(Debug, serde::Deserialize)]
+struct WsQuery {
+    types: Option<String>,
+}
+
+async fn ws(
+    upgrade: WebSocketUpgrade,
+    State(state): State<AppState>,
+    axum::extract::Query(q): axum::extract::Query<WsQuery>,
+) -> Response {
+    let filter = crate::sink::websocket::TypeFilter::parse(q.types.as_deref());
     upgrade.on_upgrade(move |socket| async move {
         let (tx, rx) = socket.split();
         let tx = tx.with(|line: String| {
             futures_util::future::ready(Ok::<_, axum::Error>(Message::Text(line.into())))
         });
-        state.hub.serve(Box::pin(tx), rx).await;
+        state.hub.serve(Box::pin(tx), rx, filter).await;
     })
 }
 
