@@ -107,3 +107,39 @@ ensure_tansu() {
     fi
     echo "$dir/tansu"
 }
+
+# --- helpers of the performance scripts (scripts/performance-test.sh, scripts/perf/*.sh)
+
+# A free TCP port on loopback.
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
+# Start tansu with memory storage on 127.0.0.1:PORT in the background, its
+# output in LOG, under an optional command prefix (taskset, nice …); return
+# once it accepts connections. Its pid is left in TANSU_PID.
+start_tansu() { # PORT LOG [PREFIX...]
+    local port=$1 out=$2
+    shift 2
+    "$@" "$(ensure_tansu)" broker --listener-url "tcp://127.0.0.1:$port" --advertised-listener-url "tcp://127.0.0.1:$port" \
+        --storage-engine memory://tansu/ >"$out" 2>&1 &
+    TANSU_PID=$!
+    until (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do sleep 0.05; done
+}
+
+# User + system CPU ticks in a /proc stat file (a process's or a thread's).
+stat_ticks() { # STATFILE
+    local stat f
+    stat=$(cat "$1" 2>/dev/null) || return 1
+    # the fields after "(comm) " are fixed: utime and stime are 12th and 13th
+    read -r -a f <<<"${stat##*) }"
+    echo $((f[11] + f[12]))
+}
+
+# "TICKS NAME" per thread of PID (digits in thread names folded to #).
+thread_cpu() { # PID
+    local t ticks comm
+    for t in /proc/"$1"/task/*; do
+        ticks=$(stat_ticks "$t/stat") || continue
+        comm=$(cat "$t/comm" 2>/dev/null) || continue
+        echo "$ticks ${comm//[0-9]/#}"
+    done
+}

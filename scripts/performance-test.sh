@@ -43,7 +43,7 @@ HARNESS_NICE=${HARNESS_NICE:-}
 unset RUST_LOG # HOST_LOG sets the host's
 
 ensure_libclang
-tansu=$(ensure_tansu)
+ensure_tansu >/dev/null
 py="${XDG_CACHE_HOME:-$HOME/.cache}/rtap/perf-py"
 if [[ ! -d "$py/confluent_kafka" || ! -d "$py/websocket" ]]; then
     log "installing the probe's Python packages into $py"
@@ -64,17 +64,14 @@ cleanup() {
     rm -rf "$work"
 }
 trap cleanup EXIT
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
-kport=$(port)
+kport=$(free_port)
 pin=()
 if [[ -n "$BROKER_CPUS" ]]; then pin=(taskset -c "$BROKER_CPUS"); fi
 niced=("${pin[@]}")
 if [[ -n "$HARNESS_NICE" ]]; then niced=(nice -n "$HARNESS_NICE" "${pin[@]}"); fi
-"${niced[@]}" "$tansu" broker --listener-url "tcp://127.0.0.1:$kport" --advertised-listener-url "tcp://127.0.0.1:$kport" \
-    --storage-engine memory://tansu/ >"$work/tansu.log" 2>&1 &
-pids+=($!)
-until (exec 3<>"/dev/tcp/127.0.0.1/$kport") 2>/dev/null; do sleep 0.05; done
+start_tansu "$kport" "$work/tansu.log" "${niced[@]}"
+pids+=("$TANSU_PID")
 
 if [[ -n "$PRELOAD" ]]; then
     log "preloading $PRELOAD events"
@@ -87,7 +84,7 @@ if [[ -n "$PLUGINS" ]]; then
 else
     cp "$PLUGIN_DIR"/*.wasm "$work/plugins/"
 fi
-hport=$(port)
+hport=$(free_port)
 # shellcheck disable=SC2086
 RUST_LOG="${HOST_LOG:-info}" "${HOST_BIN:-$bin/host}" --plugins "$work/plugins" --kafka-brokers "127.0.0.1:$kport" --no-watch \
     --listen "127.0.0.1:$hport" --sink jsonl:/dev/null --data-dir "$work/data" $HOST_ARGS \
@@ -144,16 +141,6 @@ curl -s "http://127.0.0.1:$hport/metrics" | awk '
     }' >&2
 # Who used the two cores: CPU seconds per process since it started, and
 # the host's per thread (digits in thread names folded to #).
-thread_cpu() { # PID -> "TICKS NAME" per thread
-    local t stat comm
-    for t in /proc/"$1"/task/*; do
-        stat=$(cat "$t/stat" 2>/dev/null) || continue
-        comm=$(cat "$t/comm" 2>/dev/null) || continue
-        # the fields after "(comm) " are fixed: utime and stime are 12th and 13th
-        read -r -a f <<<"${stat##*) }"
-        echo "$((f[11] + f[12])) ${comm//[0-9]/#}"
-    done
-}
 cpu_report() {
     local tick line=""
     tick=$(getconf CLK_TCK)

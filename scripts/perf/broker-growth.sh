@@ -23,7 +23,6 @@ case "$MODE" in gen | consumer | host) ;; *)
     exit 2
     ;;
 esac
-tansu=$(ensure_tansu)
 py="${XDG_CACHE_HOME:-$HOME/.cache}/rtap/perf-py"
 bin="$(target_dir)/release"
 work=$(mktemp -d)
@@ -34,16 +33,13 @@ cleanup() {
     rm -rf "$work"
 }
 trap cleanup EXIT
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
-kport=$(port)
-"$tansu" broker --listener-url "tcp://127.0.0.1:$kport" --advertised-listener-url "tcp://127.0.0.1:$kport" \
-    --storage-engine memory://tansu/ >"$work/tansu.log" 2>&1 &
-broker=$!
+kport=$(free_port)
+start_tansu "$kport" "$work/tansu.log"
+broker=$TANSU_PID
 pids+=("$broker")
-until (exec 3<>"/dev/tcp/127.0.0.1/$kport") 2>/dev/null; do sleep 0.05; done
 if [[ "$MODE" == host ]]; then
-    hport=$(port)
+    hport=$(free_port)
     # shellcheck disable=SC2086
     "$bin/host" --plugins "$ROOT/plugins" --kafka-brokers "127.0.0.1:$kport" --no-watch \
         --listen "127.0.0.1:$hport" --sink jsonl:/dev/null --data-dir "$work/data" $HOST_ARGS 2>"$work/host.log" &
@@ -72,17 +68,12 @@ PY
 fi
 log "tansu CPU per 10 s, $MODE, $RATE events/s"
 tick=$(getconf CLK_TCK)
-ticks() { # PID -> user + system CPU ticks
-    local f
-    read -r -a f <<<"$(sed 's/.*) //' "/proc/$1/stat")"
-    echo $((f[11] + f[12]))
-}
 prev=0
 gprev=0
 for ((t = 10; t <= SECONDS_; t += 10)); do
     sleep 10
-    now=$(ticks "$broker")
-    gnow=$(ticks "$gen")
+    now=$(stat_ticks "/proc/$broker/stat")
+    gnow=$(stat_ticks "/proc/$gen/stat")
     echo "$((t - 10))–$t s: tansu $(((now - prev) * 100 / tick / 10)) % of a core, rtap-gen $(((gnow - gprev) * 100 / tick / 10)) %"
     prev=$now
     gprev=$gnow

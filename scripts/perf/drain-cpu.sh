@@ -12,7 +12,6 @@ source "$(dirname "$0")/../lib.sh"
 N=${1:?usage: $0 EVENTS HOST_BIN...}
 shift
 (($#)) || { echo "usage: $0 EVENTS HOST_BIN..." >&2; exit 2; }
-tansu=$(ensure_tansu)
 py="${XDG_CACHE_HOME:-$HOME/.cache}/rtap/perf-py"
 bin="$(target_dir)/release"
 work=$(mktemp -d)
@@ -23,13 +22,10 @@ cleanup() {
     rm -rf "$work"
 }
 trap cleanup EXIT
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
-kport=$(port)
-"$tansu" broker --listener-url "tcp://127.0.0.1:$kport" --advertised-listener-url "tcp://127.0.0.1:$kport" \
-    --storage-engine memory://tansu/ >"$work/tansu.log" 2>&1 &
-pids+=($!)
-until (exec 3<>"/dev/tcp/127.0.0.1/$kport") 2>/dev/null; do sleep 0.05; done
+kport=$(free_port)
+start_tansu "$kport" "$work/tansu.log"
+pids+=("$TANSU_PID")
 PYTHONPATH="$py" python3 - "127.0.0.1:$kport" <<'PY'
 import sys
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -44,7 +40,7 @@ tick=$(getconf CLK_TCK)
 i=0
 for host in "$@"; do
     i=$((i + 1))
-    hport=$(port)
+    hport=$(free_port)
     "$host" --plugins "$ROOT/plugins" --kafka-brokers "127.0.0.1:$kport" --kafka-group "drain-$i" --no-watch \
         --listen "127.0.0.1:$hport" --sink jsonl:/dev/null --data-dir "$work/data-$i" 2>"$work/host-$i.log" &
     hp=$!
@@ -58,11 +54,8 @@ for host in "$@"; do
     done
     took=$(echo "$(date +%s.%N) - $start" | bc)
     # CPU seconds per thread (digits in thread names folded to #), >= 0.3 s.
-    for t in /proc/"$hp"/task/*; do
-        read -r -a f <<<"$(sed 's/.*) //' "$t/stat")"
-        echo "$(cat "$t/comm") $((f[11] + f[12]))"
-    done | awk -v host="$host" -v took="$took" -v tick="$tick" '
-        { name = $1; gsub(/[0-9]+/, "#", name); cpu[name] += $2 }
+    thread_cpu "$hp" | awk -v host="$host" -v took="$took" -v tick="$tick" '
+        { n = $1; $1 = ""; cpu[substr($0, 2)] += n }
         END {
             printf "%s: %s events in %.1f s (start-up included);", host, "'"$N"'", took
             for (k in cpu) if (cpu[k] / tick >= 0.3) printf " %s %.2f s", k, cpu[k] / tick
