@@ -10,6 +10,22 @@ use std::time::{Duration, Instant};
 use common::*;
 use futures::StreamExt;
 
+/// The next WebSocket message as JSON; fails with `what` if none comes
+/// before `until`.
+async fn next_json<S, E>(rx: &mut S, until: Instant, what: &str) -> serde_json::Value
+where
+    S: futures::Stream<Item = Result<tokio_tungstenite::tungstenite::Message, E>> + Unpin,
+    E: std::fmt::Debug,
+{
+    let left = until.saturating_duration_since(Instant::now());
+    let msg = tokio::time::timeout(left, rx.next())
+        .await
+        .expect(what)
+        .unwrap()
+        .unwrap();
+    serde_json::from_str(&msg.into_text().unwrap()).unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streams_metrics_and_alerts_over_websocket() {
     let plugins = plugins_dir(&SHIPPED);
@@ -43,14 +59,7 @@ async fn streams_metrics_and_alerts_over_websocket() {
     let mut seen_pipeline = false;
     let until = Instant::now() + Duration::from_secs(40);
     while !(seen_metric && seen_alert && seen_pipeline) {
-        let left = until.saturating_duration_since(Instant::now());
-        let msg = tokio::time::timeout(left, rx.next())
-            .await
-            .expect("no metric, alert and status within 40 s")
-            .unwrap()
-            .unwrap();
-        let text = msg.into_text().unwrap();
-        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let v = next_json(&mut rx, until, "no metric, alert and status within 40 s").await;
         match v["type"].as_str().unwrap() {
             "metric" => {
                 assert!(v["window_end"].as_i64().unwrap() > v["window_start"].as_i64().unwrap());
@@ -89,13 +98,7 @@ async fn streams_metrics_and_alerts_over_websocket() {
     let mut statuses = 0;
     let until = Instant::now() + Duration::from_secs(30);
     while statuses < 12 {
-        let left = until.saturating_duration_since(Instant::now());
-        let msg = tokio::time::timeout(left, rx.next())
-            .await
-            .expect("12 status messages within 30 s")
-            .unwrap()
-            .unwrap();
-        let v: serde_json::Value = serde_json::from_str(&msg.into_text().unwrap()).unwrap();
+        let v = next_json(&mut rx, until, "12 status messages within 30 s").await;
         assert_eq!(v["type"], "pipeline", "/ws?types=pipeline sent {v}");
         statuses += 1;
     }
