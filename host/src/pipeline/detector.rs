@@ -259,6 +259,10 @@ impl DetectorState {
     }
 }
 
+/// Keys per timer call (see [`DetectorOp::call_timers`]); the events of a
+/// call are bounded by the batch size the same way.
+pub const TIMER_CHUNK: usize = 4096;
+
 /// Timers that were due but could not be delivered.
 pub type LostTimers = Vec<(i64, Key)>;
 /// The outcome of firing timers.
@@ -443,13 +447,17 @@ impl DetectorOp {
         }
     }
 
-    /// Deliver metrics of one firing round.
+    /// Deliver metrics of one firing round, grouped by key (keys in order
+    /// of first appearance), in calls of at most [`TIMER_CHUNK`] keys: a
+    /// detector keyed by metric key may receive a metric per key of a
+    /// high-cardinality aggregate (hundreds of thousands). On failure
+    /// returns the metrics of the failed call and of the calls not made.
     pub fn deliver_metrics(
         &mut self,
         metrics: &[MetricIn],
         inst: &mut dyn PluginCalls,
         alerts: &mut Vec<KeyedAlert>,
-    ) -> Result<(), CallError> {
+    ) -> Result<(), (CallError, Vec<MetricIn>)> {
         if metrics.is_empty() {
             return Ok(());
         }
@@ -461,23 +469,33 @@ impl DetectorOp {
                 _ => String::new(),
             }
         };
+        let mut group_of: FxHashMap<String, usize> = FxHashMap::default();
         let mut keys: Vec<String> = Vec::new();
         let mut by_key: Vec<Vec<MetricIn>> = Vec::new();
         for m in metrics {
             let k = key_of(m);
-            match keys.iter().position(|x| *x == k) {
-                Some(g) => by_key[g].push(m.clone()),
-                None => {
-                    keys.push(k);
-                    by_key.push(vec![m.clone()]);
+            let g = *group_of.entry(k).or_insert_with_key(|k| {
+                keys.push(k.clone());
+                by_key.push(Vec::new());
+                keys.len() - 1
+            });
+            by_key[g].push(m.clone());
+        }
+        let mut groups = by_key.into_iter();
+        for chunk in keys.chunks(TIMER_CHUNK) {
+            let mine: Vec<Vec<MetricIn>> = groups.by_ref().take(chunk.len()).collect();
+            let lens: Vec<u32> = mine.iter().map(|v| v.len() as u32).collect();
+            let flat: Vec<MetricIn> = mine.into_iter().flatten().collect();
+            let states = self.states_of(chunk);
+            match inst.on_metrics(chunk, &lens, &states, &flat) {
+                Ok(step) => self.apply(chunk, step, alerts),
+                Err(e) => {
+                    let mut lost = flat;
+                    lost.extend(groups.flatten());
+                    return Err((e, lost));
                 }
             }
         }
-        let lens: Vec<u32> = by_key.iter().map(|v| v.len() as u32).collect();
-        let flat: Vec<MetricIn> = by_key.into_iter().flatten().collect();
-        let states = self.states_of(&keys);
-        let step = inst.on_metrics(&keys, &lens, &states, &flat)?;
-        self.apply(&keys, step, alerts);
         Ok(())
     }
 
@@ -533,6 +551,14 @@ impl DetectorOp {
         self.call_timers(due, inst, alerts)
     }
 
+    /// Deliver `due` timers, sorted by key then time, in calls of at most
+    /// [`TIMER_CHUNK`] keys: a watermark that jumps (a traffic drop, an
+    /// idle partition, the end of the input) makes every key's timers due
+    /// at once, and one call with all of them would return one timer per
+    /// key, past the plugin's per-call limit, from a plugin that did
+    /// nothing wrong. A key's timers stay in one call, so each key sees its
+    /// timers in order, as with a single call. On failure the timers of the
+    /// failed call and of the calls not made are returned.
     fn call_timers(
         &mut self,
         mut due: Vec<(i64, Key)>,
@@ -543,25 +569,32 @@ impl DetectorOp {
             return Ok(());
         }
         due.sort_by(|a, b| (&a.1, a.0).cmp(&(&b.1, b.0)));
-        let mut keys: Vec<String> = Vec::new();
-        let mut lens: Vec<u32> = Vec::new();
-        let mut times = Vec::with_capacity(due.len());
-        for (at, key) in &due {
-            if keys.last().map(String::as_str) != Some(&**key) {
-                keys.push(key.to_string());
-                lens.push(0);
+        let mut start = 0;
+        while start < due.len() {
+            let mut keys: Vec<String> = Vec::new();
+            let mut lens: Vec<u32> = Vec::new();
+            let mut times = Vec::new();
+            let mut end = start;
+            while let Some((at, key)) = due.get(end) {
+                if keys.last().map(String::as_str) != Some(&**key) {
+                    if keys.len() == TIMER_CHUNK {
+                        break;
+                    }
+                    keys.push(key.to_string());
+                    lens.push(0);
+                }
+                *lens.last_mut().expect("pushed") += 1;
+                times.push(*at);
+                end += 1;
             }
-            *lens.last_mut().expect("pushed") += 1;
-            times.push(*at);
-        }
-        let states = self.states_of(&keys);
-        match inst.on_timers(&keys, &lens, &states, &times) {
-            Ok(step) => {
-                self.apply(&keys, step, alerts);
-                Ok(())
+            let states = self.states_of(&keys);
+            match inst.on_timers(&keys, &lens, &states, &times) {
+                Ok(step) => self.apply(&keys, step, alerts),
+                Err(e) => return Err((e, due.split_off(start))),
             }
-            Err(e) => Err((e, due)),
+            start = end;
         }
+        Ok(())
     }
 }
 

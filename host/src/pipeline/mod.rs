@@ -521,8 +521,8 @@ impl Pipeline {
             alerts.extend(a.into_iter().map(|x| (si, x)));
             match res {
                 Ok(()) => self.succeeded(si),
-                Err(e) => {
-                    let lost: Vec<String> = mine.iter().map(metric_json).collect();
+                Err((e, lost)) => {
+                    let lost: Vec<String> = lost.iter().map(metric_json).collect();
                     self.record_failure(si, &e);
                     self.dead_letter_other(si, e.reason(), &e.to_string(), lost);
                 }
