@@ -6,36 +6,17 @@ mod common;
 
 use common::*;
 
-/// 120 000 users view a page twice, 5 s apart; `bot-burst` sets each user a
-/// timer 10 s after the first view, which evicts it and re-arms for the
-/// second. Then the event time jumps 11 s, so all 120 000 timers are due at
-/// one watermark and each sets a new one. Delivered in one call, that was
-/// 120 000 timers returned, a contract violation: the plugin was marked
-/// failed and every timer dead-lettered. Now they go in calls of at most
-/// 4 096 keys, and nothing is lost.
-#[test]
-fn a_watermark_jump_fires_every_keys_timer_within_the_per_call_limits() {
-    const USERS: u64 = 120_000;
-    let t0: u64 = 1_700_000_000_000;
+const USERS: u64 = 120_000;
+const T0: u64 = 1_700_000_000_000;
+
+/// Run `plugins` over `lines` (JSONL) to the end; panics if anything was
+/// dead-lettered or a plugin call failed. Returns the data folder.
+fn run_clean(plugins: &[&str], lines: impl Iterator<Item = String>) -> tempfile::TempDir {
     let data = tempfile::tempdir().unwrap();
     let input = data.path().join("in.jsonl");
-    let mut text = String::with_capacity(24_000_000);
-    for second in [0, 5_000] {
-        for u in 0..USERS {
-            let ts = t0 + second + u % 100;
-            text.push_str(&format!(
-                "{{\"user_id\":\"u{u}\",\"event_type\":\"page_view\",\"timestamp\":{ts}}}\n"
-            ));
-        }
-    }
-    // Watermark (2 s out of orderness) 13 s after t0: every first view's
-    // timer (t0 + ≤ 99 + 10 001) is due, no second view's (t0 + 15 001…).
-    text.push_str(&format!(
-        "{{\"user_id\":\"late\",\"event_type\":\"click\",\"timestamp\":{}}}\n",
-        t0 + 15_000
-    ));
+    let text: String = lines.map(|l| l + "\n").collect();
     std::fs::write(&input, text).unwrap();
-    let plugins = plugins_dir(&["bot-burst"]);
+    let plugins = plugins_dir(plugins);
     let out = run_file(plugins.path(), &input, data.path(), &[]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     let dead = read_lines(&data.path().join("dead-letter.jsonl"));
@@ -49,6 +30,31 @@ fn a_watermark_jump_fires_every_keys_timer_within_the_per_call_limits() {
         !stderr.contains("plugin call failed") && !stderr.contains("degraded"),
         "{stderr}"
     );
+    data
+}
+
+/// 120 000 users view a page twice, 5 s apart; `bot-burst` sets each user a
+/// timer 10 s after the first view, which evicts it and re-arms for the
+/// second. Then the event time jumps 11 s, so all 120 000 timers are due at
+/// one watermark and each sets a new one. Delivered in one call, that was
+/// 120 000 timers returned, a contract violation: the plugin was marked
+/// failed and every timer dead-lettered. Now they go in calls of at most
+/// 4 096 keys, and nothing is lost.
+#[test]
+fn a_watermark_jump_fires_every_keys_timer_within_the_per_call_limits() {
+    let views = [0, 5_000].into_iter().flat_map(|second| {
+        (0..USERS).map(move |u| {
+            let ts = T0 + second + u % 100;
+            format!("{{\"user_id\":\"u{u}\",\"event_type\":\"page_view\",\"timestamp\":{ts}}}")
+        })
+    });
+    // Watermark (2 s out of orderness) 13 s after T0: every first view's
+    // timer (T0 + ≤ 99 + 10 001) is due, no second view's (T0 + 15 001…).
+    let jump = format!(
+        "{{\"user_id\":\"late\",\"event_type\":\"click\",\"timestamp\":{}}}",
+        T0 + 15_000
+    );
+    run_clean(&["bot-burst"], views.chain([jump]));
 }
 
 /// The same jump for a metric detector keyed by metric key: 120 000 users'
@@ -58,33 +64,16 @@ fn a_watermark_jump_fires_every_keys_timer_within_the_per_call_limits() {
 /// returned 120 000 alerts, past the limit; now every alert arrives once.
 #[test]
 fn a_metric_detector_takes_a_metric_per_key_of_a_large_aggregate() {
-    const USERS: u64 = 120_000;
-    let t0: u64 = 1_700_000_000_000;
-    let data = tempfile::tempdir().unwrap();
-    let input = data.path().join("in.jsonl");
-    let mut text = String::with_capacity(12_000_000);
-    for u in 0..USERS {
-        let ts = t0 + u % 100;
-        text.push_str(&format!(
-            "{{\"user_id\":\"u{u}\",\"latency_ms\":1.5,\"timestamp\":{ts}}}\n"
-        ));
-    }
-    // Watermark 8 s after t0: every user's session (3 s gap) has closed.
-    text.push_str(&format!(
-        "{{\"user_id\":\"last\",\"latency_ms\":1.5,\"timestamp\":{}}}\n",
-        t0 + 10_000
-    ));
-    std::fs::write(&input, text).unwrap();
-    let plugins = plugins_dir(&["golden-session", "session-watch"]);
-    let out = run_file(plugins.path(), &input, data.path(), &[]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let dead = read_lines(&data.path().join("dead-letter.jsonl"));
-    assert!(
-        dead.is_empty(),
-        "{} dead letters, the first: {}\n{stderr}",
-        dead.len(),
-        dead[0]
+    let users = (0..USERS).map(|u| {
+        let ts = T0 + u % 100;
+        format!("{{\"user_id\":\"u{u}\",\"latency_ms\":1.5,\"timestamp\":{ts}}}")
+    });
+    // Watermark 8 s after T0: every user's session (3 s gap) has closed.
+    let jump = format!(
+        "{{\"user_id\":\"last\",\"latency_ms\":1.5,\"timestamp\":{}}}",
+        T0 + 10_000
     );
+    let data = run_clean(&["golden-session", "session-watch"], users.chain([jump]));
     let mut keys: Vec<String> = read_json(&data.path().join("out.jsonl"))
         .into_iter()
         .filter(|o| o["type"] == "alert")
