@@ -613,7 +613,9 @@ impl Pipeline {
                     .inc();
             }
             CallError::OutOfMemory => PluginCounters::add(&c.out_of_memory, 1),
-            CallError::Plugin(_) | CallError::Contract(_) => PluginCounters::add(&c.errors, 1),
+            CallError::Plugin(_) | CallError::Contract(_) | CallError::TooMany { .. } => {
+                PluginCounters::add(&c.errors, 1)
+            }
         }
         slot.recent = ((slot.recent << 1) | 1) & ((1 << RECENT_CALLS) - 1);
         tracing::warn!(plugin = %slot.name, reason = error.reason(), error = %error, "plugin call failed");

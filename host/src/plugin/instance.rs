@@ -136,10 +136,11 @@ impl PluginCalls for Instance {
         let out = self.call(|b, s| b.rtap_plugin_aggregator().call_finish(s, &ws, &states))?;
         let max = self.loaded.limits.max_outputs_per_call;
         if out.len() > max {
-            return Err(CallError::Contract(format!(
-                "returned {} metrics, the limit is {max} per call",
-                out.len()
-            )));
+            return Err(CallError::TooMany {
+                what: "metrics",
+                got: out.len(),
+                max,
+            });
         }
         out.into_iter()
             .map(|m| {

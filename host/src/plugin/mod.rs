@@ -52,6 +52,15 @@ pub enum CallError {
     Plugin(String),
     #[error("contract violation: {0}")]
     Contract(String),
+    /// More outputs than a call may return (`Limits::max_outputs_per_call`):
+    /// a contract violation too, told apart so that a call over many
+    /// windows can be split.
+    #[error("contract violation: returned {got} {what}, the limit is {max} per call")]
+    TooMany {
+        what: &'static str,
+        got: usize,
+        max: usize,
+    },
 }
 
 impl CallError {
@@ -62,7 +71,7 @@ impl CallError {
             CallError::Timeout => "timeout",
             CallError::OutOfMemory => "out_of_memory",
             CallError::Plugin(_) => "plugin_error",
-            CallError::Contract(_) => "contract_violation",
+            CallError::Contract(_) | CallError::TooMany { .. } => "contract_violation",
         }
     }
 }

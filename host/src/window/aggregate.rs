@@ -372,6 +372,15 @@ pub const FINISH_CHUNK: usize = 4096;
 
 /// One `finish` call for `windows` (with their keys in `meta` and their
 /// states): the metrics go to `fired`, a failure names every window.
+/// `p`'s entries before `at`, and from `at` on.
+fn split_packed(p: &Packed, at: usize) -> (Packed, Packed) {
+    let (mut a, mut b) = (Packed::default(), Packed::default());
+    for i in 0..p.len() {
+        if i < at { &mut a } else { &mut b }.push(p.get(i));
+    }
+    (a, b)
+}
+
 fn finish_call(
     inst: &mut dyn PluginCalls,
     windows: &[(i64, i64)],
@@ -390,6 +399,22 @@ fn finish_call(
             end: windows[m.group as usize].1,
             metric: m,
         })),
+        // Over the limit with fewer metrics per window than the limit: the
+        // windows, not the plugin, made the call too big (a plugin with 30
+        // metrics per window, 4 096 windows at once). Each half again; a
+        // window over the limit on its own still fails, and the calls stay
+        // about twice the metrics over the limit (a flood per window is
+        // not split).
+        Err(CallError::TooMany { got, max, .. })
+            if windows.len() > 1 && got / windows.len() <= max =>
+        {
+            let mid = windows.len() / 2;
+            let mut meta = meta;
+            let meta_b = meta.split_off(mid);
+            let (a, b) = split_packed(states, mid);
+            finish_call(inst, &windows[..mid], meta, &a, fired, failures);
+            finish_call(inst, &windows[mid..], meta_b, &b, fired, failures);
+        }
         Err(error) => failures.push(OpFailure::Windows {
             error,
             windows: meta

@@ -1,6 +1,7 @@
-//! Detector timers when the watermark jumps: every key's timer comes due at
-//! once, and the host must deliver them without breaking the plugin's
-//! per-call limits (100 000 alerts or timers per call).
+//! When the watermark jumps (a traffic drop, an idle partition, the end of
+//! the input), every key's timers and windows come due at once, and the host
+//! must deliver them without breaking a plugin's per-call limits (100 000
+//! alerts, timers or metrics per call) or losing anything.
 
 mod common;
 
@@ -88,4 +89,30 @@ fn a_metric_detector_takes_a_metric_per_key_of_a_large_aggregate() {
     want.sort();
     assert_eq!(keys.len(), want.len(), "one alert per user's session");
     assert_eq!(keys, want);
+}
+
+/// 6 000 users' 1 s windows close at one watermark, and `many-metrics`
+/// returns 30 metrics per window: the first `finish` call, over 4 096
+/// windows, returned 122 880 metrics, past the limit, and those windows were
+/// dead-lettered. A call over too many windows is now split; every metric
+/// arrives.
+#[test]
+fn a_finish_call_over_too_many_windows_is_split() {
+    const N: u64 = 6_000;
+    let users = (0..N).map(|u| {
+        let ts = T0 + u % 100;
+        format!("{{\"user_id\":\"u{u}\",\"timestamp\":{ts}}}")
+    });
+    let jump = format!("{{\"user_id\":\"last\",\"timestamp\":{}}}", T0 + 10_000);
+    let data = run_clean(&["many-metrics"], users.chain([jump]));
+    let metrics = read_json(&data.path().join("out.jsonl"));
+    assert_eq!(metrics.len() as u64, (N + 1) * 30, "30 metrics per window");
+    let mut seen = std::collections::HashSet::new();
+    for m in &metrics {
+        assert_eq!(m["value"], 1.0, "{m}");
+        assert!(
+            seen.insert((m["key"].to_string(), m["name"].to_string())),
+            "twice: {m}"
+        );
+    }
 }
