@@ -370,8 +370,6 @@ pub enum OpFailure {
 /// Windows finished per `finish` call.
 pub const FINISH_CHUNK: usize = 4096;
 
-/// One `finish` call for `windows` (with their keys in `meta` and their
-/// states): the metrics go to `fired`, a failure names every window.
 /// `p`'s entries before `at`, and from `at` on.
 fn split_packed(p: &Packed, at: usize) -> (Packed, Packed) {
     let (mut a, mut b) = (Packed::default(), Packed::default());
@@ -381,6 +379,8 @@ fn split_packed(p: &Packed, at: usize) -> (Packed, Packed) {
     (a, b)
 }
 
+/// One `finish` call for `windows` (with their keys in `meta` and their
+/// states): the metrics go to `fired`, a failure names every window.
 fn finish_call(
     inst: &mut dyn PluginCalls,
     windows: &[(i64, i64)],
@@ -399,12 +399,12 @@ fn finish_call(
             end: windows[m.group as usize].1,
             metric: m,
         })),
-        // Over the limit with fewer metrics per window than the limit: the
-        // windows, not the plugin, made the call too big (a plugin with 30
-        // metrics per window, 4 096 windows at once). Each half again; a
-        // window over the limit on its own still fails, and the calls stay
-        // about twice the metrics over the limit (a flood per window is
-        // not split).
+        // Over the limit, but not per window on average: the number of
+        // windows, not the plugin, made the call too big (30 metrics per
+        // window, 4 096 windows at once). Each half is asked again. A
+        // window over the limit on its own still fails, and a flood of
+        // more than the limit per window is not split at all, so the
+        // calls made stay within a few times the metrics over the limit.
         Err(CallError::TooMany { got, max, .. })
             if windows.len() > 1 && got / windows.len() <= max =>
         {
