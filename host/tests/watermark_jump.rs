@@ -116,3 +116,27 @@ fn a_finish_call_over_too_many_windows_is_split() {
         );
     }
 }
+
+/// 6 000 users' first timers fire at one watermark, and `many-timers` sets
+/// 30 more for each: the first `on_timers` call, over 4 096 keys, returned
+/// 122 880 timers, past the limit. It is now asked again in halves; every
+/// user's 30 timers fire and raise its one alert.
+#[test]
+fn a_timer_call_that_returns_too_many_timers_is_split() {
+    const N: u64 = 6_000;
+    let users = (0..N).map(|u| {
+        let ts = T0 + u % 100;
+        format!("{{\"user_id\":\"u{u}\",\"timestamp\":{ts}}}")
+    });
+    let jump = format!("{{\"user_id\":\"last\",\"timestamp\":{}}}", T0 + 10_000);
+    let data = run_clean(&["many-timers"], users.chain([jump]));
+    let mut keys: Vec<String> = read_json(&data.path().join("out.jsonl"))
+        .iter()
+        .map(|a| a["key"].as_str().unwrap().to_string())
+        .collect();
+    keys.sort();
+    let mut want: Vec<String> = (0..N).map(|u| format!("u{u}")).collect();
+    want.push("last".into());
+    want.sort();
+    assert_eq!(keys, want, "one alert per user: all 30 timers fired");
+}

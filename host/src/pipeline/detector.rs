@@ -587,14 +587,44 @@ impl DetectorOp {
                 times.push(*at);
                 end += 1;
             }
-            let states = self.states_of(&keys);
-            match inst.on_timers(&keys, &lens, &states, &times) {
-                Ok(step) => self.apply(&keys, step, alerts),
-                Err(e) => return Err((e, due.split_off(start))),
+            if let Err((e, failed_at)) = self.timer_call(&keys, &lens, &times, inst, alerts) {
+                return Err((e, due.split_off(start + failed_at)));
             }
             start = end;
         }
         Ok(())
+    }
+
+    /// One `on_timers` call. A call that returned more alerts or timers
+    /// than the limit, but not per key on average (30 timers per key, 4 096
+    /// keys), is asked again in halves, as an aggregator's `finish` is. On
+    /// failure: the error and the index in `times` where the timers not
+    /// delivered begin.
+    fn timer_call(
+        &mut self,
+        keys: &[String],
+        lens: &[u32],
+        times: &[i64],
+        inst: &mut dyn PluginCalls,
+        alerts: &mut Vec<KeyedAlert>,
+    ) -> Result<(), (CallError, usize)> {
+        let states = self.states_of(keys);
+        match inst.on_timers(keys, lens, &states, times) {
+            Ok(step) => {
+                self.apply(keys, step, alerts);
+                Ok(())
+            }
+            Err(CallError::TooMany { got, max, .. })
+                if keys.len() > 1 && got / keys.len() <= max =>
+            {
+                let mid = keys.len() / 2;
+                let split = lens[..mid].iter().map(|&l| l as usize).sum::<usize>();
+                self.timer_call(&keys[..mid], &lens[..mid], &times[..split], inst, alerts)?;
+                self.timer_call(&keys[mid..], &lens[mid..], &times[split..], inst, alerts)
+                    .map_err(|(e, at)| (e, split + at))
+            }
+            Err(e) => Err((e, 0)),
+        }
     }
 }
 

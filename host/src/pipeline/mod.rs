@@ -61,6 +61,10 @@ pub enum Op {
     Metrics(DetectorOp),
 }
 
+/// Rounds of timer firing at the end of a bounded input (see
+/// [`Pipeline::finish`]).
+const FINISH_ROUNDS: usize = 100;
+
 /// One plugin in the pipeline: its live instance and its operator state.
 pub struct Slot {
     pub name: Arc<str>,
@@ -74,6 +78,15 @@ pub struct Slot {
 }
 
 impl Slot {
+    /// Whether a detector has timers queued (after a round of firing up to
+    /// the end of time: ones set during it).
+    fn timers_pending(&self) -> bool {
+        match &self.op {
+            Op::Events(op) | Op::Metrics(op) => op.next_timer().is_some(),
+            Op::Aggregate(_) => false,
+        }
+    }
+
     pub fn new(
         identity: Identity,
         inst: Box<dyn PluginCalls>,
@@ -345,7 +358,24 @@ impl Pipeline {
 
     /// End of a bounded input: the watermark goes to +∞, everything fires.
     pub fn finish(&mut self) {
-        self.advance(i64::MAX);
+        // Timers set while the last ones fire are due at once too (a timer
+        // that re-arms, a chain of reminders), as in the SDK's test harness
+        // and in Flink: fire round after round until none is left. A plugin
+        // that re-arms for ever would never let a bounded run end, so the
+        // rounds stop at FINISH_ROUNDS with a warning naming it.
+        for _ in 0..FINISH_ROUNDS {
+            self.advance(i64::MAX);
+            if !self.slots.iter().any(|s| s.timers_pending()) {
+                return;
+            }
+        }
+        for s in self.slots.iter().filter(|s| s.timers_pending()) {
+            tracing::warn!(
+                plugin = %s.name,
+                rounds = FINISH_ROUNDS,
+                "end of input: the plugin still sets timers after every round of firing them; its remaining timers do not fire"
+            );
+        }
     }
 
     /// Hand the current segment to every plugin.

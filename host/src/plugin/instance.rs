@@ -320,12 +320,10 @@ fn value_to_wit(v: &MetricValue) -> t::MetricValue {
 }
 
 fn step_from_wit(s: t::Step, keys: usize, max: usize) -> Result<Step, CallError> {
-    if s.alerts.len() > max || s.timers.len() > max {
-        return Err(CallError::Contract(format!(
-            "returned {} alerts and {} timers, the limit is {max} each per call",
-            s.alerts.len(),
-            s.timers.len()
-        )));
+    for (what, got) in [("alerts", s.alerts.len()), ("timers", s.timers.len())] {
+        if got > max {
+            return Err(CallError::TooMany { what, got, max });
+        }
     }
     let states = packed_from_wit(s.states);
     states.validate(keys).map_err(CallError::Contract)?;
