@@ -569,28 +569,27 @@ impl DetectorOp {
             return Ok(());
         }
         due.sort_by(|a, b| (&a.1, a.0).cmp(&(&b.1, b.0)));
-        let mut start = 0;
-        while start < due.len() {
-            let mut keys: Vec<String> = Vec::new();
-            let mut lens: Vec<u32> = Vec::new();
-            let mut times = Vec::new();
-            let mut end = start;
-            while let Some((at, key)) = due.get(end) {
-                if keys.last().map(String::as_str) != Some(&**key) {
-                    if keys.len() == TIMER_CHUNK {
-                        break;
-                    }
-                    keys.push(key.to_string());
-                    lens.push(0);
-                }
-                *lens.last_mut().expect("pushed") += 1;
-                times.push(*at);
-                end += 1;
+        let mut keys: Vec<String> = Vec::new();
+        let mut lens: Vec<u32> = Vec::new();
+        let mut times = Vec::with_capacity(due.len());
+        for (at, key) in &due {
+            if keys.last().map(String::as_str) != Some(&**key) {
+                keys.push(key.to_string());
+                lens.push(0);
             }
-            if let Err((e, failed_at)) = self.timer_call(&keys, &lens, &times, inst, alerts) {
-                return Err((e, due.split_off(start + failed_at)));
+            *lens.last_mut().expect("pushed") += 1;
+            times.push(*at);
+        }
+        // Timers delivered so far: `due` and `times` are in the same order.
+        let mut done = 0;
+        for (ks, ls) in keys.chunks(TIMER_CHUNK).zip(lens.chunks(TIMER_CHUNK)) {
+            let n = ls.iter().map(|&l| l as usize).sum::<usize>();
+            if let Err((e, failed_at)) =
+                self.timer_call(ks, ls, &times[done..done + n], inst, alerts)
+            {
+                return Err((e, due.split_off(done + failed_at)));
             }
-            start = end;
+            done += n;
         }
         Ok(())
     }
@@ -614,9 +613,7 @@ impl DetectorOp {
                 self.apply(keys, step, alerts);
                 Ok(())
             }
-            Err(CallError::TooMany { got, max, .. })
-                if keys.len() > 1 && got / keys.len() <= max =>
-            {
+            Err(e) if e.split_helps(keys.len()) => {
                 let mid = keys.len() / 2;
                 let split = lens[..mid].iter().map(|&l| l as usize).sum::<usize>();
                 self.timer_call(&keys[..mid], &lens[..mid], &times[..split], inst, alerts)?;

@@ -74,6 +74,14 @@ impl CallError {
             CallError::Contract(_) | CallError::TooMany { .. } => "contract_violation",
         }
     }
+
+    /// Whether a call over `parts` windows or keys that failed this way is
+    /// worth asking again in halves: it returned too many outputs, but not
+    /// more than the limit per part on average, so the number of parts made
+    /// it too big, not one part's flood (which splitting would only repeat).
+    pub fn split_helps(&self, parts: usize) -> bool {
+        matches!(self, CallError::TooMany { got, max, .. } if parts > 1 && got / parts <= *max)
+    }
 }
 
 /// The calls of a plugin, whatever runs it: a sandboxed Wasm [`Instance`], or

@@ -399,15 +399,12 @@ fn finish_call(
             end: windows[m.group as usize].1,
             metric: m,
         })),
-        // Over the limit, but not per window on average: the number of
-        // windows, not the plugin, made the call too big (30 metrics per
-        // window, 4 096 windows at once). Each half is asked again. A
+        // The number of windows made the call too big (30 metrics per
+        // window, 4 096 windows at once): each half is asked again. A
         // window over the limit on its own still fails, and a flood of
         // more than the limit per window is not split at all, so the
         // calls made stay within a few times the metrics over the limit.
-        Err(CallError::TooMany { got, max, .. })
-            if windows.len() > 1 && got / windows.len() <= max =>
-        {
+        Err(e) if e.split_helps(windows.len()) => {
             let mid = windows.len() / 2;
             let mut meta = meta;
             let meta_b = meta.split_off(mid);
