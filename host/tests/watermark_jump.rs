@@ -34,6 +34,25 @@ fn run_clean(plugins: &[&str], lines: impl Iterator<Item = String>) -> tempfile:
     data
 }
 
+/// One event per user `u0`, `u1`, … (with the `extra` fields) in T0's first
+/// 100 ms, then one of user `last` 10 s later: the watermark (2 s out of
+/// orderness) jumps 8 s, past every user's 1 s window, 3 s session gap and
+/// 1 s timer.
+fn users_then_jump(n: u64, extra: &'static str) -> impl Iterator<Item = String> {
+    (0..n)
+        .map(|u| (format!("u{u}"), T0 + u % 100))
+        .chain([("last".to_string(), T0 + 10_000)])
+        .map(move |(user, ts)| format!("{{\"user_id\":\"{user}\"{extra},\"timestamp\":{ts}}}"))
+}
+
+/// The users of [`users_then_jump`], sorted.
+fn every_user(n: u64) -> Vec<String> {
+    let mut all: Vec<String> = (0..n).map(|u| format!("u{u}")).collect();
+    all.push("last".into());
+    all.sort();
+    all
+}
+
 /// 120 000 users view a page twice, 5 s apart; `bot-burst` sets each user a
 /// timer 10 s after the first view, which evicts it and re-arms for the
 /// second. Then the event time jumps 11 s, so all 120 000 timers are due at
@@ -65,16 +84,10 @@ fn a_watermark_jump_fires_every_keys_timer_within_the_per_call_limits() {
 /// returned 120 000 alerts, past the limit; now every alert arrives once.
 #[test]
 fn a_metric_detector_takes_a_metric_per_key_of_a_large_aggregate() {
-    let users = (0..USERS).map(|u| {
-        let ts = T0 + u % 100;
-        format!("{{\"user_id\":\"u{u}\",\"latency_ms\":1.5,\"timestamp\":{ts}}}")
-    });
-    // Watermark 8 s after T0: every user's session (3 s gap) has closed.
-    let jump = format!(
-        "{{\"user_id\":\"last\",\"latency_ms\":1.5,\"timestamp\":{}}}",
-        T0 + 10_000
+    let data = run_clean(
+        &["golden-session", "session-watch"],
+        users_then_jump(USERS, ",\"latency_ms\":1.5"),
     );
-    let data = run_clean(&["golden-session", "session-watch"], users.chain([jump]));
     let mut keys: Vec<String> = read_json(&data.path().join("out.jsonl"))
         .into_iter()
         .filter(|o| o["type"] == "alert")
@@ -84,9 +97,7 @@ fn a_metric_detector_takes_a_metric_per_key_of_a_large_aggregate() {
         })
         .collect();
     keys.sort();
-    let mut want: Vec<String> = (0..USERS).map(|u| format!("u{u}")).collect();
-    want.push("last".into());
-    want.sort();
+    let want = every_user(USERS);
     assert_eq!(keys.len(), want.len(), "one alert per user's session");
     assert_eq!(keys, want);
 }
@@ -99,12 +110,7 @@ fn a_metric_detector_takes_a_metric_per_key_of_a_large_aggregate() {
 #[test]
 fn a_finish_call_over_too_many_windows_is_split() {
     const N: u64 = 6_000;
-    let users = (0..N).map(|u| {
-        let ts = T0 + u % 100;
-        format!("{{\"user_id\":\"u{u}\",\"timestamp\":{ts}}}")
-    });
-    let jump = format!("{{\"user_id\":\"last\",\"timestamp\":{}}}", T0 + 10_000);
-    let data = run_clean(&["many-metrics"], users.chain([jump]));
+    let data = run_clean(&["many-metrics"], users_then_jump(N, ""));
     let metrics = read_json(&data.path().join("out.jsonl"));
     assert_eq!(metrics.len() as u64, (N + 1) * 30, "30 metrics per window");
     let mut seen = std::collections::HashSet::new();
@@ -124,19 +130,15 @@ fn a_finish_call_over_too_many_windows_is_split() {
 #[test]
 fn a_timer_call_that_returns_too_many_timers_is_split() {
     const N: u64 = 6_000;
-    let users = (0..N).map(|u| {
-        let ts = T0 + u % 100;
-        format!("{{\"user_id\":\"u{u}\",\"timestamp\":{ts}}}")
-    });
-    let jump = format!("{{\"user_id\":\"last\",\"timestamp\":{}}}", T0 + 10_000);
-    let data = run_clean(&["many-timers"], users.chain([jump]));
+    let data = run_clean(&["many-timers"], users_then_jump(N, ""));
     let mut keys: Vec<String> = read_json(&data.path().join("out.jsonl"))
         .iter()
         .map(|a| a["key"].as_str().unwrap().to_string())
         .collect();
     keys.sort();
-    let mut want: Vec<String> = (0..N).map(|u| format!("u{u}")).collect();
-    want.push("last".into());
-    want.sort();
-    assert_eq!(keys, want, "one alert per user: all 30 timers fired");
+    assert_eq!(
+        keys,
+        every_user(N),
+        "one alert per user: all 30 timers fired"
+    );
 }
