@@ -110,6 +110,25 @@ ensure_tansu() {
 
 # --- helpers of the performance scripts (scripts/performance-test.sh, scripts/perf/*.sh)
 
+# Where scripts/performance-test.sh installs the probe's Python packages
+# (confluent-kafka, websocket-client): PYTHONPATH for the scripts using them.
+PERF_PY="${XDG_CACHE_HOME:-$HOME/.cache}/rtap/perf-py"
+
+# A scratch folder, $work, for the rest of the script. At exit every pid in
+# $pids is stopped, then the script's keep_files, if it defines one, copies
+# out what should outlive the run, and the folder goes.
+start_work() {
+    work=$(mktemp -d)
+    pids=()
+    trap stop_work EXIT
+}
+stop_work() {
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    if declare -F keep_files >/dev/null; then keep_files; fi
+    rm -rf "$work"
+}
+
 # A free TCP port on loopback.
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 

@@ -44,7 +44,7 @@ unset RUST_LOG # HOST_LOG sets the host's
 
 ensure_libclang
 ensure_tansu >/dev/null
-py="${XDG_CACHE_HOME:-$HOME/.cache}/rtap/perf-py"
+py=$PERF_PY
 if [[ ! -d "$py/confluent_kafka" || ! -d "$py/websocket" ]]; then
     log "installing the probe's Python packages into $py"
     python3 -m pip install --quiet --target "$py" confluent-kafka==2.6.1 websocket-client==1.8.0 >&2
@@ -54,16 +54,11 @@ log "building the host and rtap-gen"
 cargo build --quiet --release -p rtap-host --bin host --bin rtap-gen
 bin="$(target_dir)/release"
 
-work=$(mktemp -d)
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
+keep_files() {
     if [[ -n "${KEEP_LOG:-}" && -f "$work/host.log" ]]; then cp "$work/host.log" "$KEEP_LOG"; fi
     if [[ -n "${KEEP_SUMMARY:-}" && -f "$work/summary.json" ]]; then cp "$work/summary.json" "$KEEP_SUMMARY"; fi
-    rm -rf "$work"
 }
-trap cleanup EXIT
+start_work
 
 kport=$(free_port)
 pin=()

@@ -23,16 +23,9 @@ case "$MODE" in gen | consumer | host) ;; *)
     exit 2
     ;;
 esac
-py="${XDG_CACHE_HOME:-$HOME/.cache}/rtap/perf-py"
+py=$PERF_PY
 bin="$(target_dir)/release"
-work=$(mktemp -d)
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
+start_work
 
 kport=$(free_port)
 start_tansu "$kport" "$work/tansu.log"
