@@ -356,6 +356,7 @@ impl DetectorOp {
         let mut timers = step.timers.as_slice();
         let mut added: Vec<i64> = Vec::new();
         for (i, key) in keys.iter().enumerate() {
+            st.keys.prefetch_ahead(keys, i);
             let s = step.states.get(i);
             let n = timers.iter().take_while(|t| t.0 as usize == i).count();
             let (mine, rest) = timers.split_at(n);

@@ -29,7 +29,7 @@ use crate::event::EventBatch;
 use crate::plugin::describe::{Input, Kind};
 use crate::plugin::io::MetricIn;
 use crate::plugin::{CallError, Identity, PluginCalls};
-use crate::state::{Changes, LOOK_AHEAD};
+use crate::state::Changes;
 use crate::window::Watermark;
 use crate::window::aggregate::{AggregateOp, Fired, OpFailure, WindowState};
 use detector::{DetectorOp, DetectorState, KeyedAlert};
@@ -308,9 +308,7 @@ impl Pipeline {
                 let slot = &mut self.slots[si];
                 match &mut slot.op {
                     Op::Aggregate(op) => {
-                        if i + LOOK_AHEAD < batch.events.len() {
-                            op.prefetch_event(batch, i + LOOK_AHEAD);
-                        }
+                        op.prefetch_events(batch, i);
                         let a = op.assign(batch, i, wm);
                         cut |= a.cut;
                         if a.dropped {

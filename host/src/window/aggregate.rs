@@ -34,7 +34,7 @@ use crate::pipeline::columns;
 use crate::plugin::describe::{Field, KeyBy, WindowSpec};
 use crate::plugin::io::{Packed, RawMetric};
 use crate::plugin::{CallError, PluginCalls};
-use crate::state::{Changes, Key, KeyedState, LOOK_AHEAD};
+use crate::state::{Changes, Key, KeyedState};
 
 #[derive(Debug, Clone)]
 struct Win {
@@ -543,15 +543,20 @@ impl AggregateOp {
         }
     }
 
-    /// Look event `i`'s key up ahead of its assignment ([`LOOK_AHEAD`]
-    /// events before): session windows have a key per session, hundreds of
-    /// thousands of them, and each assignment's lookup misses the cache.
-    pub fn prefetch_event(&self, batch: &EventBatch, i: usize) {
+    /// Fetch the keys of the events after event `i` ahead of their
+    /// assignment ([`KeyedState::prefetch_with`]): session windows have a
+    /// key per session, hundreds of thousands of them, and each
+    /// assignment's lookup misses the cache.
+    pub fn prefetch_events(&self, batch: &EventBatch, i: usize) {
         if let (WindowSpec::Session { .. }, KeyBy::Field(Field::Text(t))) =
             (self.spec, &self.key_by)
-            && let Some(key) = batch.str(batch.events[i].text[*t as usize])
         {
-            self.state.keys.prefetch(key);
+            self.state.keys.prefetch_with(i, |j| {
+                batch
+                    .events
+                    .get(j)
+                    .and_then(|e| batch.str(e.text[*t as usize]))
+            });
         }
     }
 
@@ -804,9 +809,9 @@ impl AggregateOp {
 
         let mut states = Packed::default();
         for (g, &(key, id)) in groups.iter().enumerate() {
-            if let Some((ahead, _)) = groups.get(g + LOOK_AHEAD) {
-                self.state.keys.prefetch(ahead);
-            }
+            self.state
+                .keys
+                .prefetch_with(g, |j| groups.get(j).map(|&(k, _)| k));
             let state = self
                 .state
                 .keys
