@@ -55,6 +55,12 @@ for host in "$@"; do
         sleep 0.2
     done
     took=$(echo "$(date +%s.%N) - $start" | bc)
+    # Events behind the watermark (dropped by the windows, written to the
+    # late-event file) and dead letters: a drain must have none of either.
+    curl -s "http://127.0.0.1:$hport/api/pipeline" | python3 -c '
+import json, sys
+s = json.load(sys.stdin)
+print("  late events", s["late_events"], "dead letters", s["dead_lettered"])'
     # CPU seconds per thread (digits in thread names folded to #), >= 0.3 s.
     thread_cpu "$hp" | awk -v host="$host" -v took="$took" -v tick="$tick" '
         { n = $1; $1 = ""; cpu[substr($0, 2)] += n }
