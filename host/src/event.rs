@@ -140,6 +140,11 @@ pub struct EventBatch {
     /// The position after this batch per partition it holds, when it holds
     /// runs (else `end` is `origin.partition`'s).
     pub ends: Vec<(i32, Position)>,
+    /// Partitions of the source that still had records to read when last
+    /// measured (Kafka: end offset past the next offset to read). They are
+    /// not idle, however long since their last record: see
+    /// `crate::window::Watermark`.
+    pub backlog: Vec<i32>,
 }
 
 impl EventBatch {
@@ -153,6 +158,7 @@ impl EventBatch {
             created: std::time::Instant::now(),
             parts: Vec::new(),
             ends: Vec::new(),
+            backlog: Vec::new(),
         }
     }
 

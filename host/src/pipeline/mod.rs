@@ -275,6 +275,8 @@ impl Pipeline {
         // updates its own partition's event time, exactly as a batch of its
         // own would; only the plugin calls are shared.
         let now = now_ms();
+        // Partitions with records still to read are not idle.
+        self.wm.declare(&batch.backlog, now);
         let runs = batch.runs();
         let mut run = 0;
         let mut partition = runs[0].0;

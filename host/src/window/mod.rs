@@ -22,7 +22,9 @@ pub mod aggregate;
 /// minimum over the partitions that produced within the idle timeout (an
 /// idle or stalled partition does not hold event time back, as Flink's
 /// `withIdleness`), minus the out-of-orderness, minus 1 — and never goes
-/// backwards. With one partition (files, the simulator) it is exactly Flink's
+/// backwards. A partition the source still has records to read from is
+/// not idle, however long since its last record ([`Watermark::declare`]
+/// with every batch's `backlog`): only an empty partition may be passed. With one partition (files, the simulator) it is exactly Flink's
 /// `BoundedOutOfOrdernessWatermarks`, advanced after every event.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Watermark {
@@ -151,6 +153,25 @@ mod tests {
         let o = w.begin(0, 6_000);
         w.observe(0, 31_000, o);
         assert_eq!(w.current(), 30_999);
+    }
+
+    #[test]
+    fn a_partition_with_a_backlog_is_not_idle() {
+        let mut w = Watermark::new(0, 5_000);
+        let o = w.begin(1, 0);
+        w.observe(1, 3_000, o);
+        // Partition 1 sends nothing for longer than the idle timeout, but
+        // the source says it has records left (declared with each batch).
+        for now in (1_000..=20_000).step_by(1_000) {
+            w.declare(&[1], now);
+            let o = w.begin(0, now);
+            w.observe(0, 10 * now, o);
+        }
+        assert_eq!(w.current(), 2_999, "partition 1 (at 3 000) holds it");
+        // Caught up and quiet past the timeout: now it is idle.
+        let o = w.begin(0, 26_000);
+        w.observe(0, 300_000, o);
+        assert_eq!(w.current(), 299_999);
     }
 
     #[test]
