@@ -216,20 +216,9 @@ fn run_until(broker: &Broker, plugins: &std::path::Path, data: &std::path::Path,
             .unwrap(),
     );
     wait_ready(port);
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let wm = loop {
-        let (_, body) = http(port, "GET", "/api/pipeline", &[], b"").unwrap();
-        let p: Value = serde_json::from_str(&body).unwrap();
-        if p["events_in"].as_u64().unwrap() >= n {
-            break p["watermark"].as_i64().unwrap();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the host took only {} of {n} events",
-            p["events_in"]
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let wm = taken(port, n, Duration::from_secs(90))["watermark"]
+        .as_i64()
+        .unwrap();
     wait_lag_reported(port);
     // Let an interval checkpoint commit the offsets, then stop.
     std::thread::sleep(Duration::from_millis(2500));
@@ -244,6 +233,24 @@ fn run_until(broker: &Broker, plugins: &std::path::Path, data: &std::path::Path,
         std::thread::sleep(Duration::from_millis(50));
     }
     wm
+}
+
+/// The host's `/api/pipeline` status once it has taken `n` events.
+fn taken(port: u16, n: u64, within: Duration) -> Value {
+    let deadline = Instant::now() + within;
+    loop {
+        let (_, body) = http(port, "GET", "/api/pipeline", &[], b"").unwrap();
+        let p: Value = serde_json::from_str(&body).unwrap();
+        if p["events_in"].as_u64().unwrap() >= n {
+            return p;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the host took only {} of {n} events",
+            p["events_in"]
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// The latency split the performance test reports: the broker's share per
@@ -687,7 +694,7 @@ fn a_backlogged_partition_is_not_idle() {
     const N: u64 = 1_000_000;
     let broker = Broker::start();
     broker.create_events_topic();
-    let st = Command::new(gen_bin())
+    let out = Command::new(gen_bin())
         .args(["--kafka-brokers", &broker.addr()])
         .args([
             "--events",
@@ -699,10 +706,14 @@ fn a_backlogged_partition_is_not_idle() {
         ])
         .args(["--unpaced", "--kafka-option", "linger.ms=200"])
         .args(["--kafka-option", "batch.size=1000000"])
-        .stdout(Stdio::null())
-        .status()
+        .output()
         .expect("run rtap-gen");
-    assert!(st.success(), "rtap-gen failed: {st}");
+    assert!(
+        out.status.success(),
+        "rtap-gen failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
     let plugins = plugins_dir(&SHIPPED);
 
     let file = tempfile::tempdir().unwrap();
@@ -728,20 +739,9 @@ fn a_backlogged_partition_is_not_idle() {
             .unwrap(),
     );
     wait_ready(port);
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let late = loop {
-        let (_, body) = http(port, "GET", "/api/pipeline", &[], b"").unwrap();
-        let p: Value = serde_json::from_str(&body).unwrap();
-        if p["events_in"].as_u64().unwrap() >= N {
-            break p["late_events"].as_u64().unwrap();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the host took only {} of {N} events",
-            p["events_in"]
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let late = taken(port, N, Duration::from_secs(120))["late_events"]
+        .as_u64()
+        .unwrap();
     assert!(
         late <= 2 * in_order,
         "draining the backlog dropped {late} events as late; read in order from a file, {in_order}"
