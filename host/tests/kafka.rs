@@ -747,3 +747,84 @@ fn a_backlogged_partition_is_not_idle() {
         "draining the backlog dropped {late} events as late; read in order from a file, {in_order}"
     );
 }
+
+/// The other side of the backlog rule: a partition whose last write ended
+/// a transaction keeps an offset no consumer receives (the commit marker),
+/// so the end offset stays one past the last record read. That partition
+/// is caught up, and must still go idle, or one quiet partition would hold
+/// event time for the whole topic.
+#[test]
+fn a_partition_ending_in_a_commit_marker_goes_idle() {
+    let broker = Broker::start();
+    broker.create_events_topic();
+    let lines = events(1_200);
+    let p: BaseProducer = broker
+        .client()
+        .set("transactional.id", "upstream")
+        .create()
+        .unwrap();
+    p.init_transactions(Duration::from_secs(10)).unwrap();
+    p.begin_transaction().unwrap();
+    for (i, l) in lines.iter().enumerate() {
+        let rec = BaseRecord::<(), str>::to(EVENTS)
+            .payload(l.as_str())
+            .partition((i % 12) as i32);
+        p.send(rec).map_err(|(e, _)| e).unwrap();
+        p.poll(Duration::ZERO);
+    }
+    p.commit_transaction(Duration::from_secs(10)).unwrap();
+    drop(p);
+    let last = lines
+        .iter()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["timestamp"]
+                .as_i64()
+                .unwrap()
+        })
+        .max()
+        .unwrap();
+
+    let plugins = plugins_dir(&["page-views"]);
+    let data = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _host = Running(
+        Command::new(host_bin())
+            .arg("--plugins")
+            .arg(plugins.path())
+            .args(["--kafka-brokers", &broker.addr(), "--idle-timeout", "2s"])
+            .args(["--no-watch", "--sink", "jsonl:/dev/null", "--listen"])
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--data-dir")
+            .arg(data.path())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_ready(port);
+    taken(port, 1_200, Duration::from_secs(60));
+    // Past the idle timeout and two lag reports, partition 0 alone moves on
+    // by ten minutes of event time.
+    std::thread::sleep(Duration::from_secs(5));
+    let later = 600_000;
+    let p: BaseProducer = broker.client().create().unwrap();
+    for l in &lines[..100] {
+        let mut v: Value = serde_json::from_str(l).unwrap();
+        v["timestamp"] = (v["timestamp"].as_i64().unwrap() + later).into();
+        let payload = v.to_string();
+        p.send(
+            BaseRecord::<(), str>::to(EVENTS)
+                .payload(&payload)
+                .partition(0),
+        )
+        .map_err(|(e, _)| e)
+        .unwrap();
+    }
+    p.flush(Duration::from_secs(10)).unwrap();
+    let status = taken(port, 1_300, Duration::from_secs(60));
+    let wm = status["watermark"].as_i64().unwrap();
+    assert!(
+        wm > last + later / 2,
+        "the watermark stayed at {wm}, held by partitions that were read to their commit marker \
+         (their last event at {last})"
+    );
+}

@@ -253,6 +253,19 @@ impl KafkaSource {
         for &(p, pos) in &b.ends {
             next.insert(p, pos.offset as i64);
         }
+        // librdkafka's position also steps over the offsets no consumer
+        // receives: a transaction's commit marker, aborted records. Without
+        // it a partition whose last write ended a transaction would keep a
+        // lag of 1 and never go idle. (Every record polled so far is in
+        // this batch, so the position is never behind its ends.)
+        if let Ok(positions) = self.consumer.position() {
+            for e in positions.elements() {
+                if let Offset::Offset(o) = e.offset() {
+                    let n = next.entry(e.partition()).or_insert(o);
+                    *n = (*n).max(o);
+                }
+            }
+        }
         drop(next);
         b.backlog
             .clone_from(&self.backlog.lock().expect("backlog lock"));
