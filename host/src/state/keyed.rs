@@ -70,16 +70,8 @@ fn hash32(key: &str) -> u32 {
 #[inline]
 fn prefetch_value<T>(v: &T) {
     let first = (v as *const T).cast::<u8>();
-    let last = first.wrapping_add(std::mem::size_of::<T>().saturating_sub(1));
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: a prefetch is a hint; it reads nothing and cannot fault.
-    unsafe {
-        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
-        _mm_prefetch::<_MM_HINT_T0>(first.cast());
-        _mm_prefetch::<_MM_HINT_T0>(last.cast());
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = (first, last);
+    super::prefetch_ptr(first);
+    super::prefetch_ptr(first.wrapping_add(std::mem::size_of::<T>().saturating_sub(1)));
 }
 
 /// Per-key values; every mutable access marks its key changed.

@@ -70,7 +70,7 @@
 
 mod keyed;
 
-pub use keyed::{KeyedState, LOOK_AHEAD, Vacant};
+pub use keyed::{KeyedState, Vacant};
 
 use std::path::{Path, PathBuf};
 
@@ -401,14 +401,20 @@ pub enum StateError {
 /// Ask the CPU to load `v`'s first bytes into its cache (a hint).
 #[inline]
 pub(crate) fn prefetch<T>(v: &[T]) {
+    prefetch_ptr(v.as_ptr().cast());
+}
+
+/// Ask the CPU to load the cache line holding `p` (a hint; any address).
+#[inline]
+pub(crate) fn prefetch_ptr(p: *const u8) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: a prefetch is a hint; it reads nothing and cannot fault.
     unsafe {
         use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
-        _mm_prefetch::<_MM_HINT_T0>(v.as_ptr().cast());
+        _mm_prefetch::<_MM_HINT_T0>(p.cast());
     }
     #[cfg(not(target_arch = "x86_64"))]
-    let _ = v;
+    let _ = p;
 }
 
 /// One change as a fold keeps it: the key copied inline (up to 24 bytes),
