@@ -194,28 +194,12 @@ fn events(n: usize) -> Vec<String> {
 /// Run the host on the broker until it has taken `n` events, then stop it
 /// with SIGTERM; returns its final watermark.
 fn run_until(broker: &Broker, plugins: &std::path::Path, data: &std::path::Path, n: u64) -> i64 {
-    let port = free_port();
-    let mut host = Running(
-        Command::new(host_bin())
-            .arg("--plugins")
-            .arg(plugins)
-            .args([
-                "--kafka-brokers",
-                &broker.addr(),
-                "--out-of-orderness",
-                "60s",
-                "--checkpoint-interval",
-                "1s",
-            ])
-            .args(["--no-watch", "--sink", "jsonl:/dev/null", "--listen"])
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("--data-dir")
-            .arg(data)
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
+    let (mut host, port) = listening_host(
+        broker,
+        plugins,
+        data,
+        &["--out-of-orderness", "60s", "--checkpoint-interval", "1s"],
     );
-    wait_ready(port);
     let wm = taken(port, n, Duration::from_secs(90))["watermark"]
         .as_i64()
         .unwrap();
@@ -233,6 +217,33 @@ fn run_until(broker: &Broker, plugins: &std::path::Path, data: &std::path::Path,
         std::thread::sleep(Duration::from_millis(50));
     }
     wm
+}
+
+/// A host on the broker with its HTTP API on a free port (ready), outputs
+/// only to Kafka; `extra` options on top.
+fn listening_host(
+    broker: &Broker,
+    plugins: &std::path::Path,
+    data: &std::path::Path,
+    extra: &[&str],
+) -> (Running, u16) {
+    let port = free_port();
+    let host = Running(
+        Command::new(host_bin())
+            .arg("--plugins")
+            .arg(plugins)
+            .args(["--kafka-brokers", &broker.addr()])
+            .args(extra)
+            .args(["--no-watch", "--sink", "jsonl:/dev/null", "--listen"])
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--data-dir")
+            .arg(data)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_ready(port);
+    (host, port)
 }
 
 /// The host's `/api/pipeline` status once it has taken `n` events.
@@ -724,21 +735,12 @@ fn a_backlogged_partition_is_not_idle() {
     assert!(in_order < 5_000, "{in_order} late events from the file");
 
     let data = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let _host = Running(
-        Command::new(host_bin())
-            .arg("--plugins")
-            .arg(plugins.path())
-            .args(["--kafka-brokers", &broker.addr(), "--idle-timeout", "2s"])
-            .args(["--no-watch", "--sink", "jsonl:/dev/null", "--listen"])
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("--data-dir")
-            .arg(data.path())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
+    let (_host, port) = listening_host(
+        &broker,
+        plugins.path(),
+        data.path(),
+        &["--idle-timeout", "2s"],
     );
-    wait_ready(port);
     let late = taken(port, N, Duration::from_secs(120))["late_events"]
         .as_u64()
         .unwrap();
@@ -786,21 +788,12 @@ fn a_partition_ending_in_a_commit_marker_goes_idle() {
 
     let plugins = plugins_dir(&["page-views"]);
     let data = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let _host = Running(
-        Command::new(host_bin())
-            .arg("--plugins")
-            .arg(plugins.path())
-            .args(["--kafka-brokers", &broker.addr(), "--idle-timeout", "2s"])
-            .args(["--no-watch", "--sink", "jsonl:/dev/null", "--listen"])
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("--data-dir")
-            .arg(data.path())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
+    let (_host, port) = listening_host(
+        &broker,
+        plugins.path(),
+        data.path(),
+        &["--idle-timeout", "2s"],
     );
-    wait_ready(port);
     taken(port, 1_200, Duration::from_secs(60));
     // Past the idle timeout and two lag reports, partition 0 alone moves on
     // by ten minutes of event time.
