@@ -141,7 +141,7 @@ pub struct EventBatch {
     /// runs (else `end` is `origin.partition`'s).
     pub ends: Vec<(i32, Position)>,
     /// Partitions of the source that still had records to read when last
-    /// measured (Kafka: end offset past the next offset to read). They are
+    /// measured (Kafka: end offset past the consumer's position). They are
     /// not idle, however long since their last record: see
     /// `crate::window::Watermark`.
     pub backlog: Vec<i32>,

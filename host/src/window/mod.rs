@@ -24,7 +24,8 @@ pub mod aggregate;
 /// `withIdleness`), minus the out-of-orderness, minus 1 — and never goes
 /// backwards. A partition the source still has records to read from is
 /// not idle, however long since its last record ([`Watermark::declare`]
-/// with every batch's `backlog`): only an empty partition may be passed. With one partition (files, the simulator) it is exactly Flink's
+/// with every batch's `backlog`): only an empty partition may be passed.
+/// With one partition (files, the simulator) it is exactly Flink's
 /// `BoundedOutOfOrdernessWatermarks`, advanced after every event.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Watermark {
