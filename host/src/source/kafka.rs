@@ -388,49 +388,21 @@ fn spawn_lag_reporter(
         .client(&[])
         .create()
         .map_err(kafka_err("Kafka lag client"))?;
+    // The first report before the source reads: until a backlogged
+    // partition is reported, an idle timeout shorter than the report
+    // period could pass it (seen with a 2 s timeout: 6 765 late events).
+    report_lag(&client, &topic, &partitions, next, backlog);
     let next = Arc::downgrade(next);
     let backlog = Arc::downgrade(backlog);
     std::thread::Builder::new()
         .name("rtap-kafka-lag".into())
         .spawn(move || {
-            let mut behind = Vec::new();
             loop {
                 std::thread::sleep(Duration::from_secs(2));
-                if next.strong_count() == 0 {
+                let (Some(next), Some(backlog)) = (next.upgrade(), backlog.upgrade()) else {
                     return;
-                }
-                behind.clear();
-                for &p in &partitions {
-                    let Ok((low, high)) =
-                        client.fetch_watermarks(&topic, p, Duration::from_secs(1))
-                    else {
-                        // Unknown: as it was.
-                        if let Some(b) = backlog.upgrade()
-                            && b.lock().expect("backlog lock").contains(&p)
-                        {
-                            behind.push(p);
-                        }
-                        continue;
-                    };
-                    let Some(next) = next.upgrade() else { return };
-                    // Not read from, with no start known: from the earliest.
-                    let pos = next
-                        .lock()
-                        .expect("lag lock")
-                        .get(&p)
-                        .copied()
-                        .unwrap_or(low);
-                    let lag = (high - pos).max(0);
-                    metrics()
-                        .consumer_lag
-                        .with_label_values(&[&p.to_string()])
-                        .set(lag);
-                    if lag > 0 {
-                        behind.push(p);
-                    }
-                }
-                let Some(b) = backlog.upgrade() else { return };
-                b.lock().expect("backlog lock").clone_from(&behind);
+                };
+                report_lag(&client, &topic, &partitions, &next, &backlog);
             }
         })
         .map_err(|e| SourceError::Io {
@@ -438,4 +410,41 @@ fn spawn_lag_reporter(
             source: e,
         })?;
     Ok(())
+}
+
+/// One round of [`spawn_lag_reporter`]: each partition's lag into the
+/// metrics, the partitions with a lag into `backlog`.
+fn report_lag(
+    client: &BaseConsumer,
+    topic: &str,
+    partitions: &[i32],
+    next: &Mutex<BTreeMap<i32, i64>>,
+    backlog: &Mutex<Vec<i32>>,
+) {
+    let mut behind = Vec::new();
+    for &p in partitions {
+        let Ok((low, high)) = client.fetch_watermarks(topic, p, Duration::from_secs(1)) else {
+            // Unknown: as it was.
+            if backlog.lock().expect("backlog lock").contains(&p) {
+                behind.push(p);
+            }
+            continue;
+        };
+        // Not read from, with no start known: from the earliest.
+        let pos = next
+            .lock()
+            .expect("lag lock")
+            .get(&p)
+            .copied()
+            .unwrap_or(low);
+        let lag = (high - pos).max(0);
+        metrics()
+            .consumer_lag
+            .with_label_values(&[&p.to_string()])
+            .set(lag);
+        if lag > 0 {
+            behind.push(p);
+        }
+    }
+    *backlog.lock().expect("backlog lock") = behind;
 }
