@@ -174,6 +174,11 @@ impl CountWithin {
     pub fn is_empty(&self) -> bool {
         self.times.is_empty()
     }
+
+    /// Whether the rule fired for the current burst (and has not re-armed).
+    pub fn in_burst(&self) -> bool {
+        self.fired.is_some()
+    }
 }
 
 #[cfg(test)]
