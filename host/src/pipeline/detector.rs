@@ -569,7 +569,9 @@ impl DetectorOp {
         if due.is_empty() {
             return Ok(());
         }
-        due.sort_by(|a, b| (&a.1, a.0).cmp(&(&b.1, b.0)));
+        // Entries are distinct (a key has one timer per time): no need for
+        // a stable sort.
+        due.sort_unstable_by(|a, b| (&a.1, a.0).cmp(&(&b.1, b.0)));
         let mut keys: Vec<String> = Vec::new();
         let mut lens: Vec<u32> = Vec::new();
         let mut times = Vec::with_capacity(due.len());
