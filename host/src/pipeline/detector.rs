@@ -16,7 +16,7 @@ use crate::event::EventBatch;
 use crate::plugin::describe::{Field, KeyBy};
 use crate::plugin::io::{MetricIn, Packed, RawAlert, Step};
 use crate::plugin::{CallError, PluginCalls};
-use crate::state::{Changes, Key, KeyedState, Vacant};
+use crate::state::{Changes, Key, KeyedState, Vacant, hash_key, hash_keys};
 
 use super::columns;
 
@@ -254,8 +254,14 @@ impl DetectorState {
 
     /// Drop `key`'s timer at `at` (it fired); whether it was pending.
     fn take_timer(&mut self, key: &str, at: i64) -> bool {
+        self.take_timer_hashed(key, hash_key(key), at)
+    }
+
+    /// [`take_timer`](Self::take_timer) of a key whose hash is `h`.
+    fn take_timer_hashed(&mut self, key: &str, h: u32, at: i64) -> bool {
         // A stale queue entry finds no timer and leaves the key unmarked.
-        self.keys.modify(key, |slot| slot.remove_timer(at))
+        self.keys
+            .modify_hashed(key, h, |slot| slot.remove_timer(at))
     }
 }
 
@@ -332,14 +338,17 @@ impl DetectorOp {
         let key = self.event_key(batch, i as u32);
         self.state.key_due(&key, wm)
     }
-    fn states_of(&self, keys: &[String]) -> Packed {
+    /// The states of `keys` (hashes from [`hash_keys`], kept for `apply`).
+    fn states_of(&self, keys: &[String], hashes: &[u32]) -> Packed {
         let mut p = Packed::default();
         for (i, k) in keys.iter().enumerate() {
-            self.state.keys.prefetch_ahead(keys, i);
+            self.state
+                .keys
+                .prefetch_hashed(i, hashes, |j| keys.get(j).map(String::as_str));
             p.push(
                 self.state
                     .keys
-                    .get(k.as_str())
+                    .get_hashed(k, hashes[i])
                     .map(|k| k.state.as_slice())
                     .unwrap_or(&[]),
             );
@@ -347,7 +356,13 @@ impl DetectorOp {
         p
     }
 
-    fn apply(&mut self, keys: &[String], mut step: Step, alerts: &mut Vec<KeyedAlert>) {
+    fn apply(
+        &mut self,
+        keys: &[String],
+        hashes: &[u32],
+        mut step: Step,
+        alerts: &mut Vec<KeyedAlert>,
+    ) {
         let st = &mut self.state;
         // Each key's new timers go into its slot with its state: one probe
         // of the key map per key (groups are checked against `keys` when
@@ -356,7 +371,8 @@ impl DetectorOp {
         let mut timers = step.timers.as_slice();
         let mut added: Vec<i64> = Vec::new();
         for (i, key) in keys.iter().enumerate() {
-            st.keys.prefetch_ahead(keys, i);
+            st.keys
+                .prefetch_hashed(i, hashes, |j| keys.get(j).map(String::as_str));
             let s = step.states.get(i);
             let n = timers.iter().take_while(|t| t.0 as usize == i).count();
             let (mine, rest) = timers.split_at(n);
@@ -375,7 +391,7 @@ impl DetectorOp {
                 changed || !added.is_empty()
             };
             let mut present = false;
-            st.keys.modify(key, |slot| {
+            st.keys.modify_hashed(key, hashes[i], |slot| {
                 present = true;
                 fill(slot)
             });
@@ -437,11 +453,12 @@ impl DetectorOp {
             order[next[g as usize] as usize] = i;
             next[g as usize] += 1;
         }
-        let states = self.states_of(&keys);
+        let hashes = hash_keys(&keys);
+        let states = self.states_of(&keys, &hashes);
         let cols = columns::build(batch, &order, &self.fields);
         match inst.on_events(&keys, &lens, &states, cols, wm) {
             Ok(step) => {
-                self.apply(&keys, step, alerts);
+                self.apply(&keys, &hashes, step, alerts);
                 Ok(())
             }
             Err(e) => Err((e, pending)),
@@ -487,9 +504,10 @@ impl DetectorOp {
             let mine: Vec<Vec<MetricIn>> = groups.by_ref().take(chunk.len()).collect();
             let lens: Vec<u32> = mine.iter().map(|v| v.len() as u32).collect();
             let flat: Vec<MetricIn> = mine.into_iter().flatten().collect();
-            let states = self.states_of(chunk);
+            let hashes = hash_keys(chunk);
+            let states = self.states_of(chunk, &hashes);
             match inst.on_metrics(chunk, &lens, &states, &flat) {
-                Ok(step) => self.apply(chunk, step, alerts),
+                Ok(step) => self.apply(chunk, &hashes, step, alerts),
                 Err(e) => {
                     let mut lost = flat;
                     lost.extend(groups.flatten());
@@ -514,10 +532,13 @@ impl DetectorOp {
                 break;
             }
             let (at, keys) = entry.remove_entry();
+            let hashes = hash_keys(&keys);
             for (i, key) in keys.iter().enumerate() {
-                self.state.keys.prefetch_ahead(&keys, i);
+                self.state
+                    .keys
+                    .prefetch_hashed(i, &hashes, |j| keys.get(j).map(|k| k.as_str()));
                 // Skip what already fired with the key's event.
-                if self.state.take_timer(key, at) {
+                if self.state.take_timer_hashed(key, hashes[i], at) {
                     due.push((at, key.clone()));
                 }
             }
@@ -610,10 +631,11 @@ impl DetectorOp {
         inst: &mut dyn PluginCalls,
         alerts: &mut Vec<KeyedAlert>,
     ) -> Result<(), (CallError, usize)> {
-        let states = self.states_of(keys);
+        let hashes = hash_keys(keys);
+        let states = self.states_of(keys, &hashes);
         match inst.on_timers(keys, lens, &states, times) {
             Ok(step) => {
-                self.apply(keys, step, alerts);
+                self.apply(keys, &hashes, step, alerts);
                 Ok(())
             }
             Err(e) if e.split_helps(keys.len()) => {

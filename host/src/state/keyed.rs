@@ -58,6 +58,17 @@ struct Entry<V> {
     live: bool,
 }
 
+/// The hashes of a loop's keys, for the `_hashed` lookups and
+/// [`KeyedState::prefetch_hashed`].
+pub fn hash_keys<K: AsRef<str>>(keys: &[K]) -> Vec<u32> {
+    keys.iter().map(|k| hash32(k.as_ref())).collect()
+}
+
+/// One key's hash, for the `_hashed` lookups.
+pub fn hash_key(key: &str) -> u32 {
+    hash32(key)
+}
+
 /// A key's 32-bit hash: its low bits pick the home slot, all of it is kept
 /// in the slot to tell keys apart without reading their entries.
 fn hash32(key: &str) -> u32 {
@@ -250,17 +261,43 @@ impl<V: Vacant + Default> KeyedState<V> {
     /// [`LOOK_AHEAD`]s on, the entry of the key two on and the value of the
     /// key one on.
     pub fn prefetch_with<'k>(&self, i: usize, key_at: impl Fn(usize) -> Option<&'k str>) {
+        self.prefetch_passes(i, |j| key_at(j).map(hash32), &key_at);
+    }
+
+    /// [`prefetch_with`](Self::prefetch_with) in a loop over `keys`.
+    pub fn prefetch_ahead<K: AsRef<str>>(&self, keys: &[K], i: usize) {
+        self.prefetch_with(i, |j| keys.get(j).map(AsRef::as_ref));
+    }
+
+    /// [`prefetch_with`](Self::prefetch_with) with the keys' hashes from
+    /// [`hash_keys`]: a loop that also looks its keys up with
+    /// [`get_hashed`](Self::get_hashed) hashes each key once, not four
+    /// times.
+    pub fn prefetch_hashed<'k>(
+        &self,
+        i: usize,
+        hashes: &[u32],
+        key_at: impl Fn(usize) -> Option<&'k str>,
+    ) {
+        self.prefetch_passes(i, |j| hashes.get(j).copied(), key_at);
+    }
+
+    fn prefetch_passes<'k>(
+        &self,
+        i: usize,
+        hash_at: impl Fn(usize) -> Option<u32>,
+        key_at: impl Fn(usize) -> Option<&'k str>,
+    ) {
         if self.slots.is_empty() {
             return;
         }
         let mask = self.slots.len() - 1;
-        if let Some(k) = key_at(i + 3 * LOOK_AHEAD) {
-            prefetch_value(&self.slots[hash32(k) as usize & mask]);
+        if let Some(h) = hash_at(i + 3 * LOOK_AHEAD) {
+            prefetch_value(&self.slots[h as usize & mask]);
         }
-        if let Some(k) = key_at(i + 2 * LOOK_AHEAD) {
+        if let Some(h) = hash_at(i + 2 * LOOK_AHEAD) {
             // Every entry whose slot holds the key's hash, without reading
             // an entry: that would wait for it.
-            let h = hash32(k);
             let mut j = h as usize & mask;
             loop {
                 let s = self.slots[j];
@@ -273,27 +310,25 @@ impl<V: Vacant + Default> KeyedState<V> {
                 j = (j + 1) & mask;
             }
         }
-        if let Some(e) = key_at(i + LOOK_AHEAD).and_then(|k| self.find(k)) {
+        let j = i + LOOK_AHEAD;
+        if let Some(e) = key_at(j)
+            .zip(hash_at(j))
+            .and_then(|(k, h)| self.find_hashed(k, h))
+        {
             self.entries[e].value.prefetch();
         }
     }
 
-    /// [`prefetch_with`](Self::prefetch_with) in a loop over `keys`.
-    pub fn prefetch_ahead<K: AsRef<str>>(&self, keys: &[K], i: usize) {
-        self.prefetch_with(i, |j| keys.get(j).map(AsRef::as_ref));
+    /// [`get`](Self::get) of a key whose hash is `h` (from [`hash_keys`]).
+    pub fn get_hashed(&self, key: &str, h: u32) -> Option<&V> {
+        debug_assert_eq!(h, hash32(key));
+        self.find_hashed(key, h).map(|e| &self.entries[e].value)
     }
 
-    /// A key's value for writing: the key is marked changed.
-    pub fn get_mut(&mut self, key: &str) -> Option<&mut V> {
-        let e = self.find(key)?;
-        self.mark(e);
-        Some(&mut self.entries[e].value)
-    }
-
-    /// Let `f` change a key's value; the key is marked changed only if `f`
-    /// says it changed it. False for an absent key.
-    pub fn modify(&mut self, key: &str, f: impl FnOnce(&mut V) -> bool) -> bool {
-        let Some(e) = self.find(key) else {
+    /// [`modify`](Self::modify) of a key whose hash is `h`.
+    pub fn modify_hashed(&mut self, key: &str, h: u32, f: impl FnOnce(&mut V) -> bool) -> bool {
+        debug_assert_eq!(h, hash32(key));
+        let Some(e) = self.find_hashed(key, h) else {
             return false;
         };
         let changed = f(&mut self.entries[e].value);
@@ -301,6 +336,25 @@ impl<V: Vacant + Default> KeyedState<V> {
             self.mark(e);
         }
         changed
+    }
+
+    /// [`get_mut`](Self::get_mut) of a key whose hash is `h`.
+    pub fn get_mut_hashed(&mut self, key: &str, h: u32) -> Option<&mut V> {
+        debug_assert_eq!(h, hash32(key));
+        let e = self.find_hashed(key, h)?;
+        self.mark(e);
+        Some(&mut self.entries[e].value)
+    }
+
+    /// A key's value for writing: the key is marked changed.
+    pub fn get_mut(&mut self, key: &str) -> Option<&mut V> {
+        self.get_mut_hashed(key, hash32(key))
+    }
+
+    /// Let `f` change a key's value; the key is marked changed only if `f`
+    /// says it changed it. False for an absent key.
+    pub fn modify(&mut self, key: &str, f: impl FnOnce(&mut V) -> bool) -> bool {
+        self.modify_hashed(key, hash32(key), f)
     }
 
     /// A key's value for writing, created empty if absent; marked changed.
@@ -519,12 +573,38 @@ mod tests {
                         }
                     }
                     2 => assert_eq!(s.get(&key), model.get(&key), "{key}"),
-                    _ => {
+                    3 if next(2) == 0 => {
                         let keys: Vec<String> =
                             (0..40).map(|j| format!("s-{}", base + j * 7)).collect();
                         for (i, k) in keys.iter().enumerate() {
                             s.prefetch_ahead(&keys, i);
                             assert_eq!(s.get(k), model.get(k), "{k}");
+                        }
+                    }
+                    _ => {
+                        // The hashed look-ahead and lookups, as a flush
+                        // does: read every key, then write some.
+                        let keys: Vec<String> =
+                            (0..40).map(|j| format!("s-{}", base + j * 5)).collect();
+                        let hashes = hash_keys(&keys);
+                        for (i, k) in keys.iter().enumerate() {
+                            s.prefetch_hashed(i, &hashes, |j| keys.get(j).map(String::as_str));
+                            assert_eq!(s.get_hashed(k, hashes[i]), model.get(k), "{k}");
+                        }
+                        for (i, k) in keys.iter().enumerate().filter(|(i, _)| i % 3 == 0) {
+                            let changed = s.modify_hashed(k, hashes[i], |v| {
+                                v.push(1);
+                                true
+                            });
+                            assert_eq!(changed, model.contains_key(k), "{k}");
+                            if let Some(v) = model.get_mut(k) {
+                                v.push(1);
+                                marked.insert(k.clone());
+                            }
+                            if let Some(v) = s.get_mut_hashed(k, hashes[i]) {
+                                v.push(2);
+                                model.get_mut(k).expect("present").push(2);
+                            }
                         }
                     }
                 }

@@ -70,7 +70,7 @@
 
 mod keyed;
 
-pub use keyed::{KeyedState, Vacant};
+pub use keyed::{KeyedState, Vacant, hash_key, hash_keys};
 
 use std::path::{Path, PathBuf};
 

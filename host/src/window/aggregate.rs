@@ -34,7 +34,7 @@ use crate::pipeline::columns;
 use crate::plugin::describe::{Field, KeyBy, WindowSpec};
 use crate::plugin::io::{Packed, RawMetric};
 use crate::plugin::{CallError, PluginCalls};
-use crate::state::{Changes, Key, KeyedState};
+use crate::state::{Changes, Key, KeyedState, hash_key};
 
 #[derive(Debug, Clone)]
 struct Win {
@@ -807,15 +807,17 @@ impl AggregateOp {
             next[g as usize] += 1;
         }
 
+        // Each group's key hashed once for the look-ahead and both lookups.
+        let hashes: Vec<u32> = groups.iter().map(|&(k, _)| hash_key(k)).collect();
         let mut states = Packed::default();
         for (g, &(key, id)) in groups.iter().enumerate() {
             self.state
                 .keys
-                .prefetch_with(g, |j| groups.get(j).map(|&(k, _)| k));
+                .prefetch_hashed(g, &hashes, |j| groups.get(j).map(|&(k, _)| k));
             let state = self
                 .state
                 .keys
-                .get(key)
+                .get_hashed(key, hashes[g])
                 .and_then(|ws| ws.iter().find(|w| w.id == id))
                 .map(|w| w.state.as_slice())
                 .unwrap_or(&[]);
@@ -837,7 +839,7 @@ impl AggregateOp {
             match self
                 .state
                 .keys
-                .get_mut(key)
+                .get_mut_hashed(key, hashes[g])
                 .and_then(|ws| ws.iter_mut().find(|w| w.id == id))
             {
                 Some(w) => {
