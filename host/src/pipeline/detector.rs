@@ -338,13 +338,14 @@ impl DetectorOp {
         let key = self.event_key(batch, i as u32);
         self.state.key_due(&key, wm)
     }
-    /// The states of `keys` (hashes from [`hash_keys`], kept for `apply`).
-    fn states_of(&self, keys: &[String], hashes: &[u32]) -> Packed {
+    /// The states of `keys`, and the keys' hashes for `apply`.
+    fn states_of(&self, keys: &[String]) -> (Packed, Vec<u32>) {
+        let hashes = hash_keys(keys);
         let mut p = Packed::default();
         for (i, k) in keys.iter().enumerate() {
             self.state
                 .keys
-                .prefetch_hashed(i, hashes, |j| keys.get(j).map(String::as_str));
+                .prefetch_hashed(i, &hashes, |j| keys.get(j).map(String::as_str));
             p.push(
                 self.state
                     .keys
@@ -353,7 +354,7 @@ impl DetectorOp {
                     .unwrap_or(&[]),
             );
         }
-        p
+        (p, hashes)
     }
 
     fn apply(
@@ -453,8 +454,7 @@ impl DetectorOp {
             order[next[g as usize] as usize] = i;
             next[g as usize] += 1;
         }
-        let hashes = hash_keys(&keys);
-        let states = self.states_of(&keys, &hashes);
+        let (states, hashes) = self.states_of(&keys);
         let cols = columns::build(batch, &order, &self.fields);
         match inst.on_events(&keys, &lens, &states, cols, wm) {
             Ok(step) => {
@@ -504,8 +504,7 @@ impl DetectorOp {
             let mine: Vec<Vec<MetricIn>> = groups.by_ref().take(chunk.len()).collect();
             let lens: Vec<u32> = mine.iter().map(|v| v.len() as u32).collect();
             let flat: Vec<MetricIn> = mine.into_iter().flatten().collect();
-            let hashes = hash_keys(chunk);
-            let states = self.states_of(chunk, &hashes);
+            let (states, hashes) = self.states_of(chunk);
             match inst.on_metrics(chunk, &lens, &states, &flat) {
                 Ok(step) => self.apply(chunk, &hashes, step, alerts),
                 Err(e) => {
@@ -631,8 +630,7 @@ impl DetectorOp {
         inst: &mut dyn PluginCalls,
         alerts: &mut Vec<KeyedAlert>,
     ) -> Result<(), (CallError, usize)> {
-        let hashes = hash_keys(keys);
-        let states = self.states_of(keys, &hashes);
+        let (states, hashes) = self.states_of(keys);
         match inst.on_timers(keys, lens, &states, times) {
             Ok(step) => {
                 self.apply(keys, &hashes, step, alerts);

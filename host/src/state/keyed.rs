@@ -39,7 +39,7 @@ impl<T> Vacant for Vec<T> {
 }
 
 /// How many keys ahead of their use a loop over many keys has each key's
-/// value fetched ([`KeyedState::prefetch_ahead`]). With hundreds of
+/// value fetched ([`KeyedState::prefetch_with`]). With hundreds of
 /// thousands of keys every step of a lookup misses the cache: the probe's
 /// slot, the entry with the key and the value, the value's heap bytes.
 /// Each step needs the one before, so a loop fetches them in three passes
@@ -262,11 +262,6 @@ impl<V: Vacant + Default> KeyedState<V> {
     /// key one on.
     pub fn prefetch_with<'k>(&self, i: usize, key_at: impl Fn(usize) -> Option<&'k str>) {
         self.prefetch_passes(i, |j| key_at(j).map(hash32), &key_at);
-    }
-
-    /// [`prefetch_with`](Self::prefetch_with) in a loop over `keys`.
-    pub fn prefetch_ahead<K: AsRef<str>>(&self, keys: &[K], i: usize) {
-        self.prefetch_with(i, |j| keys.get(j).map(AsRef::as_ref));
     }
 
     /// [`prefetch_with`](Self::prefetch_with) with the keys' hashes from
@@ -577,7 +572,7 @@ mod tests {
                         let keys: Vec<String> =
                             (0..40).map(|j| format!("s-{}", base + j * 7)).collect();
                         for (i, k) in keys.iter().enumerate() {
-                            s.prefetch_ahead(&keys, i);
+                            s.prefetch_with(i, |j| keys.get(j).map(String::as_str));
                             assert_eq!(s.get(k), model.get(k), "{k}");
                         }
                     }
