@@ -705,16 +705,8 @@ fn a_backlogged_partition_is_not_idle() {
     const N: u64 = 1_000_000;
     let broker = Broker::start();
     broker.create_events_topic();
-    let out = Command::new(gen_bin())
+    let out = gen_command(N, 5, 100_000)
         .args(["--kafka-brokers", &broker.addr()])
-        .args([
-            "--events",
-            &N.to_string(),
-            "--seed",
-            "5",
-            "--rate",
-            "100000",
-        ])
         .args(["--unpaced", "--kafka-option", "linger.ms=200"])
         .args(["--kafka-option", "batch.size=1000000"])
         .output()

@@ -13,7 +13,9 @@ pub fn gen_bin() -> &'static str {
     env!("CARGO_BIN_EXE_rtap-gen")
 }
 
-fn gen_command(n: u64, seed: u64, rate: u32) -> Command {
+/// An `rtap-gen` command for `n` events from `seed` at `rate` events/s;
+/// add the output options.
+pub fn gen_command(n: u64, seed: u64, rate: u32) -> Command {
     let mut c = Command::new(gen_bin());
     c.args([
         "--events",
