@@ -79,19 +79,26 @@ struct WsQuery {
     types: Option<String>,
 }
 
+/// The WebSocket read buffer (bytes); larger messages still arrive whole.
+const WS_READ_BUFFER: usize = 4096;
+
 async fn ws(
     upgrade: WebSocketUpgrade,
     State(state): State<AppState>,
     axum::extract::Query(q): axum::extract::Query<WsQuery>,
 ) -> Response {
     let filter = crate::sink::websocket::TypeFilter::parse(q.types.as_deref());
-    upgrade.on_upgrade(move |socket| async move {
-        let (tx, rx) = socket.split();
-        let tx = tx.with(|line: String| {
-            futures_util::future::ready(Ok::<_, axum::Error>(Message::Text(line.into())))
-        });
-        state.hub.serve(Box::pin(tx), rx, filter).await;
-    })
+    // Clients send only control frames; tungstenite zero-fills the whole
+    // read buffer (128 KiB by default) on every read attempt.
+    upgrade
+        .read_buffer_size(WS_READ_BUFFER)
+        .on_upgrade(move |socket| async move {
+            let (tx, rx) = socket.split();
+            let tx = tx.with(|line: String| {
+                futures_util::future::ready(Ok::<_, axum::Error>(Message::Text(line.into())))
+            });
+            state.hub.serve(Box::pin(tx), rx, filter).await;
+        })
 }
 
 fn plugin_list(reg: &Registry) -> Vec<Value> {

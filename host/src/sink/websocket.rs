@@ -58,7 +58,13 @@ impl Hub {
         let mut sub = self.tx.subscribe();
         self.clients.fetch_add(1, Ordering::Relaxed);
         loop {
+            // Biased: while outputs are queued, the socket's read side is
+            // not polled. Each poll of it costs a read attempt (tungstenite
+            // zero-fills its read buffer first), and re-polling it after
+            // every output a filter skips cost 2 % of a core at 19 000
+            // outputs a second. The client is heard between bursts.
             tokio::select! {
+                biased;
                 msg = sub.recv() => {
                     let line = match msg {
                         Ok(line) if !filter.passes(&line) => continue,
