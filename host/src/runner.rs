@@ -14,6 +14,7 @@ use crate::pipeline::output::{Output, now_ms};
 use crate::pipeline::status::Registry;
 use crate::pipeline::{Pipeline, StateTransfer, TimeConfig};
 use crate::sink::jsonl::SinkError;
+use crate::sink::kafka::Record;
 use crate::sink::{Hub, JsonlWriter};
 use crate::source::{SourceError, SourceMsg};
 use crate::state::{Commit, CommitMeta, PluginChanges, PluginMeta, StateError, StateStore};
@@ -272,6 +273,7 @@ impl Runner {
         if !outputs.is_empty() {
             let mut data_outputs = 0u64;
             let mut points = Vec::new();
+            let mut records = Vec::new();
             for out in &outputs {
                 if let (Output::Metric(m), Some(_)) = (out, &self.influx)
                     && let Some(line) = crate::sink::influx::line_of(m)
@@ -288,13 +290,16 @@ impl Runner {
                     for s in &mut self.sinks {
                         s.write_line(&line)?;
                     }
-                    if let Some(k) = &self.kafka {
-                        k.send(out, &line).map_err(RunError::Kafka)?;
+                    if self.kafka.is_some() {
+                        records.extend(Record::of(out, &line));
                     }
                 }
                 if let Some(hub) = &self.hub {
                     hub.publish(Arc::from(line));
                 }
+            }
+            if let Some(k) = &self.kafka {
+                k.send(records).map_err(RunError::Kafka)?;
             }
             stats.outputs.fetch_add(data_outputs, Ordering::Relaxed);
             self.changed = true;
