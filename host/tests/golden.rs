@@ -1,8 +1,10 @@
 //! Golden window-semantics cases: each folder under `tests/golden/` holds an
 //! input, the plugins and flags to run, the expected metrics (hand-computed
 //! with Flink's semantics, see each case's README) and the expected late
-//! events. Each case runs once straight through, then twice split at a random
-//! point through a checkpoint/restore of the file source.
+//! events. Each case runs once straight through, then split through a
+//! checkpoint/restore of the file source: twice at a random point, and once
+//! right before each expected late event, which is late only if the restart
+//! resumed the watermark exactly.
 
 mod common;
 
@@ -117,8 +119,11 @@ fn golden_cases_through_a_checkpoint() {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let input = case.join("input.jsonl");
         let lines = read_lines(&input).len() as u64;
-        for _ in 0..2 {
-            let k = next(lines + 1);
+        // Late events are numbered by line from 1: split after the line
+        // before each.
+        let before_late = expected(&case).1.into_iter().map(|line| line - 1);
+        let splits: Vec<u64> = (0..2).map(|_| next(lines + 1)).chain(before_late).collect();
+        for k in splits {
             let data = tempfile::tempdir().unwrap();
             let mut first = args.clone();
             let limit = format!("--max-events={k}");
