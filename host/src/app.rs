@@ -183,7 +183,7 @@ fn run(config: Config) -> Result<Exit, Failure> {
             let k = kafka
                 .as_ref()
                 .ok_or_else(|| Failure::Start("--source kafka needs --kafka-brokers".into()))?;
-            let s = KafkaSource::open(k).map_err(start)?;
+            let s = KafkaSource::open(k, config.idle_timeout.0).map_err(start)?;
             kafka_partitions = s.partitions().to_vec();
             Box::new(s)
         }

@@ -139,7 +139,9 @@ pub struct KafkaSource {
 }
 
 impl KafkaSource {
-    pub fn open(cfg: &KafkaConfig) -> Result<Self, SourceError> {
+    /// `idle_timeout`: the watermark's; the lag reports come often enough
+    /// for it (see [`lag_period`]).
+    pub fn open(cfg: &KafkaConfig, idle_timeout: Duration) -> Result<Self, SourceError> {
         let consumer: BaseConsumer = cfg
             .client(&[
                 ("group.id", cfg.group.as_str()),
@@ -196,6 +198,7 @@ impl KafkaSource {
             s.partitions.clone(),
             &s.next,
             &s.backlog,
+            lag_period(idle_timeout),
         )?;
         Ok(s)
     }
@@ -366,8 +369,18 @@ impl Drop for KafkaSource {
     }
 }
 
-/// Consumer lag per partition (end offset − the position, see `take`), every 2 s,
-/// from a thread of its own: querying the broker's end offsets takes a round
+/// How often the lag is reported: every 2 s, or a quarter of the idle
+/// timeout when that is shorter (not under 100 ms). A partition reported
+/// caught up counts as idle once it has sent nothing for the idle timeout;
+/// if the consumer falls behind on it meanwhile, only the next report says
+/// so, and with a report period longer than the timeout the watermark
+/// could pass the partition's unread records first.
+pub fn lag_period(idle_timeout: Duration) -> Duration {
+    (idle_timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(2))
+}
+
+/// Consumer lag per partition (end offset − the position, see `take`), every
+/// [`lag_period`], from a thread of its own: querying the broker's end offsets takes a round
 /// trip per partition, which must not stall the source. Stops with the source.
 ///
 /// The partitions with a lag go to `backlog`, which every batch carries:
@@ -383,6 +396,7 @@ fn spawn_lag_reporter(
     partitions: Vec<i32>,
     next: &Arc<Mutex<BTreeMap<i32, i64>>>,
     backlog: &Arc<Mutex<Vec<i32>>>,
+    period: Duration,
 ) -> Result<(), SourceError> {
     let client: BaseConsumer = cfg
         .client(&[])
@@ -398,7 +412,7 @@ fn spawn_lag_reporter(
         .name("rtap-kafka-lag".into())
         .spawn(move || {
             loop {
-                std::thread::sleep(Duration::from_secs(2));
+                std::thread::sleep(period);
                 let (Some(next), Some(backlog)) = (next.upgrade(), backlog.upgrade()) else {
                     return;
                 };
@@ -447,4 +461,23 @@ fn report_lag(
         }
     }
     *backlog.lock().expect("backlog lock") = behind;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lag_reports_come_within_the_idle_timeout() {
+        let ms = Duration::from_millis;
+        // The default 10 s timeout: every 2 s.
+        assert_eq!(lag_period(Duration::from_secs(10)), Duration::from_secs(2));
+        assert_eq!(lag_period(Duration::from_secs(600)), Duration::from_secs(2));
+        // Shorter timeouts: four reports per timeout.
+        assert_eq!(lag_period(Duration::from_secs(2)), ms(500));
+        assert_eq!(lag_period(ms(1_000)), ms(250));
+        // Not a broker round trip per partition every few milliseconds.
+        assert_eq!(lag_period(ms(200)), ms(100));
+        assert_eq!(lag_period(Duration::ZERO), ms(100));
+    }
 }
