@@ -168,6 +168,11 @@ fn run(config: Config) -> Result<Exit, Failure> {
             .iter()
             .map(|o| (o.0.clone(), o.1.clone()))
             .collect(),
+        producer_options: config
+            .kafka_producer_options
+            .iter()
+            .map(|o| (o.0.clone(), o.1.clone()))
+            .collect(),
     });
     if let Some(k) = &kafka {
         crate::source::kafka::ensure_topics(k).map_err(start)?;

@@ -212,6 +212,14 @@ pub struct Config {
     #[arg(long = "kafka-option")]
     pub kafka_options: Vec<KafkaOption>,
 
+    /// A librdkafka option for the output producer only, `KEY=VALUE`
+    /// (repeatable; wins over `--kafka-option`). E.g. larger output batches,
+    /// `linger.ms=25` and `batch.size=262144`, cost the broker less when
+    /// sessions close by the thousand (BENCHMARKS.md, session 16), without
+    /// the consumers warning about producer properties.
+    #[arg(long = "kafka-producer-option")]
+    pub kafka_producer_options: Vec<KafkaOption>,
+
     /// Simulator: events per second.
     #[arg(long, env = "EVENT_RATE_PER_SECOND", default_value_t = 500.0)]
     pub rate: f64,

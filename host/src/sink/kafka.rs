@@ -8,7 +8,8 @@
 //!
 //! Producer defaults are the seed's (snappy, `linger.ms=5`,
 //! `batch.size=16384`); the transactional id is `rtap-<group>` unless set.
-//! Any librdkafka option can override them.
+//! Any librdkafka option can override them (`--kafka-option`, or
+//! `--kafka-producer-option` for this producer alone).
 //!
 //! Consumers of the output topics must read with
 //! `isolation.level=read_committed` to see only committed outputs (the
@@ -77,7 +78,7 @@ impl KafkaSink {
     /// Create the transactional producer (not yet fenced: see [`Self::fence`]).
     pub fn new(cfg: &KafkaConfig, input_topic: Option<String>) -> Result<Self, KafkaSinkError> {
         let producer: BaseProducer = cfg
-            .client(&[
+            .producer(&[
                 ("compression.type", "snappy"),
                 ("linger.ms", "5"),
                 ("batch.size", "16384"),

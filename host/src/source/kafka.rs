@@ -48,6 +48,9 @@ pub struct KafkaConfig {
     pub transactional_id: String,
     /// librdkafka options passed through as they are (`--kafka-option k=v`).
     pub options: Vec<(String, String)>,
+    /// Options for the output producer only (`--kafka-producer-option k=v`),
+    /// after `options`.
+    pub producer_options: Vec<(String, String)>,
 }
 
 impl KafkaConfig {
@@ -60,6 +63,16 @@ impl KafkaConfig {
             c.set(*k, *v);
         }
         for (k, v) in &self.options {
+            c.set(k, v);
+        }
+        c
+    }
+
+    /// The output producer's config: [`Self::client`], then the
+    /// producer-only options (which win).
+    pub fn producer(&self, defaults: &[(&str, &str)]) -> ClientConfig {
+        let mut c = self.client(defaults);
+        for (k, v) in &self.producer_options {
             c.set(k, v);
         }
         c
@@ -466,6 +479,31 @@ fn report_lag(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn producer_options_win_and_stay_out_of_other_clients() {
+        let opt = |k: &str, v: &str| (k.to_string(), v.to_string());
+        let cfg = KafkaConfig {
+            brokers: "127.0.0.1:9".into(),
+            group: "g".into(),
+            events_topic: "e".into(),
+            metrics_topic: "m".into(),
+            alerts_topic: "a".into(),
+            marker_topic: "c".into(),
+            transactional_id: "t".into(),
+            options: vec![opt("linger.ms", "10"), opt("client.id", "x")],
+            producer_options: vec![opt("linger.ms", "25"), opt("batch.size", "262144")],
+        };
+        let defaults = [("linger.ms", "5"), ("batch.size", "16384")];
+        let p = cfg.producer(&defaults);
+        assert_eq!(p.get("linger.ms"), Some("25"));
+        assert_eq!(p.get("batch.size"), Some("262144"));
+        assert_eq!(p.get("client.id"), Some("x"));
+        let c = cfg.client(&defaults);
+        assert_eq!(c.get("linger.ms"), Some("10"));
+        assert_eq!(c.get("batch.size"), Some("16384"));
+        assert_eq!(cfg.client(&[]).get("batch.size"), None);
+    }
 
     #[test]
     fn lag_reports_come_within_the_idle_timeout() {
