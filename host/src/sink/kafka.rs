@@ -340,10 +340,8 @@ const QUEUED_MESSAGES: usize = 1024;
 
 /// What the processing thread hands to the committer, in order.
 enum Msg {
-    /// The output records of one batch, for the open transaction. (One
-    /// message per batch, not per record: a message per record woke the
-    /// committer thread up to 19 000 times a second, and the context
-    /// switches cost more than the records.)
+    /// The output records of one batch, for the open transaction (one
+    /// channel operation per batch instead of one per record).
     Records(Vec<Record>),
     /// Close the transaction: log the state delta, commit to Kafka.
     /// With the read times of the batches it commits (for the latency metric).

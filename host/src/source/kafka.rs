@@ -393,8 +393,9 @@ pub fn lag_period(idle_timeout: Duration) -> Duration {
 }
 
 /// Consumer lag per partition (end offset − the position, see `take`), every
-/// [`lag_period`], from a thread of its own: querying the broker's end offsets takes a round
-/// trip per partition, which must not stall the source. Stops with the source.
+/// [`lag_period`], from a thread of its own: querying the broker's end
+/// offsets takes a round trip per partition, which must not stall the
+/// source. Stops with the source.
 ///
 /// The partitions with a lag go to `backlog`, which every batch carries:
 /// such a partition is not idle, however long since its last record. A
