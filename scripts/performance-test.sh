@@ -10,8 +10,8 @@
 #   PLUGINS="page-views bot-burst" scripts/performance-test.sh
 #   HOST_ARGS="--commit-interval 50ms" scripts/performance-test.sh
 #   HOST_ARGS="--kafka-producer-option linger.ms=25 --kafka-producer-option batch.size=262144" \
-#       scripts/performance-test.sh   # larger output batches: what the broker
-#       pays per record batch matters once sessions close (BENCHMARKS.md, session 16)
+#       scripts/performance-test.sh   # larger output batches, fewer produce requests
+#       once sessions close (BENCHMARKS.md, session 16)
 #   HOST_LOG=info,rtap_host::sink::kafka=debug scripts/performance-test.sh
 #   KEEP_LOG=/tmp/host.log scripts/performance-test.sh   # keep the host's log
 #   KEEP_SUMMARY=/tmp/s.json scripts/performance-test.sh # keep the probe's summary

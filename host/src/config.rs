@@ -213,10 +213,10 @@ pub struct Config {
     pub kafka_options: Vec<KafkaOption>,
 
     /// A librdkafka option for the output producer only, `KEY=VALUE`
-    /// (repeatable; wins over `--kafka-option`). E.g. larger output batches,
-    /// `linger.ms=25` and `batch.size=262144`, cost the broker less when
-    /// sessions close by the thousand (BENCHMARKS.md, session 16), without
-    /// the consumers warning about producer properties.
+    /// (repeatable; wins over `--kafka-option`), so the consumers do not warn
+    /// about producer properties. E.g. larger output batches, `linger.ms=25`
+    /// and `batch.size=262144`, for many outputs a second (BENCHMARKS.md,
+    /// session 16).
     #[arg(long = "kafka-producer-option")]
     pub kafka_producer_options: Vec<KafkaOption>,
 
