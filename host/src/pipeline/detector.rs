@@ -343,9 +343,7 @@ impl DetectorOp {
         let hashes = hash_keys(keys);
         let mut p = Packed::default();
         for (i, k) in keys.iter().enumerate() {
-            self.state
-                .keys
-                .prefetch_hashed(i, &hashes, |j| keys.get(j).map(String::as_str));
+            self.state.keys.prefetch_ahead(keys, &hashes, i);
             p.push(
                 self.state
                     .keys
@@ -372,8 +370,7 @@ impl DetectorOp {
         let mut timers = step.timers.as_slice();
         let mut added: Vec<i64> = Vec::new();
         for (i, key) in keys.iter().enumerate() {
-            st.keys
-                .prefetch_hashed(i, hashes, |j| keys.get(j).map(String::as_str));
+            st.keys.prefetch_ahead(keys, hashes, i);
             let s = step.states.get(i);
             let n = timers.iter().take_while(|t| t.0 as usize == i).count();
             let (mine, rest) = timers.split_at(n);
@@ -533,9 +530,7 @@ impl DetectorOp {
             let (at, keys) = entry.remove_entry();
             let hashes = hash_keys(&keys);
             for (i, key) in keys.iter().enumerate() {
-                self.state
-                    .keys
-                    .prefetch_hashed(i, &hashes, |j| keys.get(j).map(|k| k.as_str()));
+                self.state.keys.prefetch_ahead(&keys, &hashes, i);
                 // Skip what already fired with the key's event.
                 if self.state.take_timer_hashed(key, hashes[i], at) {
                     due.push((at, key.clone()));

@@ -277,6 +277,12 @@ impl<V: Vacant + Default> KeyedState<V> {
         self.prefetch_passes(i, |j| hashes.get(j).copied(), key_at);
     }
 
+    /// [`prefetch_hashed`](Self::prefetch_hashed) in a loop over `keys`,
+    /// whose hashes are `hashes` (from [`hash_keys`]).
+    pub fn prefetch_ahead<K: AsRef<str>>(&self, keys: &[K], hashes: &[u32], i: usize) {
+        self.prefetch_hashed(i, hashes, |j| keys.get(j).map(AsRef::as_ref));
+    }
+
     fn prefetch_passes<'k>(
         &self,
         i: usize,
@@ -583,7 +589,7 @@ mod tests {
                             (0..40).map(|j| format!("s-{}", base + j * 5)).collect();
                         let hashes = hash_keys(&keys);
                         for (i, k) in keys.iter().enumerate() {
-                            s.prefetch_hashed(i, &hashes, |j| keys.get(j).map(String::as_str));
+                            s.prefetch_ahead(&keys, &hashes, i);
                             assert_eq!(s.get_hashed(k, hashes[i]), model.get(k), "{k}");
                         }
                         for (i, k) in keys.iter().enumerate().filter(|(i, _)| i % 3 == 0) {
