@@ -24,18 +24,27 @@
 #       host's threads get a core first, the harness takes what is left
 #   PRELOAD=2000000 scripts/performance-test.sh   # drain a backlog: the host's
 #       Kafka-path throughput without the generator competing for the cores
-#   GEN_ARGS="--kafka-option linger.ms=50 --kafka-option batch.size=1000000" \
-#       scripts/performance-test.sh   # the load generator's producer settings
-#       (default: the seed's snappy, linger.ms=5, batch.size=16384; tansu's
-#       fetch cost grows with the record batches it stores, so fewer, larger
-#       batches, linger.ms=200, keep it flat: scripts/perf/broker-growth.sh)
+#   GEN_ARGS="--kafka-option linger.ms=200 --kafka-option batch.size=1000000" \
+#       scripts/performance-test.sh   # the load generator's settings. Default:
+#       --stagger-ms 200 --kafka-option linger.ms=5 --kafka-option batch.size=1000000,
+#       each partition's events handed to the producer once per 200 ms, the
+#       12 partitions' turns spread over the period. tansu's fetch cost grows
+#       with the record batches it stores (scripts/perf/broker-growth.sh), so
+#       the batches must be large; staggered, they reach the host one
+#       partition at a time instead of all together (BENCHMARKS.md, session 17).
+#   GEN_ARGS= scripts/performance-test.sh   # the seed's producer settings (snappy,
+#       linger.ms=5, batch.size=16384): tansu saturates, the generator falls short
 source "$(dirname "$0")/lib.sh"
 RATE=${RATE:-100000}
 DURATION=${DURATION:-60}
 PLUGINS=${PLUGINS:-}
 HOST_ARGS=${HOST_ARGS:-}
 PRELOAD=${PRELOAD:-}
-GEN_ARGS=${GEN_ARGS:-}
+# A preload is produced before the host creates the topic and unpaced, so
+# staggering means nothing to it: unless GEN_ARGS is given, it keeps the
+# seed's settings.
+PRELOAD_GEN_ARGS=${GEN_ARGS-}
+GEN_ARGS=${GEN_ARGS---stagger-ms 200 --kafka-option linger.ms=5 --kafka-option batch.size=1000000}
 PLUGIN_DIR=${PLUGIN_DIR:-$ROOT/plugins}
 # BROKER_CPUS=1: run the broker, the generator and the probe on those CPUs
 # only (taskset), as if they were on other machines' cores.
@@ -74,7 +83,7 @@ pids+=("$TANSU_PID")
 if [[ -n "$PRELOAD" ]]; then
     log "preloading $PRELOAD events"
     # shellcheck disable=SC2086
-    "$bin/rtap-gen" --kafka-brokers "127.0.0.1:$kport" --rate "$RATE" --unpaced --events "$PRELOAD" --seed 5 $GEN_ARGS >"$work/gen.log" 2>&1
+    "$bin/rtap-gen" --kafka-brokers "127.0.0.1:$kport" --rate "$RATE" --unpaced --events "$PRELOAD" --seed 5 $PRELOAD_GEN_ARGS >"$work/gen.log" 2>&1
 fi
 mkdir -p "$work/plugins"
 if [[ -n "$PLUGINS" ]]; then

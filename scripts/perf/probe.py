@@ -220,6 +220,12 @@ steady = [s for s in samples if s["t"] - t0 >= a.warmup]
 out = {"probes": len(probes), "ws_missing": len(probes) - len(ws), "committed_missing": len(probes) - len(com)}
 for name, xs in (("ws", ws), ("committed", com)):
     out[name] = {q: round(pct(xs, v), 1) for q, v in (("p50", 50), ("p95", 95), ("p99", 99), ("max", 100))}
+# The slowest probes on the WebSocket, with when they were sent (seconds
+# since the load began, and the wall clock to match against the host's log).
+out["ws_slowest"] = [[round(sent[k] - t0, 2), round((ws_seen[k] - sent[k]) * 1000, 1),
+                      time.strftime("%H:%M:%S", time.gmtime(sent[k])) + f"{sent[k] % 1:.3f}"[1:]]
+                     for k in sorted((k for k in probes if k in ws_seen),
+                                     key=lambda k: sent[k] - ws_seen[k])[:8]]
 out["per_10s"] = {}
 for lo in range(int(a.warmup), int(a.duration), 10):
     ks = [k for k in probes if lo <= sent[k] - t0 < lo + 10]
