@@ -8,6 +8,7 @@
 #   scripts/performance-test.sh                  # 100 000 ev/s for 60 s
 #   RATE=50000 DURATION=120 scripts/performance-test.sh
 #   PLUGINS="page-views bot-burst" scripts/performance-test.sh
+#   PROBES_PER_SEC=5 scripts/performance-test.sh   # fewer probes (sessions 1-17: 5/s)
 #   HOST_ARGS="--commit-interval 50ms" scripts/performance-test.sh
 #   HOST_ARGS="--kafka-producer-option linger.ms=25 --kafka-producer-option batch.size=262144" \
 #       scripts/performance-test.sh   # larger output batches, fewer produce requests
@@ -37,6 +38,9 @@
 source "$(dirname "$0")/lib.sh"
 RATE=${RATE:-100000}
 DURATION=${DURATION:-60}
+# Probes (bursts of 30 events of a fresh user) per second: P99 is taken over
+# (DURATION - 10 s warm-up) x this many (1 800 in a 100 s run).
+PROBES_PER_SEC=${PROBES_PER_SEC:-20}
 PLUGINS=${PLUGINS:-}
 HOST_ARGS=${HOST_ARGS:-}
 PRELOAD=${PRELOAD:-}
@@ -129,7 +133,8 @@ pids+=($!)
     --proc "rtap-gen=${pids[2]}" --thread "host=${pids[1]}" >"$work/timeline.md" &
 timeline=$!
 PYTHONPATH="$py" "${pin[@]}" python3 "$ROOT/scripts/perf/probe.py" --brokers "127.0.0.1:$kport" \
-    --api "http://127.0.0.1:$hport" --duration "$DURATION" --json "$work/summary.json"
+    --api "http://127.0.0.1:$hport" --duration "$DURATION" --probes-per-sec "$PROBES_PER_SEC" \
+    --json "$work/summary.json"
 kill -TERM "$timeline" 2>/dev/null || true
 wait "$timeline" 2>/dev/null || true
 curl -s "http://127.0.0.1:$hport/metrics" | awk '
