@@ -5,7 +5,7 @@
 //! `rtap-gen --kafka-brokers localhost:9092 --rate 500 --events 0`
 
 use std::io::{BufWriter, Write};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use clap::Parser;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -57,6 +57,9 @@ struct Args {
     stagger_ms: Option<u64>,
 }
 
+/// Events generated per call while staggering (at most).
+const STAGGER_CHUNK: usize = 4096;
+
 /// One partition's held events: keys and lines back to back in `data`.
 #[derive(Default)]
 struct Held {
@@ -69,13 +72,13 @@ struct Held {
 /// The events held per partition and when each partition's turn comes.
 struct Stagger {
     held: Vec<Held>,
-    due: Vec<std::time::Instant>,
+    due: Vec<Instant>,
     period: Duration,
 }
 
 impl Stagger {
     fn new(partitions: usize, period: Duration) -> Self {
-        let now = std::time::Instant::now();
+        let now = Instant::now();
         Stagger {
             held: (0..partitions).map(|_| Held::default()).collect(),
             due: (0..partitions)
@@ -102,7 +105,7 @@ impl Stagger {
 
     /// The partitions whose turn has come by `now`, each given its next
     /// turn; a late turn keeps the partition's phase.
-    fn take_due(&mut self, now: std::time::Instant) -> Vec<usize> {
+    fn take_due(&mut self, now: Instant) -> Vec<usize> {
         let mut due = Vec::new();
         for (p, at) in self.due.iter_mut().enumerate() {
             if *at > now {
@@ -118,12 +121,27 @@ impl Stagger {
 
     /// Hand the partitions whose turn has come to the producer.
     fn send_due(&mut self, producer: &BaseProducer<Failures>, topic: &str) {
-        for p in self.take_due(std::time::Instant::now()) {
+        let due = self.take_due(Instant::now());
+        self.send(producer, topic, due);
+    }
+
+    /// Hand every partition's held events to the producer (at the end).
+    fn send_all(&mut self, producer: &BaseProducer<Failures>, topic: &str) {
+        self.send(producer, topic, 0..self.held.len());
+    }
+
+    fn send(
+        &mut self,
+        producer: &BaseProducer<Failures>,
+        topic: &str,
+        partitions: impl IntoIterator<Item = usize>,
+    ) {
+        for p in partitions {
             let h = &mut self.held[p];
             let mut start = 0usize;
             for &(k, end) in &h.ends {
                 let (k, end) = (k as usize, end as usize);
-                send(
+                send_record(
                     producer,
                     BaseRecord::to(topic)
                         .partition(p as i32)
@@ -139,7 +157,7 @@ impl Stagger {
 }
 
 /// Hand a record to librdkafka, waiting while its queue is full.
-fn send<K: ToBytes + ?Sized, P: ToBytes + ?Sized>(
+fn send_record<K: ToBytes + ?Sized, P: ToBytes + ?Sized>(
     producer: &BaseProducer<Failures>,
     mut rec: BaseRecord<'_, K, P>,
 ) {
@@ -246,24 +264,25 @@ fn main() -> std::io::Result<()> {
     loop {
         // The simulator's lines go out as they are: no parse per event.
         let n = match &mut stagger {
-            Some(st) => sim.next_lines(4096, |_, key, line| st.hold(key, line)),
+            Some(st) => {
+                let n = sim.next_lines(STAGGER_CHUNK, |_, key, line| st.hold(key, line));
+                st.send_due(&producer, &a.topic);
+                if 0 < n && n < STAGGER_CHUNK && !a.unpaced {
+                    // Caught up: the turns are what is timed, the events can
+                    // wait a millisecond instead of being generated one by one.
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                n
+            }
             None => sim.next_lines(1024, |_, key, line| {
-                send(&producer, BaseRecord::to(&a.topic).key(key).payload(line))
+                send_record(&producer, BaseRecord::to(&a.topic).key(key).payload(line))
             }),
         } as u64;
-        if let Some(st) = &mut stagger {
-            st.send_due(&producer, &a.topic);
-        }
         if n == 0 {
             break;
         }
         sent += n;
         producer.poll(Duration::ZERO);
-        if stagger.is_some() && n < 4096 && !a.unpaced {
-            // Caught up: the turns are what is timed, the events can wait a
-            // millisecond instead of being generated one by one.
-            std::thread::sleep(Duration::from_millis(1));
-        }
         if sent % 100_000 < n {
             let failed = producer.context().0.load(Ordering::Relaxed);
             eprintln!(
@@ -273,8 +292,7 @@ fn main() -> std::io::Result<()> {
         }
     }
     if let Some(st) = &mut stagger {
-        st.due.fill(std::time::Instant::now());
-        st.send_due(&producer, &a.topic);
+        st.send_all(&producer, &a.topic);
     }
     producer
         .flush(Duration::from_secs(30))
