@@ -21,6 +21,9 @@ use std::time::Duration;
 
 use common::*;
 
+/// The killed runs' checkpoint interval, in ms.
+const CHECKPOINT_MS: u64 = 100;
+
 fn host(plugins: &std::path::Path, input: &std::path::Path, data: &std::path::Path) -> Command {
     let mut c = Command::new(host_bin());
     c.arg("--plugins")
@@ -31,7 +34,7 @@ fn host(plugins: &std::path::Path, input: &std::path::Path, data: &std::path::Pa
             "--no-server",
             "--no-watch",
             "--checkpoint-interval",
-            "150ms",
+            &format!("{CHECKPOINT_MS}ms"),
         ])
         .arg("--data-dir")
         .arg(data);
@@ -81,7 +84,10 @@ fn file_source_outputs_survive_ten_sigkills_exactly_once() {
             break;
         }
         if !during_commit {
-            std::thread::sleep(Duration::from_millis(rng.below(300)));
+            // Anywhere in the next commit cycle. (Up to two cycles, as this
+            // once was, let a seed use up a fast machine's whole job in
+            // fewer than 10 rounds.)
+            std::thread::sleep(Duration::from_millis(rng.below(CHECKPOINT_MS)));
         }
         if !h.alive() {
             finished = Some(h.finish(Duration::from_secs(60)));
