@@ -17,11 +17,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use rtap_host::pipeline::status::PluginCounters;
 use rtap_host::pipeline::{Pipeline, Slot, TimeConfig};
 use rtap_host::plugin::{Identity, Instance, Limits, Runtime};
 use rtap_host::source::file::FileSource;
 use rtap_host::source::{self, SourceMsg};
+use rtap_host::status::PluginCounters;
 
 /// The allocator of the host binary, so both measure the same thing.
 #[global_allocator]
@@ -157,7 +157,7 @@ fn wasm_slots(runtime: &Runtime, dir: &Path, names: &[String]) -> anyhow::Result
             identity,
             Box::new(inst),
             Arc::new(PluginCounters::default()),
-            &time,
+            time.allowed_lateness,
         ));
     }
     Ok(slots)

@@ -5,11 +5,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rtap_host::pipeline::status::PluginCounters;
 use rtap_host::pipeline::{Slot, TimeConfig};
 use rtap_host::plugin::describe::{Description, Input, Kind, RawDescription, RawWindow};
 use rtap_host::plugin::io::{self, ColumnData, Columns};
 use rtap_host::plugin::{CallError, Identity, PluginCalls};
+use rtap_host::status::PluginCounters;
 use rtap_sdk::glue::{self, StepOut};
 use rtap_sdk::{Aggregator, Config, Detector};
 
@@ -342,7 +342,7 @@ pub fn slots(names: &[String]) -> anyhow::Result<Vec<Slot>> {
                 identity,
                 calls,
                 Arc::new(PluginCounters::default()),
-                &time,
+                time.allowed_lateness,
             ))
         })
         .collect()

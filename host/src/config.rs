@@ -215,8 +215,8 @@ pub struct Config {
     /// A librdkafka option for the output producer only, `KEY=VALUE`
     /// (repeatable; wins over `--kafka-option`), so the consumers do not warn
     /// about producer properties. E.g. larger output batches, `linger.ms=25`
-    /// and `batch.size=262144`, for many outputs a second (BENCHMARKS.md,
-    /// session 16).
+    /// and `batch.size=262144`, for many outputs a second (see
+    /// BENCHMARKS.md).
     #[arg(long = "kafka-producer-option")]
     pub kafka_producer_options: Vec<KafkaOption>,
 
@@ -365,6 +365,18 @@ pub struct Config {
 }
 
 impl Config {
+    /// The source: `--source`, else Kafka with `--kafka-brokers`, else the
+    /// simulator.
+    pub fn source_spec(&self) -> SourceSpec {
+        self.source
+            .clone()
+            .unwrap_or(if self.kafka_brokers.is_some() {
+                SourceSpec::Kafka
+            } else {
+                SourceSpec::Simulator
+            })
+    }
+
     pub fn dead_letter_path(&self) -> String {
         self.dead_letter.clone().unwrap_or_else(|| {
             self.data_dir

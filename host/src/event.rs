@@ -25,7 +25,9 @@ impl Span {
     }
 }
 
-/// The standard text fields of an event (see DESIGN.md), in column order.
+/// The standard text fields of an event (those of the seed's
+/// `website-analytics-events` records; the decoder, `crate::source::decode`,
+/// reads them and `timestamp`, `latency_ms`, `value`), in column order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TextField {

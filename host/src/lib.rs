@@ -3,26 +3,72 @@
 //! alert rule.
 //!
 //! ```text
-//! source (simulator | file) ─► decode ─► pipeline: watermark, windows ─► aggregator plugins ─► metrics
-//!                                           │                                  │
-//!                                           └─► event detector plugins         └─► metric detector plugins
-//!                                                        │                                  │
-//!                                                        └──────────► alerts ◄──────────────┘
-//! outputs ─► JSONL sinks, WebSocket hub (/ws); side outputs: dead letters, late events
-//! runner: checkpoints (source position + watermark + plugin states + code hashes)
+//! source (simulator | file | Kafka) ─► decode ─► pipeline: watermark, windows ─► aggregator plugins ─► metrics
+//!                                                  │                                   │
+//!                                                  └─► event detector plugins          └─► metric detector plugins
+//!                                                               │                                   │
+//!                                                               └───────────► alerts ◄──────────────┘
+//! runner ─► outputs ─► JSONL files, WebSocket hub (/ws), InfluxDB, Kafka topics (in the transaction)
+//!                      side outputs: dead letters, late events
+//! checkpoint: commits (source positions + watermark + plugin states + code hashes),
+//!             through a Kafka transaction when the Kafka sink is on; restore at start
 //! ```
+//!
+//! The modules from the bottom layer up: each may import only the ones
+//! listed before it (the order of the `mod` lines below is the same):
+//!
+//! | module       | what it holds                                                        |
+//! |--------------|----------------------------------------------------------------------|
+//! | `alloc`      | the allocator's tuning                                               |
+//! | `clock`      | wall-clock ms                                                        |
+//! | `config`     | the command line, typed                                              |
+//! | `metrics`    | the Prometheus metrics, named once                                   |
+//! | `event`      | events and batches as the host holds them                            |
+//! | `plugin`     | the Wasm runtime: loading, instances, limits; the one `bindgen!`     |
+//! | `output`     | what the pipeline emits: metrics, alerts, lifecycle, dead letters    |
+//! | `status`     | counters and states the API reads                                    |
+//! | `window`     | window and watermark arithmetic                                      |
+//! | `state`      | keyed state, its encoding, the RocksDB store                         |
+//! | `operator`   | the window and detector operators that call plugins                  |
+//! | `pipeline`   | the DAG of plugins: one batch at a time, in event-time order; swaps  |
+//! | `kafka`      | the Kafka settings shared by source, sink and topic set-up           |
+//! | `source`     | simulator, file, Kafka; decoding                                     |
+//! | `sink`       | JSONL, WebSocket hub, InfluxDB, the transactional Kafka producer     |
+//! | `checkpoint` | the commit protocol: commits, the Kafka committer, folds, restore    |
+//! | `control`    | the plugin lifecycle: upload, config, rollback, removal, folder watch|
+//! | `api`        | the HTTP server: dashboard, `/ws`, `/api`, `/health`, `/metrics`     |
+//! | `runner`     | the processing thread and the fan-out to every sink                  |
+//! | `app`        | start-up: every component built from the config, then the runner    |
+//!
+//! `tests/layers.rs` checks it: no module imports one listed after it, so
+//! the modules' imports have no cycle.
 
 pub mod alloc;
-pub mod api;
-pub mod app;
+pub mod clock;
 pub mod config;
-pub mod control;
-pub mod event;
 pub mod metrics;
-pub mod pipeline;
+
+pub mod event;
 pub mod plugin;
-pub mod runner;
+
+pub mod output;
+pub mod status;
+
+pub mod window;
+
+pub mod state;
+
+pub mod operator;
+pub mod pipeline;
+
+pub mod kafka;
 pub mod sink;
 pub mod source;
-pub mod state;
-pub mod window;
+
+pub mod checkpoint;
+pub mod control;
+
+pub mod api;
+pub mod runner;
+
+pub mod app;

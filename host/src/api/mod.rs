@@ -18,9 +18,9 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tower_http::services::{ServeDir, ServeFile};
 
-use crate::pipeline::output::now_ms;
-use crate::pipeline::status::{PluginStatus, Registry};
+use crate::clock::now_ms;
 use crate::sink::Hub;
+use crate::status::{PluginStatus, Registry, SourceState};
 
 #[derive(Clone)]
 pub struct AppState {
@@ -35,6 +35,91 @@ pub struct AppState {
     /// The other configured sinks (JSONL files, Kafka topics): a write
     /// failure there stops the process, so while it answers they are fine.
     pub sinks: Value,
+}
+
+impl AppState {
+    /// The server's view of a run. The admin token is `--admin-token`, else
+    /// generated and printed once.
+    pub fn new(
+        config: &crate::config::Config,
+        registry: Arc<Registry>,
+        hub: Hub,
+        source: String,
+        control: Arc<crate::control::Control>,
+        influx: Option<Arc<crate::sink::influx::InfluxStatus>>,
+    ) -> Self {
+        let admin_token: Arc<str> = match &config.admin_token {
+            Some(t) if !t.0.is_empty() => Arc::from(t.0.as_str()),
+            _ => {
+                let t = generate_token();
+                eprintln!("admin token for the plugin API (shown once): {t}");
+                Arc::from(t.as_str())
+            }
+        };
+        let kafka = config.kafka_brokers.is_some().then(
+            || json!({"metrics": config.kafka_metrics_topic, "alerts": config.kafka_alerts_topic}),
+        );
+        AppState {
+            registry,
+            hub,
+            source,
+            checkpoint_interval: config.checkpoint_interval.0,
+            control: Some(control),
+            admin_token,
+            rate_limit: Arc::new(admin::RateLimit::new(20.0, 5.0)),
+            influx,
+            sinks: json!({
+                "jsonl": config.sinks.iter().map(|s| match s { crate::config::SinkSpec::Jsonl(p) => p.clone() }).collect::<Vec<_>>(),
+                "kafka": kafka,
+                "status": "ok",
+            }),
+        }
+    }
+}
+
+/// 128 random bits from the kernel, hex.
+fn generate_token() -> String {
+    let mut buf = [0u8; 16];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        use std::io::Read;
+        let _ = f.read_exact(&mut buf);
+    }
+    hex::encode(buf)
+}
+
+/// Bind `listen` and serve the dashboard, `/ws`, `/api` and `/health` on
+/// `rt` in the background.
+pub fn start(
+    rt: &tokio::runtime::Runtime,
+    listen: std::net::SocketAddr,
+    state: AppState,
+    dashboard: PathBuf,
+) -> Result<(), String> {
+    let app = router(state, dashboard);
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind(listen))
+        .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    tracing::info!(addr = %listen, "dashboard, /ws, /api and /health listening");
+    rt.spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!("http server stopped: {e}");
+        }
+    });
+    Ok(())
+}
+
+/// On SIGINT or SIGTERM, set `stop`: the runner checkpoints and exits.
+pub fn stop_on_signal(rt: &tokio::runtime::Runtime, stop: Arc<std::sync::atomic::AtomicBool>) {
+    rt.spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).ok();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+        }
+        tracing::info!("stopping: checkpointing");
+        stop.store(true, Ordering::Relaxed);
+    });
 }
 
 pub fn router(state: AppState, dashboard: PathBuf) -> Router {
@@ -145,7 +230,7 @@ async fn pipeline(State(state): State<AppState>) -> Json<Value> {
 async fn ready(State(state): State<AppState>) -> Response {
     let s = &state.registry.stats;
     let ready =
-        s.last_batch_at.load(Ordering::Relaxed) > 0 || s.source_done.load(Ordering::Relaxed) == 1;
+        s.last_batch_at.load(Ordering::Relaxed) > 0 || s.source.get() == SourceState::Finished;
     let code = if ready {
         StatusCode::OK
     } else {
@@ -178,11 +263,7 @@ async fn prometheus_metrics(State(state): State<AppState>) -> Response {
 /// source failed or a plugin failed): 503 when down.
 async fn health(State(state): State<AppState>) -> Response {
     let s = &state.registry.stats;
-    let source = match s.source_done.load(Ordering::Relaxed) {
-        0 => "running",
-        1 => "finished",
-        _ => "failed",
-    };
+    let source = s.source.get();
     let plugins: serde_json::Map<String, Value> = {
         let list = state.registry.plugins.lock().expect("registry lock");
         list.iter()
@@ -212,7 +293,7 @@ async fn health(State(state): State<AppState>) -> Response {
         })
     });
     let sink_down = influx.as_ref().is_some_and(|v| v["status"] == "down");
-    let overall = if source == "failed" || any(PluginStatus::Failed) || sink_down {
+    let overall = if source == SourceState::Failed || any(PluginStatus::Failed) || sink_down {
         "down"
     } else if any(PluginStatus::Degraded) || cp_late {
         "degraded"

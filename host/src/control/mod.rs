@@ -20,6 +20,7 @@
 //! Any failure leaves the old version running and says why, with the HTTP
 //! status to answer.
 
+mod load;
 pub mod watch;
 
 use std::path::PathBuf;
@@ -29,12 +30,13 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::pipeline::output::{PluginEvent, now_ms};
-use crate::pipeline::status::{PluginCounters, PluginMeta, PluginStatus, Registry};
+use crate::clock::now_ms;
+use crate::output::PluginEvent;
 use crate::pipeline::{StateTransfer, SwapReport};
 use crate::plugin::describe::Description;
 use crate::plugin::{Identity, Instance, Loaded, PluginCalls, Runtime};
 use crate::sink::Hub;
+use crate::status::{PluginCounters, PluginMeta, PluginStatus, Registry};
 
 /// A refused lifecycle request: an HTTP status and a precise reason.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -367,6 +369,7 @@ impl Control {
     /// Go back to the previous version (with its config).
     pub fn rollback(&self, name: &str, policy: StatePolicy) -> Result<Value, ControlError> {
         let _busy = self.busy.lock().expect("busy lock");
+        // The previous version, at the path the running one has.
         let (prev, current, counters) = {
             let entries = self.entries.lock().expect("entries lock");
             let e = entries
@@ -378,17 +381,18 @@ impl Control {
                     format!("`{name}` has no previous version to roll back to"),
                 )
             })?;
-            (
-                (p.loaded.clone(), p.config.clone(), e.current.path.clone()),
-                e.current.loaded.clone(),
-                e.counters.clone(),
-            )
+            let prev = Version {
+                loaded: p.loaded.clone(),
+                config: p.config.clone(),
+                path: e.current.path.clone(),
+            };
+            (prev, e.current.loaded.clone(), e.counters.clone())
         };
         let report = self
             .install(
                 name,
-                prev.0.clone(),
-                prev.1,
+                prev.loaded.clone(),
+                prev.config,
                 Some(current),
                 policy,
                 counters,
@@ -396,9 +400,9 @@ impl Control {
             )
             .map_err(|e| self.failed(name, e))?;
         let path = prev
-            .2
+            .path
             .unwrap_or_else(|| self.plugins_dir.join(format!("{name}.wasm")));
-        if let Some(bytes) = &prev.0.bytes {
+        if let Some(bytes) = &prev.loaded.bytes {
             write_atomically(&path, bytes).map_err(|e| {
                 err(
                     500,

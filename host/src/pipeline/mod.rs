@@ -11,37 +11,28 @@
 //!
 //! A failed call dead-letters exactly that call's input (with plugin, reason
 //! and each event's origin) and leaves the plugin's states as they were; a
-//! plugin that fails [`DEGRADE_AFTER`] of its last [`RECENT_CALLS`] calls is degraded: skipped (its
-//! input dead-lettered) and probed again after [`PROBE_AFTER`].
+//! plugin that fails [`DEGRADE_AFTER`] of its last [`RECENT_CALLS`] calls is
+//! degraded: skipped (its input dead-lettered) and probed again after
+//! [`PROBE_AFTER`] (see [`Slot`]).
 
-pub mod columns;
-pub mod detector;
-pub mod output;
-pub mod status;
+mod slot;
 mod swap;
 
+pub use slot::{DEGRADE_AFTER, PROBE_AFTER, RECENT_CALLS, Slot};
 pub use swap::{StateTransfer, SwapReport};
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use crate::clock::now_ms;
 use crate::event::EventBatch;
-use crate::plugin::describe::{Input, Kind};
+use crate::operator::Op;
+use crate::operator::aggregate::{Fired, OpFailure};
+use crate::operator::detector::{KeyedAlert, TimerResult};
+use crate::output::{AlertOut, DeadLetter, LateEvent, MetricOut, Output};
+use crate::plugin::CallError;
 use crate::plugin::io::MetricIn;
-use crate::plugin::{CallError, Identity, PluginCalls};
-use crate::state::Changes;
+use crate::status::PluginCounters;
 use crate::window::Watermark;
-use crate::window::aggregate::{AggregateOp, Fired, OpFailure, WindowState};
-use detector::{DetectorOp, DetectorState, KeyedAlert};
-use output::{AlertOut, DeadLetter, LateEvent, MetricOut, Output, PluginEvent, now_ms};
-use status::{PluginCounters, PluginStatus};
-
-/// Failed calls among the last [`RECENT_CALLS`] before a plugin is degraded.
-pub const DEGRADE_AFTER: u32 = 3;
-/// How many recent calls the failure count looks at.
-pub const RECENT_CALLS: u32 = 10;
-/// How long a degraded plugin is skipped before it is tried again.
-pub const PROBE_AFTER: Duration = Duration::from_secs(30);
 
 /// Pipeline-wide event-time settings.
 #[derive(Debug, Clone, Copy)]
@@ -55,183 +46,20 @@ pub struct TimeConfig {
     pub idle_timeout: Duration,
 }
 
-pub enum Op {
-    Aggregate(AggregateOp),
-    Events(DetectorOp),
-    Metrics(DetectorOp),
+impl TimeConfig {
+    /// The event-time settings of the command line.
+    pub fn from_config(config: &crate::config::Config) -> Self {
+        TimeConfig {
+            out_of_orderness: config.out_of_orderness.0,
+            allowed_lateness: config.allowed_lateness.0,
+            idle_timeout: config.idle_timeout.0,
+        }
+    }
 }
 
 /// Rounds of timer firing at the end of a bounded input (see
 /// [`Pipeline::finish`]).
 const FINISH_ROUNDS: usize = 100;
-
-/// One plugin in the pipeline: its live instance and its operator state.
-pub struct Slot {
-    pub name: Arc<str>,
-    pub identity: Identity,
-    pub inst: Box<dyn PluginCalls>,
-    pub counters: Arc<PluginCounters>,
-    pub op: Op,
-    /// Outcomes of the last calls, one bit each (1 = failed).
-    recent: u32,
-    degraded_until: Option<Instant>,
-}
-
-impl Slot {
-    /// Whether a detector has timers queued (after a round of firing up to
-    /// the end of time: ones set during it).
-    fn timers_pending(&self) -> bool {
-        match &self.op {
-            Op::Events(op) | Op::Metrics(op) => op.next_timer().is_some(),
-            Op::Aggregate(_) => false,
-        }
-    }
-
-    pub fn new(
-        identity: Identity,
-        inst: Box<dyn PluginCalls>,
-        counters: Arc<PluginCounters>,
-        time: &TimeConfig,
-    ) -> Self {
-        let d = &identity.description;
-        let lateness = d
-            .allowed_lateness
-            .unwrap_or(time.allowed_lateness)
-            .as_millis() as i64;
-        let op = match (d.kind, d.input) {
-            (Kind::Aggregator, _) => Op::Aggregate(AggregateOp::new(
-                d.window,
-                lateness,
-                d.key_by.clone(),
-                d.fields.clone(),
-            )),
-            (Kind::Detector, Input::Events) => {
-                Op::Events(DetectorOp::new(d.key_by.clone(), d.fields.clone()))
-            }
-            (Kind::Detector, Input::Metrics) => {
-                Op::Metrics(DetectorOp::new(d.key_by.clone(), Vec::new()))
-            }
-        };
-        let mut slot = Slot {
-            name: Arc::from(d.name.as_str()),
-            identity,
-            inst,
-            counters,
-            op,
-            recent: 0,
-            degraded_until: None,
-        };
-        // Whatever the store holds under this name is not this state.
-        slot.set_rewrite();
-        slot
-    }
-
-    fn set_rewrite(&mut self) {
-        match &mut self.op {
-            Op::Aggregate(a) => a.state.set_rewrite(),
-            Op::Events(d) | Op::Metrics(d) => d.state.set_rewrite(),
-        }
-    }
-
-    /// The state changes since the last commit, for the state store.
-    pub fn state_delta(&mut self) -> StateDelta {
-        let (rewrite, meta) = match &mut self.op {
-            Op::Aggregate(a) => (a.state.take_rewrite(), a.state.meta()),
-            Op::Events(d) | Op::Metrics(d) => (d.state.take_rewrite(), Vec::new()),
-        };
-        let mut changes = Changes::default();
-        match (&mut self.op, rewrite) {
-            (Op::Aggregate(a), true) => a.state.entries(&mut changes),
-            (Op::Aggregate(a), false) => a.state.take_dirty(&mut changes),
-            (Op::Events(d) | Op::Metrics(d), true) => d.state.entries(&mut changes),
-            (Op::Events(d) | Op::Metrics(d), false) => d.state.take_dirty(&mut changes),
-        }
-        StateDelta {
-            rewrite,
-            meta,
-            changes,
-        }
-    }
-
-    /// Rebuild the operator state from the state store.
-    pub fn restore_entries<'a>(
-        &mut self,
-        meta: &[u8],
-        entries: impl Iterator<Item = (&'a str, &'a [u8])>,
-    ) -> Result<(), String> {
-        let name = self.name.clone();
-        let err = |e: String| format!("plugin `{name}`: {e}");
-        match &mut self.op {
-            Op::Aggregate(a) => a.restore_entries(meta, entries).map_err(err)?,
-            Op::Events(d) | Op::Metrics(d) => {
-                d.state = DetectorState::from_entries(entries).map_err(err)?;
-            }
-        }
-        Ok(())
-    }
-
-    fn skipped(&self) -> bool {
-        self.degraded_until.is_some_and(|t| Instant::now() < t)
-    }
-
-    /// Up to `n` states, for a migration dry-run.
-    pub fn sample_states(&self, n: usize) -> Vec<Vec<u8>> {
-        match &self.op {
-            Op::Aggregate(a) => a.state.sample(n),
-            Op::Events(d) | Op::Metrics(d) => d.state.sample(n),
-        }
-    }
-
-    /// Move the operator state out (leaving it empty).
-    pub fn take_state(&mut self) -> OpState {
-        match &mut self.op {
-            Op::Aggregate(a) => OpState::Windows(std::mem::take(&mut a.state)),
-            Op::Events(d) | Op::Metrics(d) => OpState::Keyed(std::mem::take(&mut d.state)),
-        }
-    }
-
-    pub fn restore(&mut self, s: OpState) -> Result<(), String> {
-        match (&mut self.op, s) {
-            (Op::Aggregate(a), OpState::Windows(w)) => a.state = w,
-            (Op::Events(d) | Op::Metrics(d), OpState::Keyed(k)) => d.state = k,
-            _ => {
-                return Err(format!(
-                    "plugin `{}`: checkpointed state is of another kind",
-                    self.name
-                ));
-            }
-        }
-        Ok(())
-    }
-}
-
-/// One plugin's state changes since the last commit.
-pub struct StateDelta {
-    /// Replace everything stored for the plugin (`changes` then holds
-    /// every key).
-    pub rewrite: bool,
-    /// The operator-wide part of the state.
-    pub meta: Vec<u8>,
-    /// Changed keys: the new entry, or `None` when the key is gone.
-    pub changes: Changes,
-}
-
-/// A plugin's operator state, moved out of its slot (swaps, migrations).
-#[derive(Debug)]
-pub enum OpState {
-    Windows(WindowState),
-    Keyed(DetectorState),
-}
-
-impl OpState {
-    /// Rewrite every state with `f`; all or nothing.
-    pub fn try_map<E>(&mut self, f: impl FnMut(&[u8]) -> Result<Vec<u8>, E>) -> Result<usize, E> {
-        match self {
-            OpState::Windows(w) => w.try_map(f),
-            OpState::Keyed(k) => k.try_map(f),
-        }
-    }
-}
 
 pub struct Pipeline {
     pub slots: Vec<Slot>,
@@ -365,11 +193,11 @@ impl Pipeline {
         // rounds stop at FINISH_ROUNDS with a warning naming it.
         for _ in 0..FINISH_ROUNDS {
             self.advance(i64::MAX);
-            if !self.slots.iter().any(|s| s.timers_pending()) {
+            if !self.slots.iter().any(|s| s.op.timers_pending()) {
                 return;
             }
         }
-        for s in self.slots.iter().filter(|s| s.timers_pending()) {
+        for s in self.slots.iter().filter(|s| s.op.timers_pending()) {
             tracing::warn!(
                 plugin = %s.name,
                 rounds = FINISH_ROUNDS,
@@ -448,7 +276,7 @@ impl Pipeline {
         self.timers_done(si, res);
     }
 
-    fn timers_done(&mut self, si: usize, res: detector::TimerResult) {
+    fn timers_done(&mut self, si: usize, res: TimerResult) {
         if let Err((e, lost)) = res {
             self.record_failure(si, &e);
             let lost = lost
@@ -611,58 +439,14 @@ impl Pipeline {
     }
 
     fn succeeded(&mut self, si: usize) {
-        let slot = &mut self.slots[si];
-        slot.recent = (slot.recent << 1) & ((1 << RECENT_CALLS) - 1);
-        // A successful probe after the skip period: back in service.
-        if slot.degraded_until.is_some_and(|t| Instant::now() >= t) {
-            slot.degraded_until = None;
-            slot.recent = 0;
-            slot.counters.set_status(PluginStatus::Running);
-            let e = lifecycle(slot, "recovered", "calls succeed again".into());
-            tracing::info!(plugin = %slot.name, "plugin recovered");
+        if let Some(e) = self.slots[si].succeeded() {
             self.outputs.push(Output::Plugin(e));
         }
     }
 
     fn record_failure(&mut self, si: usize, error: &CallError) {
-        let slot = &mut self.slots[si];
-        let c = &slot.counters;
-        match error {
-            CallError::Trap(_) => {
-                PluginCounters::add(&c.traps, 1);
-                crate::metrics::metrics()
-                    .plugin_traps
-                    .with_label_values(&[&*slot.name])
-                    .inc();
-            }
-            CallError::Timeout => {
-                PluginCounters::add(&c.timeouts, 1);
-                crate::metrics::metrics()
-                    .plugin_timeouts
-                    .with_label_values(&[&*slot.name])
-                    .inc();
-            }
-            CallError::OutOfMemory => PluginCounters::add(&c.out_of_memory, 1),
-            CallError::Plugin(_) | CallError::Contract(_) | CallError::TooMany { .. } => {
-                PluginCounters::add(&c.errors, 1)
-            }
-        }
-        slot.recent = ((slot.recent << 1) | 1) & ((1 << RECENT_CALLS) - 1);
-        tracing::warn!(plugin = %slot.name, reason = error.reason(), error = %error, "plugin call failed");
-        let failed = slot.recent.count_ones();
-        if failed >= DEGRADE_AFTER {
-            let first = slot.degraded_until.is_none();
-            slot.degraded_until = Some(Instant::now() + PROBE_AFTER);
-            slot.counters.set_status(PluginStatus::Degraded);
-            if first {
-                let msg = format!(
-                    "{failed} of the last {RECENT_CALLS} calls failed (last: {error}); skipped for {:?}",
-                    PROBE_AFTER
-                );
-                tracing::error!(plugin = %slot.name, "plugin degraded: {msg}");
-                let e = lifecycle(slot, "degraded", msg);
-                self.outputs.push(Output::Plugin(e));
-            }
+        if let Some(e) = self.slots[si].failed(error) {
+            self.outputs.push(Output::Plugin(e));
         }
     }
 
@@ -725,17 +509,4 @@ impl Pipeline {
 fn metric_json(m: &MetricIn) -> String {
     serde_json::json!({"plugin": m.plugin, "name": m.name, "key": m.key, "window_start": m.start, "window_end": m.end})
         .to_string()
-}
-
-pub fn lifecycle(slot: &Slot, event: &'static str, message: String) -> PluginEvent {
-    let l = &slot.identity;
-    PluginEvent {
-        kind: "plugin",
-        event,
-        plugin: slot.name.to_string(),
-        version: l.description.version.clone(),
-        hash: l.hash.clone(),
-        message,
-        time: now_ms(),
-    }
 }

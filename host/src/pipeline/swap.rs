@@ -5,9 +5,9 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::status::{PluginCounters, PluginStatus};
 use super::{Pipeline, Slot, TimeConfig};
 use crate::plugin::{Identity, PluginCalls};
+use crate::status::{PluginCounters, PluginStatus};
 
 /// How a new version takes over a plugin's state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,7 +48,7 @@ impl Pipeline {
     ) -> Result<SwapReport, String> {
         let started = Instant::now();
         let name = identity.description.name.clone();
-        let mut fresh = Slot::new(identity, calls, counters, time);
+        let mut fresh = Slot::new(identity, calls, counters, time.allowed_lateness);
         let Some(i) = self.slots.iter().position(|s| *s.name == *name) else {
             let to_version = fresh.identity.description.version.clone();
             let hash = fresh.identity.hash.clone();
@@ -73,20 +73,14 @@ impl Pipeline {
             StateTransfer::Keep => fresh.restore(old.take_state())?,
             StateTransfer::Migrate(from) => {
                 let mut state = old.take_state();
-                let inst = &mut fresh.inst;
-                let mut f = |b: &[u8]| {
-                    inst.migrate(from, b)
-                        .map_err(|e| format!("migration from schema {from} failed: {e}"))
-                };
-                let res = state.try_map(&mut f);
-                match res {
+                match fresh.migrate(&mut state, from) {
                     Ok(n) => {
                         migrated = n;
                         fresh.restore(state)?;
                     }
                     Err(e) => {
                         old.restore(state)?;
-                        return Err(e);
+                        return Err(format!("migration from schema {from} failed: {e}"));
                     }
                 }
             }

@@ -185,6 +185,22 @@ pub struct Runtime {
 }
 
 impl Runtime {
+    /// The engine with the command line's limits and, unless
+    /// `--no-compile-cache`, the compile cache under the data dir.
+    pub fn from_config(config: &crate::config::Config) -> Result<Self, PluginError> {
+        let limits = Limits {
+            call_timeout: config.plugin_timeout.0,
+            memory_bytes: config.plugin_memory.0,
+            grants: config.allow_capabilities.clone(),
+            ..Limits::default()
+        };
+        let mut runtime = Runtime::new(limits)?;
+        if !config.no_compile_cache {
+            runtime.cache_compiled(config.data_dir.join("compiled"));
+        }
+        Ok(runtime)
+    }
+
     pub fn new(limits: Limits) -> Result<Self, PluginError> {
         let mut pool = PoolingAllocationConfig::default();
         pool.total_component_instances(limits.max_instances)

@@ -27,8 +27,10 @@ use influxdb2::models::DataPoint;
 use influxdb2::models::WriteDataPoint;
 use influxdb2::{Client, api::write::TimestampPrecision};
 
+use crate::clock::now_ms;
+use crate::config::Config;
 use crate::metrics::metrics;
-use crate::pipeline::output::{MetricOut, ValueField, now_ms};
+use crate::output::{MetricOut, ValueField};
 use crate::plugin::io::MetricValue;
 
 /// Points per write request (the seed's InfluxDB batch size).
@@ -48,6 +50,20 @@ pub struct InfluxConfig {
     /// Never logged.
     pub token: String,
     pub spool_dir: PathBuf,
+}
+
+impl InfluxConfig {
+    /// The InfluxDB settings of the command line; `None` without
+    /// `--influx-url`.
+    pub fn from_config(config: &Config) -> Option<Self> {
+        Some(InfluxConfig {
+            url: config.influx_url.clone()?,
+            org: config.influx_org.clone(),
+            bucket: config.influx_bucket.clone(),
+            token: config.influx_token.0.clone(),
+            spool_dir: config.data_dir.join("influx-spool"),
+        })
+    }
 }
 
 /// What `/health` and the API show of the sink.

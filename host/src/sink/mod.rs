@@ -1,7 +1,8 @@
 //! Sinks: where outputs go. Each output is serialised to JSON once and the
-//! same line goes to every sink.
+//! same line goes to every sink (the fan-out is the runner's `Outputs`).
 //!
-//! Delivery guarantees across a crash (the protocol is in `crate::state`):
+//! Delivery guarantees across a crash (the protocol is in
+//! `crate::checkpoint`):
 //! Kafka topics exactly-once for `read_committed` readers (one transaction
 //! per commit, with the input offsets); JSONL files exactly-once (cut back to
 //! the last commit's length on restart; stdout cannot be, so at-least-once);

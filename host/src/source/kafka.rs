@@ -13,118 +13,27 @@
 //!
 //! Offsets are committed to the group only inside the Kafka sink's
 //! transaction, together with the outputs and the commit marker (see
-//! `crate::state`); the source itself never commits. Scaling past one host
+//! `crate::checkpoint`); the source itself never commits. Scaling past one host
 //! needs the repartition step described in `docs/kafka-exactly-once-plan.md`.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::{Position, Source, SourceError, decode};
 use crate::event::{EventBatch, Malformed, Origin};
+use crate::kafka::KafkaConfig;
 use crate::metrics::metrics;
-
-/// Where and how to talk to Kafka.
-#[derive(Debug, Clone)]
-pub struct KafkaConfig {
-    pub brokers: String,
-    pub group: String,
-    pub events_topic: String,
-    pub metrics_topic: String,
-    pub alerts_topic: String,
-    /// The one-partition topic whose group offset is the commit marker of
-    /// the transactional protocol (see `crate::state`).
-    pub marker_topic: String,
-    /// The producer's `transactional.id` (one per pipeline: a second host
-    /// with the same id fences the first).
-    pub transactional_id: String,
-    /// librdkafka options passed through as they are (`--kafka-option k=v`).
-    pub options: Vec<(String, String)>,
-    /// Options for the output producer only (`--kafka-producer-option k=v`),
-    /// after `options`.
-    pub producer_options: Vec<(String, String)>,
-}
-
-impl KafkaConfig {
-    /// A client config: brokers, then the caller's defaults, then the
-    /// operator's pass-through options (which win).
-    pub fn client(&self, defaults: &[(&str, &str)]) -> ClientConfig {
-        let mut c = ClientConfig::new();
-        c.set("bootstrap.servers", &self.brokers);
-        for (k, v) in defaults {
-            c.set(*k, *v);
-        }
-        for (k, v) in &self.options {
-            c.set(k, v);
-        }
-        c
-    }
-
-    /// The output producer's config: [`Self::client`], then the
-    /// producer-only options (which win).
-    pub fn producer(&self, defaults: &[(&str, &str)]) -> ClientConfig {
-        let mut c = self.client(defaults);
-        for (k, v) in &self.producer_options {
-            c.set(k, v);
-        }
-        c
-    }
-}
 
 fn kafka_err(what: &str) -> impl Fn(rdkafka::error::KafkaError) -> SourceError + '_ {
     move |e| SourceError::Io {
         what: what.to_string(),
         source: std::io::Error::other(e.to_string()),
     }
-}
-
-/// Create the seed's topics if missing: events 12 partitions, metrics 6
-/// (compacted), alerts 3.
-pub fn ensure_topics(cfg: &KafkaConfig) -> Result<(), SourceError> {
-    let admin: AdminClient<DefaultClientContext> = cfg
-        .client(&[])
-        .create()
-        .map_err(kafka_err("Kafka admin client"))?;
-    let topics = [
-        NewTopic::new(&cfg.events_topic, 12, TopicReplication::Fixed(1)),
-        NewTopic::new(&cfg.metrics_topic, 6, TopicReplication::Fixed(1))
-            .set("cleanup.policy", "compact"),
-        NewTopic::new(&cfg.alerts_topic, 3, TopicReplication::Fixed(1)),
-        NewTopic::new(&cfg.marker_topic, 1, TopicReplication::Fixed(1))
-            .set("cleanup.policy", "compact"),
-    ];
-    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| SourceError::Io {
-            what: "Kafka admin runtime".into(),
-            source: e,
-        })?;
-    let results = rt
-        .block_on(admin.create_topics(&topics, &opts))
-        .map_err(kafka_err("Kafka topic creation"))?;
-    for r in results {
-        match r {
-            Ok(t) => tracing::info!(topic = %t, "created Kafka topic"),
-            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((t, e)) => {
-                return Err(SourceError::Io {
-                    what: format!("Kafka topic {t}"),
-                    source: std::io::Error::other(e.to_string()),
-                });
-            }
-        }
-    }
-    Ok(())
 }
 
 /// How long a batch may collect events before it is handed on.
@@ -318,7 +227,7 @@ impl Source for KafkaSource {
                 Some(Ok(msg)) => {
                     if taken.is_multiple_of(CLOCK_EVERY) {
                         now = Instant::now();
-                        wall_ms = crate::pipeline::output::now_ms();
+                        wall_ms = crate::clock::now_ms();
                     }
                     if let Some(ts) = msg.timestamp().to_millis() {
                         let delay = wall_ms - ts;

@@ -14,7 +14,9 @@ pub mod simulator;
 use std::sync::mpsc;
 use std::thread;
 
+use crate::config::{Config, SourceSpec};
 use crate::event::EventBatch;
+use crate::kafka::KafkaConfig;
 
 pub use crate::event::Position;
 
@@ -27,6 +29,8 @@ pub enum SourceError {
     },
     #[error("{0} cannot resume from a position")]
     NotSeekable(String),
+    #[error("{0}")]
+    Config(String),
 }
 
 pub trait Source: Send + 'static {
@@ -37,6 +41,57 @@ pub trait Source: Send + 'static {
     fn next_batch(&mut self, max: usize) -> Result<Option<EventBatch>, SourceError>;
     /// Resume after these positions (from a checkpoint), one per partition.
     fn seek(&mut self, positions: &[(i32, Position)]) -> Result<(), SourceError>;
+}
+
+/// An opened source and, when it reads Kafka, the events topic's
+/// partitions.
+pub struct Opened {
+    pub source: Box<dyn Source>,
+    pub kafka_partitions: Option<Vec<i32>>,
+}
+
+impl SourceSpec {
+    /// The source the command line asks for (`kafka`: with `kafka`'s
+    /// settings).
+    pub fn open(
+        &self,
+        config: &Config,
+        kafka: Option<&KafkaConfig>,
+    ) -> Result<Opened, SourceError> {
+        let source: Box<dyn Source> = match self {
+            SourceSpec::Kafka => {
+                let k = kafka.ok_or_else(|| {
+                    SourceError::Config("--source kafka needs --kafka-brokers".into())
+                })?;
+                let s = kafka::KafkaSource::open(k, config.idle_timeout.0)?;
+                let partitions = s.partitions().to_vec();
+                return Ok(Opened {
+                    source: Box::new(s),
+                    kafka_partitions: Some(partitions),
+                });
+            }
+            SourceSpec::Simulator => {
+                if config.rate.is_nan() || config.rate <= 0.0 {
+                    return Err(SourceError::Config(format!(
+                        "--rate must be positive, got {}",
+                        config.rate
+                    )));
+                }
+                Box::new(simulator::Simulator::new(simulator::SimConfig {
+                    rate: config.rate,
+                    seed: config.seed,
+                    start_ms: config.sim_start_ms,
+                    unpaced: config.unpaced,
+                    limit: None,
+                }))
+            }
+            SourceSpec::File(path) => Box::new(file::FileSource::open(path)?),
+        };
+        Ok(Opened {
+            source,
+            kafka_partitions: None,
+        })
+    }
 }
 
 /// What the source thread sends.

@@ -1,4 +1,7 @@
-//! Event-time windowing with Flink's semantics.
+//! Event-time windowing with Flink's semantics: where an event's windows
+//! are, when a window fires and when it is purged, and the watermark. Pure
+//! arithmetic over timestamps; the operators that keep window state are in
+//! `crate::operator`.
 //!
 //! * Windows are `[start, end)`; tumbling and sliding windows are aligned to
 //!   the epoch (Flink's `TumblingEventTimeWindows` / `SlidingEventTimeWindows`
@@ -14,83 +17,11 @@
 //!   at once (Flink's `EventTimeTrigger`); an event whose every window is
 //!   purged goes to the late-data output.
 
-pub mod aggregate;
+mod panes;
+mod watermark;
 
-/// Bounded-out-of-orderness watermark over the partitions of a source.
-///
-/// Each partition keeps its own maximum event time; the watermark is the
-/// minimum over the partitions that produced within the idle timeout (an
-/// idle or stalled partition does not hold event time back, as Flink's
-/// `withIdleness`), minus the out-of-orderness, minus 1 — and never goes
-/// backwards. A partition the source still has records to read from is
-/// not idle, however long since its last record ([`Watermark::declare`]
-/// with every batch's `backlog`): only an empty partition may be passed.
-/// With one partition (files, the simulator) it is exactly Flink's
-/// `BoundedOutOfOrdernessWatermarks`, advanced after every event.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct Watermark {
-    ooo_ms: i64,
-    idle_ms: i64,
-    /// Partition → (max event time, processing time of its last batch, ms).
-    parts: std::collections::BTreeMap<i32, (i64, i64)>,
-    emitted: i64,
-}
-
-impl Watermark {
-    pub fn new(ooo_ms: i64, idle_ms: i64) -> Self {
-        Watermark {
-            ooo_ms,
-            idle_ms,
-            parts: Default::default(),
-            emitted: i64::MIN,
-        }
-    }
-
-    /// The current watermark (`i64::MIN` before the first event).
-    pub fn current(&self) -> i64 {
-        self.emitted
-    }
-
-    /// The source reads these partitions: each holds the watermark back until
-    /// it produced or went idle (a partition not heard from yet must not let
-    /// the others run ahead of its events).
-    pub fn declare(&mut self, partitions: &[i32], now_ms: i64) {
-        for &p in partitions {
-            self.parts.entry(p).or_insert((i64::MIN, now_ms)).1 = now_ms;
-        }
-    }
-
-    /// A batch from `partition` starts at processing time `now_ms`: returns
-    /// the bound the other active partitions put on the watermark.
-    pub fn begin(&mut self, partition: i32, now_ms: i64) -> i64 {
-        let e = self.parts.entry(partition).or_insert((i64::MIN, now_ms));
-        e.1 = now_ms;
-        let idle = self.idle_ms;
-        self.parts
-            .iter()
-            .filter(|(p, (_, seen))| **p != partition && now_ms - *seen < idle)
-            .map(|(_, (max, _))| *max)
-            .min()
-            .unwrap_or(i64::MAX)
-    }
-
-    /// An event at `ts` from `partition`; `others` from [`Watermark::begin`].
-    pub fn observe(&mut self, partition: i32, ts: i64, others: i64) {
-        let e = self.parts.entry(partition).or_insert((i64::MIN, 0));
-        e.0 = e.0.max(ts);
-        let bound = e.0.min(others);
-        let candidate = bound.saturating_sub(self.ooo_ms).saturating_sub(1);
-        self.emitted = self.emitted.max(candidate);
-    }
-
-    pub fn max_event_time(&self) -> Option<i64> {
-        self.parts
-            .values()
-            .map(|(m, _)| *m)
-            .filter(|m| *m != i64::MIN)
-            .max()
-    }
-}
+pub use panes::Panes;
+pub use watermark::Watermark;
 
 /// Where a window stands relative to the watermark.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,54 +57,6 @@ pub fn sliding_starts(ts: i64, size: i64, slide: i64) -> impl Iterator<Item = i6
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn slowest_active_partition_holds_event_time() {
-        let mut w = Watermark::new(0, 5_000);
-        let o = w.begin(0, 0);
-        w.observe(0, 10_000, o);
-        assert_eq!(w.current(), 9_999);
-        let o = w.begin(1, 100);
-        w.observe(1, 3_000, o);
-        w.declare(&[2], 150);
-        let o = w.begin(0, 160);
-        w.observe(0, 30_000, o);
-        assert_eq!(
-            w.current(),
-            9_999,
-            "a declared partition that has not produced holds it"
-        );
-        let o = w.begin(2, 170);
-        w.observe(2, 25_000, o);
-        assert_eq!(w.current(), 9_999, "never backwards");
-        let o = w.begin(0, 200);
-        w.observe(0, 20_000, o);
-        assert_eq!(w.current(), 9_999, "partition 1 (at 3 000) holds it");
-        // Partition 1 goes idle: partition 0 alone drives the watermark.
-        assert_eq!(w.current(), 9_999, "partition 1 still holds it");
-        let o = w.begin(0, 6_000);
-        w.observe(0, 31_000, o);
-        assert_eq!(w.current(), 30_999);
-    }
-
-    #[test]
-    fn a_partition_with_a_backlog_is_not_idle() {
-        let mut w = Watermark::new(0, 5_000);
-        let o = w.begin(1, 0);
-        w.observe(1, 3_000, o);
-        // Partition 1 sends nothing for longer than the idle timeout, but
-        // the source says it has records left (declared with each batch).
-        for now in (1_000..=20_000).step_by(1_000) {
-            w.declare(&[1], now);
-            let o = w.begin(0, now);
-            w.observe(0, 10 * now, o);
-        }
-        assert_eq!(w.current(), 2_999, "partition 1 (at 3 000) holds it");
-        // Caught up and quiet past the timeout: now it is idle.
-        let o = w.begin(0, 26_000);
-        w.observe(0, 300_000, o);
-        assert_eq!(w.current(), 299_999);
-    }
 
     #[test]
     fn flink_assigners() {

@@ -1,6 +1,7 @@
 //! What the pipeline emits: metrics, alerts and plugin lifecycle events (the
 //! JSONL and WebSocket objects), and the side outputs: dead letters and late
-//! events.
+//! events. The vocabulary every layer shares: operators produce these, sinks
+//! write them, the API and the lifecycle service publish them.
 
 use std::sync::Arc;
 
@@ -131,11 +132,4 @@ pub struct LateEvent {
     pub partition: i32,
     pub offset: u64,
     pub event: String,
-}
-
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }

@@ -82,6 +82,34 @@ pub struct PluginMeta {
     pub previous: Option<serde_json::Value>,
 }
 
+/// Where the source stands, as the API reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SourceState {
+    Running,
+    /// A bounded input ended and every window fired.
+    Finished,
+    Failed,
+}
+
+/// A [`SourceState`] shared between threads.
+#[derive(Debug, Default)]
+pub struct SourceStatus(AtomicU8);
+
+impl SourceStatus {
+    pub fn get(&self) -> SourceState {
+        match self.0.load(Ordering::Relaxed) {
+            0 => SourceState::Running,
+            1 => SourceState::Finished,
+            _ => SourceState::Failed,
+        }
+    }
+
+    pub fn set(&self, s: SourceState) {
+        self.0.store(s as u8, Ordering::Relaxed);
+    }
+}
+
 /// Pipeline-wide counters.
 #[derive(Debug, Default)]
 pub struct PipelineStats {
@@ -92,7 +120,8 @@ pub struct PipelineStats {
     pub malformed: AtomicU64,
     pub watermark: AtomicI64,
     pub last_checkpoint: AtomicI64,
-    pub source_done: AtomicU8,
+    /// Whether the source runs, reached its end or failed.
+    pub source: SourceStatus,
     /// Wall-clock ms of the last processed batch.
     pub last_batch_at: AtomicI64,
 }

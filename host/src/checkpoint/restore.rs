@@ -1,0 +1,273 @@
+//! Start-up recovery: find the commit to resume from and load it into the
+//! pipeline.
+//!
+//! With the Kafka sink the group's commit marker decides (see the module
+//! docs of `crate::checkpoint`): logged commits up to it are folded in,
+//! those after it discarded; a store and a marker that do not belong
+//! together refuse the start, before this host fences anyone. Then each
+//! plugin's state is loaded (migrated when the loaded version migrates from
+//! the committed schema), the output files are cut back to their committed
+//! lengths, and the watermark and positions come back.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+
+use super::{CommitMeta, Store};
+use crate::event::Position;
+use crate::pipeline::Pipeline;
+use crate::sink::kafka::{KafkaSink, KafkaSinkError};
+use crate::state::StateError;
+use crate::status::Registry;
+
+/// Why the host cannot start from this state.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(transparent)]
+    Kafka(#[from] KafkaSinkError),
+    #[error(transparent)]
+    Sink(#[from] crate::sink::jsonl::SinkError),
+    /// The state does not fit this run (another group, source or plugin
+    /// version): the message says which and what to do.
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// What recovery works with.
+pub struct Restore<'a> {
+    pub store: &'a Store,
+    /// The transactional sink, not yet fenced.
+    pub kafka: Option<&'a KafkaSink>,
+    /// The Kafka consumer group (for the messages).
+    pub group: &'a str,
+    /// `--no-restore`: start from empty state.
+    pub fresh: bool,
+    /// The source's name (`kafka:TOPIC`, `file:PATH`, `simulator`).
+    pub source: &'a str,
+    /// The partitions of the events topic, when the source is Kafka.
+    pub kafka_partitions: Option<&'a [i32]>,
+}
+
+/// Where the run resumes.
+pub struct Restored {
+    /// The commit the state is at; this run's commits follow it.
+    pub commit_id: u64,
+    /// The committed position of every source partition.
+    pub positions: BTreeMap<i32, Position>,
+    /// Whether a commit was loaded (else the run starts from the source's
+    /// beginning, or the group's offsets).
+    pub restored: bool,
+}
+
+impl Restore<'_> {
+    /// Settle the store with the Kafka marker, then load the last commit
+    /// into `pipeline`.
+    pub fn run(
+        self,
+        pipeline: &mut Pipeline,
+        registry: &Registry,
+    ) -> Result<Restored, RestoreError> {
+        if self.fresh {
+            self.store.clear()?;
+        }
+        let marker = self.settle()?;
+        let last = self.store.last()?;
+        let mut commit_id = last.as_ref().map_or(0, |m| m.id);
+        if self.kafka.is_some() {
+            commit_id = commit_id.max(marker.unwrap_or(0));
+        }
+        let Some(cp) = last else {
+            return Ok(Restored {
+                commit_id,
+                positions: BTreeMap::new(),
+                restored: false,
+            });
+        };
+        self.check_source(&cp)?;
+        self.load_plugins(&cp, pipeline)?;
+        // What the sinks wrote after the commit is written again.
+        for (path, len) in &cp.files {
+            let cut = crate::sink::jsonl::truncate_to(path, *len)?;
+            if cut > 0 {
+                tracing::info!(
+                    path,
+                    bytes = cut,
+                    "cut output written after the last commit"
+                );
+            }
+        }
+        pipeline.wm = cp.watermark.clone();
+        registry
+            .stats
+            .last_checkpoint
+            .store(cp.taken_at, Ordering::Relaxed);
+        tracing::info!(id = cp.id, source = %cp.source, partitions = cp.positions.len(), "restored state");
+        Ok(Restored {
+            commit_id,
+            positions: cp.positions.iter().copied().collect(),
+            restored: true,
+        })
+    }
+
+    /// With Kafka: check the group's marker against the store, take the
+    /// transactional id over, and fold the logged commits up to the marker
+    /// (discarding those after it). Returns the marker.
+    fn settle(&self) -> Result<Option<u64>, RestoreError> {
+        // Check before taking the transactional id over, so a second host
+        // started by mistake refuses without fencing the running one.
+        let marker = match self.kafka {
+            Some(k) => {
+                self.acceptable(k.committed_marker()?)?;
+                k.fence()?;
+                let m = k.committed_marker()?;
+                self.acceptable(m)?;
+                m
+            }
+            None => None,
+        };
+        let logged = self.store.delta_ids()?;
+        if logged.is_empty() {
+            return Ok(marker);
+        }
+        if self.kafka.is_none() {
+            return Err(RestoreError::Refused(format!(
+                "the state in {} has commits #{}..#{} whose Kafka transactions can only be checked with --kafka-brokers: \
+                 start with the Kafka settings it ran with, or with --no-restore",
+                self.store.path().display(),
+                logged[0],
+                logged[logged.len() - 1]
+            )));
+        }
+        let g = marker.unwrap_or(0);
+        let gone = self.store.discard_after(g)?;
+        if !gone.is_empty() {
+            tracing::info!(ids = ?gone, "discarded a prepared commit: its Kafka transaction did not commit");
+        }
+        let f = self.store.compact(g)?;
+        if f.commits > 0 {
+            // The fold skipped the write-ahead log: make it durable.
+            self.store.flush()?;
+            tracing::info!(
+                id = g,
+                commits = f.commits,
+                keys = f.keys,
+                "rolled a prepared commit forward: its Kafka transaction committed"
+            );
+        }
+        Ok(marker)
+    }
+
+    /// The marker must be the store's state or one of its logged commits.
+    fn acceptable(&self, marker: Option<u64>) -> Result<(), RestoreError> {
+        let Some(g) = marker else { return Ok(()) };
+        let last = self.store.last()?.filter(|m| m.transactional).map(|m| m.id);
+        let logged = self.store.delta_ids()?;
+        if last == Some(g) || logged.contains(&g) {
+            return Ok(());
+        }
+        let local = logged.last().copied().or(last);
+        if local.is_none() && (self.fresh || self.kafka_partitions.is_none()) {
+            return Ok(());
+        }
+        Err(RestoreError::Refused(format!(
+            "the Kafka consumer group `{}` last committed transaction #{g}, but the state in {} {}: \
+             the group's offsets and this state do not belong together (another host runs or ran this pipeline, \
+             or this data dir was lost or restored from an older copy). Refusing to start rather than count \
+             events twice or not at all: use the data dir of the host that committed #{g}, or start with \
+             --no-restore (empty state from the group's committed offsets), or use another --kafka-group",
+            self.group,
+            self.store.path().display(),
+            match local {
+                Some(l) => format!("is at transaction #{l}"),
+                None => "is empty".to_string(),
+            }
+        )))
+    }
+
+    /// The commit must come from this source (and, from Kafka, from
+    /// partitions the topic still has).
+    fn check_source(&self, cp: &CommitMeta) -> Result<(), RestoreError> {
+        if cp.source != self.source {
+            return Err(RestoreError::Refused(format!(
+                "the state in {} was committed reading `{}`, not `{}`: run with --no-restore to start fresh, or use another --data-dir",
+                self.store.path().display(),
+                cp.source,
+                self.source
+            )));
+        }
+        let Some(partitions) = self.kafka_partitions else {
+            return Ok(());
+        };
+        let gone: Vec<i32> = cp
+            .positions
+            .iter()
+            .map(|(p, _)| *p)
+            .filter(|p| !partitions.contains(p))
+            .collect();
+        if !gone.is_empty() {
+            return Err(RestoreError::Refused(format!(
+                "the state in {} has read partitions {gone:?} of `{}`, which now has {} partitions: \
+                 the topic was recreated or shrunk, so its offsets no longer match this state; \
+                 start with --no-restore (empty state) or use another --data-dir",
+                self.store.path().display(),
+                self.source,
+                partitions.len()
+            )));
+        }
+        let new: Vec<i32> = partitions
+            .iter()
+            .copied()
+            .filter(|p| !cp.positions.iter().any(|(q, _)| q == p))
+            .collect();
+        if !new.is_empty() && !cp.positions.is_empty() {
+            tracing::warn!(partitions = ?new, "the events topic has partitions this state has not read: they are read from the group's committed offsets (else the earliest); one host reads every partition, so keyed state stays whole");
+        }
+        Ok(())
+    }
+
+    /// Each committed plugin's state into its slot: kept when the loaded
+    /// version has the same state schema, migrated when it migrates from
+    /// the committed one, else refused.
+    fn load_plugins(&self, cp: &CommitMeta, pipeline: &mut Pipeline) -> Result<(), RestoreError> {
+        for pm in &cp.plugins {
+            let Some(slot) = pipeline.slots.iter_mut().find(|s| *s.name == pm.name) else {
+                tracing::warn!(plugin = %pm.name, "committed plugin is no longer loaded; its state is dropped");
+                continue;
+            };
+            let entries = self.store.entries(&pm.name)?;
+            slot.restore_entries(
+                &pm.op_meta,
+                entries.iter().map(|(k, v)| (k.as_str(), v.as_slice())),
+            )
+            .map_err(RestoreError::Refused)?;
+            let d = slot.identity.description.clone();
+            if d.state_schema != pm.state_schema && d.migrates_from.contains(&pm.state_schema) {
+                let (from, to) = (pm.state_schema, d.state_schema);
+                let mut state = slot.take_state();
+                let n = slot.migrate(&mut state, from).map_err(|e| {
+                    RestoreError::Refused(format!(
+                        "plugin `{}`: migrating the committed state from schema {from} failed: {e}",
+                        pm.name
+                    ))
+                })?;
+                slot.restore(state).map_err(RestoreError::Refused)?;
+                tracing::info!(plugin = %pm.name, from, to, states = n, "migrated committed state");
+            } else if d.state_schema != pm.state_schema {
+                return Err(RestoreError::Refused(format!(
+                    "plugin `{}`: the state store holds state schema {} (version {}, {}), the loaded version {} has schema {}: start with --no-restore to reset state",
+                    pm.name,
+                    pm.state_schema,
+                    pm.version,
+                    &pm.hash[..12.min(pm.hash.len())],
+                    d.version,
+                    d.state_schema
+                )));
+            }
+            if slot.identity.hash != pm.hash {
+                tracing::info!(plugin = %pm.name, from = %pm.version, to = %d.version, "restoring state written by another build (same state schema)");
+            }
+        }
+        Ok(())
+    }
+}

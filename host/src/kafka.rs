@@ -1,0 +1,139 @@
+//! Where and how to talk to Kafka: one config shared by the source, the
+//! transactional sink and the topic set-up, built from the command line.
+
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::error::RDKafkaErrorCode;
+
+use crate::config::Config;
+
+/// Where and how to talk to Kafka.
+#[derive(Debug, Clone)]
+pub struct KafkaConfig {
+    pub brokers: String,
+    pub group: String,
+    pub events_topic: String,
+    pub metrics_topic: String,
+    pub alerts_topic: String,
+    /// The one-partition topic whose group offset is the commit marker of
+    /// the transactional protocol (see `crate::checkpoint`).
+    pub marker_topic: String,
+    /// The producer's `transactional.id` (one per pipeline: a second host
+    /// with the same id fences the first).
+    pub transactional_id: String,
+    /// librdkafka options passed through as they are (`--kafka-option k=v`).
+    pub options: Vec<(String, String)>,
+    /// Options for the output producer only (`--kafka-producer-option k=v`),
+    /// after `options`.
+    pub producer_options: Vec<(String, String)>,
+}
+
+impl KafkaConfig {
+    /// A client config: brokers, then the caller's defaults, then the
+    /// operator's pass-through options (which win).
+    pub fn client(&self, defaults: &[(&str, &str)]) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.brokers);
+        for (k, v) in defaults {
+            c.set(*k, *v);
+        }
+        for (k, v) in &self.options {
+            c.set(k, v);
+        }
+        c
+    }
+
+    /// The output producer's config: [`Self::client`], then the
+    /// producer-only options (which win).
+    pub fn producer(&self, defaults: &[(&str, &str)]) -> ClientConfig {
+        let mut c = self.client(defaults);
+        for (k, v) in &self.producer_options {
+            c.set(k, v);
+        }
+        c
+    }
+}
+
+impl KafkaConfig {
+    /// The Kafka settings of the command line; `None` without
+    /// `--kafka-brokers`.
+    pub fn from_config(config: &Config) -> Option<Self> {
+        let pairs = |o: &[crate::config::KafkaOption]| {
+            o.iter().map(|o| (o.0.clone(), o.1.clone())).collect()
+        };
+        let brokers = config.kafka_brokers.clone()?;
+        Some(KafkaConfig {
+            brokers,
+            group: config.kafka_group.clone(),
+            events_topic: config.kafka_events_topic.clone(),
+            metrics_topic: config.kafka_metrics_topic.clone(),
+            alerts_topic: config.kafka_alerts_topic.clone(),
+            marker_topic: config.kafka_marker_topic.clone(),
+            transactional_id: config
+                .kafka_transactional_id
+                .clone()
+                .unwrap_or_else(|| format!("rtap-{}", config.kafka_group)),
+            options: pairs(&config.kafka_options),
+            producer_options: pairs(&config.kafka_producer_options),
+        })
+    }
+}
+
+/// Setting up the topics failed.
+#[derive(Debug, thiserror::Error)]
+#[error("Kafka {what}: {why}")]
+pub struct KafkaSetupError {
+    pub what: String,
+    pub why: String,
+}
+
+fn setup_err(what: &str) -> impl Fn(rdkafka::error::KafkaError) -> KafkaSetupError + '_ {
+    move |e| KafkaSetupError {
+        what: what.to_string(),
+        why: e.to_string(),
+    }
+}
+
+/// Create the seed's topics if missing: events 12 partitions, metrics 6
+/// (compacted), alerts 3.
+pub fn ensure_topics(cfg: &KafkaConfig) -> Result<(), KafkaSetupError> {
+    let admin: AdminClient<DefaultClientContext> = cfg
+        .client(&[])
+        .create()
+        .map_err(setup_err("admin client"))?;
+    let topics = [
+        NewTopic::new(&cfg.events_topic, 12, TopicReplication::Fixed(1)),
+        NewTopic::new(&cfg.metrics_topic, 6, TopicReplication::Fixed(1))
+            .set("cleanup.policy", "compact"),
+        NewTopic::new(&cfg.alerts_topic, 3, TopicReplication::Fixed(1)),
+        NewTopic::new(&cfg.marker_topic, 1, TopicReplication::Fixed(1))
+            .set("cleanup.policy", "compact"),
+    ];
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| KafkaSetupError {
+            what: "admin runtime".into(),
+            why: e.to_string(),
+        })?;
+    let results = rt
+        .block_on(admin.create_topics(&topics, &opts))
+        .map_err(setup_err("topic creation"))?;
+    for r in results {
+        match r {
+            Ok(t) => tracing::info!(topic = %t, "created Kafka topic"),
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((t, e)) => {
+                return Err(KafkaSetupError {
+                    what: format!("topic {t}"),
+                    why: e.to_string(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
