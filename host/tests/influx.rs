@@ -189,28 +189,16 @@ fn a_minute_long_outage_loses_nothing_and_health_follows() {
     let plugins = plugins_dir(&["page-views", "error-rate", "latency-percentiles"]);
     let data = tmp.path().join("data");
     let port = free_port();
-    let mut host = Running(
-        Command::new(host_bin())
-            .arg("--plugins")
-            .arg(plugins.path())
-            .args([
-                "--rate",
-                "400",
-                "--sim-start-ms",
-                "1764000000000",
-                "--no-watch",
-                "--checkpoint-interval",
-                "2s",
-            ])
-            .arg(format!("--sink=jsonl:{}", data.join("out.jsonl").display()))
-            .args(["--influx-url", &vm.url(), "--listen"])
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("--data-dir")
-            .arg(&data)
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let mut host = HostCmd::new(plugins.path())
+        .rate(400)
+        .sim_start_ms(1_764_000_000_000)
+        .no_watch()
+        .checkpoint_interval("2s")
+        .jsonl_sink(data.join("out.jsonl"))
+        .influx_url(&vm.url())
+        .listen(port)
+        .data_dir(&data)
+        .spawn();
     wait_ready(port);
     let health = |want: u16, within: Duration| {
         let deadline = Instant::now() + within;

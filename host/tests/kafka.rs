@@ -228,20 +228,14 @@ fn listening_host(
     extra: &[&str],
 ) -> (Running, u16) {
     let port = free_port();
-    let host = Running(
-        Command::new(host_bin())
-            .arg("--plugins")
-            .arg(plugins)
-            .args(["--kafka-brokers", &broker.addr()])
-            .args(extra)
-            .args(["--no-watch", "--sink", "jsonl:/dev/null", "--listen"])
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("--data-dir")
-            .arg(data)
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let host = HostCmd::new(plugins)
+        .kafka_brokers(&broker.addr())
+        .args(extra)
+        .no_watch()
+        .jsonl_sink("/dev/null")
+        .listen(port)
+        .data_dir(data)
+        .spawn();
     wait_ready(port);
     (host, port)
 }
@@ -433,31 +427,18 @@ fn kafka_host(
     data: &std::path::Path,
     group: &str,
     prefix: &str,
-) -> Command {
-    let mut c = Command::new(host_bin());
-    c.arg("--plugins")
-        .arg(plugins)
-        .args([
-            "--kafka-brokers",
-            &broker.addr(),
-            "--kafka-group",
-            group,
-            "--kafka-metrics-topic",
-            &format!("{prefix}processed-metrics"),
-            "--kafka-alerts-topic",
-            &format!("{prefix}cep-alerts"),
-            "--kafka-marker-topic",
-            &format!("{prefix}commit-marker"),
-            "--out-of-orderness",
-            "60s",
-            "--no-watch",
-            "--no-server",
-            "--sink",
-            "jsonl:/dev/null",
-        ])
-        .arg("--data-dir")
-        .arg(data);
-    c
+) -> HostCmd {
+    HostCmd::new(plugins)
+        .kafka_brokers(&broker.addr())
+        .kafka_group(group)
+        .kafka_metrics_topic(&format!("{prefix}processed-metrics"))
+        .kafka_alerts_topic(&format!("{prefix}cep-alerts"))
+        .kafka_marker_topic(&format!("{prefix}commit-marker"))
+        .out_of_orderness("60s")
+        .no_watch()
+        .no_server()
+        .jsonl_sink("/dev/null")
+        .data_dir(data)
 }
 
 /// Run until the group committed `n` input offsets, then stop with SIGTERM.
@@ -520,13 +501,14 @@ fn kafka_outputs_survive_sigkills_exactly_once() {
     let ref_data = tempfile::tempdir().unwrap();
     let started = Instant::now();
     run_to_end(
-        Watched::spawn(kafka_host(
+        kafka_host(
             &broker,
             plugins.path(),
             ref_data.path(),
             "reference",
             "ref-",
-        )),
+        )
+        .watched(),
         &broker,
         "reference",
         n as i64,
@@ -543,15 +525,12 @@ fn kafka_outputs_survive_sigkills_exactly_once() {
     let phases = ["prepared", "committed", "random", "folded"];
     for round in 0..12 {
         let phase = phases[round % phases.len()];
-        let mut cmd = kafka_host(&broker, plugins.path(), data.path(), "rtap", "");
-        // Folds every second, not every 10 s as in the reference run: the
-        // outputs must not depend on when checkpoints happen.
-        cmd.args(["--checkpoint-interval", "1s"]);
-        cmd.env(
-            "RTAP_FAULT_COMMIT_PAUSE_MS",
-            if phase == "random" { "1" } else { "100" },
-        );
-        let mut h = Watched::spawn(cmd);
+        let mut h = kafka_host(&broker, plugins.path(), data.path(), "rtap", "")
+            // Folds every second, not every 10 s as in the reference run:
+            // the outputs must not depend on when checkpoints happen.
+            .checkpoint_interval("1s")
+            .fault_commit_pause_ms(if phase == "random" { 1 } else { 100 })
+            .watched();
         let (pat, nth) = match phase {
             "random" => ("committed", 1),
             "folded" => ("folded", 1),
@@ -594,7 +573,7 @@ fn kafka_outputs_survive_sigkills_exactly_once() {
         "every kill must land before the input is consumed"
     );
     let log = run_to_end(
-        Watched::spawn(kafka_host(&broker, plugins.path(), data.path(), "rtap", "")),
+        kafka_host(&broker, plugins.path(), data.path(), "rtap", "").watched(),
         &broker,
         "rtap",
         n as i64,
@@ -660,7 +639,7 @@ fn a_second_member_or_a_recreated_topic_is_refused() {
     broker.produce_keyed(&lines);
     let plugins = plugins_dir(&PLUGINS);
     let data = tempfile::tempdir().unwrap();
-    let first = Watched::spawn(kafka_host(&broker, plugins.path(), data.path(), "rtap", ""));
+    let first = kafka_host(&broker, plugins.path(), data.path(), "rtap", "").watched();
     let deadline = Instant::now() + Duration::from_secs(60);
     while broker.committed("rtap") == 0 {
         assert!(
@@ -670,9 +649,7 @@ fn a_second_member_or_a_recreated_topic_is_refused() {
         std::thread::sleep(Duration::from_millis(100));
     }
     let other = tempfile::tempdir().unwrap();
-    let out = kafka_host(&broker, plugins.path(), other.path(), "rtap", "")
-        .output()
-        .unwrap();
+    let out = kafka_host(&broker, plugins.path(), other.path(), "rtap", "").output();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(
@@ -684,9 +661,7 @@ fn a_second_member_or_a_recreated_topic_is_refused() {
     run_to_end(first, &broker, "rtap", 60_000);
 
     broker.delete_and_recreate_events_topic(6);
-    let out = kafka_host(&broker, plugins.path(), data.path(), "rtap", "")
-        .output()
-        .unwrap();
+    let out = kafka_host(&broker, plugins.path(), data.path(), "rtap", "").output();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("which now has 6 partitions"), "{err}");
