@@ -1,5 +1,5 @@
-//! Kafka ingest and outputs against a real Kafka-protocol broker (tansu,
-//! started here on loopback): the 12-partition events topic read by one host,
+//! Kafka ingest and outputs against a real Kafka-protocol broker (tansu on
+//! loopback, `common::Broker`): the 12-partition events topic read by one host,
 //! metrics and alerts written to their topics with deterministic keys, the
 //! consumer group's committed offsets, and a restart that resumes from the
 //! checkpoint. The metrics must equal those of the same events through the
@@ -8,184 +8,13 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use rdkafka::{Offset, TopicPartitionList};
 use serde_json::Value;
 
-const EVENTS: &str = "website-analytics-events";
 const PLUGINS: [&str; 3] = ["page-views", "error-rate", "bot-burst"];
-
-struct Broker {
-    child: Child,
-    port: u16,
-}
-
-impl Broker {
-    fn start() -> Broker {
-        let bin = std::env::var("TANSU_BIN")
-            .unwrap_or_else(|_| panic!("TANSU_BIN is not set: scripts/test.sh installs tansu"));
-        let port = free_port();
-        let url = format!("tcp://127.0.0.1:{port}");
-        let child = Command::new(bin)
-            .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-                "--storage-engine",
-                "memory://tansu/",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start tansu");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "tansu did not listen");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Broker { child, port }
-    }
-
-    fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    fn client(&self) -> ClientConfig {
-        let mut c = ClientConfig::new();
-        c.set("bootstrap.servers", self.addr());
-        c
-    }
-
-    fn create_events_topic(&self) {
-        let admin: AdminClient<DefaultClientContext> = self.client().create().unwrap();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let t = NewTopic::new(EVENTS, 12, TopicReplication::Fixed(1));
-        rt.block_on(admin.create_topics([&t], &AdminOptions::new()))
-            .unwrap();
-    }
-
-    /// Round-robin over the 12 partitions, in order.
-    fn produce(&self, lines: &[String], first: usize) {
-        let p: BaseProducer = self.client().create().unwrap();
-        for (i, l) in lines.iter().enumerate() {
-            let mut rec = BaseRecord::<(), str>::to(EVENTS)
-                .payload(l.as_str())
-                .partition(((first + i) % 12) as i32);
-            loop {
-                match p.send(rec) {
-                    Ok(()) => break,
-                    Err((_, r)) => {
-                        p.poll(Duration::from_millis(10));
-                        rec = r;
-                    }
-                }
-            }
-        }
-        p.flush(Duration::from_secs(30)).unwrap();
-    }
-
-    /// Every record of a topic: (key, JSON payload).
-    fn read_all(&self, topic: &str, partitions: i32) -> Vec<(String, Value)> {
-        let c: BaseConsumer = self
-            .client()
-            .set("group.id", "test-reader")
-            .set("enable.auto.commit", "false")
-            .create()
-            .unwrap();
-        let mut tpl = TopicPartitionList::new();
-        for p in 0..partitions {
-            tpl.add_partition_offset(topic, p, Offset::Beginning)
-                .unwrap();
-        }
-        c.assign(&tpl).unwrap();
-        let mut out = Vec::new();
-        let mut quiet = Instant::now();
-        while quiet.elapsed() < Duration::from_secs(3) {
-            if let Some(Ok(m)) = c.poll(Duration::from_millis(100)) {
-                let key = String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned();
-                out.push((key, serde_json::from_slice(m.payload().unwrap()).unwrap()));
-                quiet = Instant::now();
-            }
-        }
-        let _ = c.unassign();
-        out
-    }
-
-    /// Keyed by `user_id` (librdkafka's partitioner), as `rtap-gen` does: a
-    /// user's events stay in order within one partition.
-    fn produce_keyed(&self, lines: &[String]) {
-        let p: BaseProducer = self.client().set("linger.ms", "5").create().unwrap();
-        for l in lines {
-            let v: Value = serde_json::from_str(l).unwrap();
-            let key = v["user_id"].as_str().unwrap_or("").to_string();
-            let mut rec = BaseRecord::to(EVENTS).key(&key).payload(l.as_str());
-            loop {
-                match p.send(rec) {
-                    Ok(()) => break,
-                    Err((_, r)) => {
-                        p.poll(Duration::from_millis(10));
-                        rec = r;
-                    }
-                }
-            }
-        }
-        p.flush(Duration::from_secs(60)).unwrap();
-    }
-
-    fn delete_and_recreate_events_topic(&self, partitions: i32) {
-        let admin: AdminClient<DefaultClientContext> = self.client().create().unwrap();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(admin.delete_topics(&[EVENTS], &AdminOptions::new()))
-            .unwrap();
-        std::thread::sleep(Duration::from_millis(500));
-        let t = NewTopic::new(EVENTS, partitions, TopicReplication::Fixed(1));
-        rt.block_on(admin.create_topics([&t], &AdminOptions::new()))
-            .unwrap();
-    }
-
-    fn committed(&self, group: &str) -> i64 {
-        let c: BaseConsumer = self.client().set("group.id", group).create().unwrap();
-        let mut tpl = TopicPartitionList::new();
-        for p in 0..12 {
-            tpl.add_partition(EVENTS, p);
-        }
-        let got = c.committed_offsets(tpl, Duration::from_secs(10)).unwrap();
-        got.elements()
-            .iter()
-            .map(|e| {
-                if let Offset::Offset(o) = e.offset() {
-                    o
-                } else {
-                    0
-                }
-            })
-            .sum()
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn events(n: usize) -> Vec<String> {
     gen_events(n as u64, 9, 200)

@@ -6,16 +6,19 @@
 //!   `$RTAP_TEST_PLUGINS`) and per-test plugins folders.
 //! - `events`: simulated events from the real `rtap-gen`.
 //! - `http`: plain HTTP/1.1 requests to a running host, free ports.
+//! - `broker`: a Kafka-protocol broker (tansu) on loopback.
 //!
 //! Every test crate includes all of it (`mod common;`) and uses a part:
 //! hence no warnings for what one crate leaves unused.
 #![allow(dead_code, unused_imports)]
 
+mod broker;
 mod events;
 mod host;
 mod http;
 mod plugins;
 
+pub use broker::*;
 pub use events::*;
 pub use host::*;
 pub use http::*;
