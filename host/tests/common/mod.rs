@@ -7,6 +7,7 @@
 //! - `events`: simulated events from the real `rtap-gen`.
 //! - `http`: plain HTTP/1.1 requests to a running host, free ports.
 //! - `broker`: a Kafka-protocol broker (tansu) on loopback.
+//! - `victoria`: a time-series database (victoria-metrics) on loopback.
 //!
 //! Every test crate includes all of it (`mod common;`) and uses a part:
 //! hence no warnings for what one crate leaves unused.
@@ -17,12 +18,14 @@ mod events;
 mod host;
 mod http;
 mod plugins;
+mod victoria;
 
 pub use broker::*;
 pub use events::*;
 pub use host::*;
 pub use http::*;
 pub use plugins::*;
+pub use victoria::*;
 
 use std::path::Path;
 
