@@ -316,10 +316,10 @@ fn outputs(
 /// re-sent outputs of aborted transactions are counted and reported apart.
 #[test]
 fn kafka_outputs_survive_sigkills_exactly_once() {
-    // Enough input that twelve kill rounds cannot consume it all: after the
-    // committer stopped spinning (session 5) a round gets further, and
+    // Enough input that twelve kill rounds cannot consume it all: since the
+    // committer stopped spinning (b952162) a round gets further, and
     // 500 000 events were once all consumed before the last kill; a round
-    // that waits for a fold takes 150 000-190 000 (session 7).
+    // that waits for a fold takes 150 000-190 000 (735bb8f).
     let n = 1_200_000usize;
     let broker = Broker::start();
     broker.create_events_topic();
