@@ -7,7 +7,7 @@ build_plugins_into "$ROOT/plugins" plugins
 if [[ "${1:-}" == "--tests" ]]; then
     out="$(target_dir)/rtap-test-plugins"
     rm -rf "$out"
-    build_plugins_into "$out" tests/plugins plugins
+    build_plugins_into "$out" tests/fixture-plugins plugins
     build_variants_into "$out"
     echo "$out"
 fi

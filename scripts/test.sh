@@ -18,7 +18,7 @@ build_plugins_into "$ROOT/plugins" plugins
 export RTAP_TEST_PLUGINS
 RTAP_TEST_PLUGINS="$(target_dir)/rtap-test-plugins"
 rm -rf "$RTAP_TEST_PLUGINS"
-build_plugins_into "$RTAP_TEST_PLUGINS" tests/plugins plugins
+build_plugins_into "$RTAP_TEST_PLUGINS" tests/fixture-plugins plugins
 build_variants_into "$RTAP_TEST_PLUGINS"
 export RTAP_PLUGINS_DIR="$ROOT/plugins"
 

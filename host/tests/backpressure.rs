@@ -8,7 +8,7 @@
 mod common;
 
 use std::io::Read;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -36,13 +36,13 @@ fn a_slow_sink_slows_the_source_and_memory_stays_bounded() {
     let plugins = plugins_dir(&SHIPPED);
     let data = tempfile::tempdir().unwrap();
     let port = free_port();
-    let mut child = Command::new(host_bin())
-        .arg("--plugins")
-        .arg(plugins.path())
-        .args(["--unpaced", "--sink", "jsonl:-", "--no-watch", "--listen"])
-        .arg(format!("127.0.0.1:{port}"))
-        .arg("--data-dir")
-        .arg(data.path())
+    let mut child = HostCmd::new(plugins.path())
+        .unpaced()
+        .jsonl_sink("-")
+        .no_watch()
+        .listen(port)
+        .data_dir(data.path())
+        .command()
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()

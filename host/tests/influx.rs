@@ -6,108 +6,11 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
-use serde_json::Value;
-
-/// A victoria-metrics server on loopback, restartable on the same storage.
-struct Vm {
-    port: u16,
-    dir: PathBuf,
-    child: Option<Child>,
-}
-
-impl Vm {
-    fn start(dir: &Path) -> Vm {
-        let mut vm = Vm {
-            port: free_port(),
-            dir: dir.to_path_buf(),
-            child: None,
-        };
-        vm.up();
-        vm
-    }
-
-    fn up(&mut self) {
-        let child = Command::new("victoria-metrics")
-            .arg(format!("-storageDataPath={}", self.dir.display()))
-            .arg(format!("-httpListenAddr=127.0.0.1:{}", self.port))
-            .args(["-retentionPeriod=100y", "-search.latencyOffset=0s"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("victoria-metrics (Debian package victoria-metrics) must be installed: scripts/test.sh installs it");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while http(self.port, "GET", "/health", &[], b"").is_none_or(|(c, _)| c != 200) {
-            assert!(Instant::now() < deadline, "victoria-metrics did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// Stop the database the way an operator would (SIGTERM: it persists
-    /// what it acknowledged); what the host does meanwhile is the test.
-    fn down(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            sigterm(c.id());
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while c.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    /// Every sample: (metric name with labels, timestamp) → values seen.
-    fn export(&self) -> BTreeMap<(String, i64), Vec<f64>> {
-        http(self.port, "GET", "/internal/force_flush", &[], b"").unwrap();
-        let (code, body) = http(
-            self.port,
-            "GET",
-            "/api/v1/export?match%5B%5D=%7B__name__%3D~%22.%2B%22%7D",
-            &[],
-            b"",
-        )
-        .unwrap();
-        assert_eq!(code, 200, "{body}");
-        let mut out: BTreeMap<(String, i64), Vec<f64>> = BTreeMap::new();
-        for line in body.lines().filter(|l| !l.is_empty()) {
-            let v: Value = serde_json::from_str(line).unwrap();
-            let m = v["metric"].as_object().unwrap();
-            let name = format!(
-                "{}|{}|{}",
-                m["__name__"].as_str().unwrap(),
-                m.get("plugin").and_then(Value::as_str).unwrap_or(""),
-                m.get("key").and_then(Value::as_str).unwrap_or("")
-            );
-            for (t, x) in v["timestamps"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .zip(v["values"].as_array().unwrap())
-            {
-                out.entry((name.clone(), t.as_i64().unwrap()))
-                    .or_default()
-                    .push(x.as_f64().unwrap());
-            }
-        }
-        out
-    }
-}
-
-impl Drop for Vm {
-    fn drop(&mut self) {
-        self.down();
-    }
-}
 
 /// What the JSONL sink says was emitted, as victoria-metrics names it
 /// (`measurement_field`), last value per window.
@@ -189,28 +92,16 @@ fn a_minute_long_outage_loses_nothing_and_health_follows() {
     let plugins = plugins_dir(&["page-views", "error-rate", "latency-percentiles"]);
     let data = tmp.path().join("data");
     let port = free_port();
-    let mut host = Running(
-        Command::new(host_bin())
-            .arg("--plugins")
-            .arg(plugins.path())
-            .args([
-                "--rate",
-                "400",
-                "--sim-start-ms",
-                "1764000000000",
-                "--no-watch",
-                "--checkpoint-interval",
-                "2s",
-            ])
-            .arg(format!("--sink=jsonl:{}", data.join("out.jsonl").display()))
-            .args(["--influx-url", &vm.url(), "--listen"])
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("--data-dir")
-            .arg(&data)
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let mut host = HostCmd::new(plugins.path())
+        .rate(400)
+        .sim_start_ms(1_764_000_000_000)
+        .no_watch()
+        .checkpoint_interval("2s")
+        .jsonl_sink(data.join("out.jsonl"))
+        .influx_url(&vm.url())
+        .listen(port)
+        .data_dir(&data)
+        .spawn();
     wait_ready(port);
     let health = |want: u16, within: Duration| {
         let deadline = Instant::now() + within;

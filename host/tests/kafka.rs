@@ -1,5 +1,5 @@
-//! Kafka ingest and outputs against a real Kafka-protocol broker (tansu,
-//! started here on loopback): the 12-partition events topic read by one host,
+//! Kafka ingest and outputs against a real Kafka-protocol broker (tansu on
+//! loopback, `common::Broker`): the 12-partition events topic read by one host,
 //! metrics and alerts written to their topics with deterministic keys, the
 //! consumer group's committed offsets, and a restart that resumes from the
 //! checkpoint. The metrics must equal those of the same events through the
@@ -8,184 +8,13 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use rdkafka::{Offset, TopicPartitionList};
 use serde_json::Value;
 
-const EVENTS: &str = "website-analytics-events";
 const PLUGINS: [&str; 3] = ["page-views", "error-rate", "bot-burst"];
-
-struct Broker {
-    child: Child,
-    port: u16,
-}
-
-impl Broker {
-    fn start() -> Broker {
-        let bin = std::env::var("TANSU_BIN")
-            .unwrap_or_else(|_| panic!("TANSU_BIN is not set: scripts/test.sh installs tansu"));
-        let port = free_port();
-        let url = format!("tcp://127.0.0.1:{port}");
-        let child = Command::new(bin)
-            .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-                "--storage-engine",
-                "memory://tansu/",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start tansu");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "tansu did not listen");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Broker { child, port }
-    }
-
-    fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    fn client(&self) -> ClientConfig {
-        let mut c = ClientConfig::new();
-        c.set("bootstrap.servers", self.addr());
-        c
-    }
-
-    fn create_events_topic(&self) {
-        let admin: AdminClient<DefaultClientContext> = self.client().create().unwrap();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let t = NewTopic::new(EVENTS, 12, TopicReplication::Fixed(1));
-        rt.block_on(admin.create_topics([&t], &AdminOptions::new()))
-            .unwrap();
-    }
-
-    /// Round-robin over the 12 partitions, in order.
-    fn produce(&self, lines: &[String], first: usize) {
-        let p: BaseProducer = self.client().create().unwrap();
-        for (i, l) in lines.iter().enumerate() {
-            let mut rec = BaseRecord::<(), str>::to(EVENTS)
-                .payload(l.as_str())
-                .partition(((first + i) % 12) as i32);
-            loop {
-                match p.send(rec) {
-                    Ok(()) => break,
-                    Err((_, r)) => {
-                        p.poll(Duration::from_millis(10));
-                        rec = r;
-                    }
-                }
-            }
-        }
-        p.flush(Duration::from_secs(30)).unwrap();
-    }
-
-    /// Every record of a topic: (key, JSON payload).
-    fn read_all(&self, topic: &str, partitions: i32) -> Vec<(String, Value)> {
-        let c: BaseConsumer = self
-            .client()
-            .set("group.id", "test-reader")
-            .set("enable.auto.commit", "false")
-            .create()
-            .unwrap();
-        let mut tpl = TopicPartitionList::new();
-        for p in 0..partitions {
-            tpl.add_partition_offset(topic, p, Offset::Beginning)
-                .unwrap();
-        }
-        c.assign(&tpl).unwrap();
-        let mut out = Vec::new();
-        let mut quiet = Instant::now();
-        while quiet.elapsed() < Duration::from_secs(3) {
-            if let Some(Ok(m)) = c.poll(Duration::from_millis(100)) {
-                let key = String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned();
-                out.push((key, serde_json::from_slice(m.payload().unwrap()).unwrap()));
-                quiet = Instant::now();
-            }
-        }
-        let _ = c.unassign();
-        out
-    }
-
-    /// Keyed by `user_id` (librdkafka's partitioner), as `rtap-gen` does: a
-    /// user's events stay in order within one partition.
-    fn produce_keyed(&self, lines: &[String]) {
-        let p: BaseProducer = self.client().set("linger.ms", "5").create().unwrap();
-        for l in lines {
-            let v: Value = serde_json::from_str(l).unwrap();
-            let key = v["user_id"].as_str().unwrap_or("").to_string();
-            let mut rec = BaseRecord::to(EVENTS).key(&key).payload(l.as_str());
-            loop {
-                match p.send(rec) {
-                    Ok(()) => break,
-                    Err((_, r)) => {
-                        p.poll(Duration::from_millis(10));
-                        rec = r;
-                    }
-                }
-            }
-        }
-        p.flush(Duration::from_secs(60)).unwrap();
-    }
-
-    fn delete_and_recreate_events_topic(&self, partitions: i32) {
-        let admin: AdminClient<DefaultClientContext> = self.client().create().unwrap();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(admin.delete_topics(&[EVENTS], &AdminOptions::new()))
-            .unwrap();
-        std::thread::sleep(Duration::from_millis(500));
-        let t = NewTopic::new(EVENTS, partitions, TopicReplication::Fixed(1));
-        rt.block_on(admin.create_topics([&t], &AdminOptions::new()))
-            .unwrap();
-    }
-
-    fn committed(&self, group: &str) -> i64 {
-        let c: BaseConsumer = self.client().set("group.id", group).create().unwrap();
-        let mut tpl = TopicPartitionList::new();
-        for p in 0..12 {
-            tpl.add_partition(EVENTS, p);
-        }
-        let got = c.committed_offsets(tpl, Duration::from_secs(10)).unwrap();
-        got.elements()
-            .iter()
-            .map(|e| {
-                if let Offset::Offset(o) = e.offset() {
-                    o
-                } else {
-                    0
-                }
-            })
-            .sum()
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn events(n: usize) -> Vec<String> {
     gen_events(n as u64, 9, 200)
@@ -228,20 +57,14 @@ fn listening_host(
     extra: &[&str],
 ) -> (Running, u16) {
     let port = free_port();
-    let host = Running(
-        Command::new(host_bin())
-            .arg("--plugins")
-            .arg(plugins)
-            .args(["--kafka-brokers", &broker.addr()])
-            .args(extra)
-            .args(["--no-watch", "--sink", "jsonl:/dev/null", "--listen"])
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("--data-dir")
-            .arg(data)
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let host = HostCmd::new(plugins)
+        .kafka_brokers(&broker.addr())
+        .args(extra)
+        .no_watch()
+        .jsonl_sink("/dev/null")
+        .listen(port)
+        .data_dir(data)
+        .spawn();
     wait_ready(port);
     (host, port)
 }
@@ -433,31 +256,18 @@ fn kafka_host(
     data: &std::path::Path,
     group: &str,
     prefix: &str,
-) -> Command {
-    let mut c = Command::new(host_bin());
-    c.arg("--plugins")
-        .arg(plugins)
-        .args([
-            "--kafka-brokers",
-            &broker.addr(),
-            "--kafka-group",
-            group,
-            "--kafka-metrics-topic",
-            &format!("{prefix}processed-metrics"),
-            "--kafka-alerts-topic",
-            &format!("{prefix}cep-alerts"),
-            "--kafka-marker-topic",
-            &format!("{prefix}commit-marker"),
-            "--out-of-orderness",
-            "60s",
-            "--no-watch",
-            "--no-server",
-            "--sink",
-            "jsonl:/dev/null",
-        ])
-        .arg("--data-dir")
-        .arg(data);
-    c
+) -> HostCmd {
+    HostCmd::new(plugins)
+        .kafka_brokers(&broker.addr())
+        .kafka_group(group)
+        .kafka_metrics_topic(&format!("{prefix}processed-metrics"))
+        .kafka_alerts_topic(&format!("{prefix}cep-alerts"))
+        .kafka_marker_topic(&format!("{prefix}commit-marker"))
+        .out_of_orderness("60s")
+        .no_watch()
+        .no_server()
+        .jsonl_sink("/dev/null")
+        .data_dir(data)
 }
 
 /// Run until the group committed `n` input offsets, then stop with SIGTERM.
@@ -506,10 +316,10 @@ fn outputs(
 /// re-sent outputs of aborted transactions are counted and reported apart.
 #[test]
 fn kafka_outputs_survive_sigkills_exactly_once() {
-    // Enough input that twelve kill rounds cannot consume it all: after the
-    // committer stopped spinning (session 5) a round gets further, and
+    // Enough input that twelve kill rounds cannot consume it all: since the
+    // committer stopped spinning (b952162) a round gets further, and
     // 500 000 events were once all consumed before the last kill; a round
-    // that waits for a fold takes 150 000-190 000 (session 7).
+    // that waits for a fold takes 150 000-190 000 (735bb8f).
     let n = 1_200_000usize;
     let broker = Broker::start();
     broker.create_events_topic();
@@ -520,13 +330,14 @@ fn kafka_outputs_survive_sigkills_exactly_once() {
     let ref_data = tempfile::tempdir().unwrap();
     let started = Instant::now();
     run_to_end(
-        Watched::spawn(kafka_host(
+        kafka_host(
             &broker,
             plugins.path(),
             ref_data.path(),
             "reference",
             "ref-",
-        )),
+        )
+        .watched(),
         &broker,
         "reference",
         n as i64,
@@ -543,15 +354,12 @@ fn kafka_outputs_survive_sigkills_exactly_once() {
     let phases = ["prepared", "committed", "random", "folded"];
     for round in 0..12 {
         let phase = phases[round % phases.len()];
-        let mut cmd = kafka_host(&broker, plugins.path(), data.path(), "rtap", "");
-        // Folds every second, not every 10 s as in the reference run: the
-        // outputs must not depend on when checkpoints happen.
-        cmd.args(["--checkpoint-interval", "1s"]);
-        cmd.env(
-            "RTAP_FAULT_COMMIT_PAUSE_MS",
-            if phase == "random" { "1" } else { "100" },
-        );
-        let mut h = Watched::spawn(cmd);
+        let mut h = kafka_host(&broker, plugins.path(), data.path(), "rtap", "")
+            // Folds every second, not every 10 s as in the reference run:
+            // the outputs must not depend on when checkpoints happen.
+            .checkpoint_interval("1s")
+            .fault_commit_pause_ms(if phase == "random" { 1 } else { 100 })
+            .watched();
         let (pat, nth) = match phase {
             "random" => ("committed", 1),
             "folded" => ("folded", 1),
@@ -594,7 +402,7 @@ fn kafka_outputs_survive_sigkills_exactly_once() {
         "every kill must land before the input is consumed"
     );
     let log = run_to_end(
-        Watched::spawn(kafka_host(&broker, plugins.path(), data.path(), "rtap", "")),
+        kafka_host(&broker, plugins.path(), data.path(), "rtap", "").watched(),
         &broker,
         "rtap",
         n as i64,
@@ -660,7 +468,7 @@ fn a_second_member_or_a_recreated_topic_is_refused() {
     broker.produce_keyed(&lines);
     let plugins = plugins_dir(&PLUGINS);
     let data = tempfile::tempdir().unwrap();
-    let first = Watched::spawn(kafka_host(&broker, plugins.path(), data.path(), "rtap", ""));
+    let first = kafka_host(&broker, plugins.path(), data.path(), "rtap", "").watched();
     let deadline = Instant::now() + Duration::from_secs(60);
     while broker.committed("rtap") == 0 {
         assert!(
@@ -670,9 +478,7 @@ fn a_second_member_or_a_recreated_topic_is_refused() {
         std::thread::sleep(Duration::from_millis(100));
     }
     let other = tempfile::tempdir().unwrap();
-    let out = kafka_host(&broker, plugins.path(), other.path(), "rtap", "")
-        .output()
-        .unwrap();
+    let out = kafka_host(&broker, plugins.path(), other.path(), "rtap", "").output();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(
@@ -684,9 +490,7 @@ fn a_second_member_or_a_recreated_topic_is_refused() {
     run_to_end(first, &broker, "rtap", 60_000);
 
     broker.delete_and_recreate_events_topic(6);
-    let out = kafka_host(&broker, plugins.path(), data.path(), "rtap", "")
-        .output()
-        .unwrap();
+    let out = kafka_host(&broker, plugins.path(), data.path(), "rtap", "").output();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("which now has 6 partitions"), "{err}");

@@ -16,7 +16,6 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
 use common::*;
@@ -24,21 +23,10 @@ use common::*;
 /// The killed runs' checkpoint interval, in ms.
 const CHECKPOINT_MS: u64 = 100;
 
-fn host(plugins: &std::path::Path, input: &std::path::Path, data: &std::path::Path) -> Command {
-    let mut c = Command::new(host_bin());
-    c.arg("--plugins")
-        .arg(plugins)
-        .arg(format!("--source=file:{}", input.display()))
-        .arg(format!("--sink=jsonl:{}", data.join("out.jsonl").display()))
-        .args([
-            "--no-server",
-            "--no-watch",
-            "--checkpoint-interval",
-            &format!("{CHECKPOINT_MS}ms"),
-        ])
-        .arg("--data-dir")
-        .arg(data);
-    c
+fn host(plugins: &std::path::Path, input: &std::path::Path, data: &std::path::Path) -> HostCmd {
+    HostCmd::file_job(plugins, input, data)
+        .no_watch()
+        .checkpoint_interval(&format!("{CHECKPOINT_MS}ms"))
 }
 
 #[test]
@@ -67,16 +55,13 @@ fn file_source_outputs_survive_ten_sigkills_exactly_once() {
     let mut truncations = 0;
     let mut finished = None;
     for round in 0..14 {
-        let mut cmd = host(plugins.path(), &input, &data);
         // Every commit announces itself on stderr; inside-commit rounds
         // pause there so the kill lands between the fsync of the sinks and
         // the state store's write.
         let during_commit = round % 2 == 0;
-        cmd.env(
-            "RTAP_FAULT_COMMIT_PAUSE_MS",
-            if during_commit { "150" } else { "1" },
-        );
-        let mut h = Watched::spawn(cmd);
+        let mut h = host(plugins.path(), &input, &data)
+            .fault_commit_pause_ms(if during_commit { 150 } else { 1 })
+            .watched();
         let nth = 1 + rng.below(2) as usize;
         if !h.wait_for("rtap-fault: synced", nth, Duration::from_secs(60)) {
             // The job completed: this was the last run.
@@ -104,7 +89,9 @@ fn file_source_outputs_survive_ten_sigkills_exactly_once() {
     );
     assert!(in_commit >= 5);
     let (st, log) = finished.unwrap_or_else(|| {
-        Watched::spawn(host(plugins.path(), &input, &data)).finish(Duration::from_secs(300))
+        host(plugins.path(), &input, &data)
+            .watched()
+            .finish(Duration::from_secs(300))
     });
     assert!(st.success(), "final run failed: {}", log.join("\n"));
     truncations += log.iter().filter(|l| l.contains("cut output")).count();

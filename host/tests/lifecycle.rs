@@ -7,7 +7,7 @@ mod common;
 
 use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -49,20 +49,13 @@ fn plugin(port: u16, name: &str) -> Option<Value> {
 }
 
 fn start_host(plugins: &Path, data: &Path, port: u16, extra: &[&str]) -> Running {
-    Running(
-        Command::new(host_bin())
-            .arg("--plugins")
-            .arg(plugins)
-            .args(["--sink", "jsonl:/dev/null", "--listen"])
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("--data-dir")
-            .arg(data)
-            .args(extra)
-            .env("RTAP_ADMIN_TOKEN", TOKEN)
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    )
+    HostCmd::new(plugins)
+        .jsonl_sink("/dev/null")
+        .listen(port)
+        .data_dir(data)
+        .args(extra)
+        .admin_token(TOKEN)
+        .spawn()
 }
 
 #[test]
@@ -290,16 +283,14 @@ fn swap_under_load_changes_no_output() {
     let data = tmp.path().join("swapped");
     let port = free_port();
     let mut host = Running(
-        Command::new(host_bin())
-            .arg("--plugins")
-            .arg(plugins.path())
-            .args(["--source", "file:-", "--no-watch"])
-            .arg(format!("--sink=jsonl:{}", data.join("out.jsonl").display()))
-            .arg("--listen")
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("--data-dir")
-            .arg(&data)
-            .env("RTAP_ADMIN_TOKEN", TOKEN)
+        HostCmd::new(plugins.path())
+            .file_source("-")
+            .no_watch()
+            .jsonl_sink(data.join("out.jsonl"))
+            .listen(port)
+            .data_dir(&data)
+            .admin_token(TOKEN)
+            .command()
             .stdin(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -379,23 +370,15 @@ fn folder_watch_picks_up_a_new_build_once() {
     let port = free_port();
     let log = data.path().join("host.log");
     let _host = Running(
-        Command::new(host_bin())
-            .arg("--plugins")
-            .arg(plugins.path())
-            .args([
-                "--sink",
-                "jsonl:/dev/null",
-                "--rate",
-                "2000",
-                "--watch-interval",
-                "100ms",
-                "--listen",
-            ])
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("--data-dir")
-            .arg(data.path())
-            .env("RTAP_ADMIN_TOKEN", TOKEN)
+        HostCmd::new(plugins.path())
+            .jsonl_sink("/dev/null")
+            .rate(2000)
+            .watch_interval("100ms")
+            .listen(port)
+            .data_dir(data.path())
+            .admin_token(TOKEN)
             .env("RUST_LOG", "info")
+            .command()
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap(),

@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -31,18 +30,12 @@ async fn streams_metrics_and_alerts_over_websocket() {
     let plugins = plugins_dir(&SHIPPED);
     let data = tempfile::tempdir().unwrap();
     let port = free_port();
-    let _host = Running(
-        Command::new(host_bin())
-            .arg("--plugins")
-            .arg(plugins.path())
-            .args(["--rate", "4000", "--sink", "jsonl:/dev/null", "--listen"])
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("--data-dir")
-            .arg(data.path())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let _host = HostCmd::new(plugins.path())
+        .rate(4000)
+        .jsonl_sink("/dev/null")
+        .listen(port)
+        .data_dir(data.path())
+        .spawn();
     wait_ready(port);
     let (code, health) = http(port, "GET", "/health", &[], b"").unwrap();
     assert_eq!(code, 200, "{health}");

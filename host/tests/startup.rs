@@ -4,23 +4,19 @@
 
 mod common;
 
-use std::process::Command;
-
 use common::*;
 
 fn start(plugins: &std::path::Path, extra: &[&str]) -> (i32, String) {
     let data = tempfile::tempdir().unwrap();
     let input = data.path().join("in.jsonl");
     std::fs::write(&input, "").unwrap();
-    let out = Command::new(host_bin())
-        .arg("--plugins")
-        .arg(plugins)
-        .arg(format!("--source=file:{}", input.display()))
-        .args(["--no-server", "--sink", "jsonl:-", "--data-dir"])
-        .arg(data.path())
+    let out = HostCmd::new(plugins)
+        .file_source(&input)
+        .no_server()
+        .jsonl_sink("-")
+        .data_dir(data.path())
         .args(extra)
-        .output()
-        .unwrap();
+        .output();
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stderr).into_owned(),

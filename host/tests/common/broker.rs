@@ -1,0 +1,191 @@
+//! A Kafka-protocol broker on loopback: tansu (`$TANSU_BIN`, installed by
+//! `scripts/test.sh`) with memory storage, and the clients the tests drive
+//! it with (librdkafka, as the host uses).
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{Offset, TopicPartitionList};
+use serde_json::Value;
+
+use super::free_port;
+
+/// The events topic, as the host names it by default.
+pub const EVENTS: &str = "website-analytics-events";
+
+/// A tansu broker on a free port, stopped when dropped.
+pub struct Broker {
+    child: Child,
+    port: u16,
+}
+
+impl Broker {
+    /// Start tansu and wait until it listens.
+    pub fn start() -> Broker {
+        let bin = std::env::var("TANSU_BIN")
+            .unwrap_or_else(|_| panic!("TANSU_BIN is not set: scripts/test.sh installs tansu"));
+        let port = free_port();
+        let url = format!("tcp://127.0.0.1:{port}");
+        let child = Command::new(bin)
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+                "--storage-engine",
+                "memory://tansu/",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start tansu");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "tansu did not listen");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Broker { child, port }
+    }
+
+    /// `127.0.0.1:PORT`, for `--kafka-brokers`.
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// A librdkafka client configuration for this broker.
+    pub fn client(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", self.addr());
+        c
+    }
+
+    /// The events topic with 12 partitions.
+    pub fn create_events_topic(&self) {
+        let admin: AdminClient<DefaultClientContext> = self.client().create().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let t = NewTopic::new(EVENTS, 12, TopicReplication::Fixed(1));
+        rt.block_on(admin.create_topics([&t], &AdminOptions::new()))
+            .unwrap();
+    }
+
+    /// Round-robin over the 12 partitions, in order.
+    pub fn produce(&self, lines: &[String], first: usize) {
+        let p: BaseProducer = self.client().create().unwrap();
+        for (i, l) in lines.iter().enumerate() {
+            let mut rec = BaseRecord::<(), str>::to(EVENTS)
+                .payload(l.as_str())
+                .partition(((first + i) % 12) as i32);
+            loop {
+                match p.send(rec) {
+                    Ok(()) => break,
+                    Err((_, r)) => {
+                        p.poll(Duration::from_millis(10));
+                        rec = r;
+                    }
+                }
+            }
+        }
+        p.flush(Duration::from_secs(30)).unwrap();
+    }
+
+    /// Every record of a topic: (key, JSON payload).
+    pub fn read_all(&self, topic: &str, partitions: i32) -> Vec<(String, Value)> {
+        let c: BaseConsumer = self
+            .client()
+            .set("group.id", "test-reader")
+            .set("enable.auto.commit", "false")
+            .create()
+            .unwrap();
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..partitions {
+            tpl.add_partition_offset(topic, p, Offset::Beginning)
+                .unwrap();
+        }
+        c.assign(&tpl).unwrap();
+        let mut out = Vec::new();
+        let mut quiet = Instant::now();
+        while quiet.elapsed() < Duration::from_secs(3) {
+            if let Some(Ok(m)) = c.poll(Duration::from_millis(100)) {
+                let key = String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned();
+                out.push((key, serde_json::from_slice(m.payload().unwrap()).unwrap()));
+                quiet = Instant::now();
+            }
+        }
+        let _ = c.unassign();
+        out
+    }
+
+    /// Keyed by `user_id` (librdkafka's partitioner), as `rtap-gen` does: a
+    /// user's events stay in order within one partition.
+    pub fn produce_keyed(&self, lines: &[String]) {
+        let p: BaseProducer = self.client().set("linger.ms", "5").create().unwrap();
+        for l in lines {
+            let v: Value = serde_json::from_str(l).unwrap();
+            let key = v["user_id"].as_str().unwrap_or("").to_string();
+            let mut rec = BaseRecord::to(EVENTS).key(&key).payload(l.as_str());
+            loop {
+                match p.send(rec) {
+                    Ok(()) => break,
+                    Err((_, r)) => {
+                        p.poll(Duration::from_millis(10));
+                        rec = r;
+                    }
+                }
+            }
+        }
+        p.flush(Duration::from_secs(60)).unwrap();
+    }
+
+    /// The events topic deleted and created again with `partitions`.
+    pub fn delete_and_recreate_events_topic(&self, partitions: i32) {
+        let admin: AdminClient<DefaultClientContext> = self.client().create().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(admin.delete_topics(&[EVENTS], &AdminOptions::new()))
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(500));
+        let t = NewTopic::new(EVENTS, partitions, TopicReplication::Fixed(1));
+        rt.block_on(admin.create_topics([&t], &AdminOptions::new()))
+            .unwrap();
+    }
+
+    /// The sum of the offsets `group` committed on the 12 partitions of the
+    /// events topic.
+    pub fn committed(&self, group: &str) -> i64 {
+        let c: BaseConsumer = self.client().set("group.id", group).create().unwrap();
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..12 {
+            tpl.add_partition(EVENTS, p);
+        }
+        let got = c.committed_offsets(tpl, Duration::from_secs(10)).unwrap();
+        got.elements()
+            .iter()
+            .map(|e| {
+                if let Offset::Offset(o) = e.offset() {
+                    o
+                } else {
+                    0
+                }
+            })
+            .sum()
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
