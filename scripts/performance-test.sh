@@ -8,11 +8,11 @@
 #   scripts/performance-test.sh                  # 100 000 ev/s for 60 s
 #   RATE=50000 DURATION=120 scripts/performance-test.sh
 #   PLUGINS="page-views bot-burst" scripts/performance-test.sh
-#   PROBES_PER_SEC=5 scripts/performance-test.sh   # fewer probes (sessions 1-17: 5/s)
+#   PROBES_PER_SEC=5 scripts/performance-test.sh   # fewer probes (the default before 5325c9f)
 #   HOST_ARGS="--commit-interval 50ms" scripts/performance-test.sh
 #   HOST_ARGS="--kafka-producer-option linger.ms=25 --kafka-producer-option batch.size=262144" \
 #       scripts/performance-test.sh   # larger output batches, fewer produce requests
-#       once sessions close (BENCHMARKS.md, session 16)
+#       once sessions close (BENCHMARKS.md, "Output batching")
 #   HOST_LOG=info,rtap_host::sink::kafka=debug scripts/performance-test.sh
 #   KEEP_LOG=/tmp/host.log scripts/performance-test.sh   # keep the host's log
 #   KEEP_SUMMARY=/tmp/s.json scripts/performance-test.sh # keep the probe's summary
@@ -32,7 +32,7 @@
 #       12 partitions' turns spread over the period. tansu's fetch cost grows
 #       with the record batches it stores (scripts/perf/broker-growth.sh), so
 #       the batches must be large; staggered, they reach the host one
-#       partition at a time instead of all together (BENCHMARKS.md, session 17).
+#       partition at a time instead of all together (docs/performance-notes.md).
 #   GEN_ARGS= scripts/performance-test.sh   # the seed's producer settings (snappy,
 #       linger.ms=5, batch.size=16384): tansu saturates, the generator falls short
 source "$(dirname "$0")/lib.sh"
