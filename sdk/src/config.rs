@@ -2,6 +2,8 @@
 
 use serde::de::DeserializeOwned;
 
+use crate::Settings;
+
 /// A plugin's config, as the JSON object the operator gave (or the plugin's
 /// `default_config`).
 #[derive(Debug, Clone, Default)]
@@ -24,9 +26,21 @@ impl Config {
     }
 
     /// Deserialize the whole config into a typed struct (use
-    /// `#[serde(deny_unknown_fields, default)]` on it).
+    /// `#[serde(deny_unknown_fields, default)]` on it). A settings struct
+    /// takes [`Config::settings`], which also enforces its bounds.
     pub fn parse<T: DeserializeOwned>(&self) -> Result<T, String> {
         serde_json::from_value(self.value.clone()).map_err(|e| format!("invalid config: {e}"))
+    }
+
+    /// Deserialize the config into settings struct `T` (see
+    /// [`crate::settings`]) after checking each option it gives against the
+    /// bounds of `T`'s fields, with the messages of [`crate::check`]:
+    /// `invalid config: min_page_views must be within 1..=100000, got 0`.
+    pub fn settings<T: Settings>(&self) -> Result<T, String> {
+        if let Some(options) = self.value.as_object() {
+            crate::settings::check_bounds::<T>(options)?;
+        }
+        self.parse()
     }
 
     /// Refuse any key: what a plugin without config does (the default

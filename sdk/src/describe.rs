@@ -1,5 +1,7 @@
 //! The self-description every plugin returns from `describe`.
 
+use crate::Settings;
+
 /// Aggregator or detector.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -124,7 +126,18 @@ impl Description {
         self
     }
 
-    /// JSON Schema of the config and the default config (both JSON text).
+    /// The options of settings struct `T` (see [`crate::settings`]): its
+    /// JSON Schema as the config schema, every option at its default as the
+    /// default config. Read them in `configure` with [`crate::Config::settings`].
+    pub fn settings<T: Settings>(mut self) -> Self {
+        self.config_schema = crate::settings::schema::<T>();
+        self.default_config = crate::settings::defaults::<T>();
+        self
+    }
+
+    /// JSON Schema of the config and the default config (both JSON text),
+    /// written by hand; [`Description::settings`] derives both from a
+    /// settings struct.
     pub fn config(mut self, schema: &str, default: &str) -> Self {
         self.config_schema = schema.into();
         self.default_config = default.into();

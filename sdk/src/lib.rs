@@ -30,10 +30,12 @@
 //! glue is only compiled for `wasm32`.
 
 mod batch;
+pub mod check;
 mod config;
 mod describe;
 mod output;
 pub mod pattern;
+pub mod settings;
 pub mod sketch;
 mod state;
 pub mod testing;
@@ -48,7 +50,11 @@ pub use batch::{Batch, ColumnData, Events, TextColumn};
 pub use config::Config;
 pub use describe::{Description, InputKind, Kind, WindowSpec};
 pub use output::{Alert, Ctx, MetricIn, MetricValue, Metrics, Severity, Window};
+pub use settings::Settings;
 pub use state::{Packed, decode_state, encode_state};
+
+// `#[derive(Settings)]` names this crate `::rtap_sdk`, here too.
+extern crate self as rtap_sdk;
 
 /// Everything a plugin usually needs.
 pub mod prelude {
@@ -56,7 +62,7 @@ pub mod prelude {
     pub use crate::sketch::{DdSketch, HyperLogLog};
     pub use crate::{
         Aggregator, Alert, Config, Ctx, Description, Detector, Events, MetricIn, MetricValue,
-        Metrics, Severity, Window,
+        Metrics, Settings, Severity, Window, check,
     };
     pub use serde::{Deserialize, Serialize};
 }

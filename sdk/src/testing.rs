@@ -1057,6 +1057,73 @@ mod tests {
         assert!(err.contains("events"), "{err}");
     }
 
+    /// Options of [`Nth`].
+    #[derive(Debug, Clone, PartialEq, Deserialize, Settings)]
+    #[serde(deny_unknown_fields, default)]
+    struct NthSettings {
+        /// Alert at this many `x` events of one user
+        #[setting(min = 1, max = 10)]
+        at: u32,
+    }
+
+    impl Default for NthSettings {
+        fn default() -> Self {
+            NthSettings { at: 3 }
+        }
+    }
+
+    /// Alerts at a user's `at`-th `x` event: options from a settings struct.
+    #[derive(Default)]
+    struct Nth {
+        at: u32,
+    }
+
+    impl Detector for Nth {
+        type State = u32;
+        fn describe() -> Description {
+            Description::detector("nth", "0.1.0")
+                .key_by("user_id")
+                .fields(&["event_type", "timestamp"])
+                .settings::<NthSettings>()
+        }
+        fn configure(&mut self, config: &Config) -> Result<(), String> {
+            self.at = config.settings::<NthSettings>()?.at;
+            Ok(())
+        }
+        fn on_events(&self, ctx: &mut Ctx<'_>, seen: &mut u32, events: &Events<'_>) {
+            let ts = events.timestamps();
+            for (i, t) in events.text("event_type").iter().enumerate() {
+                if t == Some("x") {
+                    *seen += 1;
+                    if *seen == self.at {
+                        ctx.alert(Alert::warning("nth", ts[i], ctx.key().to_string()));
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn harness_configures_a_settings_struct() {
+        let events: Vec<Value> = (0..5).map(|i| u("a", "x", i)).collect();
+        let times = |config: &str| -> Result<Vec<i64>, String> {
+            let alerts = run_detector::<Nth>(config, &events)?;
+            Ok(alerts.iter().map(|a| a.alert.time).collect())
+        };
+        assert_eq!(times(""), Ok(vec![2]), "the default config: at 3");
+        assert_eq!(times("{}"), Ok(vec![2]));
+        assert_eq!(times(r#"{"at": 5}"#), Ok(vec![4]));
+        assert_eq!(
+            times(r#"{"at": 0}"#),
+            Err("invalid config: at must be within 1..=10, got 0".into())
+        );
+        let err = DetectorHarness::<Nth>::new(r#"{"after": 1}"#)
+            .err()
+            .unwrap();
+        assert!(err.contains("unknown field `after`"), "{err}");
+        assert_eq!(Nth::describe().default_config, r#"{"at":3}"#);
+    }
+
     /// Alerts when a metric's value exceeds 1, keyed by the metric's key.
     #[derive(Default)]
     struct Over;

@@ -28,13 +28,15 @@ const VERSION: &str = if cfg!(feature = "test-variant") {
 };
 
 /// Operator options.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Settings)]
 #[serde(deny_unknown_fields, default)]
 pub struct Settings {
-    /// Page views that make a burst...
+    /// Page views by one user that make a burst
+    #[setting(min = 1, max = 100_000)]
     pub min_page_views: u32,
-    /// ... within this time.
-    pub within_ms: u64,
+    /// Time span of a burst (ms)
+    #[setting(min = 1)]
+    pub within_ms: i64,
 }
 
 impl Default for Settings {
@@ -45,17 +47,6 @@ impl Default for Settings {
         }
     }
 }
-
-const SCHEMA: &str = r#"{
-  "type": "object",
-  "additionalProperties": false,
-  "properties": {
-    "min_page_views": {"type": "integer", "minimum": 1, "maximum": 100000, "default": 30, "description": "Page views by one user that make a burst"},
-    "within_ms": {"type": "integer", "minimum": 1, "default": 10000, "description": "Time span of a burst (ms)"}
-  }
-}"#;
-
-const DEFAULT: &str = r#"{"min_page_views": 30, "within_ms": 10000}"#;
 
 #[derive(Default)]
 pub struct BotBurst {
@@ -85,26 +76,12 @@ impl Detector for BotBurst {
         Description::detector("bot-burst", VERSION)
             .key_by("user_id")
             .fields(&["event_type", "timestamp"])
-            .config(SCHEMA, DEFAULT)
+            .settings::<Settings>()
     }
 
     fn configure(&mut self, config: &Config) -> Result<(), String> {
-        let s: Settings = config.parse()?;
-        if !(1..=100_000).contains(&s.min_page_views) {
-            return Err(format!(
-                "invalid config: min_page_views must be within 1..=100000, got {}",
-                s.min_page_views
-            ));
-        }
-        self.within = i64::try_from(s.within_ms)
-            .ok()
-            .filter(|&w| w > 0)
-            .ok_or_else(|| {
-                format!(
-                    "invalid config: within_ms must be within 1..2^63, got {}",
-                    s.within_ms
-                )
-            })?;
+        let s: Settings = config.settings()?;
+        self.within = s.within_ms;
         self.n = s.min_page_views;
         Ok(())
     }
@@ -320,5 +297,67 @@ mod tests {
             (97, 25),
             "timers set: a timer per view, then per window"
         );
+    }
+
+    /// The config schema and default config operators see (`GET
+    /// /api/plugins`). `Settings` derives them; they must stay these.
+    const SCHEMA: &str = r#"{
+  "type": "object",
+  "additionalProperties": false,
+  "properties": {
+    "min_page_views": {"type": "integer", "minimum": 1, "maximum": 100000, "default": 30, "description": "Page views by one user that make a burst"},
+    "within_ms": {"type": "integer", "minimum": 1, "default": 10000, "description": "Time span of a burst (ms)"}
+  }
+}"#;
+    const DEFAULT: &str = r#"{"min_page_views": 30, "within_ms": 10000}"#;
+
+    #[test]
+    fn options_derive_the_published_schema_and_default() {
+        let json = |text: &str| serde_json::from_str::<serde_json::Value>(text).unwrap();
+        let d = BotBurst::describe();
+        assert_eq!(json(&d.config_schema), json(SCHEMA));
+        assert_eq!(json(&d.default_config), json(DEFAULT));
+        run_detector::<BotBurst>(DEFAULT, &[]).unwrap();
+    }
+
+    #[test]
+    fn out_of_range_options_are_refused_by_name() {
+        let refused = |config: &str| run_detector::<BotBurst>(config, &[]).unwrap_err();
+        let unknown = refused(r#"{"min_views": 5}"#);
+        assert!(
+            unknown.starts_with("invalid config: unknown field `min_views`"),
+            "{unknown}"
+        );
+        let mistyped = refused(r#"{"min_page_views": "lots"}"#);
+        assert!(
+            mistyped.starts_with("invalid config: invalid type: string \"lots\""),
+            "{mistyped}"
+        );
+        assert_eq!(
+            refused(r#"{"min_page_views": 0}"#),
+            "invalid config: min_page_views must be within 1..=100000, got 0"
+        );
+        assert_eq!(
+            refused(r#"{"min_page_views": 100001}"#),
+            "invalid config: min_page_views must be within 1..=100000, got 100001"
+        );
+        assert_eq!(
+            refused(r#"{"within_ms": 0}"#),
+            "invalid config: within_ms must be at least 1, got 0"
+        );
+        assert_eq!(
+            refused(r#"{"within_ms": -1}"#),
+            "invalid config: within_ms must be at least 1, got -1"
+        );
+        assert_eq!(
+            refused(r#"{"within_ms": 9223372036854775808}"#),
+            "invalid config: within_ms must be at most 9223372036854775807, got 9223372036854775808"
+        );
+        run_detector::<BotBurst>(r#"{"min_page_views": 1, "within_ms": 1}"#, &[]).unwrap();
+        run_detector::<BotBurst>(
+            r#"{"min_page_views": 100000, "within_ms": 9223372036854775807}"#,
+            &[],
+        )
+        .unwrap();
     }
 }

@@ -9,11 +9,12 @@
 use rtap_sdk::prelude::*;
 
 /// Operator options.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Settings)]
 #[serde(deny_unknown_fields, default)]
 pub struct Settings {
-    /// How long a session has to purchase after adding to its cart.
-    pub within_ms: u64,
+    /// Time allowed between add_to_cart and purchase (ms)
+    #[setting(min = 1)]
+    pub within_ms: i64,
 }
 
 impl Default for Settings {
@@ -21,16 +22,6 @@ impl Default for Settings {
         Settings { within_ms: 120_000 }
     }
 }
-
-const SCHEMA: &str = r#"{
-  "type": "object",
-  "additionalProperties": false,
-  "properties": {
-    "within_ms": {"type": "integer", "minimum": 1, "default": 120000, "description": "Time allowed between add_to_cart and purchase (ms)"}
-  }
-}"#;
-
-const DEFAULT: &str = r#"{"within_ms": 120000}"#;
 
 #[derive(Default)]
 pub struct CartAbandonment {
@@ -44,20 +35,12 @@ impl Detector for CartAbandonment {
         Description::detector("cart-abandonment", "1.0.0")
             .key_by("session_id")
             .fields(&["event_type", "timestamp"])
-            .config(SCHEMA, DEFAULT)
+            .settings::<Settings>()
     }
 
     fn configure(&mut self, config: &Config) -> Result<(), String> {
-        let s: Settings = config.parse()?;
-        self.within = i64::try_from(s.within_ms)
-            .ok()
-            .filter(|&w| w > 0)
-            .ok_or_else(|| {
-                format!(
-                    "invalid config: within_ms must be within 1..2^63, got {}",
-                    s.within_ms
-                )
-            })?;
+        let s: Settings = config.settings()?;
+        self.within = s.within_ms;
         Ok(())
     }
 
@@ -177,5 +160,45 @@ mod tests {
         );
         assert!(run_detector::<CartAbandonment>(r#"{"within_ms": 0}"#, &[]).is_err());
         assert!(run_detector::<CartAbandonment>(r#"{"within": 5}"#, &[]).is_err());
+    }
+
+    /// The config schema and default config operators see (`GET
+    /// /api/plugins`). `Settings` derives them; they must stay these.
+    const SCHEMA: &str = r#"{
+  "type": "object",
+  "additionalProperties": false,
+  "properties": {
+    "within_ms": {"type": "integer", "minimum": 1, "default": 120000, "description": "Time allowed between add_to_cart and purchase (ms)"}
+  }
+}"#;
+    const DEFAULT: &str = r#"{"within_ms": 120000}"#;
+
+    #[test]
+    fn options_derive_the_published_schema_and_default() {
+        let json = |text: &str| serde_json::from_str::<serde_json::Value>(text).unwrap();
+        let d = CartAbandonment::describe();
+        assert_eq!(json(&d.config_schema), json(SCHEMA));
+        assert_eq!(json(&d.default_config), json(DEFAULT));
+        run_detector::<CartAbandonment>(DEFAULT, &[]).unwrap();
+    }
+
+    #[test]
+    fn out_of_range_options_are_refused_by_name() {
+        let refused = |config: &str| run_detector::<CartAbandonment>(config, &[]).unwrap_err();
+        let unknown = refused(r#"{"within": 5}"#);
+        assert!(
+            unknown.starts_with("invalid config: unknown field `within`"),
+            "{unknown}"
+        );
+        assert_eq!(
+            refused(r#"{"within_ms": 0}"#),
+            "invalid config: within_ms must be at least 1, got 0"
+        );
+        assert_eq!(
+            refused(r#"{"within_ms": 9223372036854775808}"#),
+            "invalid config: within_ms must be at most 9223372036854775807, got 9223372036854775808"
+        );
+        run_detector::<CartAbandonment>(r#"{"within_ms": 1}"#, &[]).unwrap();
+        run_detector::<CartAbandonment>(r#"{"within_ms": 9223372036854775807}"#, &[]).unwrap();
     }
 }

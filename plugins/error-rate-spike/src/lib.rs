@@ -7,13 +7,15 @@
 use rtap_sdk::prelude::*;
 
 /// Operator options.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Settings)]
 #[serde(deny_unknown_fields, default)]
 pub struct Settings {
-    /// Alert above this fraction of events (0..1).
+    /// Alert when the error rate (fraction of events) is above this
+    #[setting(min = 0.0, max = 1.0)]
     pub threshold: f64,
-    /// ... once it held this long.
-    pub for_ms: u64,
+    /// How long it must stay above (ms)
+    #[setting(min = 0)]
+    pub for_ms: i64,
 }
 
 impl Default for Settings {
@@ -24,17 +26,6 @@ impl Default for Settings {
         }
     }
 }
-
-const SCHEMA: &str = r#"{
-  "type": "object",
-  "additionalProperties": false,
-  "properties": {
-    "threshold": {"type": "number", "minimum": 0, "maximum": 1, "default": 0.01, "description": "Alert when the error rate (fraction of events) is above this"},
-    "for_ms": {"type": "integer", "minimum": 0, "default": 120000, "description": "How long it must stay above (ms)"}
-  }
-}"#;
-
-const DEFAULT: &str = r#"{"threshold": 0.01, "for_ms": 120000}"#;
 
 #[derive(Default)]
 pub struct ErrorRateSpike {
@@ -48,20 +39,11 @@ impl Detector for ErrorRateSpike {
         Description::detector("error-rate-spike", "1.0.0")
             .on_metrics(&["error-rate/error_rate"])
             .key_by("")
-            .config(SCHEMA, DEFAULT)
+            .settings::<Settings>()
     }
 
     fn configure(&mut self, config: &Config) -> Result<(), String> {
-        let s: Settings = config.parse()?;
-        if !(0.0..=1.0).contains(&s.threshold) {
-            return Err(format!(
-                "invalid config: threshold must be within 0..1, got {}",
-                s.threshold
-            ));
-        }
-        if i64::try_from(s.for_ms).is_err() {
-            return Err("invalid config: for_ms is too large".into());
-        }
+        let s: Settings = config.settings()?;
         self.settings = s;
         Ok(())
     }
@@ -75,7 +57,7 @@ impl Detector for ErrorRateSpike {
                 continue;
             };
             let (start, end) = (m.window.start, m.window.end);
-            if let Some(since) = breach.update(rate > s.threshold, start, end, s.for_ms as i64) {
+            if let Some(since) = breach.update(rate > s.threshold, start, end, s.for_ms) {
                 let message = format!(
                     "error rate {:.2} % above {} % for {} s",
                     rate * 100.0,
@@ -165,5 +147,59 @@ mod tests {
         h.configure(&Config::from_json(&ErrorRateSpike::describe().default_config).unwrap())
             .unwrap();
         assert_eq!(h.settings, Settings::default());
+    }
+
+    /// The config schema and default config operators see (`GET
+    /// /api/plugins`). `Settings` derives them; they must stay these.
+    const SCHEMA: &str = r#"{
+  "type": "object",
+  "additionalProperties": false,
+  "properties": {
+    "threshold": {"type": "number", "minimum": 0, "maximum": 1, "default": 0.01, "description": "Alert when the error rate (fraction of events) is above this"},
+    "for_ms": {"type": "integer", "minimum": 0, "default": 120000, "description": "How long it must stay above (ms)"}
+  }
+}"#;
+    const DEFAULT: &str = r#"{"threshold": 0.01, "for_ms": 120000}"#;
+
+    #[test]
+    fn options_derive_the_published_schema_and_default() {
+        let json = |text: &str| serde_json::from_str::<serde_json::Value>(text).unwrap();
+        let d = ErrorRateSpike::describe();
+        assert_eq!(json(&d.config_schema), json(SCHEMA));
+        assert_eq!(json(&d.default_config), json(DEFAULT));
+        run_metric_detector::<ErrorRateSpike>(DEFAULT, &[]).unwrap();
+    }
+
+    #[test]
+    fn out_of_range_options_are_refused_by_name() {
+        let refused =
+            |config: &str| run_metric_detector::<ErrorRateSpike>(config, &[]).unwrap_err();
+        let unknown = refused(r#"{"for": 1}"#);
+        assert!(
+            unknown.starts_with("invalid config: unknown field `for`"),
+            "{unknown}"
+        );
+        assert_eq!(
+            refused(r#"{"threshold": 1.01}"#),
+            "invalid config: threshold must be within 0..=1, got 1.01"
+        );
+        assert_eq!(
+            refused(r#"{"threshold": -0.01}"#),
+            "invalid config: threshold must be within 0..=1, got -0.01"
+        );
+        assert_eq!(
+            refused(r#"{"for_ms": -1}"#),
+            "invalid config: for_ms must be at least 0, got -1"
+        );
+        assert_eq!(
+            refused(r#"{"for_ms": 9223372036854775808}"#),
+            "invalid config: for_ms must be at most 9223372036854775807, got 9223372036854775808"
+        );
+        run_metric_detector::<ErrorRateSpike>(r#"{"threshold": 0, "for_ms": 0}"#, &[]).unwrap();
+        run_metric_detector::<ErrorRateSpike>(
+            r#"{"threshold": 1, "for_ms": 9223372036854775807}"#,
+            &[],
+        )
+        .unwrap();
     }
 }

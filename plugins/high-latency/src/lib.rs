@@ -9,14 +9,17 @@
 use rtap_sdk::prelude::*;
 
 /// Operator options.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Settings)]
 #[serde(deny_unknown_fields, default)]
 pub struct Settings {
-    /// Alert above this latency.
+    /// Alert when the percentile is above this latency (ms)
+    #[setting(min = 0.0)]
     pub threshold_ms: f64,
-    /// ... once it held this long.
-    pub for_ms: u64,
-    /// Which value of the metric: `p50`, `p95` or `p99`.
+    /// How long it must stay above (ms)
+    #[setting(min = 0)]
+    pub for_ms: i64,
+    /// Which percentile of latency-percentiles/latency_ms
+    #[setting(one_of = ["p50", "p95", "p99"])]
     pub percentile: String,
 }
 
@@ -30,18 +33,6 @@ impl Default for Settings {
     }
 }
 
-const SCHEMA: &str = r#"{
-  "type": "object",
-  "additionalProperties": false,
-  "properties": {
-    "threshold_ms": {"type": "number", "minimum": 0, "default": 500, "description": "Alert when the percentile is above this latency (ms)"},
-    "for_ms": {"type": "integer", "minimum": 0, "default": 120000, "description": "How long it must stay above (ms)"},
-    "percentile": {"type": "string", "enum": ["p50", "p95", "p99"], "default": "p95", "description": "Which percentile of latency-percentiles/latency_ms"}
-  }
-}"#;
-
-const DEFAULT: &str = r#"{"threshold_ms": 500, "for_ms": 120000, "percentile": "p95"}"#;
-
 #[derive(Default)]
 pub struct HighLatency {
     settings: Settings,
@@ -54,26 +45,11 @@ impl Detector for HighLatency {
         Description::detector("high-latency", "1.0.0")
             .on_metrics(&["latency-percentiles/latency_ms"])
             .key_by("")
-            .config(SCHEMA, DEFAULT)
+            .settings::<Settings>()
     }
 
     fn configure(&mut self, config: &Config) -> Result<(), String> {
-        let s: Settings = config.parse()?;
-        if !s.threshold_ms.is_finite() || s.threshold_ms < 0.0 {
-            return Err(format!(
-                "invalid config: threshold_ms must be a non-negative number, got {}",
-                s.threshold_ms
-            ));
-        }
-        if !["p50", "p95", "p99"].contains(&s.percentile.as_str()) {
-            return Err(format!(
-                "invalid config: percentile must be p50, p95 or p99, got `{}`",
-                s.percentile
-            ));
-        }
-        if i64::try_from(s.for_ms).is_err() {
-            return Err("invalid config: for_ms is too large".into());
-        }
+        let s: Settings = config.settings()?;
         self.settings = s;
         Ok(())
     }
@@ -87,8 +63,7 @@ impl Detector for HighLatency {
                 continue;
             };
             let (start, end) = (m.window.start, m.window.end);
-            if let Some(since) = breach.update(value > s.threshold_ms, start, end, s.for_ms as i64)
-            {
+            if let Some(since) = breach.update(value > s.threshold_ms, start, end, s.for_ms) {
                 let message = format!(
                     "{} latency {value:.1} ms above {} ms for {} s",
                     s.percentile,
@@ -205,5 +180,67 @@ mod tests {
             .unwrap();
         assert_eq!(h.settings, Settings::default());
         assert!(d.config_schema.contains("\"enum\""));
+    }
+
+    /// The config schema and default config operators see (`GET
+    /// /api/plugins`). `Settings` derives them; they must stay these.
+    const SCHEMA: &str = r#"{
+  "type": "object",
+  "additionalProperties": false,
+  "properties": {
+    "threshold_ms": {"type": "number", "minimum": 0, "default": 500, "description": "Alert when the percentile is above this latency (ms)"},
+    "for_ms": {"type": "integer", "minimum": 0, "default": 120000, "description": "How long it must stay above (ms)"},
+    "percentile": {"type": "string", "enum": ["p50", "p95", "p99"], "default": "p95", "description": "Which percentile of latency-percentiles/latency_ms"}
+  }
+}"#;
+    const DEFAULT: &str = r#"{"threshold_ms": 500, "for_ms": 120000, "percentile": "p95"}"#;
+
+    #[test]
+    fn options_derive_the_published_schema_and_default() {
+        let json = |text: &str| serde_json::from_str::<serde_json::Value>(text).unwrap();
+        let d = HighLatency::describe();
+        assert_eq!(json(&d.config_schema), json(SCHEMA));
+        assert_eq!(json(&d.default_config), json(DEFAULT));
+        run_metric_detector::<HighLatency>(DEFAULT, &[]).unwrap();
+    }
+
+    #[test]
+    fn out_of_range_options_are_refused_by_name() {
+        let refused = |config: &str| run_metric_detector::<HighLatency>(config, &[]).unwrap_err();
+        let unknown = refused(r#"{"threshold": 1}"#);
+        assert!(
+            unknown.starts_with("invalid config: unknown field `threshold`"),
+            "{unknown}"
+        );
+        assert_eq!(
+            refused(r#"{"threshold_ms": -1}"#),
+            "invalid config: threshold_ms must be at least 0, got -1"
+        );
+        assert_eq!(
+            refused(r#"{"threshold_ms": -0.5}"#),
+            "invalid config: threshold_ms must be at least 0, got -0.5"
+        );
+        assert_eq!(
+            refused(r#"{"for_ms": -1}"#),
+            "invalid config: for_ms must be at least 0, got -1"
+        );
+        assert_eq!(
+            refused(r#"{"for_ms": 9223372036854775808}"#),
+            "invalid config: for_ms must be at most 9223372036854775807, got 9223372036854775808"
+        );
+        assert_eq!(
+            refused(r#"{"percentile": "p90"}"#),
+            "invalid config: percentile must be p50, p95 or p99, got `p90`"
+        );
+        run_metric_detector::<HighLatency>(
+            r#"{"threshold_ms": 0, "for_ms": 0, "percentile": "p50"}"#,
+            &[],
+        )
+        .unwrap();
+        run_metric_detector::<HighLatency>(
+            r#"{"threshold_ms": 1e300, "for_ms": 9223372036854775807, "percentile": "p99"}"#,
+            &[],
+        )
+        .unwrap();
     }
 }

@@ -9,13 +9,15 @@
 use rtap_sdk::prelude::*;
 
 /// Operator options.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Settings)]
 #[serde(deny_unknown_fields, default)]
 pub struct Settings {
-    /// Alert below this many events per minute.
+    /// Alert when fewer events per minute arrive
+    #[setting(min = 0.0)]
     pub min_per_minute: f64,
-    /// ... once it held this long.
-    pub for_ms: u64,
+    /// How long it must stay below (ms)
+    #[setting(min = 0)]
+    pub for_ms: i64,
 }
 
 impl Default for Settings {
@@ -26,17 +28,6 @@ impl Default for Settings {
         }
     }
 }
-
-const SCHEMA: &str = r#"{
-  "type": "object",
-  "additionalProperties": false,
-  "properties": {
-    "min_per_minute": {"type": "number", "minimum": 0, "default": 8000, "description": "Alert when fewer events per minute arrive"},
-    "for_ms": {"type": "integer", "minimum": 0, "default": 300000, "description": "How long it must stay below (ms)"}
-  }
-}"#;
-
-const DEFAULT: &str = r#"{"min_per_minute": 8000, "for_ms": 300000}"#;
 
 #[derive(Default)]
 pub struct LowThroughput {
@@ -50,20 +41,11 @@ impl Detector for LowThroughput {
         Description::detector("low-throughput", "1.0.0")
             .on_metrics(&["error-rate/events"])
             .key_by("")
-            .config(SCHEMA, DEFAULT)
+            .settings::<Settings>()
     }
 
     fn configure(&mut self, config: &Config) -> Result<(), String> {
-        let s: Settings = config.parse()?;
-        if !s.min_per_minute.is_finite() || s.min_per_minute < 0.0 {
-            return Err(format!(
-                "invalid config: min_per_minute must be a non-negative number, got {}",
-                s.min_per_minute
-            ));
-        }
-        if i64::try_from(s.for_ms).is_err() {
-            return Err("invalid config: for_ms is too large".into());
-        }
+        let s: Settings = config.settings()?;
         self.settings = s;
         Ok(())
     }
@@ -78,9 +60,7 @@ impl Detector for LowThroughput {
                 continue;
             };
             let per_minute = events * 60_000.0 / (end - start) as f64;
-            if let Some(since) =
-                low.update(per_minute < s.min_per_minute, start, end, s.for_ms as i64)
-            {
+            if let Some(since) = low.update(per_minute < s.min_per_minute, start, end, s.for_ms) {
                 let message = format!(
                     "throughput {per_minute:.0} events/min below {} for {} s",
                     s.min_per_minute,
@@ -185,5 +165,54 @@ mod tests {
         h.configure(&Config::from_json(&LowThroughput::describe().default_config).unwrap())
             .unwrap();
         assert_eq!(h.settings, Settings::default());
+    }
+
+    /// The config schema and default config operators see (`GET
+    /// /api/plugins`). `Settings` derives them; they must stay these.
+    const SCHEMA: &str = r#"{
+  "type": "object",
+  "additionalProperties": false,
+  "properties": {
+    "min_per_minute": {"type": "number", "minimum": 0, "default": 8000, "description": "Alert when fewer events per minute arrive"},
+    "for_ms": {"type": "integer", "minimum": 0, "default": 300000, "description": "How long it must stay below (ms)"}
+  }
+}"#;
+    const DEFAULT: &str = r#"{"min_per_minute": 8000, "for_ms": 300000}"#;
+
+    #[test]
+    fn options_derive_the_published_schema_and_default() {
+        let json = |text: &str| serde_json::from_str::<serde_json::Value>(text).unwrap();
+        let d = LowThroughput::describe();
+        assert_eq!(json(&d.config_schema), json(SCHEMA));
+        assert_eq!(json(&d.default_config), json(DEFAULT));
+        run_metric_detector::<LowThroughput>(DEFAULT, &[]).unwrap();
+    }
+
+    #[test]
+    fn out_of_range_options_are_refused_by_name() {
+        let refused = |config: &str| run_metric_detector::<LowThroughput>(config, &[]).unwrap_err();
+        let unknown = refused(r#"{"min_per_second": 1}"#);
+        assert!(
+            unknown.starts_with("invalid config: unknown field `min_per_second`"),
+            "{unknown}"
+        );
+        assert_eq!(
+            refused(r#"{"min_per_minute": -1}"#),
+            "invalid config: min_per_minute must be at least 0, got -1"
+        );
+        assert_eq!(
+            refused(r#"{"for_ms": -1}"#),
+            "invalid config: for_ms must be at least 0, got -1"
+        );
+        assert_eq!(
+            refused(r#"{"for_ms": 9223372036854775808}"#),
+            "invalid config: for_ms must be at most 9223372036854775807, got 9223372036854775808"
+        );
+        run_metric_detector::<LowThroughput>(r#"{"min_per_minute": 0, "for_ms": 0}"#, &[]).unwrap();
+        run_metric_detector::<LowThroughput>(
+            r#"{"min_per_minute": 1e300, "for_ms": 9223372036854775807}"#,
+            &[],
+        )
+        .unwrap();
     }
 }
