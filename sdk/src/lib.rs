@@ -39,6 +39,7 @@ pub mod settings;
 pub mod sketch;
 mod state;
 pub mod testing;
+pub mod time;
 
 #[doc(hidden)]
 pub mod glue;

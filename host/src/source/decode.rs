@@ -7,6 +7,8 @@
 //! decoder is the host's hottest loop (see BENCHMARKS.md). Its results are
 //! checked against serde_json in the tests.
 
+use rtap_sdk::time::parse_rfc3339;
+
 use crate::event::{Event, EventBatch, Span, TextField};
 
 /// Why a line is not an event.
@@ -454,74 +456,6 @@ impl<'a> Parser<'a> {
             _ => Err(syntax(self.i, "expected a value")),
         }
     }
-}
-
-/// Parse an RFC 3339 date-time (`2026-11-25T14:52:49.123Z`, `…+01:00`) to ms.
-pub fn parse_rfc3339(s: &str) -> Option<i64> {
-    let b = s.as_bytes();
-    if b.len() < 20 {
-        return None;
-    }
-    let num = |r: std::ops::Range<usize>| -> Option<i64> {
-        let t = s.get(r)?;
-        if !t.bytes().all(|c| c.is_ascii_digit()) {
-            return None;
-        }
-        t.parse().ok()
-    };
-    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    if b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
-        return None;
-    }
-    let (h, mi, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    if b[13] != b':'
-        || b[16] != b':'
-        || !(1..=12).contains(&mo)
-        || !(1..=31).contains(&d)
-        || h > 23
-        || mi > 59
-        || sec > 60
-    {
-        return None;
-    }
-    let mut i = 19;
-    let mut ms = 0i64;
-    if b[i] == b'.' {
-        i += 1;
-        let start = i;
-        while i < b.len() && b[i].is_ascii_digit() {
-            if i - start < 3 {
-                ms = ms * 10 + (b[i] - b'0') as i64;
-            }
-            i += 1;
-        }
-        if i == start {
-            return None;
-        }
-        for _ in (i - start).min(3)..3 {
-            ms *= 10;
-        }
-    }
-    let offset_min = match b.get(i)? {
-        b'Z' | b'z' if i + 1 == b.len() => 0,
-        c @ (b'+' | b'-') if i + 6 == b.len() && b[i + 3] == b':' => {
-            let m = num(i + 1..i + 3)? * 60 + num(i + 4..i + 6)?;
-            if *c == b'-' { -m } else { m }
-        }
-        _ => return None,
-    };
-    let days = days_from_civil(y, mo, d);
-    Some((((days * 24 + h) * 60 + mi - offset_min) * 60 + sec) * 1000 + ms)
-}
-
-/// Days since 1970-01-01 (Howard Hinnant's algorithm).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
 }
 
 #[cfg(test)]
