@@ -95,7 +95,7 @@ impl Runner {
         loop {
             match rx.recv_timeout(IDLE_TICK) {
                 Ok(SourceMsg::Batch(batch)) => {
-                    let latency = self.process(&batch)?;
+                    let latency = self.process(Arc::new(batch))?;
                     report.batch(latency);
                 }
                 Ok(SourceMsg::End { limit }) => {
@@ -150,8 +150,8 @@ impl Runner {
 
     /// Run one batch through the pipeline and its outputs to the sinks;
     /// returns its latency (s) from being read to its outputs written.
-    fn process(&mut self, batch: &EventBatch) -> Result<f64, RunError> {
-        self.pipeline.process(batch);
+    fn process(&mut self, batch: Arc<EventBatch>) -> Result<f64, RunError> {
+        self.pipeline.process(batch.clone());
         self.positions.extend(batch.positions());
         self.checkpoints.processed(batch.created);
         self.changed = true;

@@ -4,7 +4,6 @@
 
 use rustc_hash::FxHashMap;
 
-use super::state::Win;
 use super::{AggregateOp, Fired, OpFailure, Pending};
 use crate::event::EventBatch;
 use crate::operator::columns;
@@ -15,7 +14,7 @@ use crate::state::{Key, hash_key};
 
 /// Session ids absorbed by a merge, each mapped to the id that absorbed it.
 #[derive(Default)]
-struct Redirect(FxHashMap<u64, u64>);
+pub(super) struct Redirect(FxHashMap<u64, u64>);
 
 impl Redirect {
     /// The session that holds window `id` now.
@@ -28,13 +27,13 @@ impl Redirect {
 }
 
 /// A segment's assignments grouped by (key, window).
-struct Groups<'a> {
+pub(super) struct Groups<'a> {
     /// Each group's key and window id, in order of first appearance.
-    keys: Vec<(&'a str, u64)>,
+    pub keys: Vec<(&'a str, u64)>,
     /// Events per group.
-    lens: Vec<u32>,
+    pub lens: Vec<u32>,
     /// The segment's event indices, group after group.
-    order: Vec<u32>,
+    pub order: Vec<u32>,
 }
 
 impl AggregateOp {
@@ -116,7 +115,7 @@ impl AggregateOp {
 
     /// Group the assignments by (key, window) and order the events by
     /// group.
-    fn group<'a>(
+    pub(super) fn group<'a>(
         &self,
         pending: &'a Pending,
         batch: &'a EventBatch,
@@ -201,7 +200,7 @@ impl AggregateOp {
     }
 
     /// A failed `add`: none of the segment's events counted.
-    fn add_failed(pending: &Pending, error: CallError) -> OpFailure {
+    pub(super) fn add_failed(pending: &Pending, error: CallError) -> OpFailure {
         let mut events: Vec<u32> = pending.entries.iter().map(|e| e.0).collect();
         events.sort_unstable();
         events.dedup();
@@ -224,41 +223,7 @@ impl AggregateOp {
                     w.state.clear();
                     w.state.extend_from_slice(new);
                 }
-                None if self.panes.is_some() => {
-                    let pn = self.panes.expect("checked");
-                    let start = id as i64;
-                    let wins = self.state.keys.get_or_default(key);
-                    let at = wins.partition_point(|w| w.start < start);
-                    wins.insert(
-                        at,
-                        Win {
-                            id,
-                            start,
-                            end: start + pn.slide(),
-                            fired: false,
-                            state: new.to_vec(),
-                        },
-                    );
-                    let fired = self.state.fired_until;
-                    if let Some(t) = pn.next_trigger([start], fired, self.lateness_ms) {
-                        self.state.trigger(t, key);
-                    }
-                }
-                None => {
-                    let (start, end) = match self.spec {
-                        WindowSpec::Tumbling { size_ms } => (id as i64, id as i64 + size_ms),
-                        WindowSpec::Sliding { size_ms, .. } => (id as i64, id as i64 + size_ms),
-                        _ => continue, // a session is created at assignment
-                    };
-                    self.state.keys.get_or_default(key).push(Win {
-                        id,
-                        start,
-                        end,
-                        fired: false,
-                        state: new.to_vec(),
-                    });
-                    self.state.trigger(end - 1, key);
-                }
+                None => self.new_window(key, id, new.to_vec()),
             }
         }
     }
