@@ -12,14 +12,20 @@ use crate::plugin::io::Packed;
 use crate::plugin::{CallError, PluginCalls};
 use crate::state::{Key, hash_key};
 
-/// Session ids absorbed by a merge, each mapped to the id that absorbed it.
+/// Session ids absorbed by a merge, each mapped to the id that absorbed it,
+/// per key: ids are unique within a key only (workers number sessions
+/// independently, and a restore on fewer workers brings keys numbered by
+/// different workers together).
 #[derive(Default)]
-pub(super) struct Redirect(FxHashMap<u64, u64>);
+pub(super) struct Redirect<'a>(FxHashMap<(&'a str, u64), u64>);
 
-impl Redirect {
-    /// The session that holds window `id` now.
-    fn resolve(&self, mut id: u64) -> u64 {
-        while let Some(&t) = self.0.get(&id) {
+impl Redirect<'_> {
+    /// The session of `key` that holds window `id` now.
+    fn resolve(&self, key: &str, mut id: u64) -> u64 {
+        if self.0.is_empty() {
+            return id;
+        }
+        while let Some(&t) = self.0.get(&(key, id)) {
             id = t;
         }
         id
@@ -76,20 +82,20 @@ impl AggregateOp {
 
     /// Session merges first: fold each absorbed session's state into the
     /// one that absorbed it.
-    fn merge_sessions(
+    fn merge_sessions<'a>(
         &mut self,
-        pending: &Pending,
-        batch: &EventBatch,
+        pending: &'a Pending,
+        batch: &'a EventBatch,
         inst: &mut dyn PluginCalls,
         failures: &mut Vec<OpFailure>,
-    ) -> Redirect {
+    ) -> Redirect<'a> {
         let mut redirect = Redirect::default();
         for (key, target, absorbed, state) in &pending.merges {
-            redirect.0.insert(*absorbed, *target);
+            let key_s = Self::key_str(pending, batch, *key);
+            redirect.0.insert((key_s, *absorbed), *target);
             if state.is_empty() {
                 continue;
             }
-            let key_s = Self::key_str(pending, batch, *key);
             let Some(win) = self
                 .state
                 .keys
@@ -143,7 +149,7 @@ impl AggregateOp {
                         n
                     }
                 };
-                let id = redirect.resolve(id);
+                let id = redirect.resolve(ks, id);
                 let g = *group_of.entry((kn, id)).or_insert_with(|| {
                     keys.push((ks, id));
                     keys.len() as u32 - 1
@@ -154,7 +160,8 @@ impl AggregateOp {
             // One window per event (tumbling) or per session: one lookup.
             let mut group_of: FxHashMap<(&str, u64), u32> = FxHashMap::default();
             for &(_, key, id) in &pending.entries {
-                let k = (Self::key_str(pending, batch, key), redirect.resolve(id));
+                let ks = Self::key_str(pending, batch, key);
+                let k = (ks, redirect.resolve(ks, id));
                 let g = *group_of.entry(k).or_insert_with(|| {
                     keys.push(k);
                     keys.len() as u32 - 1
@@ -244,8 +251,8 @@ impl AggregateOp {
             .late_fire
             .iter()
             .map(|&(k, id)| {
-                let key = Self::key_str(pending, batch, k).to_string();
-                (key, redirect.resolve(id))
+                let key = Self::key_str(pending, batch, k);
+                (key.to_string(), redirect.resolve(key, id))
             })
             .collect();
         late.sort();
