@@ -126,9 +126,29 @@ pub struct PipelineStats {
     pub last_batch_at: AtomicI64,
 }
 
+/// One processing worker's counters.
+#[derive(Debug, Default)]
+pub struct WorkerCounters {
+    /// Events of its input partitions it took through stage 1.
+    pub events: AtomicU64,
+    /// Time spent in jobs (ns).
+    pub busy_ns: AtomicU64,
+    /// Keys held in its key groups, all plugins (at the last commit).
+    pub keys: AtomicU64,
+    /// Exchange records it applied in stage 2.
+    pub exchange_in: AtomicU64,
+    /// Exchange records waiting for its stage 2 at the last round.
+    pub exchange_queue: AtomicU64,
+}
+
 /// The registry the API reads: plugin metadata and counters by name.
 #[derive(Default)]
 pub struct Registry {
     pub plugins: Mutex<Vec<(PluginMeta, std::sync::Arc<PluginCounters>)>>,
     pub stats: PipelineStats,
+    /// The processing workers, by index.
+    pub workers: Mutex<Vec<std::sync::Arc<WorkerCounters>>>,
+    /// The per-worker figures of the last status (rates over the last
+    /// second), for `/api/pipeline`.
+    pub worker_status: Mutex<serde_json::Value>,
 }

@@ -61,10 +61,11 @@ pub enum Command {
         n: usize,
         reply: mpsc::Sender<Vec<Vec<u8>>>,
     },
-    /// Install a version (swap, add, config change, rollback).
+    /// Install a version (swap, add, config change, rollback), with an
+    /// instance for each worker.
     Install {
         identity: Box<Identity>,
-        calls: Box<dyn PluginCalls>,
+        calls: Vec<Box<dyn PluginCalls>>,
         counters: Arc<PluginCounters>,
         transfer: StateTransfer,
         reply: mpsc::Sender<Result<SwapReport, String>>,
@@ -107,6 +108,8 @@ pub struct Control {
     entries: Mutex<std::collections::BTreeMap<String, Entry>>,
     /// One lifecycle operation at a time.
     busy: Mutex<()>,
+    /// Processing workers: each runs its own instance of every plugin.
+    workers: usize,
 }
 
 /// States sampled for a migration dry-run.
@@ -121,8 +124,10 @@ impl Control {
         registry: Arc<Registry>,
         hub: Hub,
         plugins_dir: PathBuf,
+        workers: usize,
     ) -> Self {
         Control {
+            workers: workers.max(1),
             runtime,
             commands,
             registry,
@@ -509,9 +514,16 @@ impl Control {
             hash: loaded.hash.clone(),
         };
         counters.set_status(PluginStatus::Swapping);
+        // One instance per worker, all initialised off the hot path.
+        let mut calls: Vec<Box<dyn PluginCalls>> = vec![Box::new(inst)];
+        for _ in 1..self.workers {
+            let more =
+                Instance::new(loaded.clone(), &config).map_err(|e| err(422, e.to_string()))?;
+            calls.push(Box::new(more));
+        }
         let res = self.barrier(|reply| Command::Install {
             identity: Box::new(identity),
-            calls: Box::new(inst),
+            calls,
             counters: counters.clone(),
             transfer,
             reply,

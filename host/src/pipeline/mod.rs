@@ -42,8 +42,9 @@ mod stage2;
 mod stage3;
 mod swap;
 
-pub use slot::{DEGRADE_AFTER, PROBE_AFTER, RECENT_CALLS, Slot};
+pub use slot::{DEGRADE_AFTER, Health, PROBE_AFTER, RECENT_CALLS, Slot};
 pub use stage1::Stage1Out;
+pub use stage3::{Deliveries, MetricRouter};
 pub use swap::{StateTransfer, SwapReport};
 
 use std::sync::Arc;
@@ -115,6 +116,8 @@ pub struct Pipeline {
     pub late_marks: Vec<LateMark>,
     /// Metrics emitted since the last stage 3, by the aggregator's slot.
     pub metrics: Vec<(usize, MetricIn)>,
+    /// A version waiting for every worker to be ready to switch.
+    staged: Option<swap::Staged>,
 }
 
 impl Pipeline {
@@ -132,14 +135,21 @@ impl Pipeline {
             late: Vec::new(),
             late_marks: Vec::new(),
             metrics: Vec::new(),
+            staged: None,
         }
+    }
+
+    /// This pipeline as worker `worker` of `workers`.
+    pub fn with_shard(mut self, worker: usize, workers: usize) -> Self {
+        self.shard = Shard { worker, workers };
+        self
     }
 
     /// One batch through all three stages, on this thread, with every key
     /// group (one worker; the benchmark's way in).
     pub fn process(&mut self, batch: Arc<EventBatch>) {
         let round = Round::plan(&mut self.wm, vec![batch], now_ms());
-        self.malformed(&round);
+        self.dead.extend(malformed(&round));
         let mut out = Stage1Out::new(1);
         let runs: Vec<usize> = (0..round.runs.len()).collect();
         self.stage1(&round, &runs, &mut out);
@@ -147,65 +157,81 @@ impl Pipeline {
         self.stage2(&round, records);
         let mut marks = out.late;
         marks.append(&mut self.late_marks);
-        self.late.extend(self.late_events(&round, marks));
+        let names = self.names();
+        self.late.extend(late_events(&round, marks, &names));
         self.stage3_here(round.end_wm);
     }
 
     /// Stage 3 on this worker alone: its metrics to its metric detectors.
     fn stage3_here(&mut self, wm: i64) {
         let metrics = std::mem::take(&mut self.metrics);
-        let routes = self.metric_routes(&[metrics]);
+        let routes = self.router().routes(&[metrics], 1);
         let mine = routes.into_iter().next().expect("one worker");
         self.stage3(mine, wm);
     }
 
-    /// Dead letters for the round's malformed records.
-    pub fn malformed(&mut self, round: &Round) {
-        let time = now_ms();
-        for batch in &round.batches {
-            for (j, m) in batch.malformed.iter().enumerate() {
-                self.dead.push(DeadLetter {
-                    time,
-                    plugin: None,
-                    reason: "malformed",
-                    detail: m.reason.clone(),
-                    source: batch.origin.source.to_string(),
-                    partition: batch.partition_of_malformed(j),
-                    offset: Some(m.offset),
-                    event: m.raw.clone(),
-                });
-            }
-        }
+    /// The plugins' names, in slot order.
+    pub fn names(&self) -> Vec<Arc<str>> {
+        self.slots.iter().map(|s| s.name.clone()).collect()
     }
 
-    /// The round's late events from the marks of both stages (of every
-    /// worker): one per event, naming every plugin it is late for.
-    pub fn late_events(&self, round: &Round, mut marks: Vec<LateMark>) -> Vec<LateEvent> {
-        marks.sort();
-        marks.dedup();
-        let mut out: Vec<LateEvent> = Vec::new();
-        let mut last = None;
-        for m in marks {
-            let name = self.slots[m.slot as usize].name.to_string();
-            if last == Some(m.pos) {
-                out.last_mut().expect("a late event").plugins.push(name);
-                continue;
-            }
-            last = Some(m.pos);
-            let batch = &round.batches[m.batch as usize];
-            let ev = &batch.events[m.pos.event as usize];
-            out.push(LateEvent {
-                plugins: vec![name],
-                watermark: m.wm,
+    /// The changes of every plugin's state (this worker's key groups) since
+    /// the last call, in slot order.
+    pub fn deltas(&mut self) -> Vec<crate::state::StateDelta> {
+        self.slots.iter_mut().map(Slot::state_delta).collect()
+    }
+}
+
+/// Dead letters for a round's malformed records.
+pub fn malformed(round: &Round) -> Vec<DeadLetter> {
+    let time = now_ms();
+    let mut out = Vec::new();
+    for batch in &round.batches {
+        for (j, m) in batch.malformed.iter().enumerate() {
+            out.push(DeadLetter {
+                time,
+                plugin: None,
+                reason: "malformed",
+                detail: m.reason.clone(),
                 source: batch.origin.source.to_string(),
-                partition: round.runs[m.pos.run as usize].partition,
-                offset: ev.offset,
-                event: batch.raw(ev).to_string(),
+                partition: batch.partition_of_malformed(j),
+                offset: Some(m.offset),
+                event: m.raw.clone(),
             });
         }
-        out
     }
+    out
+}
 
+/// A round's late events from the marks of both stages (of every worker):
+/// one per event, naming every plugin (`names`, by slot) it is late for.
+pub fn late_events(round: &Round, mut marks: Vec<LateMark>, names: &[Arc<str>]) -> Vec<LateEvent> {
+    marks.sort();
+    marks.dedup();
+    let mut out: Vec<LateEvent> = Vec::new();
+    let mut last = None;
+    for m in marks {
+        let name = names[m.slot as usize].to_string();
+        if last == Some(m.pos) {
+            out.last_mut().expect("a late event").plugins.push(name);
+            continue;
+        }
+        last = Some(m.pos);
+        let batch = &round.batches[m.batch as usize];
+        let ev = &batch.events[m.pos.event as usize];
+        out.push(LateEvent {
+            plugins: vec![name],
+            watermark: m.wm,
+            source: batch.origin.source.to_string(),
+            partition: round.runs[m.pos.run as usize].partition,
+            offset: ev.offset,
+            event: batch.raw(ev).to_string(),
+        });
+    }
+    out
+}
+
+impl Pipeline {
     /// Whether a detector has timers queued.
     pub fn timers_pending(&self) -> bool {
         self.slots.iter().any(|s| s.op.timers_pending())

@@ -6,6 +6,8 @@ use super::Pipeline;
 use super::exchange::owner_of;
 use super::failures::metric_json;
 use crate::operator::Op;
+use crate::operator::detector::metric_key;
+use crate::plugin::describe::{KeyBy, MetricPattern};
 use crate::plugin::io::MetricIn;
 use crate::status::PluginCounters;
 
@@ -13,40 +15,64 @@ use crate::status::PluginCounters;
 /// metrics in order.
 pub type Deliveries = Vec<(usize, Vec<MetricIn>)>;
 
-impl Pipeline {
+/// What routing the metrics needs of the plugins: each metric detector's
+/// slot, the metrics it takes and how it keys them. The same on every
+/// worker; a run of workers keeps a copy.
+#[derive(Debug, Clone, Default)]
+pub struct MetricRouter {
+    detectors: Vec<(usize, Vec<MetricPattern>, KeyBy)>,
+}
+
+impl MetricRouter {
     /// Route the metrics every worker emitted this round (`emitted`, one
     /// list per worker, in worker order) to the workers that deliver them:
     /// one [`Deliveries`] per worker. The metrics go in event-time order
     /// (window end, aggregator, window start, key), whoever emitted them.
-    pub fn metric_routes(&self, emitted: &[Vec<(usize, MetricIn)>]) -> Vec<Deliveries> {
-        let workers = self.shard.workers;
+    pub fn routes(&self, emitted: &[Vec<(usize, MetricIn)>], workers: usize) -> Vec<Deliveries> {
+        let mut out: Vec<Deliveries> = vec![Vec::new(); workers];
+        if self.detectors.is_empty() || emitted.iter().all(Vec::is_empty) {
+            return out;
+        }
         let mut all: Vec<&(usize, MetricIn)> = emitted.iter().flatten().collect();
         // Stable: the updates of one window (one owner) keep their order.
         all.sort_by(|(sa, a), (sb, b)| {
             (a.end, *sa, a.start, &a.key).cmp(&(b.end, *sb, b.start, &b.key))
         });
-        let mut out: Vec<Deliveries> = vec![Vec::new(); workers];
-        if all.is_empty() {
-            return out;
-        }
-        for (si, slot) in self.slots.iter().enumerate() {
-            let Op::Metrics(op) = &slot.op else {
-                continue;
-            };
-            let patterns = &slot.identity.description.metrics;
+        for (si, patterns, key_by) in &self.detectors {
             let mut per: Vec<Vec<MetricIn>> = vec![Vec::new(); workers];
             for (_, m) in &all {
                 if patterns.iter().any(|p| p.matches(&m.plugin, &m.name)) {
-                    per[owner_of(op.metric_key(m), workers)].push(m.clone());
+                    per[owner_of(metric_key(key_by, m), workers)].push(m.clone());
                 }
             }
             for (w, ms) in per.into_iter().enumerate() {
                 if !ms.is_empty() {
-                    out[w].push((si, ms));
+                    out[w].push((*si, ms));
                 }
             }
         }
         out
+    }
+}
+
+impl Pipeline {
+    /// The metric routing of this pipeline's plugins.
+    pub fn router(&self) -> MetricRouter {
+        MetricRouter {
+            detectors: self
+                .slots
+                .iter()
+                .enumerate()
+                .filter_map(|(si, s)| match &s.op {
+                    Op::Metrics(op) => Some((
+                        si,
+                        s.identity.description.metrics.clone(),
+                        op.key_by().clone(),
+                    )),
+                    _ => None,
+                })
+                .collect(),
+        }
     }
 
     /// Stage 3 on this worker: deliver its metrics, then fire the metric

@@ -30,7 +30,7 @@ mod state;
 
 pub use fire::FINISH_CHUNK;
 pub use partial::PartialStates;
-pub use state::WindowState;
+pub use state::{WindowState, combine_meta};
 
 use crate::event::{EventBatch, Span};
 use crate::operator::columns;

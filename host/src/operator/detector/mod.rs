@@ -38,6 +38,16 @@ pub struct KeyedAlert {
     pub alert: RawAlert,
 }
 
+/// A metric's key for a metric-input detector keyed by `key_by`.
+pub fn metric_key<'m>(key_by: &KeyBy, m: &'m MetricIn) -> &'m str {
+    match key_by {
+        KeyBy::MetricKey => &m.key,
+        KeyBy::MetricName => &m.name,
+        KeyBy::MetricPlugin => &m.plugin,
+        _ => "",
+    }
+}
+
 pub struct DetectorOp {
     key_by: KeyBy,
     fields: Vec<Field>,
@@ -63,12 +73,7 @@ impl DetectorOp {
 
     /// A metric's key for this (metric-input) detector.
     pub fn metric_key<'m>(&self, m: &'m MetricIn) -> &'m str {
-        match self.key_by {
-            KeyBy::MetricKey => &m.key,
-            KeyBy::MetricName => &m.name,
-            KeyBy::MetricPlugin => &m.plugin,
-            _ => "",
-        }
+        metric_key(&self.key_by, m)
     }
 
     pub fn push(&mut self, i: usize) {
