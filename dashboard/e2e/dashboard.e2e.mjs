@@ -16,7 +16,7 @@
 // typed once and survives a reload (sessionStorage); bot-burst's config is
 // changed (checked in the UI and with GET /api/plugins); rolling back
 // high-latency (no previous version) shows the host's 409; page-views-v2.wasm
-// from $RTAP_TEST_PLUGINS is uploaded as page-views 1.0.1 (table + `swapped`
+// from $RTAP_TEST_PLUGINS is uploaded as page-views 1.1.1 (table + `swapped`
 // in the lifecycle timeline). Without RTAP_TEST_PLUGINS the upload is skipped
 // with a notice. Saves a full-page screenshot to dist-e2e/dashboard.png (and
 // the plugin panels to dist-e2e/plugin-admin.png). The
@@ -61,8 +61,9 @@ const SHIPPED_PLUGINS = [
 const ADMIN_TOKEN = `e2e-${randomBytes(16).toString('hex')}`;
 const WRONG_TOKEN = `wrong-${randomBytes(8).toString('hex')}`;
 const BOT_BURST_CONFIG = { min_page_views: 12, within_ms: 10000 };
-const UPGRADE_FILE = 'page-views-v2.wasm'; // page-views 1.0.1
-const UPGRADE_VERSION = '1.0.1';
+const UPGRADE_FILE = 'page-views-v2.wasm'; // page-views 1.1.1
+const UPGRADE_VERSION = '1.1.1';
+const SHIPPED_PAGE_VIEWS = '1.1.0';
 
 const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
 const RATE = process.env.RTAP_E2E_RATE || '5000';
@@ -452,7 +453,7 @@ async function main() {
         const label = (await page.textContent('[data-testid="plugin-upload-submit"]'))?.trim();
         if (label !== 'Swap page-views') throw new Error(`the upload button says "${label}", expected "Swap page-views"`);
         const r = await act(page, '[data-testid="plugin-upload-submit"]', 90_000);
-        expectOutcome(r, 'ok', `page-views 1.0.0 → ${UPGRADE_VERSION}`);
+        expectOutcome(r, 'ok', `page-views ${SHIPPED_PAGE_VIEWS} → ${UPGRADE_VERSION}`);
         try {
           await page.waitForSelector(`[data-testid="plugin-row"][data-plugin="page-views"][data-version="${UPGRADE_VERSION}"]`, { timeout: 10_000 });
         } catch {
@@ -463,7 +464,7 @@ async function main() {
         if (!cell.startsWith(UPGRADE_VERSION)) throw new Error(`the version cell of page-views reads "${cell}"`);
         await waitForTimeline(page, 'page-views', 'swapped');
         const p = await apiPlugin(base, 'page-views');
-        if (p.version !== UPGRADE_VERSION || p.previous?.version !== '1.0.0') throw new Error(`GET /api/plugins: page-views ${p.version}, previous ${JSON.stringify(p.previous)}`);
+        if (p.version !== UPGRADE_VERSION || p.previous?.version !== SHIPPED_PAGE_VIEWS) throw new Error(`GET /api/plugins: page-views ${p.version}, previous ${JSON.stringify(p.previous)}`);
         return r.text.replace(/^\S+\s+/, '');
       });
     }
