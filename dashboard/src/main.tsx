@@ -11,6 +11,6 @@ const api = new ApiClient();
 
 createRoot(document.getElementById('root') as HTMLElement).render(
   <StrictMode>
-    <App store={live.store} socket={live.socket} api={api} />
+    <App store={live.store} socket={live.socket} history={live.history} api={api} />
   </StrictMode>,
 );

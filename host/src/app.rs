@@ -72,7 +72,7 @@ fn run(config: Config) -> Result<Exit, Failure> {
     let runtime = Arc::new(Runtime::from_config(&config).map_err(start)?);
     let time = TimeConfig::from_config(&config);
     let registry = Arc::new(Registry::default());
-    let hub = Hub::new();
+    let hub = Hub::with_history(crate::sink::History::from_config(&config));
     let (commands_tx, commands) = std::sync::mpsc::channel();
     let control = Arc::new(Control::new(
         runtime.clone(),

@@ -290,6 +290,18 @@ pub struct Config {
     #[arg(long, env = "RTAP_DASHBOARD_DIR", default_value = "./dashboard/dist")]
     pub dashboard_dir: PathBuf,
 
+    /// How far back `GET /api/history` reaches: the metrics and alerts
+    /// whose time (window end, alert time: event time) is within this of the
+    /// newest output's, kept in memory (`0s`: none). A restart starts empty.
+    #[arg(long, env = "RTAP_HISTORY", default_value = "30m")]
+    pub history: HumanDuration,
+
+    /// Memory cap of the history (output text plus ~96 bytes each). Past it,
+    /// the plugin holding the most loses its oldest outputs first: at high
+    /// rates the per-session metrics, while the charts' series stay whole.
+    #[arg(long, env = "RTAP_HISTORY_MAX_BYTES", default_value = "256MiB")]
+    pub history_max_bytes: ByteSize,
+
     /// Watermark: bounded out-of-orderness of event time.
     #[arg(long, env = "RTAP_OUT_OF_ORDERNESS", default_value = "2s")]
     pub out_of_orderness: HumanDuration,
@@ -430,5 +442,11 @@ mod tests {
         let c =
             Config::try_parse_from(["host", "--source", "file:x.jsonl", "--rate", "10"]).unwrap();
         assert_eq!(c.source, Some(SourceSpec::File("x.jsonl".into())));
+        assert_eq!(c.history.0, Duration::from_secs(1800));
+        assert_eq!(c.history_max_bytes.0, 256 << 20);
+        let c = Config::try_parse_from(["host", "--history", "5m"]).unwrap();
+        assert_eq!(c.history.0, Duration::from_secs(300));
+        let e = Config::try_parse_from(["host", "--history", "5"]).unwrap_err();
+        assert!(e.to_string().contains("--history"), "{e}");
     }
 }

@@ -16,9 +16,9 @@
 //! impl Aggregator for PageViews {
 //!     type State = u64;
 //!     fn describe() -> Description {
-//!         Description::aggregator("page-views", "1.0.0").key_by("page").tumbling(5_000)
+//!         Description::aggregator("page-views", "1.1.0").key_by("page").tumbling(5_000).fields(&["event_type"])
 //!     }
-//!     fn add(&self, count: &mut u64, events: &Events) { *count += events.len() as u64 }
+//!     fn add(&self, count: &mut u64, events: &Events) { *count += events.text("event_type").count("page_view") as u64 }
 //!     fn merge(&self, count: &mut u64, other: u64) { *count += other }
 //!     fn finish(&self, count: u64, _w: Window, out: &mut Metrics) { out.single("page_views", count as f64) }
 //! }

@@ -761,6 +761,28 @@ mod tests {
     }
 
     #[test]
+    fn count_of_a_text_value() {
+        let types = ["click", "page_view", "error", "page_view", "", "page_views"];
+        let mut events: Vec<Value> = types
+            .iter()
+            .map(|t| json!({"event_type": t, "page": "/a"}))
+            .collect();
+        events.insert(2, json!({"page": "/b"}));
+        events.push(json!({"event_type": "page_view", "page": "/b"}));
+        let b = batch(&["page", "event_type"], &events);
+        let all = b.events().text("event_type");
+        assert_eq!(all.count("page_view"), 3);
+        assert_eq!(all.count(""), 1, "the empty string is a value");
+        assert_eq!(all.count("purchase"), 0);
+        assert_eq!(all.count("/a"), 0, "another column's value");
+        // A slice counts its own events only; the match may come late.
+        assert_eq!(b.slice(0, 3).text("event_type").count("page_view"), 1);
+        assert_eq!(b.slice(4, 4).text("event_type").count("page_view"), 2);
+        assert_eq!(b.slice(2, 1).text("event_type").count("page_view"), 0);
+        assert_eq!(b.slice(0, 0).text("event_type").count("page_view"), 0);
+    }
+
+    #[test]
     fn timestamps() {
         assert_eq!(
             timestamp_ms(&json!(1_700_000_000_123i64)),

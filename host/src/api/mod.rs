@@ -1,7 +1,9 @@
 //! The HTTP server on :3000: the dashboard's static files at `/`, the live
-//! stream at `/ws`, the pipeline's API under `/api`, and `/health`.
+//! stream at `/ws`, the recent outputs at `/api/history`, the pipeline's API
+//! under `/api`, and `/health`.
 
 pub mod admin;
+pub mod history;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -142,6 +144,7 @@ pub fn router(state: AppState, dashboard: PathBuf) -> Router {
         )
         .layer(axum::extract::DefaultBodyLimit::max(admin::MAX_BODY))
         .route("/api/pipeline", get(pipeline))
+        .route("/api/history", get(history::get))
         .route("/ws", get(ws))
         .with_state(state);
     if dashboard.join("index.html").is_file() {
@@ -252,6 +255,11 @@ async fn prometheus_metrics(State(state): State<AppState>) -> Response {
         m.watermark_lag.set((now_ms() - wm) as f64 / 1000.0);
     }
     m.websocket_clients.set(state.hub.clients() as i64);
+    if let Some(h) = state.hub.history() {
+        let (outputs, bytes) = h.held();
+        m.history_outputs.set(outputs as i64);
+        m.history_bytes.set(bytes as i64);
+    }
     (
         [("content-type", "text/plain; version=0.0.4; charset=utf-8")],
         crate::metrics::render(),
