@@ -192,6 +192,18 @@ pub struct Config {
     #[arg(long, default_value = "cep-alerts")]
     pub kafka_alerts_topic: String,
 
+    /// Topic of the dead letters (3 partitions when created): each record
+    /// is the input as received, with headers naming its origin, the
+    /// plugin that failed, the reason and the detail; in the transaction
+    /// with the outputs.
+    #[arg(long, default_value = "rtap-dead-letters")]
+    pub kafka_dead_letter_topic: String,
+
+    /// Topic of the events later than the allowed lateness (3 partitions
+    /// when created): as received, with headers like the dead letters'.
+    #[arg(long, default_value = "rtap-late-events")]
+    pub kafka_late_topic: String,
+
     /// One-partition topic whose consumer-group offset marks the last
     /// committed transaction (created when missing).
     #[arg(long, default_value = "rtap-commit-marker")]

@@ -18,6 +18,10 @@ pub struct KafkaConfig {
     pub events_topic: String,
     pub metrics_topic: String,
     pub alerts_topic: String,
+    /// Dead letters: the input as received, the why in headers.
+    pub dead_letter_topic: String,
+    /// Events later than the allowed lateness, as received.
+    pub late_topic: String,
     /// The one-partition topic whose group offset is the commit marker of
     /// the transactional protocol (see `crate::checkpoint`).
     pub marker_topic: String,
@@ -71,6 +75,8 @@ impl KafkaConfig {
             events_topic: config.kafka_events_topic.clone(),
             metrics_topic: config.kafka_metrics_topic.clone(),
             alerts_topic: config.kafka_alerts_topic.clone(),
+            dead_letter_topic: config.kafka_dead_letter_topic.clone(),
+            late_topic: config.kafka_late_topic.clone(),
             marker_topic: config.kafka_marker_topic.clone(),
             transactional_id: config
                 .kafka_transactional_id
@@ -98,7 +104,8 @@ fn setup_err(what: &str) -> impl Fn(rdkafka::error::KafkaError) -> KafkaSetupErr
 }
 
 /// Create the seed's topics if missing: events 12 partitions, metrics 6
-/// (compacted), alerts 3.
+/// (compacted), alerts 3; and rtap's: dead letters 3, late events 3, the
+/// commit marker 1 (compacted).
 pub fn ensure_topics(cfg: &KafkaConfig) -> Result<(), KafkaSetupError> {
     let admin: AdminClient<DefaultClientContext> = cfg
         .client(&[])
@@ -109,6 +116,8 @@ pub fn ensure_topics(cfg: &KafkaConfig) -> Result<(), KafkaSetupError> {
         NewTopic::new(&cfg.metrics_topic, 6, TopicReplication::Fixed(1))
             .set("cleanup.policy", "compact"),
         NewTopic::new(&cfg.alerts_topic, 3, TopicReplication::Fixed(1)),
+        NewTopic::new(&cfg.dead_letter_topic, 3, TopicReplication::Fixed(1)),
+        NewTopic::new(&cfg.late_topic, 3, TopicReplication::Fixed(1)),
         NewTopic::new(&cfg.marker_topic, 1, TopicReplication::Fixed(1))
             .set("cleanup.policy", "compact"),
     ];

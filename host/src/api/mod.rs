@@ -57,7 +57,7 @@ impl AppState {
             }
         };
         let kafka = config.kafka_brokers.is_some().then(
-            || json!({"metrics": config.kafka_metrics_topic, "alerts": config.kafka_alerts_topic}),
+            || json!({"metrics": config.kafka_metrics_topic, "alerts": config.kafka_alerts_topic, "dead_letters": config.kafka_dead_letter_topic, "late_events": config.kafka_late_topic}),
         );
         AppState {
             registry,

@@ -399,6 +399,8 @@ mod tests {
             events_topic: "e".into(),
             metrics_topic: "m".into(),
             alerts_topic: "a".into(),
+            dead_letter_topic: "d".into(),
+            late_topic: "l".into(),
             marker_topic: "c".into(),
             transactional_id: "t".into(),
             options: vec![opt("linger.ms", "10"), opt("client.id", "x")],

@@ -9,7 +9,7 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Message;
+use rdkafka::message::{Headers, Message};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 use serde_json::Value;
@@ -18,6 +18,23 @@ use super::free_port;
 
 /// The events topic, as the host names it by default.
 pub const EVENTS: &str = "website-analytics-events";
+
+/// A record as a `read_committed` consumer sees it.
+#[derive(Debug, Clone)]
+pub struct KafkaRecord {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: String,
+    pub value: Vec<u8>,
+    pub headers: std::collections::BTreeMap<String, String>,
+}
+
+impl KafkaRecord {
+    /// A header's value (UTF-8).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(String::as_str)
+    }
+}
 
 /// A tansu broker on a free port, stopped when dropped.
 pub struct Broker {
@@ -123,6 +140,94 @@ impl Broker {
         }
         let _ = c.unassign();
         out
+    }
+
+    /// Every committed record of a topic with its headers and raw value,
+    /// read with `isolation.level=read_committed` until 3 s pass without
+    /// one.
+    pub fn read_records(&self, topic: &str, partitions: i32) -> Vec<KafkaRecord> {
+        let c: BaseConsumer = self
+            .client()
+            .set("group.id", "test-reader")
+            .set("enable.auto.commit", "false")
+            .set("isolation.level", "read_committed")
+            .create()
+            .unwrap();
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..partitions {
+            tpl.add_partition_offset(topic, p, Offset::Beginning)
+                .unwrap();
+        }
+        c.assign(&tpl).unwrap();
+        let mut out = Vec::new();
+        let mut quiet = Instant::now();
+        while quiet.elapsed() < Duration::from_secs(3) {
+            if let Some(Ok(m)) = c.poll(Duration::from_millis(100)) {
+                let headers = m
+                    .headers()
+                    .map(|h| {
+                        h.iter()
+                            .map(|h| {
+                                let v = h.value.map(String::from_utf8_lossy).unwrap_or_default();
+                                (h.key.to_string(), v.into_owned())
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                out.push(KafkaRecord {
+                    partition: m.partition(),
+                    offset: m.offset(),
+                    key: String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned(),
+                    value: m.payload().unwrap_or_default().to_vec(),
+                    headers,
+                });
+                quiet = Instant::now();
+            }
+        }
+        let _ = c.unassign();
+        out
+    }
+
+    /// Records into the events topic, each to the given partition; returns
+    /// the offset each got, in order.
+    pub fn produce_to(&self, records: &[(i32, &[u8])]) -> Vec<i64> {
+        let p: BaseProducer = self.client().create().unwrap();
+        let mut offsets = Vec::new();
+        // One at a time, so each offset is known: few records.
+        for (partition, value) in records {
+            p.send(
+                BaseRecord::<(), [u8]>::to(EVENTS)
+                    .payload(*value)
+                    .partition(*partition),
+            )
+            .map_err(|(e, _)| e)
+            .unwrap();
+            p.flush(Duration::from_secs(30)).unwrap();
+            let c: BaseConsumer = self.client().create().unwrap();
+            let (_, high) = c
+                .fetch_watermarks(EVENTS, *partition, Duration::from_secs(10))
+                .unwrap();
+            offsets.push(high - 1);
+        }
+        offsets
+    }
+
+    /// Pause the broker (SIGSTOP): connections stay open, nothing answers.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Resume a paused broker (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(ok.success(), "kill {sig} tansu failed");
     }
 
     /// Keyed by `user_id` (librdkafka's partitioner), as `rtap-gen` does: a
