@@ -85,7 +85,7 @@ fn run(config: Config) -> Result<Exit, Failure> {
         .load_pipeline(&config, time)
         .map_err(Failure::Start)?;
 
-    let kafka = KafkaConfig::from_config(&config);
+    let kafka = KafkaConfig::from_config(&config).map(|k| k.reporting_to(registry.kafka.clone()));
     if let Some(k) = &kafka {
         crate::kafka::ensure_topics(k).map_err(start)?;
     }

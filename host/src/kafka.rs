@@ -9,6 +9,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::error::RDKafkaErrorCode;
 
 use crate::config::Config;
+use crate::status::KafkaHealth;
 
 /// Where and how to talk to Kafka.
 #[derive(Debug, Clone)]
@@ -33,6 +34,9 @@ pub struct KafkaConfig {
     /// Options for the output producer only (`--kafka-producer-option k=v`),
     /// after `options`.
     pub producer_options: Vec<(String, String)>,
+    /// Where the source and the sink report how they reach the broker
+    /// (`/health` reads it).
+    pub health: std::sync::Arc<KafkaHealth>,
 }
 
 impl KafkaConfig {
@@ -84,7 +88,13 @@ impl KafkaConfig {
                 .unwrap_or_else(|| format!("rtap-{}", config.kafka_group)),
             options: pairs(&config.kafka_options),
             producer_options: pairs(&config.kafka_producer_options),
+            health: Default::default(),
         })
+    }
+
+    /// The same settings, reporting the broker's reachability to `health`.
+    pub fn reporting_to(self, health: std::sync::Arc<KafkaHealth>) -> Self {
+        KafkaConfig { health, ..self }
     }
 }
 

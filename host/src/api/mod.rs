@@ -259,8 +259,10 @@ async fn prometheus_metrics(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
-/// `ok`, `degraded` (a plugin degraded, checkpoints late) or `down` (the
-/// source failed or a plugin failed): 503 when down.
+/// `ok`, `degraded` (a plugin degraded, checkpoints late, the Kafka
+/// source cannot reach the broker or the Kafka sink waits for it) or
+/// `down` (the source failed, a plugin failed, InfluxDB cannot be
+/// written): 503 when down.
 async fn health(State(state): State<AppState>) -> Response {
     let s = &state.registry.stats;
     let source = s.source.get();
@@ -293,21 +295,48 @@ async fn health(State(state): State<AppState>) -> Response {
         })
     });
     let sink_down = influx.as_ref().is_some_and(|v| v["status"] == "down");
+    // Kafka: the source cannot reach the broker, the sink waits for it.
+    let now = now_ms();
+    let kafka = &state.registry.kafka;
+    let unreachable = state
+        .source
+        .starts_with("kafka:")
+        .then(|| kafka.source_unreachable())
+        .flatten()
+        .filter(|_| source == SourceState::Running);
+    let kafka_sink = (!state.sinks["kafka"].is_null()).then(|| {
+        let stalled = kafka.sink_stalled(now);
+        json!({
+            "status": if stalled.is_some() { "degraded" } else { "ok" },
+            "waiting_seconds": stalled.map(|t| (now - t) as f64 / 1000.0),
+        })
+    });
+    let kafka_waits = kafka_sink
+        .as_ref()
+        .is_some_and(|v| v["status"] == "degraded");
     let overall = if source == SourceState::Failed || any(PluginStatus::Failed) || sink_down {
         "down"
-    } else if any(PluginStatus::Degraded) || cp_late {
+    } else if any(PluginStatus::Degraded) || cp_late || unreachable.is_some() || kafka_waits {
         "degraded"
     } else {
         "ok"
     };
+    let source_json = match &unreachable {
+        Some((since, error)) => json!({
+            "name": state.source,
+            "status": "degraded",
+            "broker": {"unreachable_seconds": (now - since) as f64 / 1000.0, "error": error},
+        }),
+        None => json!({"name": state.source, "status": source}),
+    };
     let body = json!({
         "status": overall,
         "components": {
-            "source": {"name": state.source, "status": source},
+            "source": source_json,
             "plugins": plugins,
             "checkpoint": {"last": (last_cp > 0).then_some(last_cp), "age_seconds": cp_age, "late": cp_late},
             "websocket": {"clients": state.hub.clients()},
-            "sinks": {"influxdb": influx, "other": state.sinks},
+            "sinks": {"influxdb": influx, "kafka": kafka_sink, "other": state.sinks},
         }
     });
     let code = if overall == "down" {

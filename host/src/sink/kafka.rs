@@ -30,8 +30,19 @@ use crate::event::Position;
 use crate::kafka::KafkaConfig;
 use crate::metrics::metrics;
 use crate::output::{DeadLetter, LateEvent, Output};
+use crate::status::KafkaHealth;
 
 const TXN_TIMEOUT: Duration = Duration::from_secs(30);
+/// The producer's `transaction.timeout.ms`: librdkafka fails a record not
+/// acknowledged within it (its `message.timeout.ms` is capped to it), and
+/// the transaction must then abort — the host stops, and its restart
+/// replays the interval exactly once. A broker outage shorter than this is
+/// waited out.
+const TXN_TIMEOUT_MS: &str = "60000";
+/// How long a commit keeps retrying the broker's transaction calls
+/// (`send_offsets_to_transaction`, `commit_transaction`) while they fail
+/// with errors librdkafka calls retriable (a broker that does not answer).
+const TXN_RETRY_FOR: Duration = Duration::from_secs(300);
 /// How long the committer sleeps between rounds of delivery reports while
 /// it waits for a transaction's records (see `KafkaSink::serve_reports`).
 const REPORT_WAIT: Duration = Duration::from_micros(250);
@@ -75,6 +86,8 @@ pub struct KafkaSink {
     /// The input topic whose offsets go into the transaction (Kafka source).
     input_topic: Option<String>,
     in_txn: bool,
+    /// Where waits on the broker are reported (`/health`).
+    health: std::sync::Arc<KafkaHealth>,
 }
 
 impl KafkaSink {
@@ -86,7 +99,7 @@ impl KafkaSink {
                 ("linger.ms", "5"),
                 ("batch.size", "16384"),
                 ("transactional.id", cfg.transactional_id.as_str()),
-                ("transaction.timeout.ms", "60000"),
+                ("transaction.timeout.ms", TXN_TIMEOUT_MS),
             ])
             .create()
             .map_err(err("creating the producer"))?;
@@ -112,6 +125,7 @@ impl KafkaSink {
             marker_topic: cfg.marker_topic.clone(),
             input_topic,
             in_txn: false,
+            health: cfg.health.clone(),
         })
     }
 
@@ -172,13 +186,26 @@ impl KafkaSink {
             );
             record = record.headers(headers);
         }
+        let mut waited = false;
         loop {
             match self.producer.send(record) {
-                Ok(()) => return Ok(()),
+                Ok(()) => {
+                    if waited {
+                        self.health.sink_done();
+                    }
+                    return Ok(());
+                }
                 Err((e, r))
                     if e.rdkafka_error_code()
                         == Some(rdkafka::types::RDKafkaErrorCode::QueueFull) =>
                 {
+                    // A full queue: the broker is slow or away. Said on
+                    // `/health` once it lasts (see `KafkaHealth`); the
+                    // next commit clears it.
+                    if self.producer.in_flight_count() > 0 && !waited {
+                        self.health.sink_busy(crate::clock::now_ms());
+                        waited = true;
+                    }
                     self.serve_reports();
                     std::thread::sleep(REPORT_WAIT);
                     record = r;
@@ -221,7 +248,10 @@ impl KafkaSink {
     /// `commit_transaction` calls, polls in 100 ms steps: measured, every
     /// commit took ≥ 100 ms with it.)
     fn flush_fast(&self) -> Result<(), KafkaSinkError> {
-        let deadline = Instant::now() + TXN_TIMEOUT;
+        // librdkafka fails what it cannot deliver within the transaction
+        // timeout; this bound is only a backstop behind it.
+        let deadline =
+            Instant::now() + 2 * Duration::from_millis(TXN_TIMEOUT_MS.parse().unwrap_or(60_000));
         let mut wait = REPORT_WAIT;
         let mut left = self.producer.in_flight_count();
         loop {
@@ -274,19 +304,20 @@ impl KafkaSink {
         tpl.add_partition_offset(&self.marker_topic, 0, Offset::Offset(id as i64))
             .map_err(err("offsets"))?;
         let t0 = Instant::now();
+        self.health.sink_busy(crate::clock::now_ms());
         let res = self
             .flush_fast()
             .and_then(|()| {
-                self.producer
-                    .send_offsets_to_transaction(&tpl, &self.group_meta, TXN_TIMEOUT)
-                    .map_err(err("send_offsets_to_transaction"))
+                retrying("send_offsets_to_transaction", || {
+                    self.producer
+                        .send_offsets_to_transaction(&tpl, &self.group_meta, TXN_TIMEOUT)
+                })
             })
             .and_then(|()| {
                 let t1 = Instant::now();
-                let r = self
-                    .producer
-                    .commit_transaction(TXN_TIMEOUT)
-                    .map_err(err("commit_transaction"));
+                let r = retrying("commit_transaction", || {
+                    self.producer.commit_transaction(TXN_TIMEOUT)
+                });
                 tracing::debug!(
                     flush_and_offsets_ms = (t1 - t0).as_secs_f64() * 1e3,
                     commit_ms = t1.elapsed().as_secs_f64() * 1e3,
@@ -295,6 +326,7 @@ impl KafkaSink {
                 r
             });
         self.in_txn = false;
+        self.health.sink_done();
         metrics()
             .sink_write_duration
             .with_label_values(&["kafka"])
@@ -305,6 +337,27 @@ impl KafkaSink {
             let _ = self.producer.abort_transaction(Duration::from_secs(5));
         }
         res
+    }
+}
+
+/// Call a transaction operation again while it fails with an error
+/// librdkafka calls retriable — the broker did not answer in time (down,
+/// paused, partitioned away) — for up to [`TXN_RETRY_FOR`]. librdkafka
+/// keeps the operation's state between calls: the retry resumes it.
+fn retrying(
+    what: &'static str,
+    mut op: impl FnMut() -> Result<(), KafkaError>,
+) -> Result<(), KafkaSinkError> {
+    let deadline = Instant::now() + TXN_RETRY_FOR;
+    loop {
+        match op() {
+            Err(KafkaError::Transaction(e)) if e.is_retriable() && Instant::now() < deadline => {
+                tracing::warn!(
+                    "Kafka sink: {what}: {e}; retrying while the broker does not answer"
+                );
+            }
+            r => return r.map_err(err(what)),
+        }
     }
 }
 
