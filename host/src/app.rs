@@ -156,8 +156,7 @@ fn run(config: Config) -> Result<Exit, Failure> {
             control,
             outputs.influx_status(),
         );
-        api::start(&tokio, config.listen, state, config.dashboard_dir.clone())
-            .map_err(Failure::Start)?;
+        api::start(&tokio, api::Server::from_config(&config), state).map_err(Failure::Start)?;
     }
     api::stop_on_signal(&tokio, stop.clone());
 

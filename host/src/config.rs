@@ -371,6 +371,22 @@ pub struct Config {
     #[arg(long, env = "RTAP_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<Secret>,
 
+    /// Bearer token that reading needs when set: `/ws` (or its
+    /// `?access_token=`), every `GET /api/…` and `/metrics`; the dashboard
+    /// asks for it. `/health` and `/ready` stay open; the admin token reads
+    /// too. Unset: reading is open.
+    #[arg(long, env = "RTAP_READ_TOKEN", hide_env_values = true)]
+    pub read_token: Option<Secret>,
+
+    /// Serve HTTPS (and `wss://`) with this certificate chain (PEM);
+    /// needs `--tls-key`.
+    #[arg(long, env = "RTAP_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key of `--tls-cert` (PEM: PKCS#8, RSA or SEC1).
+    #[arg(long, env = "RTAP_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
     /// Log format on stderr: `text` or `json`.
     #[arg(long, env = "RTAP_LOG_FORMAT", default_value = "text")]
     pub log_format: String,

@@ -1,7 +1,9 @@
 //! The HTTP server on :3000: the dashboard's static files at `/`, the live
 //! stream at `/ws`, the pipeline's API under `/api`, and `/health`.
 
+pub mod access;
 pub mod admin;
+pub mod tls;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -30,6 +32,8 @@ pub struct AppState {
     pub checkpoint_interval: Duration,
     pub control: Option<Arc<crate::control::Control>>,
     pub admin_token: Arc<str>,
+    /// `--read-token`: what reading needs, when set (see [`access`]).
+    pub read_token: Option<Arc<str>>,
     pub rate_limit: Arc<admin::RateLimit>,
     pub influx: Option<Arc<crate::sink::influx::InfluxStatus>>,
     /// The other configured sinks (JSONL files, Kafka topics): a write
@@ -66,6 +70,11 @@ impl AppState {
             checkpoint_interval: config.checkpoint_interval.0,
             control: Some(control),
             admin_token,
+            read_token: config
+                .read_token
+                .as_ref()
+                .filter(|t| !t.0.is_empty())
+                .map(|t| Arc::from(t.0.as_str())),
             rate_limit: Arc::new(admin::RateLimit::new(20.0, 5.0)),
             influx,
             sinks: json!({
@@ -87,24 +96,57 @@ fn generate_token() -> String {
     hex::encode(buf)
 }
 
-/// Bind `listen` and serve the dashboard, `/ws`, `/api` and `/health` on
-/// `rt` in the background.
-pub fn start(
-    rt: &tokio::runtime::Runtime,
-    listen: std::net::SocketAddr,
-    state: AppState,
-    dashboard: PathBuf,
-) -> Result<(), String> {
-    let app = router(state, dashboard);
+/// Where and how the server listens.
+pub struct Server {
+    pub listen: std::net::SocketAddr,
+    pub dashboard: PathBuf,
+    /// `--tls-cert` and `--tls-key`.
+    pub tls: Option<(PathBuf, PathBuf)>,
+}
+
+impl Server {
+    pub fn from_config(config: &crate::config::Config) -> Self {
+        Server {
+            listen: config.listen,
+            dashboard: config.dashboard_dir.clone(),
+            tls: config.tls_cert.clone().zip(config.tls_key.clone()),
+        }
+    }
+}
+
+/// Bind the server's address and serve the dashboard, `/ws`, `/api` and
+/// `/health` on `rt` in the background (over TLS with a certificate).
+pub fn start(rt: &tokio::runtime::Runtime, server: Server, state: AppState) -> Result<(), String> {
+    let listen = server.listen;
+    let tls = match &server.tls {
+        Some((cert, key)) => Some(tls::server_config(cert, key)?),
+        None => None,
+    };
+    let app = router(state, server.dashboard);
     let listener = rt
         .block_on(tokio::net::TcpListener::bind(listen))
         .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
-    tracing::info!(addr = %listen, "dashboard, /ws, /api and /health listening");
-    rt.spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::error!("http server stopped: {e}");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!(addr = %listen, scheme, "dashboard, /ws, /api and /health listening");
+    match tls {
+        Some(tls) => {
+            let _guard = rt.enter();
+            let listener = tls::TlsListener::new(listener, tls)
+                .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+            rt.spawn(async move {
+                if let Err(e) = axum::serve(listener, app).await {
+                    tracing::error!("https server stopped: {e}");
+                }
+            });
         }
-    });
+        None => {
+            rt.spawn(async move {
+                if let Err(e) = axum::serve(listener, app).await {
+                    tracing::error!("http server stopped: {e}");
+                }
+            });
+        }
+    }
     Ok(())
 }
 
@@ -143,6 +185,10 @@ pub fn router(state: AppState, dashboard: PathBuf) -> Router {
         .layer(axum::extract::DefaultBodyLimit::max(admin::MAX_BODY))
         .route("/api/pipeline", get(pipeline))
         .route("/ws", get(ws))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            access::require_read_token,
+        ))
         .with_state(state);
     if dashboard.join("index.html").is_file() {
         let index = ServeFile::new(dashboard.join("index.html"));
