@@ -47,6 +47,7 @@ pub fn main(config: Config) -> i32 {
     match run(config) {
         Ok(_) => EXIT_OK,
         Err(Failure::Start(msg)) => {
+            let msg = crate::datadir::explain(msg);
             tracing::error!("{msg}");
             eprintln!("error: {msg}");
             EXIT_START
@@ -69,6 +70,7 @@ fn start<E: std::fmt::Display>(e: E) -> Failure {
 }
 
 fn run(config: Config) -> Result<Exit, Failure> {
+    crate::datadir::ensure_writable(&config.data_dir).map_err(start)?;
     let runtime = Arc::new(Runtime::from_config(&config).map_err(start)?);
     let time = TimeConfig::from_config(&config);
     let registry = Arc::new(Registry::default());
@@ -189,7 +191,9 @@ fn run(config: Config) -> Result<Exit, Failure> {
         commands,
         time,
     };
-    let exit = runner.run(rx).map_err(|e| Failure::Run(e.to_string()))?;
+    let exit = runner
+        .run(rx)
+        .map_err(|e| Failure::Run(crate::datadir::explain(e.to_string())))?;
     tracing::info!(?exit, "done");
     tokio.shutdown_timeout(std::time::Duration::from_millis(200));
     Ok(exit)

@@ -22,6 +22,7 @@
 //! | `alloc`      | the allocator's tuning                                               |
 //! | `clock`      | wall-clock ms                                                        |
 //! | `config`     | the command line, typed                                              |
+//! | `datadir`    | the data directory: the writability check, full-disk advice          |
 //! | `metrics`    | the Prometheus metrics, named once                                   |
 //! | `event`      | events and batches as the host holds them                            |
 //! | `plugin`     | the Wasm runtime: loading, instances, limits; the one `bindgen!`     |
@@ -46,6 +47,7 @@
 pub mod alloc;
 pub mod clock;
 pub mod config;
+pub mod datadir;
 pub mod metrics;
 
 pub mod event;
