@@ -5,7 +5,8 @@
 source "$(dirname "$0")/lib.sh"
 
 ensure_libclang
-ensure_apt chromium chromium victoria-metrics victoria-metrics promtool prometheus
+ensure_openssl
+ensure_apt chromium chromium victoria-metrics victoria-metrics promtool prometheus socat socat
 ensure_wasm_target
 export TANSU_BIN
 TANSU_BIN=$(ensure_tansu)

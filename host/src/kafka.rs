@@ -3,9 +3,12 @@
 
 use std::time::Duration;
 
+use std::sync::{Arc, Mutex};
+
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::config::ClientConfig;
+use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::error::KafkaError;
 use rdkafka::error::RDKafkaErrorCode;
 
 use crate::config::Config;
@@ -113,10 +116,83 @@ fn setup_err(what: &str) -> impl Fn(rdkafka::error::KafkaError) -> KafkaSetupErr
     }
 }
 
+/// A client context that keeps the client's last error: librdkafka reports
+/// a failed TLS handshake or SASL authentication there, while the call
+/// that needed the broker only times out. A start that fails says why.
+#[derive(Debug, Clone, Default)]
+pub struct LastError(Arc<Mutex<Option<String>>>);
+
+impl LastError {
+    pub fn get(&self) -> Option<String> {
+        self.0.lock().expect("last error lock").clone()
+    }
+}
+
+impl ClientContext for LastError {
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::warn!("Kafka client: {error}: {reason}");
+        *self.0.lock().expect("last error lock") = Some(reason.to_string());
+    }
+
+    /// librdkafka logs a failed TLS handshake or SASL login (`FAIL`) before
+    /// (or instead of) reporting it as an error.
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        let level = level as i32;
+        if level <= RDKafkaLogLevel::Warning as i32 {
+            tracing::warn!("Kafka client: {fac}: {message}");
+        }
+        if level <= RDKafkaLogLevel::Error as i32 {
+            *self.0.lock().expect("last error lock") = Some(message.to_string());
+        }
+    }
+}
+
+impl rdkafka::producer::ProducerContext for LastError {
+    type DeliveryOpaque = ();
+    fn delivery(&self, _: &rdkafka::message::DeliveryResult<'_>, _: ()) {}
+}
+
+/// The first contact with the brokers: their metadata within 10 s, or an
+/// error with what the client saw (refused connection, TLS certificate,
+/// SASL credentials) and the options that decide it. A producer probes:
+/// polling it serves librdkafka's log, where those failures are told.
+fn reach(cfg: &KafkaConfig) -> Result<(), KafkaSetupError> {
+    use rdkafka::producer::Producer;
+    let probe: rdkafka::producer::BaseProducer<LastError> = cfg
+        .client(&[])
+        // rdkafka takes the level from the `log` crate, which the host does
+        // not use (it would be off): warnings and errors are what
+        // `LastError` needs.
+        .set_log_level(RDKafkaLogLevel::Warning)
+        .create_with_context(LastError::default())
+        .map_err(setup_err("client"))?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let e = match probe.client().fetch_metadata(None, Duration::from_secs(1)) {
+            Ok(_) => return Ok(()),
+            Err(e) => e,
+        };
+        probe.poll(Duration::from_millis(100));
+        if std::time::Instant::now() < deadline {
+            continue;
+        }
+        return Err(KafkaSetupError {
+            what: format!("brokers {}", cfg.brokers),
+            why: match probe.context().get() {
+                Some(seen) => format!(
+                    "{e}; the client saw: {seen} (TLS and SASL are set with --kafka-option security.protocol=…, ssl.ca.location=…, sasl.mechanism=…, sasl.username=…, sasl.password=…)"
+                ),
+                None => e.to_string(),
+            },
+        });
+    }
+}
+
 /// Create the seed's topics if missing: events 12 partitions, metrics 6
 /// (compacted), alerts 3; and rtap's: dead letters 3, late events 3, the
 /// commit marker 1 (compacted).
 pub fn ensure_topics(cfg: &KafkaConfig) -> Result<(), KafkaSetupError> {
+    reach(cfg)?;
     let admin: AdminClient<DefaultClientContext> = cfg
         .client(&[])
         .create()

@@ -40,35 +40,87 @@ impl KafkaRecord {
 pub struct Broker {
     child: Child,
     port: u16,
+    /// Processes in front of it (a TLS terminator), stopped with it.
+    front: Vec<Child>,
+    /// librdkafka options every client of the tests needs (TLS).
+    options: Vec<(String, String)>,
+}
+
+fn wait_listening(port: u16, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "{what} did not listen");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn tansu(port: u16, advertised: u16, extra: &[&str]) -> Child {
+    let bin = std::env::var("TANSU_BIN")
+        .unwrap_or_else(|_| panic!("TANSU_BIN is not set: scripts/test.sh installs tansu"));
+    let child = Command::new(bin)
+        .args([
+            "broker",
+            "--listener-url",
+            &format!("tcp://127.0.0.1:{port}"),
+            "--advertised-listener-url",
+            &format!("tcp://127.0.0.1:{advertised}"),
+            "--storage-engine",
+            "memory://tansu/",
+        ])
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start tansu");
+    wait_listening(port, "tansu");
+    child
 }
 
 impl Broker {
     /// Start tansu and wait until it listens.
     pub fn start() -> Broker {
-        let bin = std::env::var("TANSU_BIN")
-            .unwrap_or_else(|_| panic!("TANSU_BIN is not set: scripts/test.sh installs tansu"));
+        Broker::start_with(&[])
+    }
+
+    /// Start tansu with extra options (e.g. `--authentication`).
+    pub fn start_with(extra: &[&str]) -> Broker {
         let port = free_port();
-        let url = format!("tcp://127.0.0.1:{port}");
-        let child = Command::new(bin)
-            .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-                "--storage-engine",
-                "memory://tansu/",
-            ])
+        Broker {
+            child: tansu(port, port, extra),
+            port,
+            front: Vec::new(),
+            options: Vec::new(),
+        }
+    }
+
+    /// tansu reached only through a TLS terminator (socat, installed by
+    /// `scripts/test.sh`) with the certificate and key in `cert_and_key`
+    /// (one PEM file): tansu advertises the terminator's port, so every
+    /// connection of every client is TLS. The tests' own clients trust
+    /// `ca` (a PEM file).
+    pub fn start_behind_tls(cert_and_key: &std::path::Path, ca: &std::path::Path) -> Broker {
+        let (inner, outer) = (free_port(), free_port());
+        let child = tansu(inner, outer, &[]);
+        let socat = Command::new("socat")
+            .arg(format!(
+                "OPENSSL-LISTEN:{outer},bind=127.0.0.1,reuseaddr,fork,verify=0,cert={}",
+                cert_and_key.display()
+            ))
+            .arg(format!("TCP:127.0.0.1:{inner}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("start tansu");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "tansu did not listen");
-            std::thread::sleep(Duration::from_millis(20));
+            .expect("start socat (scripts/test.sh installs it)");
+        wait_listening(outer, "socat");
+        Broker {
+            child,
+            port: outer,
+            front: vec![socat],
+            options: vec![
+                ("security.protocol".into(), "ssl".into()),
+                ("ssl.ca.location".into(), ca.display().to_string()),
+            ],
         }
-        Broker { child, port }
     }
 
     /// `127.0.0.1:PORT`, for `--kafka-brokers`.
@@ -80,6 +132,9 @@ impl Broker {
     pub fn client(&self) -> ClientConfig {
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", self.addr());
+        for (k, v) in &self.options {
+            c.set(k, v);
+        }
         c
     }
 
@@ -290,6 +345,10 @@ impl Broker {
 
 impl Drop for Broker {
     fn drop(&mut self) {
+        for f in &mut self.front {
+            let _ = f.kill();
+            let _ = f.wait();
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
