@@ -29,6 +29,9 @@ cargo clippy --quiet --release --workspace --all-targets -- -D warnings
 log "cargo test"
 cargo test --release --workspace
 
+log "fuzzing: every target for a bounded time (libFuzzer)"
+FUZZ_SECONDS=${FUZZ_SECONDS:-30} bash "$ROOT/scripts/fuzz.sh"
+
 log "deploy assets: Prometheus rules (promtool), compose file, Grafana dashboards"
 bash deploy/check.sh
 

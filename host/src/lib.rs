@@ -40,6 +40,7 @@
 //! | `api`        | the HTTP server: dashboard, `/ws`, `/api`, `/health`, `/metrics`     |
 //! | `runner`     | the processing thread and the fan-out to every sink                  |
 //! | `app`        | start-up: every component built from the config, then the runner    |
+//! | `fuzz`       | the fuzz harnesses: what the host reads from outside, with oracles   |
 //!
 //! `tests/layers.rs` checks it: no module imports one listed after it, so
 //! the modules' imports have no cycle.
@@ -74,3 +75,5 @@ pub mod api;
 pub mod runner;
 
 pub mod app;
+
+pub mod fuzz;
