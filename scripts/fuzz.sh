@@ -18,6 +18,10 @@ RUSTC_WRAPPER="$ROOT/scripts/fuzz-rustc.sh" cargo build --quiet --release \
 
 out="$(target_dir)/fuzz"
 mkdir -p "$out/artifacts"
+# state_codec's RocksDB store goes under the temporary directory: ours.
+export TMPDIR="$out/tmp"
+rm -rf "$TMPDIR"
+mkdir -p "$TMPDIR"
 for t in "${targets[@]}"; do
   mkdir -p "$out/corpus/$t"
   log "fuzz: $t for ${FUZZ_SECONDS}s"
