@@ -8,8 +8,10 @@
 // writes uploaded versions into its plugins folder, which must not be the
 // work tree), starts `$RTAP_HOST_BIN --plugins <copy> --rate 5000 --listen
 // 127.0.0.1:<free port> --dashboard-dir dist --sink jsonl:/dev/null` with a
-// random RTAP_ADMIN_TOKEN, waits for GET /health, opens the dashboard in
-// headless Chromium (playwright-core, system Chromium) and checks that it is
+// random RTAP_ADMIN_TOKEN and RTAP_READ_TOKEN, waits for GET /health, opens
+// the dashboard in headless Chromium (playwright-core, system Chromium): it
+// asks for the read token (a wrong one is refused with the host's 403; the
+// right one is typed once and survives a reload), then checks that it is
 // live: connected, charts fed, an alert in the feed, every shipped plugin in
 // the plugins table. Then it drives the "Manage plugins" panel by clicking,
 // against the real control API: a wrong token gives 403; the right token is
@@ -66,6 +68,8 @@ const SHIPPED_PLUGINS = [
 // Random per run; the host reads it from RTAP_ADMIN_TOKEN.
 const ADMIN_TOKEN = `e2e-${randomBytes(16).toString('hex')}`;
 const WRONG_TOKEN = `wrong-${randomBytes(8).toString('hex')}`;
+// Random per run; the host reads it from RTAP_READ_TOKEN.
+const READ_TOKEN = `read-${randomBytes(16).toString('hex')}`;
 const BOT_BURST_CONFIG = { min_page_views: 12, within_ms: 10000 };
 const UPGRADE_FILE = 'page-views-v2.wasm'; // page-views 1.1.1
 const UPGRADE_VERSION = '1.1.1';
@@ -139,13 +143,13 @@ function startHost(bin, pluginsDir, port) {
   for (const f of wasm) copyFileSync(path.join(pluginsDir, f), path.join(plugins, f));
   log(`copied ${wasm.length} plugin(s) from ${pluginsDir} to ${plugins}`);
   const args = ['--plugins', plugins, '--rate', RATE, '--listen', `127.0.0.1:${port}`, '--dashboard-dir', DIST, '--sink', 'jsonl:/dev/null'];
-  log(`starting host: ${bin} ${args.join(' ')} (RTAP_ADMIN_TOKEN set)`);
+  log(`starting host: ${bin} ${args.join(' ')} (RTAP_ADMIN_TOKEN and RTAP_READ_TOKEN set)`);
   const out = createWriteStream(HOST_LOG);
   hostStartedAt = Date.now();
   host = spawn(bin, args, {
     cwd: hostCwd,
     stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, RTAP_DATA_DIR: path.join(hostCwd, 'data'), RTAP_ADMIN_TOKEN: ADMIN_TOKEN },
+    env: { ...process.env, RTAP_DATA_DIR: path.join(hostCwd, 'data'), RTAP_ADMIN_TOKEN: ADMIN_TOKEN, RTAP_READ_TOKEN: READ_TOKEN },
   });
   host.stdout.pipe(out, { end: false });
   host.stderr.pipe(out, { end: false });
@@ -317,7 +321,7 @@ async function selectPlugin(page, name) {
 }
 
 async function apiPlugin(base, name) {
-  const res = await fetch(`${base}/api/plugins`, { signal: AbortSignal.timeout(5000) });
+  const res = await fetch(`${base}/api/plugins`, { signal: AbortSignal.timeout(5000), headers: { Authorization: `Bearer ${READ_TOKEN}` } });
   if (!res.ok) throw new Error(`GET /api/plugins → ${res.status}`);
   const list = await res.json();
   const p = list.find((x) => x.name === name);
@@ -406,6 +410,28 @@ async function main() {
     log(`opening ${base}/`);
     const res = await page.goto(`${base}/`, { waitUntil: 'domcontentloaded', timeout: 30_000 });
     if (!res || !res.ok()) throw new SetupError(`GET / answered ${res ? res.status() : 'nothing'}: is --dashboard-dir served at / ?`);
+
+    await check('read token: asked first, a wrong one gets the host\'s 403', async () => {
+      const unauth = await fetch(`${base}/api/pipeline`, { signal: AbortSignal.timeout(5000) });
+      if (unauth.status !== 401) throw new Error(`GET /api/pipeline without the read token → ${unauth.status}, not 401`);
+      await page.waitForSelector('[data-testid="read-token-gate"]', { timeout: 15_000 });
+      if (await page.$('[data-testid="connection-status"]')) throw new Error('the dashboard shows before the read token is given');
+      await page.fill('[data-testid="read-token-input"]', WRONG_TOKEN);
+      await page.click('[data-testid="read-token-save"]');
+      const err = await page.textContent('[data-testid="read-token-error"]', { timeout: 5000 });
+      if (!err?.includes('403')) throw new Error(`error shown: ${err}`);
+      return err;
+    });
+
+    await check('read token: typed once, kept across a reload', async () => {
+      await page.fill('[data-testid="read-token-input"]', READ_TOKEN);
+      await page.click('[data-testid="read-token-save"]');
+      await page.waitForSelector('[data-testid="connection-status"]', { timeout: 15_000 });
+      await page.reload({ waitUntil: 'domcontentloaded', timeout: 30_000 });
+      await page.waitForSelector('[data-testid="connection-status"]', { timeout: 15_000 });
+      if (await page.$('[data-testid="read-token-gate"]')) throw new Error('asked again after a reload');
+      return 'not asked again after a reload';
+    });
 
     await check('dashboard renders', async () => {
       await page.waitForSelector('[data-testid="connection-status"]', { timeout: 15_000 });

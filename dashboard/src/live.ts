@@ -11,9 +11,11 @@ export interface Live {
   history: HistorySync;
 }
 
-export function startLive(url: string = defaultWsUrl(window.location)): Live {
+/** `readToken`: sent with the history's reads when the host has one (`--read-token`). */
+export function startLive(url: string = defaultWsUrl(window.location), readToken = ''): Live {
   const store = new DashboardStore();
-  const history = new HistorySync(store, httpHistorySource());
+  const headers: Record<string, string> = readToken ? { Authorization: `Bearer ${readToken}` } : {};
+  const history = new HistorySync(store, httpHistorySource((u) => fetch(u, { cache: 'no-store', headers })));
   let open = false;
   const socket = new ReconnectingSocket({
     url,

@@ -47,6 +47,7 @@ pub fn main(config: Config) -> i32 {
     match run(config) {
         Ok(_) => EXIT_OK,
         Err(Failure::Start(msg)) => {
+            let msg = crate::datadir::explain(msg);
             tracing::error!("{msg}");
             eprintln!("error: {msg}");
             EXIT_START
@@ -69,6 +70,7 @@ fn start<E: std::fmt::Display>(e: E) -> Failure {
 }
 
 fn run(config: Config) -> Result<Exit, Failure> {
+    crate::datadir::ensure_writable(&config.data_dir).map_err(start)?;
     let runtime = Arc::new(Runtime::from_config(&config).map_err(start)?);
     let time = TimeConfig::from_config(&config);
     let registry = Arc::new(Registry::default());
@@ -85,7 +87,7 @@ fn run(config: Config) -> Result<Exit, Failure> {
         .load_pipeline(&config, time)
         .map_err(Failure::Start)?;
 
-    let kafka = KafkaConfig::from_config(&config);
+    let kafka = KafkaConfig::from_config(&config).map(|k| k.reporting_to(registry.kafka.clone()));
     if let Some(k) = &kafka {
         crate::kafka::ensure_topics(k).map_err(start)?;
     }
@@ -156,8 +158,7 @@ fn run(config: Config) -> Result<Exit, Failure> {
             control,
             outputs.influx_status(),
         );
-        api::start(&tokio, config.listen, state, config.dashboard_dir.clone())
-            .map_err(Failure::Start)?;
+        api::start(&tokio, api::Server::from_config(&config), state).map_err(Failure::Start)?;
     }
     api::stop_on_signal(&tokio, stop.clone());
 
@@ -190,7 +191,9 @@ fn run(config: Config) -> Result<Exit, Failure> {
         commands,
         time,
     };
-    let exit = runner.run(rx).map_err(|e| Failure::Run(e.to_string()))?;
+    let exit = runner
+        .run(rx)
+        .map_err(|e| Failure::Run(crate::datadir::explain(e.to_string())))?;
     tracing::info!(?exit, "done");
     tokio.shutdown_timeout(std::time::Duration::from_millis(200));
     Ok(exit)

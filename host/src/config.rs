@@ -192,6 +192,18 @@ pub struct Config {
     #[arg(long, default_value = "cep-alerts")]
     pub kafka_alerts_topic: String,
 
+    /// Topic of the dead letters (3 partitions when created): each record
+    /// is the input as received, with headers naming its origin, the
+    /// plugin that failed, the reason and the detail; in the transaction
+    /// with the outputs.
+    #[arg(long, default_value = "rtap-dead-letters")]
+    pub kafka_dead_letter_topic: String,
+
+    /// Topic of the events later than the allowed lateness (3 partitions
+    /// when created): as received, with headers like the dead letters'.
+    #[arg(long, default_value = "rtap-late-events")]
+    pub kafka_late_topic: String,
+
     /// One-partition topic whose consumer-group offset marks the last
     /// committed transaction (created when missing).
     #[arg(long, default_value = "rtap-commit-marker")]
@@ -370,6 +382,22 @@ pub struct Config {
     /// printed once at start).
     #[arg(long, env = "RTAP_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<Secret>,
+
+    /// Bearer token that reading needs when set: `/ws` (or its
+    /// `?access_token=`), every `GET /api/…` and `/metrics`; the dashboard
+    /// asks for it. `/health` and `/ready` stay open; the admin token reads
+    /// too. Unset: reading is open.
+    #[arg(long, env = "RTAP_READ_TOKEN", hide_env_values = true)]
+    pub read_token: Option<Secret>,
+
+    /// Serve HTTPS (and `wss://`) with this certificate chain (PEM);
+    /// needs `--tls-key`.
+    #[arg(long, env = "RTAP_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key of `--tls-cert` (PEM: PKCS#8, RSA or SEC1).
+    #[arg(long, env = "RTAP_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 
     /// Log format on stderr: `text` or `json`.
     #[arg(long, env = "RTAP_LOG_FORMAT", default_value = "text")]

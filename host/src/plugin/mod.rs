@@ -6,7 +6,7 @@
 //! * `instance.rs` — a live instance and its calls (re-instantiated after a trap);
 //! * `io.rs` — the host-side types of what crosses the boundary.
 
-mod bindings;
+pub(crate) mod bindings;
 pub mod describe;
 pub mod instance;
 pub mod io;

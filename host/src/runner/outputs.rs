@@ -1,6 +1,7 @@
 //! Every output, once serialised, to every sink: the JSONL files, the
 //! WebSocket hub, InfluxDB, the Kafka transaction; dead letters and late
-//! events to their own files. The runner hands over what the pipeline
+//! events to their own files and, with Kafka, to their topics in the same
+//! transaction. The runner hands over what the pipeline
 //! emitted after each batch and asks for a sync before each commit.
 
 use std::sync::Arc;
@@ -89,8 +90,8 @@ impl Outputs {
         if !outputs.is_empty() {
             self.write_outputs(&outputs, kafka)?;
         }
-        self.write_dead_letters(pipeline)?;
-        self.write_late_events(pipeline)?;
+        self.write_dead_letters(pipeline, kafka)?;
+        self.write_late_events(pipeline, kafka)?;
         Ok(!outputs.is_empty())
     }
 
@@ -142,7 +143,11 @@ impl Outputs {
         Ok(())
     }
 
-    fn write_dead_letters(&mut self, pipeline: &mut Pipeline) -> Result<(), RunError> {
+    fn write_dead_letters(
+        &mut self,
+        pipeline: &mut Pipeline,
+        kafka: Option<&Committer>,
+    ) -> Result<(), RunError> {
         let dead = std::mem::take(&mut pipeline.dead);
         if dead.is_empty() {
             return Ok(());
@@ -157,10 +162,18 @@ impl Outputs {
                 .write_line(&serde_json::to_string(d).expect("dead letters serialize"))?;
         }
         self.dead.flush()?;
+        if let Some(k) = kafka {
+            k.send(dead.iter().map(Record::dead_letter).collect())
+                .map_err(RunError::Kafka)?;
+        }
         Ok(())
     }
 
-    fn write_late_events(&mut self, pipeline: &mut Pipeline) -> Result<(), RunError> {
+    fn write_late_events(
+        &mut self,
+        pipeline: &mut Pipeline,
+        kafka: Option<&Committer>,
+    ) -> Result<(), RunError> {
         let late = std::mem::take(&mut pipeline.late);
         if late.is_empty() {
             return Ok(());
@@ -175,6 +188,10 @@ impl Outputs {
                 .write_line(&serde_json::to_string(l).expect("late events serialize"))?;
         }
         self.late.flush()?;
+        if let Some(k) = kafka {
+            k.send(late.iter().map(Record::late).collect())
+                .map_err(RunError::Kafka)?;
+        }
         Ok(())
     }
 
