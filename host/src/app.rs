@@ -189,6 +189,7 @@ fn run(config: Config) -> Result<Exit, Failure> {
         stop,
         commands,
         time,
+        last_batch: None,
     };
     let exit = runner.run(rx).map_err(|e| Failure::Run(e.to_string()))?;
     tracing::info!(?exit, "done");
