@@ -71,7 +71,8 @@ fn ensure_target() -> anyhow::Result<()> {
 }
 
 pub fn build(dir: &Path) -> anyhow::Result<()> {
-    let manifest = manifest(dir)?;
+    let manifest = manifest(dir)?.canonicalize()?;
+    let dir = manifest.parent().expect("a crate folder");
     let package = package(&manifest)?;
     ensure_target()?;
     let out = cargo(dir)
