@@ -45,8 +45,8 @@ fn path(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
-/// The first `/ws` metric of `plugin`, within `timeout`.
-fn ws_metric(port: u16, plugin: &str, timeout: Duration) -> Value {
+/// The first `/ws` message of type `kind` from `plugin`, within `timeout`.
+fn ws_first(port: u16, kind: &str, plugin: &str, timeout: Duration) -> Value {
     use futures::StreamExt;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -54,7 +54,7 @@ fn ws_metric(port: u16, plugin: &str, timeout: Duration) -> Value {
         .unwrap();
     rt.block_on(async {
         let (ws, _) =
-            tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}/ws?types=metric"))
+            tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}/ws?types={kind}"))
                 .await
                 .unwrap();
         let (_tx, mut rx) = ws.split();
@@ -62,11 +62,11 @@ fn ws_metric(port: u16, plugin: &str, timeout: Duration) -> Value {
         loop {
             let left = until.saturating_duration_since(Instant::now());
             let Ok(Some(Ok(msg))) = tokio::time::timeout(left, rx.next()).await else {
-                panic!("no metric of {plugin} on /ws within {timeout:?}");
+                panic!("no {kind} of {plugin} on /ws within {timeout:?}");
             };
             let Ok(text) = msg.into_text() else { continue };
             let v: Value = serde_json::from_str(&text).unwrap();
-            if v["plugin"] == plugin {
+            if v["type"] == kind && v["plugin"] == plugin {
                 return v;
             }
         }
@@ -146,12 +146,21 @@ fn an_author_goes_from_rtap_new_to_a_live_metric() {
     let deployed = ok(&["deploy", &wasm, "--url", &url]);
     assert!(deployed.contains("tick-count: new plugin"), "{deployed}");
     assert!(deployed.contains("smoke test:"), "{deployed}");
-    let m = ws_metric(port, "tick-count", Duration::from_secs(30));
+    let m = ws_first(port, "metric", "tick-count", Duration::from_secs(30));
     let live = started.elapsed();
     assert!(m["name"] == "events" || m["name"] == "value_sum", "{m}");
     eprintln!(
         "AUTHOR-LOOP rtap new → live metric on /ws: {:.1} s",
         live.as_secs_f64()
+    );
+
+    // Its log lines are on `/ws` too, as `{"type":"log",…}`.
+    let line = ws_first(port, "log", "tick-count", Duration::from_secs(30));
+    assert_eq!(line["stream"], "log", "{line}");
+    assert_eq!(line["level"], "info", "{line}");
+    assert!(
+        line["message"].as_str().unwrap().contains(" events"),
+        "{line}"
     );
 
     let listed = ok(&["plugins", "--url", &url]);
