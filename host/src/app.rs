@@ -190,6 +190,7 @@ fn run(config: Config) -> Result<Exit, Failure> {
         stop,
         commands,
         time,
+        last_batch: None,
     };
     let exit = runner
         .run(rx)

@@ -76,6 +76,8 @@ pub struct PluginMeta {
     pub hash: String,
     pub size_bytes: usize,
     pub state_schema: u32,
+    /// A hash of the state type's layout (empty: not known).
+    pub state_fingerprint: String,
     pub loaded_at: i64,
     pub config: serde_json::Value,
     pub config_schema: serde_json::Value,

@@ -36,6 +36,15 @@ use crate::batch::MISSING;
 use crate::describe::{InputKind, Kind, WindowSpec};
 use crate::glue::{self, StepOut};
 pub use crate::time::parse_rfc3339;
+/// `json!` for test events: a plugin's tests need no `serde_json` dependency.
+pub use serde_json::json;
+
+/// The lines this thread's plugin code logged (`info!` …), oldest first;
+/// taking them clears them.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn take_logs() -> Vec<(crate::log::Level, String)> {
+    crate::log::native::take()
+}
 use crate::{
     Aggregator, Alert, Batch, ColumnData, Description, Detector, MetricIn, MetricValue, Packed,
     Window,

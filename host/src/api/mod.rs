@@ -184,6 +184,7 @@ pub fn router(state: AppState, dashboard: PathBuf) -> Router {
             "/api/plugins/{name}/rollback",
             axum::routing::post(admin::rollback),
         )
+        .route("/api/plugins/{name}/logs", get(plugin_logs))
         .layer(axum::extract::DefaultBodyLimit::max(admin::MAX_BODY))
         .route("/api/pipeline", get(pipeline))
         .route("/api/history", get(history::get))
@@ -235,21 +236,75 @@ async fn ws(
         })
 }
 
-fn plugin_list(reg: &Registry) -> Vec<Value> {
-    let plugins = reg.plugins.lock().expect("registry lock");
+fn plugin_list(state: &AppState) -> Vec<Value> {
+    let plugins = state.registry.plugins.lock().expect("registry lock");
+    let logs = state.control.as_ref().map(|c| c.logs());
     plugins
         .iter()
         .map(|(meta, counters)| {
             let mut v = serde_json::to_value(meta).expect("plugin meta serializes");
             v["status"] = serde_json::to_value(counters.status()).expect("status serializes");
             v["counters"] = counters.snapshot();
+            if let Some(log) = logs.and_then(|l| l.get(&meta.name)) {
+                v["logs"] = json!({
+                    "lines": log.written(),
+                    "dropped": log.dropped(),
+                    "last": log.last(),
+                });
+            }
             v
         })
         .collect()
 }
 
 async fn plugins(State(state): State<AppState>) -> Json<Vec<Value>> {
-    Json(plugin_list(&state.registry))
+    Json(plugin_list(&state))
+}
+
+/// `GET /api/plugins/{name}/logs?after=SEQ&limit=N`: the plugin's kept log
+/// lines after `after` (oldest first, at most `limit`, 200 by default),
+/// with its counts; `next` is the `after` of the next poll.
+#[derive(Debug, serde::Deserialize)]
+struct LogsQuery {
+    after: Option<u64>,
+    limit: Option<usize>,
+}
+
+async fn plugin_logs(
+    State(state): State<AppState>,
+    axum::extract::Path(name): axum::extract::Path<String>,
+    axum::extract::Query(q): axum::extract::Query<LogsQuery>,
+) -> Response {
+    let known = state
+        .registry
+        .plugins
+        .lock()
+        .expect("registry lock")
+        .iter()
+        .any(|(m, _)| m.name == name);
+    if !known {
+        return (
+            StatusCode::NOT_FOUND,
+            Json(json!({"error": format!("no plugin `{name}`")})),
+        )
+            .into_response();
+    }
+    let after = q.after.unwrap_or(0);
+    let log = state.control.as_ref().and_then(|c| c.logs().get(&name));
+    let (lines, written, dropped) = match &log {
+        Some(l) => (
+            l.lines(
+                after,
+                q.limit.unwrap_or(200).min(crate::plugin::log::KEPT_LINES),
+            ),
+            l.written(),
+            l.dropped(),
+        ),
+        None => (Vec::new(), 0, 0),
+    };
+    let next = lines.last().map_or(after, |l| l.seq);
+    Json(json!({"plugin": name, "lines": lines, "written": written, "dropped": dropped, "next": next}))
+        .into_response()
 }
 
 fn pipeline_status(state: &AppState) -> Value {

@@ -214,7 +214,7 @@ fn classify(e: &wasmtime::Error, store: &Store<PluginCtx>) -> CallError {
         None => root(e),
     };
     tracing::debug!(error = ?e, "plugin trap");
-    let stderr = String::from_utf8_lossy(&store.data().stderr.contents()).into_owned();
+    let stderr = store.data().stderr.tail();
     if msg.contains("growing memory")
         || msg.contains("memory minimum size")
         || stderr.contains("memory allocation of")

@@ -82,6 +82,9 @@ pub struct Runner {
     /// Lifecycle commands, applied between batches.
     pub commands: Receiver<Command>,
     pub time: TimeConfig,
+    /// The last batch processed: recent events for an upload's smoke test
+    /// (`crate::control::smoke`). Kept by moving it, not copying.
+    pub last_batch: Option<EventBatch>,
 }
 
 impl Runner {
@@ -97,6 +100,7 @@ impl Runner {
                 Ok(SourceMsg::Batch(batch)) => {
                     let latency = self.process(&batch)?;
                     report.batch(latency);
+                    self.last_batch = Some(batch);
                 }
                 Ok(SourceMsg::End { limit }) => {
                     if limit {
@@ -184,13 +188,19 @@ impl Runner {
     fn apply_commands(&mut self) -> Result<(), RunError> {
         while let Ok(cmd) = self.commands.try_recv() {
             match cmd {
-                Command::Sample { name, n, reply } => {
-                    let v = self
+                Command::Sample {
+                    name,
+                    n,
+                    events,
+                    reply,
+                } => {
+                    let states = self
                         .pipeline
                         .slot(&name)
                         .map(|s| s.sample_states(n))
                         .unwrap_or_default();
-                    let _ = reply.send(v);
+                    let events = self.last_batch.as_ref().map(|b| b.head(events));
+                    let _ = reply.send(crate::control::Sample { states, events });
                 }
                 Command::Install {
                     identity,
