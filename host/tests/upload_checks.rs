@@ -124,7 +124,7 @@ fn refused_uploads_say_why_and_leave_the_running_version() {
 
     // None of it touched the running versions.
     let pv = plugin(port, "page-views");
-    assert_eq!(pv["version"], "1.0.0");
+    assert_eq!(pv["version"], "1.1.0");
     assert_eq!(pv["status"], "running");
     assert_eq!(pv["counters"]["dead_lettered"], 0, "{pv}");
     assert_eq!(pv["counters"]["traps"], 0, "{pv}");
