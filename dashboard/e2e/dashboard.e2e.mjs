@@ -11,7 +11,7 @@
 // random RTAP_ADMIN_TOKEN and RTAP_READ_TOKEN, waits for GET /health, opens
 // the dashboard in headless Chromium (playwright-core, system Chromium): it
 // asks for the read token (a wrong one is refused with the host's 403; the
-// right one is typed once and survives a reload), then checks that it is
+// right one is typed once and survives a reload and a new tab), then checks that it is
 // live: connected, charts fed, an alert in the feed, every shipped plugin in
 // the plugins table. Then it drives the "Manage plugins" panel by clicking,
 // against the real control API: a wrong token gives 403; the right token is

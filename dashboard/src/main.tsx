@@ -12,7 +12,7 @@ const READ_TOKEN_KEY = 'rtap.readToken';
 
 function storedReadToken(): string {
   try {
-    return sessionStorage.getItem(READ_TOKEN_KEY) ?? '';
+    return localStorage.getItem(READ_TOKEN_KEY) ?? '';
   } catch {
     return '';
   }
@@ -20,8 +20,8 @@ function storedReadToken(): string {
 
 function storeReadToken(token: string) {
   try {
-    if (token) sessionStorage.setItem(READ_TOKEN_KEY, token);
-    else sessionStorage.removeItem(READ_TOKEN_KEY);
+    if (token) localStorage.setItem(READ_TOKEN_KEY, token);
+    else localStorage.removeItem(READ_TOKEN_KEY);
   } catch {
     // storage unavailable: asked again after a reload
   }

@@ -11,7 +11,7 @@ interface Props {
 /**
  * Asked once when the host guards reading (`--read-token`): the token is
  * checked against the host before the dashboard reads anything, then kept
- * in sessionStorage (this tab only) by the caller.
+ * in localStorage (every tab of this browser) by the caller.
  */
 export function ReadTokenGate({ refused, onAccepted }: Props) {
   const id = useId();
