@@ -11,11 +11,12 @@
 # 1. Rust: the plugins (wasm32-wasip2 components) and the `host` binary.
 FROM rust:1.95-bookworm AS rust-build
 
-# libclang + cmake: bindgen and the C/C++ builds of rocksdb and librdkafka.
+# libclang + cmake: bindgen and the C/C++ builds of rocksdb and librdkafka;
+# libssl-dev + pkg-config: librdkafka's TLS and SASL.
 # python3: scripts/lib.sh reads `cargo metadata` with it.
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-        libclang-dev cmake python3 \
+        libclang-dev cmake python3 libssl-dev pkg-config \
  && rm -rf /var/lib/apt/lists/*
 RUN rustup target add wasm32-wasip2
 
@@ -48,10 +49,10 @@ RUN npm run build
 # 3. Runtime.
 FROM debian:bookworm-slim
 
-# ca-certificates: TLS to Kafka/InfluxDB; curl: the health check.
+# ca-certificates, libssl3: TLS to Kafka/InfluxDB; curl: the health check.
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-        ca-certificates curl \
+        ca-certificates libssl3 curl \
  && rm -rf /var/lib/apt/lists/* \
  && groupadd --system --gid 10001 rtap \
  && useradd --system --uid 10001 --gid rtap --home-dir /app --no-create-home \

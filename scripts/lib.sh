@@ -46,6 +46,15 @@ ensure_libclang() {
     ensure_apt __rtap_no_such_command__ libclang-dev
 }
 
+# librdkafka is built with TLS (and so SASL PLAIN/SCRAM): OpenSSL's headers
+# and pkg-config.
+ensure_openssl() {
+    if command -v pkg-config >/dev/null 2>&1 && pkg-config --exists openssl; then
+        return 0
+    fi
+    ensure_apt __rtap_no_such_command__ libssl-dev __rtap_no_such_command__ pkg-config
+}
+
 # Build the plugin crates of the given folders to components and copy them
 # into $1 (one NAME.wasm per crate).
 build_plugins_into() {

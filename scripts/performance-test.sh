@@ -59,6 +59,7 @@ HARNESS_NICE=${HARNESS_NICE:-}
 unset RUST_LOG # HOST_LOG sets the host's
 
 ensure_libclang
+ensure_openssl
 ensure_tansu >/dev/null
 py=$PERF_PY
 if [[ ! -d "$py/confluent_kafka" || ! -d "$py/websocket" ]]; then

@@ -4,6 +4,7 @@
 # the host (e.g. --rate 5000).
 source "$(dirname "$0")/lib.sh"
 ensure_libclang
+ensure_openssl
 build_plugins_into "$ROOT/plugins" plugins
 if [[ ! -f dashboard/dist/index.html || -n "$(find dashboard/src -newer dashboard/dist/index.html 2>/dev/null | head -1)" ]]; then
     log "building the dashboard"

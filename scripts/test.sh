@@ -5,7 +5,8 @@
 source "$(dirname "$0")/lib.sh"
 
 ensure_libclang
-ensure_apt chromium chromium victoria-metrics victoria-metrics promtool prometheus
+ensure_openssl
+ensure_apt chromium chromium victoria-metrics victoria-metrics promtool prometheus socat socat
 ensure_wasm_target
 export TANSU_BIN
 TANSU_BIN=$(ensure_tansu)
@@ -27,6 +28,9 @@ cargo clippy --quiet --release --workspace --all-targets -- -D warnings
 
 log "cargo test"
 cargo test --release --workspace
+
+log "fuzzing: every target for a bounded time (libFuzzer)"
+FUZZ_SECONDS=${FUZZ_SECONDS:-30} bash "$ROOT/scripts/fuzz.sh"
 
 log "deploy assets: Prometheus rules (promtool), compose file, Grafana dashboards"
 bash deploy/check.sh

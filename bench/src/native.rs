@@ -53,6 +53,7 @@ fn raw(d: rtap_sdk::Description) -> RawDescription {
         metrics: d.metrics,
         state_schema: d.state_schema,
         migrates_from: d.migrates_from,
+        state_fingerprint: String::new(),
         config_schema: d.config_schema,
         default_config: d.default_config,
         capabilities: d.capabilities,

@@ -8,19 +8,27 @@
 // writes uploaded versions into its plugins folder, which must not be the
 // work tree), starts `$RTAP_HOST_BIN --plugins <copy> --rate 5000 --listen
 // 127.0.0.1:<free port> --dashboard-dir dist --sink jsonl:/dev/null` with a
-// random RTAP_ADMIN_TOKEN, waits for GET /health, opens the dashboard in
-// headless Chromium (playwright-core, system Chromium) and checks that it is
+// random RTAP_ADMIN_TOKEN and RTAP_READ_TOKEN, waits for GET /health, opens
+// the dashboard in headless Chromium (playwright-core, system Chromium): it
+// asks for the read token (a wrong one is refused with the host's 403; the
+// right one is typed once and survives a reload and a new tab), then checks that it is
 // live: connected, charts fed, an alert in the feed, every shipped plugin in
 // the plugins table. Then it drives the "Manage plugins" panel by clicking,
 // against the real control API: a wrong token gives 403; the right token is
 // typed once and survives a reload (sessionStorage); bot-burst's config is
 // changed (checked in the UI and with GET /api/plugins); rolling back
 // high-latency (no previous version) shows the host's 409; page-views-v2.wasm
-// from $RTAP_TEST_PLUGINS is uploaded as page-views 1.0.1 (table + `swapped`
+// from $RTAP_TEST_PLUGINS is uploaded as page-views 1.1.1 (table + `swapped`
 // in the lifecycle timeline). Without RTAP_TEST_PLUGINS the upload is skipped
 // with a notice. Saves a full-page screenshot to dist-e2e/dashboard.png (and
 // the plugin panels to dist-e2e/plugin-admin.png). The
 // host is killed in all cases.
+//
+// History: once the host has run for 90 s (a real wait, counted from its
+// start, so the checks above run meanwhile), a new page is opened: within
+// 2 s every chart of 5-second windows (page views, active users, latency,
+// error rate) must hold at least 60 s of points, loaded from /api/history;
+// after a reload, the same.
 //
 // Optional env: CHROMIUM_PATH (default /usr/bin/chromium), RTAP_E2E_RATE
 // (default 5000), RTAP_E2E_HEALTH_TIMEOUT_MS (default 120000),
@@ -60,9 +68,18 @@ const SHIPPED_PLUGINS = [
 // Random per run; the host reads it from RTAP_ADMIN_TOKEN.
 const ADMIN_TOKEN = `e2e-${randomBytes(16).toString('hex')}`;
 const WRONG_TOKEN = `wrong-${randomBytes(8).toString('hex')}`;
+// Random per run; the host reads it from RTAP_READ_TOKEN.
+const READ_TOKEN = `read-${randomBytes(16).toString('hex')}`;
 const BOT_BURST_CONFIG = { min_page_views: 12, within_ms: 10000 };
-const UPGRADE_FILE = 'page-views-v2.wasm'; // page-views 1.0.1
-const UPGRADE_VERSION = '1.0.1';
+const UPGRADE_FILE = 'page-views-v2.wasm'; // page-views 1.1.1
+const UPGRADE_VERSION = '1.1.1';
+const SHIPPED_PAGE_VIEWS = '1.1.0';
+
+// The history check: when the page opens, how fast, and what it must show.
+const HISTORY_OPEN_AFTER_MS = 90_000;
+const HISTORY_WITHIN_MS = 2_000;
+const HISTORY_MIN_SPAN_S = 60;
+const FIVE_SECOND_CHARTS = ['chart-page-views', 'chart-active-users', 'chart-latency', 'chart-error-rate'];
 
 const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
 const RATE = process.env.RTAP_E2E_RATE || '5000';
@@ -110,6 +127,7 @@ function tail(file, lines = 40) {
 let host = null;
 let hostCwd = null;
 let hostExit = null; // { code, signal } once exited
+let hostStartedAt = 0;
 
 function startHost(bin, pluginsDir, port) {
   mkdirSync(OUT, { recursive: true });
@@ -125,12 +143,13 @@ function startHost(bin, pluginsDir, port) {
   for (const f of wasm) copyFileSync(path.join(pluginsDir, f), path.join(plugins, f));
   log(`copied ${wasm.length} plugin(s) from ${pluginsDir} to ${plugins}`);
   const args = ['--plugins', plugins, '--rate', RATE, '--listen', `127.0.0.1:${port}`, '--dashboard-dir', DIST, '--sink', 'jsonl:/dev/null'];
-  log(`starting host: ${bin} ${args.join(' ')} (RTAP_ADMIN_TOKEN set)`);
+  log(`starting host: ${bin} ${args.join(' ')} (RTAP_ADMIN_TOKEN and RTAP_READ_TOKEN set)`);
   const out = createWriteStream(HOST_LOG);
+  hostStartedAt = Date.now();
   host = spawn(bin, args, {
     cwd: hostCwd,
     stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, RTAP_DATA_DIR: path.join(hostCwd, 'data'), RTAP_ADMIN_TOKEN: ADMIN_TOKEN },
+    env: { ...process.env, RTAP_DATA_DIR: path.join(hostCwd, 'data'), RTAP_ADMIN_TOKEN: ADMIN_TOKEN, RTAP_READ_TOKEN: READ_TOKEN },
   });
   host.stdout.pipe(out, { end: false });
   host.stderr.pipe(out, { end: false });
@@ -220,6 +239,54 @@ async function chartPoints(page, testId, timeout) {
   return `${await page.getAttribute(sel, 'data-points')} points`;
 }
 
+/**
+ * What each 5-second chart holds: points and the seconds they span. A
+ * chart of N points 5 s apart covers (N - 1) * 5 + 5 s of windows.
+ */
+async function fiveSecondCharts(page) {
+  return page.evaluate((ids) => ids.map((id) => {
+    const el = document.querySelector(`[data-testid="${id}"]`);
+    return { id, points: Number(el?.getAttribute('data-points') ?? 0), span: Number(el?.getAttribute('data-span') ?? 0) };
+  }), FIVE_SECOND_CHARTS);
+}
+
+const coveredSeconds = (c) => (c.points > 0 ? c.span + 5 : 0);
+
+/**
+ * Runs `navigate` (goto or reload) and waits until every 5-second chart
+ * covers HISTORY_MIN_SPAN_S, at most HISTORY_WITHIN_MS from the start of
+ * the navigation.
+ */
+async function chartsFilledWithin(page, navigate) {
+  const start = Date.now();
+  await navigate();
+  const left = HISTORY_WITHIN_MS - (Date.now() - start);
+  try {
+    if (left <= 0) throw new Error('navigation alone took the whole time');
+    await page.waitForFunction(
+      ([ids, min]) => ids.every((id) => {
+        const el = document.querySelector(`[data-testid="${id}"]`);
+        const points = Number(el?.getAttribute('data-points') ?? 0);
+        return points > 0 && Number(el?.getAttribute('data-span') ?? 0) + 5 >= min;
+      }),
+      [FIVE_SECOND_CHARTS, HISTORY_MIN_SPAN_S],
+      { timeout: left, polling: 50 },
+    );
+  } catch {
+    const charts = await fiveSecondCharts(page).catch(() => []);
+    const history = await page.getAttribute('[data-testid="history-status"]', 'title').catch(() => null);
+    const state = await page.getAttribute('[data-testid="history-status"]', 'data-state').catch(() => null);
+    throw new Error(
+      `${Date.now() - start} ms after opening: ${charts.map((c) => `${c.id} ${c.points} points over ${coveredSeconds(c)} s`).join(', ')} ` +
+        `(wanted ${HISTORY_MIN_SPAN_S} s each within ${HISTORY_WITHIN_MS} ms; history ${state}${history ? `: ${history}` : ''})`,
+    );
+  }
+  const took = Date.now() - start;
+  const charts = await fiveSecondCharts(page);
+  const outputs = await page.getAttribute('[data-testid="history-status"]', 'data-outputs').catch(() => '?');
+  return `${took} ms: ${charts.map((c) => `${c.id.replace('chart-', '')} ${coveredSeconds(c)} s`).join(', ')}; ${outputs} outputs from /api/history`;
+}
+
 // --- the "Manage plugins" panel ---------------------------------------------
 
 const RESULT = '[data-testid="plugin-action-result"]';
@@ -254,7 +321,7 @@ async function selectPlugin(page, name) {
 }
 
 async function apiPlugin(base, name) {
-  const res = await fetch(`${base}/api/plugins`, { signal: AbortSignal.timeout(5000) });
+  const res = await fetch(`${base}/api/plugins`, { signal: AbortSignal.timeout(5000), headers: { Authorization: `Bearer ${READ_TOKEN}` } });
   if (!res.ok) throw new Error(`GET /api/plugins → ${res.status}`);
   const list = await res.json();
   const p = list.find((x) => x.name === name);
@@ -343,6 +410,28 @@ async function main() {
     log(`opening ${base}/`);
     const res = await page.goto(`${base}/`, { waitUntil: 'domcontentloaded', timeout: 30_000 });
     if (!res || !res.ok()) throw new SetupError(`GET / answered ${res ? res.status() : 'nothing'}: is --dashboard-dir served at / ?`);
+
+    await check('read token: asked first, a wrong one gets the host\'s 403', async () => {
+      const unauth = await fetch(`${base}/api/pipeline`, { signal: AbortSignal.timeout(5000) });
+      if (unauth.status !== 401) throw new Error(`GET /api/pipeline without the read token → ${unauth.status}, not 401`);
+      await page.waitForSelector('[data-testid="read-token-gate"]', { timeout: 15_000 });
+      if (await page.$('[data-testid="connection-status"]')) throw new Error('the dashboard shows before the read token is given');
+      await page.fill('[data-testid="read-token-input"]', WRONG_TOKEN);
+      await page.click('[data-testid="read-token-save"]');
+      const err = await page.textContent('[data-testid="read-token-error"]', { timeout: 5000 });
+      if (!err?.includes('403')) throw new Error(`error shown: ${err}`);
+      return err;
+    });
+
+    await check('read token: typed once, kept across a reload', async () => {
+      await page.fill('[data-testid="read-token-input"]', READ_TOKEN);
+      await page.click('[data-testid="read-token-save"]');
+      await page.waitForSelector('[data-testid="connection-status"]', { timeout: 15_000 });
+      await page.reload({ waitUntil: 'domcontentloaded', timeout: 30_000 });
+      await page.waitForSelector('[data-testid="connection-status"]', { timeout: 15_000 });
+      if (await page.$('[data-testid="read-token-gate"]')) throw new Error('asked again after a reload');
+      return 'not asked again after a reload';
+    });
 
     await check('dashboard renders', async () => {
       await page.waitForSelector('[data-testid="connection-status"]', { timeout: 15_000 });
@@ -452,7 +541,7 @@ async function main() {
         const label = (await page.textContent('[data-testid="plugin-upload-submit"]'))?.trim();
         if (label !== 'Swap page-views') throw new Error(`the upload button says "${label}", expected "Swap page-views"`);
         const r = await act(page, '[data-testid="plugin-upload-submit"]', 90_000);
-        expectOutcome(r, 'ok', `page-views 1.0.0 → ${UPGRADE_VERSION}`);
+        expectOutcome(r, 'ok', `page-views ${SHIPPED_PAGE_VIEWS} → ${UPGRADE_VERSION}`);
         try {
           await page.waitForSelector(`[data-testid="plugin-row"][data-plugin="page-views"][data-version="${UPGRADE_VERSION}"]`, { timeout: 10_000 });
         } catch {
@@ -463,10 +552,30 @@ async function main() {
         if (!cell.startsWith(UPGRADE_VERSION)) throw new Error(`the version cell of page-views reads "${cell}"`);
         await waitForTimeline(page, 'page-views', 'swapped');
         const p = await apiPlugin(base, 'page-views');
-        if (p.version !== UPGRADE_VERSION || p.previous?.version !== '1.0.0') throw new Error(`GET /api/plugins: page-views ${p.version}, previous ${JSON.stringify(p.previous)}`);
+        if (p.version !== UPGRADE_VERSION || p.previous?.version !== SHIPPED_PAGE_VIEWS) throw new Error(`GET /api/plugins: page-views ${p.version}, previous ${JSON.stringify(p.previous)}`);
         return r.text.replace(/^\S+\s+/, '');
       });
     }
+
+    // ---- history: a page opened 90 s after the host started ----
+
+    const wait = hostStartedAt + HISTORY_OPEN_AFTER_MS - Date.now();
+    if (wait > 0) {
+      log(`waiting ${(wait / 1000).toFixed(1)} s: the history page opens ${HISTORY_OPEN_AFTER_MS / 1000} s after the host started`);
+      await sleep(wait);
+    }
+    const fresh = await context.newPage();
+    fresh.on('pageerror', (e) => {
+      pageErrors.push(e.message);
+      log(`page error (history page): ${e.message}`);
+    });
+    await check(`history: opened ${((Date.now() - hostStartedAt) / 1000).toFixed(0)} s after the host started, every 5-second chart holds ${HISTORY_MIN_SPAN_S} s within ${HISTORY_WITHIN_MS / 1000} s`, () =>
+      chartsFilledWithin(fresh, () => fresh.goto(`${base}/`, { waitUntil: 'commit', timeout: HISTORY_WITHIN_MS })),
+    );
+    await check(`history: after a reload, the same within ${HISTORY_WITHIN_MS / 1000} s`, () =>
+      chartsFilledWithin(fresh, () => fresh.reload({ waitUntil: 'commit', timeout: HISTORY_WITHIN_MS })),
+    );
+    await fresh.close();
 
     await check('no uncaught page errors', async () => {
       if (pageErrors.length > 0) throw new Error(`${pageErrors.length} uncaught error(s): ${pageErrors[0]}`);

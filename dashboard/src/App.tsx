@@ -7,6 +7,7 @@ import { PipelineView } from './components/PipelineView';
 import { useHealth } from './hooks/usePolling';
 import { useStoreSnapshot } from './hooks/useStore';
 import { useMediaQuery, useTheme } from './hooks/useTheme';
+import type { HistorySync } from './stream/history';
 import type { ReconnectingSocket } from './stream/reconnect';
 import type { DashboardStore } from './stream/store';
 import { DEFAULT_VIEW_OPTIONS } from './stream/view';
@@ -14,14 +15,15 @@ import { DEFAULT_VIEW_OPTIONS } from './stream/view';
 interface Props {
   store: DashboardStore;
   socket: ReconnectingSocket;
+  history: HistorySync;
   api: ApiClient;
 }
 
-const RANGES = [5, 10, 15];
+const RANGES = [5, 10, 30];
 const CRITICAL_WINDOW_MIN = DEFAULT_VIEW_OPTIONS.criticalWindowMs / 60_000;
 
-export function App({ store, socket, api }: Props) {
-  const { view, connection, stream } = useStoreSnapshot(store);
+export function App({ store, socket, history, api }: Props) {
+  const { view, connection, stream, history: loaded } = useStoreSnapshot(store);
   const theme = useTheme();
   const wall = useMediaQuery('(min-width: 2200px)');
   const chartHeight = wall ? 280 : 200;
@@ -56,7 +58,14 @@ export function App({ store, socket, api }: Props) {
           </span>
           <label className="range">
             <span className="sr-only">Time range</span>
-            <select value={view.rangeMs} onChange={(e) => store.setRange(Number(e.target.value))} data-testid="range-select">
+            <select
+              value={view.rangeMs}
+              onChange={(e) => {
+                store.setRange(Number(e.target.value));
+                void history.onRange();
+              }}
+              data-testid="range-select"
+            >
               {RANGES.map((m) => (
                 <option key={m} value={m * 60_000}>
                   last {m} min
@@ -88,6 +97,16 @@ export function App({ store, socket, api }: Props) {
         {stream.messages.toLocaleString('en-US')} messages · {stream.invalid} malformed · {stream.ignored} of unknown type
         {stream.ignoredTypes.length > 0 && ` (${stream.ignoredTypes.join(', ')})`}
         {stream.lastInvalid && <span title={stream.lastInvalid}> · last error: {stream.lastInvalid.slice(0, 80)}</span>}
+        <span data-testid="history-status" data-state={loaded.state} data-outputs={loaded.outputs} title={loaded.error ?? ''}>
+          {' · '}
+          {loaded.state === 'loaded'
+            ? `history: ${loaded.outputs.toLocaleString('en-US')} outputs loaded (${loaded.applied.toLocaleString('en-US')} new)`
+            : loaded.state === 'loading'
+              ? 'loading history…'
+              : loaded.state === 'failed'
+                ? `history unavailable: ${(loaded.error ?? '').slice(0, 80)}`
+                : 'no history loaded'}
+        </span>
       </footer>
     </div>
   );

@@ -46,6 +46,7 @@ pub fn main(config: Config) -> i32 {
     match run(config) {
         Ok(_) => EXIT_OK,
         Err(Failure::Start(msg)) => {
+            let msg = crate::datadir::explain(msg);
             tracing::error!("{msg}");
             eprintln!("error: {msg}");
             EXIT_START
@@ -68,10 +69,11 @@ fn start<E: std::fmt::Display>(e: E) -> Failure {
 }
 
 fn run(config: Config) -> Result<Exit, Failure> {
+    crate::datadir::ensure_writable(&config.data_dir).map_err(start)?;
     let runtime = Arc::new(Runtime::from_config(&config).map_err(start)?);
     let time = TimeConfig::from_config(&config);
     let registry = Arc::new(Registry::default());
-    let hub = Hub::new();
+    let hub = Hub::with_history(crate::sink::History::from_config(&config));
     let (commands_tx, commands) = std::sync::mpsc::channel();
     let workers = config.workers();
     let control = Arc::new(Control::new(
@@ -86,7 +88,7 @@ fn run(config: Config) -> Result<Exit, Failure> {
         .load_pipelines(&config, time, workers)
         .map_err(Failure::Start)?;
 
-    let kafka = KafkaConfig::from_config(&config);
+    let kafka = KafkaConfig::from_config(&config).map(|k| k.reporting_to(registry.kafka.clone()));
     if let Some(k) = &kafka {
         crate::kafka::ensure_topics(k).map_err(start)?;
     }
@@ -173,8 +175,7 @@ fn run(config: Config) -> Result<Exit, Failure> {
             control,
             outputs.influx_status(),
         );
-        api::start(&tokio, config.listen, state, config.dashboard_dir.clone())
-            .map_err(Failure::Start)?;
+        api::start(&tokio, api::Server::from_config(&config), state).map_err(Failure::Start)?;
     }
     api::stop_on_signal(&tokio, stop.clone());
 
@@ -213,8 +214,11 @@ fn run(config: Config) -> Result<Exit, Failure> {
         stop,
         commands,
         time,
+        last_batch: None,
     };
-    let exit = runner.run(feed).map_err(|e| Failure::Run(e.to_string()))?;
+    let exit = runner
+        .run(feed)
+        .map_err(|e| Failure::Run(crate::datadir::explain(e.to_string())))?;
     tracing::info!(?exit, "done");
     tokio.shutdown_timeout(std::time::Duration::from_millis(200));
     Ok(exit)

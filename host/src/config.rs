@@ -192,6 +192,18 @@ pub struct Config {
     #[arg(long, default_value = "cep-alerts")]
     pub kafka_alerts_topic: String,
 
+    /// Topic of the dead letters (3 partitions when created): each record
+    /// is the input as received, with headers naming its origin, the
+    /// plugin that failed, the reason and the detail; in the transaction
+    /// with the outputs.
+    #[arg(long, default_value = "rtap-dead-letters")]
+    pub kafka_dead_letter_topic: String,
+
+    /// Topic of the events later than the allowed lateness (3 partitions
+    /// when created): as received, with headers like the dead letters'.
+    #[arg(long, default_value = "rtap-late-events")]
+    pub kafka_late_topic: String,
+
     /// One-partition topic whose consumer-group offset marks the last
     /// committed transaction (created when missing).
     #[arg(long, default_value = "rtap-commit-marker")]
@@ -290,6 +302,18 @@ pub struct Config {
     #[arg(long, env = "RTAP_DASHBOARD_DIR", default_value = "./dashboard/dist")]
     pub dashboard_dir: PathBuf,
 
+    /// How far back `GET /api/history` reaches: the metrics and alerts
+    /// whose time (window end, alert time: event time) is within this of the
+    /// newest output's, kept in memory (`0s`: none). A restart starts empty.
+    #[arg(long, env = "RTAP_HISTORY", default_value = "30m")]
+    pub history: HumanDuration,
+
+    /// Memory cap of the history (output text plus ~96 bytes each). Past it,
+    /// the plugin holding the most loses its oldest outputs first: at high
+    /// rates the per-session metrics, while the charts' series stay whole.
+    #[arg(long, env = "RTAP_HISTORY_MAX_BYTES", default_value = "256MiB")]
+    pub history_max_bytes: ByteSize,
+
     /// Watermark: bounded out-of-orderness of event time.
     #[arg(long, env = "RTAP_OUT_OF_ORDERNESS", default_value = "2s")]
     pub out_of_orderness: HumanDuration,
@@ -373,6 +397,22 @@ pub struct Config {
     #[arg(long, env = "RTAP_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<Secret>,
 
+    /// Bearer token that reading needs when set: `/ws` (or its
+    /// `?access_token=`), every `GET /api/…` and `/metrics`; the dashboard
+    /// asks for it. `/health` and `/ready` stay open; the admin token reads
+    /// too. Unset: reading is open.
+    #[arg(long, env = "RTAP_READ_TOKEN", hide_env_values = true)]
+    pub read_token: Option<Secret>,
+
+    /// Serve HTTPS (and `wss://`) with this certificate chain (PEM);
+    /// needs `--tls-key`.
+    #[arg(long, env = "RTAP_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key of `--tls-cert` (PEM: PKCS#8, RSA or SEC1).
+    #[arg(long, env = "RTAP_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
     /// Log format on stderr: `text` or `json`.
     #[arg(long, env = "RTAP_LOG_FORMAT", default_value = "text")]
     pub log_format: String,
@@ -451,5 +491,11 @@ mod tests {
         let c =
             Config::try_parse_from(["host", "--source", "file:x.jsonl", "--rate", "10"]).unwrap();
         assert_eq!(c.source, Some(SourceSpec::File("x.jsonl".into())));
+        assert_eq!(c.history.0, Duration::from_secs(1800));
+        assert_eq!(c.history_max_bytes.0, 256 << 20);
+        let c = Config::try_parse_from(["host", "--history", "5m"]).unwrap();
+        assert_eq!(c.history.0, Duration::from_secs(300));
+        let e = Config::try_parse_from(["host", "--history", "5"]).unwrap_err();
+        assert!(e.to_string().contains("--history"), "{e}");
     }
 }

@@ -247,6 +247,29 @@ impl EventBatch {
         self.events.len()
     }
 
+    /// A copy of the first `n` events (and the bytes they point into).
+    pub fn head(&self, n: usize) -> EventBatch {
+        let events: Vec<Event> = self.events.iter().take(n).copied().collect();
+        let end = events
+            .iter()
+            .flat_map(|e| e.text.iter().chain([&e.raw]))
+            .filter(|s| !s.is_missing())
+            .map(|s| (s.off + s.len) as usize)
+            .max()
+            .unwrap_or(0);
+        EventBatch {
+            origin: self.origin.clone(),
+            buf: self.buf[..end].to_string(),
+            events,
+            malformed: Vec::new(),
+            end: self.end,
+            created: self.created,
+            parts: Vec::new(),
+            ends: Vec::new(),
+            backlog: Vec::new(),
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.events.is_empty()
     }

@@ -3,12 +3,16 @@
 
 use std::time::Duration;
 
+use std::sync::{Arc, Mutex};
+
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::config::ClientConfig;
+use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::error::KafkaError;
 use rdkafka::error::RDKafkaErrorCode;
 
 use crate::config::Config;
+use crate::status::KafkaHealth;
 
 /// Where and how to talk to Kafka.
 #[derive(Debug, Clone)]
@@ -18,6 +22,10 @@ pub struct KafkaConfig {
     pub events_topic: String,
     pub metrics_topic: String,
     pub alerts_topic: String,
+    /// Dead letters: the input as received, the why in headers.
+    pub dead_letter_topic: String,
+    /// Events later than the allowed lateness, as received.
+    pub late_topic: String,
     /// The one-partition topic whose group offset is the commit marker of
     /// the transactional protocol (see `crate::checkpoint`).
     pub marker_topic: String,
@@ -29,6 +37,9 @@ pub struct KafkaConfig {
     /// Options for the output producer only (`--kafka-producer-option k=v`),
     /// after `options`.
     pub producer_options: Vec<(String, String)>,
+    /// Where the source and the sink report how they reach the broker
+    /// (`/health` reads it).
+    pub health: std::sync::Arc<KafkaHealth>,
 }
 
 impl KafkaConfig {
@@ -71,6 +82,8 @@ impl KafkaConfig {
             events_topic: config.kafka_events_topic.clone(),
             metrics_topic: config.kafka_metrics_topic.clone(),
             alerts_topic: config.kafka_alerts_topic.clone(),
+            dead_letter_topic: config.kafka_dead_letter_topic.clone(),
+            late_topic: config.kafka_late_topic.clone(),
             marker_topic: config.kafka_marker_topic.clone(),
             transactional_id: config
                 .kafka_transactional_id
@@ -78,7 +91,13 @@ impl KafkaConfig {
                 .unwrap_or_else(|| format!("rtap-{}", config.kafka_group)),
             options: pairs(&config.kafka_options),
             producer_options: pairs(&config.kafka_producer_options),
+            health: Default::default(),
         })
+    }
+
+    /// The same settings, reporting the broker's reachability to `health`.
+    pub fn reporting_to(self, health: std::sync::Arc<KafkaHealth>) -> Self {
+        KafkaConfig { health, ..self }
     }
 }
 
@@ -97,9 +116,83 @@ fn setup_err(what: &str) -> impl Fn(rdkafka::error::KafkaError) -> KafkaSetupErr
     }
 }
 
+/// A client context that keeps the client's last error: librdkafka reports
+/// a failed TLS handshake or SASL authentication there, while the call
+/// that needed the broker only times out. A start that fails says why.
+#[derive(Debug, Clone, Default)]
+pub struct LastError(Arc<Mutex<Option<String>>>);
+
+impl LastError {
+    pub fn get(&self) -> Option<String> {
+        self.0.lock().expect("last error lock").clone()
+    }
+}
+
+impl ClientContext for LastError {
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::warn!("Kafka client: {error}: {reason}");
+        *self.0.lock().expect("last error lock") = Some(reason.to_string());
+    }
+
+    /// librdkafka logs a failed TLS handshake or SASL login (`FAIL`) before
+    /// (or instead of) reporting it as an error.
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        let level = level as i32;
+        if level <= RDKafkaLogLevel::Warning as i32 {
+            tracing::warn!("Kafka client: {fac}: {message}");
+        }
+        if level <= RDKafkaLogLevel::Error as i32 {
+            *self.0.lock().expect("last error lock") = Some(message.to_string());
+        }
+    }
+}
+
+impl rdkafka::producer::ProducerContext for LastError {
+    type DeliveryOpaque = ();
+    fn delivery(&self, _: &rdkafka::message::DeliveryResult<'_>, _: ()) {}
+}
+
+/// The first contact with the brokers: their metadata within 10 s, or an
+/// error with what the client saw (refused connection, TLS certificate,
+/// SASL credentials) and the options that decide it. A producer probes:
+/// polling it serves librdkafka's log, where those failures are told.
+fn reach(cfg: &KafkaConfig) -> Result<(), KafkaSetupError> {
+    use rdkafka::producer::Producer;
+    let probe: rdkafka::producer::BaseProducer<LastError> = cfg
+        .client(&[])
+        // rdkafka takes the level from the `log` crate, which the host does
+        // not use (it would be off): warnings and errors are what
+        // `LastError` needs.
+        .set_log_level(RDKafkaLogLevel::Warning)
+        .create_with_context(LastError::default())
+        .map_err(setup_err("client"))?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let e = match probe.client().fetch_metadata(None, Duration::from_secs(1)) {
+            Ok(_) => return Ok(()),
+            Err(e) => e,
+        };
+        probe.poll(Duration::from_millis(100));
+        if std::time::Instant::now() < deadline {
+            continue;
+        }
+        return Err(KafkaSetupError {
+            what: format!("brokers {}", cfg.brokers),
+            why: match probe.context().get() {
+                Some(seen) => format!(
+                    "{e}; the client saw: {seen} (TLS and SASL are set with --kafka-option security.protocol=…, ssl.ca.location=…, sasl.mechanism=…, sasl.username=…, sasl.password=…)"
+                ),
+                None => e.to_string(),
+            },
+        });
+    }
+}
+
 /// Create the seed's topics if missing: events 12 partitions, metrics 6
-/// (compacted), alerts 3.
+/// (compacted), alerts 3; and rtap's: dead letters 3, late events 3, the
+/// commit marker 1 (compacted).
 pub fn ensure_topics(cfg: &KafkaConfig) -> Result<(), KafkaSetupError> {
+    reach(cfg)?;
     let admin: AdminClient<DefaultClientContext> = cfg
         .client(&[])
         .create()
@@ -109,6 +202,8 @@ pub fn ensure_topics(cfg: &KafkaConfig) -> Result<(), KafkaSetupError> {
         NewTopic::new(&cfg.metrics_topic, 6, TopicReplication::Fixed(1))
             .set("cleanup.policy", "compact"),
         NewTopic::new(&cfg.alerts_topic, 3, TopicReplication::Fixed(1)),
+        NewTopic::new(&cfg.dead_letter_topic, 3, TopicReplication::Fixed(1)),
+        NewTopic::new(&cfg.late_topic, 3, TopicReplication::Fixed(1)),
         NewTopic::new(&cfg.marker_topic, 1, TopicReplication::Fixed(1))
             .set("cleanup.policy", "compact"),
     ];

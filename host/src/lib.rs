@@ -22,6 +22,7 @@
 //! | `alloc`      | the allocator's tuning                                               |
 //! | `clock`      | wall-clock ms                                                        |
 //! | `config`     | the command line, typed                                              |
+//! | `datadir`    | the data directory: the writability check, full-disk advice          |
 //! | `metrics`    | the Prometheus metrics, named once                                   |
 //! | `event`      | events and batches as the host holds them                            |
 //! | `plugin`     | the Wasm runtime: loading, instances, limits; the one `bindgen!`     |
@@ -39,6 +40,7 @@
 //! | `api`        | the HTTP server: dashboard, `/ws`, `/api`, `/health`, `/metrics`     |
 //! | `runner`     | the processing thread and the fan-out to every sink                  |
 //! | `app`        | start-up: every component built from the config, then the runner    |
+//! | `fuzz`       | the fuzz harnesses: what the host reads from outside, with oracles   |
 //!
 //! `tests/layers.rs` checks it: no module imports one listed after it, so
 //! the modules' imports have no cycle.
@@ -46,6 +48,7 @@
 pub mod alloc;
 pub mod clock;
 pub mod config;
+pub mod datadir;
 pub mod metrics;
 
 pub mod event;
@@ -72,3 +75,5 @@ pub mod api;
 pub mod runner;
 
 pub mod app;
+
+pub mod fuzz;

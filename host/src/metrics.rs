@@ -32,6 +32,8 @@ pub struct Metrics {
     pub sink_errors: IntCounterVec,
     pub sink_buffered: IntGaugeVec,
     pub websocket_clients: IntGauge,
+    pub history_outputs: IntGauge,
+    pub history_bytes: IntGauge,
 }
 
 fn reg<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, m: T) -> T {
@@ -231,6 +233,22 @@ impl Metrics {
                 &r,
                 IntGauge::new("rtap_websocket_clients", "Connected WebSocket clients.")
                     .expect("valid"),
+            ),
+            history_outputs: reg(
+                &r,
+                IntGauge::new(
+                    "rtap_history_outputs",
+                    "Metrics and alerts held for /api/history.",
+                )
+                .expect("valid"),
+            ),
+            history_bytes: reg(
+                &r,
+                IntGauge::new(
+                    "rtap_history_bytes",
+                    "Estimated memory of the history: output text plus a fixed cost per output.",
+                )
+                .expect("valid"),
             ),
             registry: r,
         }

@@ -76,6 +76,8 @@ pub struct PluginMeta {
     pub hash: String,
     pub size_bytes: usize,
     pub state_schema: u32,
+    /// A hash of the state type's layout (empty: not known).
+    pub state_fingerprint: String,
     pub loaded_at: i64,
     pub config: serde_json::Value,
     pub config_schema: serde_json::Value,
@@ -141,6 +143,68 @@ pub struct WorkerCounters {
     pub exchange_queue: AtomicU64,
 }
 
+/// How the Kafka clients see the broker, for `/health`: the source's
+/// probes (the lag reporter's offset queries) and the transactional sink's
+/// waits. Wall-clock ms, 0 when all is well.
+#[derive(Debug, Default)]
+pub struct KafkaHealth {
+    /// Since when the source's probes of the broker fail.
+    source_unreachable_since: AtomicI64,
+    /// Since when the sink has been inside one commit or waiting for room
+    /// in its queue (a commit normally takes milliseconds).
+    sink_busy_since: AtomicI64,
+    /// The source's last failed probe.
+    last_error: Mutex<Option<String>>,
+}
+
+/// A sink busy for longer than this is waiting for the broker.
+pub const KAFKA_SINK_STALLED_MS: i64 = 3_000;
+
+impl KafkaHealth {
+    /// A probe of the broker failed at `now` (ms).
+    pub fn source_failed(&self, now: i64, error: String) {
+        let _ = self.source_unreachable_since.compare_exchange(
+            0,
+            now.max(1),
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
+        *self.last_error.lock().expect("kafka health lock") = Some(error);
+    }
+
+    /// A probe of the broker answered.
+    pub fn source_reached(&self) {
+        self.source_unreachable_since.store(0, Ordering::Relaxed);
+    }
+
+    /// The sink starts waiting on the broker (a commit, a full queue) at
+    /// `now` (ms).
+    pub fn sink_busy(&self, now: i64) {
+        self.sink_busy_since.store(now.max(1), Ordering::Relaxed);
+    }
+
+    /// The sink's wait is over.
+    pub fn sink_done(&self) {
+        self.sink_busy_since.store(0, Ordering::Relaxed);
+    }
+
+    /// Since when the source cannot reach the broker, and the last error.
+    pub fn source_unreachable(&self) -> Option<(i64, Option<String>)> {
+        let since = self.source_unreachable_since.load(Ordering::Relaxed);
+        (since > 0).then(|| {
+            let e = self.last_error.lock().expect("kafka health lock").clone();
+            (since, e)
+        })
+    }
+
+    /// Since when the sink has been waiting for the broker, if for longer
+    /// than [`KAFKA_SINK_STALLED_MS`] at `now`.
+    pub fn sink_stalled(&self, now: i64) -> Option<i64> {
+        let since = self.sink_busy_since.load(Ordering::Relaxed);
+        (since > 0 && now - since > KAFKA_SINK_STALLED_MS).then_some(since)
+    }
+}
+
 /// The registry the API reads: plugin metadata and counters by name.
 #[derive(Default)]
 pub struct Registry {
@@ -151,4 +215,30 @@ pub struct Registry {
     /// The per-worker figures of the last status (rates over the last
     /// second), for `/api/pipeline`.
     pub worker_status: Mutex<serde_json::Value>,
+    /// The Kafka clients' view of the broker (with `--kafka-brokers`).
+    pub kafka: std::sync::Arc<KafkaHealth>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kafka_health_follows_the_probes_and_the_waits() {
+        let h = KafkaHealth::default();
+        assert!(h.source_unreachable().is_none());
+        h.source_failed(1_000, "timed out".into());
+        h.source_failed(2_000, "timed out again".into());
+        assert_eq!(
+            h.source_unreachable(),
+            Some((1_000, Some("timed out again".into())))
+        );
+        h.source_reached();
+        assert!(h.source_unreachable().is_none());
+        h.sink_busy(10_000);
+        assert_eq!(h.sink_stalled(10_000 + KAFKA_SINK_STALLED_MS), None);
+        assert_eq!(h.sink_stalled(10_001 + KAFKA_SINK_STALLED_MS), Some(10_000));
+        h.sink_done();
+        assert_eq!(h.sink_stalled(100_000), None);
+    }
 }

@@ -117,12 +117,12 @@ fn plugin_api_end_to_end() {
     // Upload a new build: swapped, listed, previous kept.
     let (code, body) = put(port, "page-views", "", &v2);
     assert_eq!(code, 200, "{body}");
-    assert_eq!(body["from_version"], "1.0.0");
-    assert_eq!(body["to_version"], "1.0.1");
+    assert_eq!(body["from_version"], "1.1.0");
+    assert_eq!(body["to_version"], "1.1.1");
     assert_eq!(body["state_reset"], false);
     let pv = plugin(port, "page-views").unwrap();
-    assert_eq!(pv["version"], "1.0.1");
-    assert_eq!(pv["previous"]["version"], "1.0.0");
+    assert_eq!(pv["version"], "1.1.1");
+    assert_eq!(pv["previous"]["version"], "1.1.0");
     assert_eq!(pv["status"], "running");
     assert_eq!(
         std::fs::read(plugins.path().join("page-views.wasm")).unwrap(),
@@ -152,7 +152,7 @@ fn plugin_api_end_to_end() {
         body["error"].as_str().unwrap().contains("state=reset"),
         "{body}"
     );
-    assert_eq!(plugin(port, "page-views").unwrap()["version"], "1.0.1");
+    assert_eq!(plugin(port, "page-views").unwrap()["version"], "1.1.1");
 
     // Rollback, then a version that migrates its state.
     let (code, body) = http(
@@ -164,7 +164,7 @@ fn plugin_api_end_to_end() {
     )
     .unwrap();
     assert_eq!(code, 200, "{body}");
-    assert_eq!(plugin(port, "page-views").unwrap()["version"], "1.0.0");
+    assert_eq!(plugin(port, "page-views").unwrap()["version"], "1.1.0");
     std::thread::sleep(Duration::from_millis(500));
     let (code, body) = put(port, "page-views", "", &wasm("page-views-v3"));
     assert_eq!(code, 200, "{body}");
@@ -391,7 +391,7 @@ fn folder_watch_picks_up_a_new_build_once() {
     )
     .unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
-    while plugin(port, "page-views").unwrap()["version"] != "1.0.1" {
+    while plugin(port, "page-views").unwrap()["version"] != "1.1.1" {
         assert!(Instant::now() < deadline, "the new build was not picked up");
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -413,6 +413,6 @@ fn folder_watch_picks_up_a_new_build_once() {
     );
     assert_eq!(
         plugin(port, "page-views").unwrap()["previous"]["version"],
-        "1.0.0"
+        "1.1.0"
     );
 }

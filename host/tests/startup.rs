@@ -100,7 +100,7 @@ fn malformed_lines_are_dead_lettered_with_line_numbers() {
     let input = data.path().join("in.jsonl");
     std::fs::write(
         &input,
-        "{\"page\":\"/a\",\"timestamp\":1000}\nnot json\n{\"page\":\"/a\"}\n\n{\"page\":\"/b\",\"timestamp\":\"yesterday\"}\n{\"page\":\"/a\",\"timestamp\":2000}\n",
+        "{\"event_type\":\"page_view\",\"page\":\"/a\",\"timestamp\":1000}\nnot json\n{\"page\":\"/a\"}\n\n{\"page\":\"/b\",\"timestamp\":\"yesterday\"}\n{\"event_type\":\"page_view\",\"page\":\"/a\",\"timestamp\":2000}\n",
     )
     .unwrap();
     run_file(plugins.path(), &input, data.path(), &[]);
@@ -129,7 +129,7 @@ fn compiled_plugins_are_cached_and_a_bad_entry_is_replaced() {
     let input = data.path().join("in.jsonl");
     std::fs::write(
         &input,
-        "{\"page\":\"/a\",\"timestamp\":1000}\n{\"page\":\"/a\",\"timestamp\":2000}\n",
+        "{\"event_type\":\"page_view\",\"page\":\"/a\",\"timestamp\":1000}\n{\"event_type\":\"page_view\",\"page\":\"/a\",\"timestamp\":2000}\n",
     )
     .unwrap();
     let entries = || -> Vec<std::path::PathBuf> {

@@ -170,6 +170,26 @@ impl<'a> TextColumn<'a> {
         self.batch.dict_bytes(self.ids[i]) == Some(s.as_bytes())
     }
 
+    /// How many events have the value `s`: the usual filter of a counter,
+    /// `events.text("event_type").count("page_view")`. Bytes are compared
+    /// until the first match gives `s`'s id in the batch's dictionary, then
+    /// ids (equal strings share one id within a batch).
+    pub fn count(&self, s: &str) -> usize {
+        let mut found = None;
+        let mut n = 0;
+        for &id in self.ids {
+            match found {
+                Some(want) => n += usize::from(id == want),
+                None if self.batch.dict_bytes(id) == Some(s.as_bytes()) => {
+                    found = Some(id);
+                    n += 1;
+                }
+                None => {}
+            }
+        }
+        n
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = Option<&'a str>> + 'a {
         let batch = self.batch;
         self.ids.iter().map(move |&id| batch.dict_str(id))

@@ -16,9 +16,9 @@
 //! impl Aggregator for PageViews {
 //!     type State = u64;
 //!     fn describe() -> Description {
-//!         Description::aggregator("page-views", "1.0.0").key_by("page").tumbling(5_000)
+//!         Description::aggregator("page-views", "1.1.0").key_by("page").tumbling(5_000).fields(&["event_type"])
 //!     }
-//!     fn add(&self, count: &mut u64, events: &Events) { *count += events.len() as u64 }
+//!     fn add(&self, count: &mut u64, events: &Events) { *count += events.text("event_type").count("page_view") as u64 }
 //!     fn merge(&self, count: &mut u64, other: u64) { *count += other }
 //!     fn finish(&self, count: u64, _w: Window, out: &mut Metrics) { out.single("page_views", count as f64) }
 //! }
@@ -33,6 +33,8 @@ mod batch;
 pub mod check;
 mod config;
 mod describe;
+pub mod layout;
+pub mod log;
 mod output;
 pub mod pattern;
 pub mod settings;
@@ -57,6 +59,12 @@ pub use state::{Packed, decode_state, encode_state};
 // `#[derive(Settings)]` names this crate `::rtap_sdk`, here too.
 extern crate self as rtap_sdk;
 
+/// The crates a plugin uses through the SDK, so that its `Cargo.toml` needs
+/// `rtap-sdk` alone: `rtap_sdk::serde`, `rtap_sdk::serde_json` (the prelude's
+/// `Serialize` and `Deserialize` derives go through this `serde`).
+pub use serde;
+pub use serde_json;
+
 /// Everything a plugin usually needs.
 pub mod prelude {
     pub use crate::pattern::{CountWithin, Sequence, Sustained};
@@ -65,7 +73,12 @@ pub mod prelude {
         Aggregator, Alert, Config, Ctx, Description, Detector, Events, MetricIn, MetricValue,
         Metrics, Settings, Severity, Window, check,
     };
-    pub use serde::{Deserialize, Serialize};
+    pub use crate::{debug, error, info, trace, warn};
+    /// serde's traits, and derives of the SDK's own that implement them
+    /// through `rtap_sdk::serde`: a plugin needs no `serde` dependency.
+    pub use rtap_sdk_derive::{Deserialize, Serialize};
+    pub use serde::de::Deserialize;
+    pub use serde::ser::Serialize;
 }
 
 use serde::{Serialize, de::DeserializeOwned};
@@ -157,7 +170,10 @@ macro_rules! export_aggregator {
             struct __RtapExport;
             impl $crate::wit::exports::rtap::plugin::meta::Guest for __RtapExport {
                 fn describe() -> $crate::wit::exports::rtap::plugin::meta::Description {
-                    $crate::wit::convert::description(<$ty as $crate::Aggregator>::describe())
+                    $crate::wit::convert::description(
+                        <$ty as $crate::Aggregator>::describe(),
+                        $crate::layout::fingerprint::<<$ty as $crate::Aggregator>::State>(),
+                    )
                 }
                 fn init(config: String) -> Result<(), String> {
                     $crate::glue::aggregator_init::<$ty>(&config)
@@ -199,7 +215,10 @@ macro_rules! export_detector {
             struct __RtapExport;
             impl $crate::wit::exports::rtap::plugin::meta::Guest for __RtapExport {
                 fn describe() -> $crate::wit::exports::rtap::plugin::meta::Description {
-                    $crate::wit::convert::description(<$ty as $crate::Detector>::describe())
+                    $crate::wit::convert::description(
+                        <$ty as $crate::Detector>::describe(),
+                        $crate::layout::fingerprint::<<$ty as $crate::Detector>::State>(),
+                    )
                 }
                 fn init(config: String) -> Result<(), String> {
                     $crate::glue::detector_init::<$ty>(&config)

@@ -1,5 +1,7 @@
 //! State encoding: `postcard`, compact and fast. An empty byte string is the
-//! default state.
+//! default state. Decoding takes every byte: a state with bytes left over
+//! was written by another layout, and reading its prefix as this one would
+//! silently give wrong values.
 
 use serde::{Serialize, de::DeserializeOwned};
 
@@ -8,8 +10,16 @@ pub fn decode_state<S: Default + DeserializeOwned>(bytes: &[u8]) -> Result<S, St
     if bytes.is_empty() {
         return Ok(S::default());
     }
-    postcard::from_bytes(bytes)
-        .map_err(|e| format!("cannot decode state ({} bytes): {e}", bytes.len()))
+    let (state, rest) = postcard::take_from_bytes(bytes)
+        .map_err(|e| format!("cannot decode state ({} bytes): {e}", bytes.len()))?;
+    if !rest.is_empty() {
+        return Err(format!(
+            "cannot decode state ({} bytes): {} bytes left over; it was written by another state layout (a version that changed `State` must bump its state_schema)",
+            bytes.len(),
+            rest.len()
+        ));
+    }
+    Ok(state)
 }
 
 /// Encode a state, appending to `out` (every state of a call goes into one
@@ -94,5 +104,14 @@ mod tests {
         assert_eq!(out, want);
         let back: (u32, Vec<i64>, String) = decode_state(&out[1..out.len() - 1]).unwrap();
         assert_eq!(back, a);
+    }
+
+    #[test]
+    fn a_state_with_bytes_left_over_is_refused() {
+        let mut bytes = Vec::new();
+        encode_state(&(7u64, 9u64), &mut bytes).unwrap();
+        let err = decode_state::<u64>(&bytes).unwrap_err();
+        assert!(err.contains("1 bytes left over"), "{err}");
+        assert!(err.contains("bump its state_schema"), "{err}");
     }
 }

@@ -36,6 +36,15 @@ use crate::batch::MISSING;
 use crate::describe::{InputKind, Kind, WindowSpec};
 use crate::glue::{self, StepOut};
 pub use crate::time::parse_rfc3339;
+/// `json!` for test events: a plugin's tests need no `serde_json` dependency.
+pub use serde_json::json;
+
+/// The lines this thread's plugin code logged (`info!` …), oldest first;
+/// taking them clears them.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn take_logs() -> Vec<(crate::log::Level, String)> {
+    crate::log::native::take()
+}
 use crate::{
     Aggregator, Alert, Batch, ColumnData, Description, Detector, MetricIn, MetricValue, Packed,
     Window,
@@ -758,6 +767,28 @@ mod tests {
             "a missing value equals nothing"
         );
         assert_eq!(e.text("country").get(1), None);
+    }
+
+    #[test]
+    fn count_of_a_text_value() {
+        let types = ["click", "page_view", "error", "page_view", "", "page_views"];
+        let mut events: Vec<Value> = types
+            .iter()
+            .map(|t| json!({"event_type": t, "page": "/a"}))
+            .collect();
+        events.insert(2, json!({"page": "/b"}));
+        events.push(json!({"event_type": "page_view", "page": "/b"}));
+        let b = batch(&["page", "event_type"], &events);
+        let all = b.events().text("event_type");
+        assert_eq!(all.count("page_view"), 3);
+        assert_eq!(all.count(""), 1, "the empty string is a value");
+        assert_eq!(all.count("purchase"), 0);
+        assert_eq!(all.count("/a"), 0, "another column's value");
+        // A slice counts its own events only; the match may come late.
+        assert_eq!(b.slice(0, 3).text("event_type").count("page_view"), 1);
+        assert_eq!(b.slice(4, 4).text("event_type").count("page_view"), 2);
+        assert_eq!(b.slice(2, 1).text("event_type").count("page_view"), 0);
+        assert_eq!(b.slice(0, 0).text("event_type").count("page_view"), 0);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 wit_bindgen::generate!({
     world: "plugin",
-    path: "../wit",
+    path: "wit",
     pub_export_macro: true,
     default_bindings_module: "rtap_sdk::wit",
 });
@@ -15,6 +15,20 @@ pub type WitMetric = rtap::plugin::types::Metric;
 pub type WitMetricIn = rtap::plugin::types::MetricIn;
 pub type Step = rtap::plugin::types::Step;
 
+/// One log line through the contract's `log` import.
+pub fn log(level: crate::log::Level, message: &str) {
+    use crate::log::Level;
+    use rtap::plugin::log as l;
+    let level = match level {
+        Level::Trace => l::Level::Trace,
+        Level::Debug => l::Level::Debug,
+        Level::Info => l::Level::Info,
+        Level::Warn => l::Level::Warn,
+        Level::Error => l::Level::Error,
+    };
+    l::log(level, message);
+}
+
 pub mod convert {
     use super::rtap::plugin::types as t;
     use crate::{
@@ -22,8 +36,9 @@ pub mod convert {
         WindowSpec, glue,
     };
 
-    pub fn description(d: Description) -> t::Description {
+    pub fn description(d: Description, state_fingerprint: String) -> t::Description {
         t::Description {
+            state_fingerprint,
             name: d.name,
             version: d.version,
             kind: match d.kind {

@@ -1,5 +1,5 @@
 import { describe, expect, it, vi } from 'vitest';
-import { ApiClient, type FetchFn } from './client';
+import { ApiClient, checkReadToken, type FetchFn } from './client';
 
 function respond(status: number, body: string, statusText = ''): FetchFn {
   return vi.fn(async () => new Response(body, { status, statusText }));
@@ -25,6 +25,24 @@ describe('ApiClient', () => {
     expect(nf).toEqual({ ok: false, status: 404, error: 'HTTP 404: Not Found' });
     const empty = await new ApiClient(respond(405, '')).patchConfig('x', {}, 't');
     expect(empty).toEqual({ ok: false, status: 405, error: 'HTTP 405' });
+  });
+
+  it('sends the read token with reads, the admin token with changes', async () => {
+    const f = vi.fn<FetchFn>(async () => new Response('[]', { status: 200 }));
+    const api = new ApiClient(f, '', 'reader');
+    await api.plugins();
+    expect(f.mock.calls[0]?.[1]?.headers).toEqual({ Authorization: 'Bearer reader' });
+    await api.rollback('x', 'admin');
+    expect(f.mock.calls[1]?.[1]?.headers).toEqual({ Authorization: 'Bearer admin' });
+  });
+
+  it('tells whether reading needs a token and whether it is right', async () => {
+    expect(await checkReadToken('', respond(200, '{}'))).toBe('ok');
+    expect(await checkReadToken('', respond(401, '{"error":"…"}'))).toBe('needed');
+    expect(await checkReadToken('x', respond(403, '{"error":"wrong read token"}'))).toBe('wrong');
+    const f = vi.fn<FetchFn>(async () => new Response('{}', { status: 200 }));
+    await checkReadToken('t', f);
+    expect(f.mock.calls[0]?.[1]?.headers).toEqual({ Authorization: 'Bearer t' });
   });
 
   it('reports network errors without throwing', async () => {

@@ -49,16 +49,21 @@ export interface UploadOptions {
 export class ApiClient {
   private readonly fetchFn: FetchFn;
   private readonly base: string;
+  private readonly readToken: string;
 
-  constructor(fetchFn: FetchFn = (i, init) => fetch(i, init), base = '') {
+  /** `readToken`: sent with the reads when the host has one (`--read-token`). */
+  constructor(fetchFn: FetchFn = (i, init) => fetch(i, init), base = '', readToken = '') {
     this.fetchFn = fetchFn;
     this.base = base;
+    this.readToken = readToken;
   }
 
   private async request<T>(path: string, init: RequestInit, parse: (body: unknown) => T | null, acceptStatus?: (s: number) => boolean): Promise<ApiResult<T>> {
     let res: Response;
+    // Reads carry the read token; changes carry the admin token instead.
+    const headers = init.method === 'GET' && this.readToken ? { ...auth(this.readToken), ...(init.headers as Record<string, string> | undefined) } : init.headers;
     try {
-      res = await this.fetchFn(this.base + path, { cache: 'no-store', ...init });
+      res = await this.fetchFn(this.base + path, { cache: 'no-store', ...init, headers });
     } catch (e) {
       return { ok: false, status: 0, error: `Network error: ${e instanceof Error ? e.message : String(e)}` };
     }
@@ -127,6 +132,23 @@ export class ApiClient {
 
   remove(name: string, token: string): Promise<ApiResult<unknown>> {
     return this.request(`/api/plugins/${encodeURIComponent(name)}`, { method: 'DELETE', headers: auth(token) }, anyBody);
+  }
+}
+
+/**
+ * Whether reading needs a token, and whether `token` is it: `GET
+ * /api/pipeline` answers 401 without one, 403 with a wrong one. A host
+ * that cannot be reached counts as `ok`: the dashboard then shows it as
+ * unreachable.
+ */
+export async function checkReadToken(token: string, fetchFn: FetchFn = (i, init) => fetch(i, init), base = ''): Promise<'ok' | 'needed' | 'wrong'> {
+  try {
+    const res = await fetchFn(`${base}/api/pipeline`, { cache: 'no-store', headers: auth(token) });
+    if (res.status === 401) return 'needed';
+    if (res.status === 403) return 'wrong';
+    return 'ok';
+  } catch {
+    return 'ok';
   }
 }
 

@@ -52,12 +52,13 @@ export function PluginsTable({ plugins, now }: Props) {
               <th className="right">Outputs/s</th>
               <th className="right" title="failed calls (traps, timeouts, out of memory, plugin errors) + dead-lettered events">Errors</th>
               <th className="right">Loaded</th>
+              <th title="the plugin's latest log line (info!, stdout, stderr); rtap logs NAME shows the rest">Log</th>
             </tr>
           </thead>
           <tbody>
             {rows.length === 0 && (
               <tr>
-                <td colSpan={11} className="muted">
+                <td colSpan={12} className="muted">
                   {loading ? 'Loading plugins…' : 'No plugins loaded.'}
                 </td>
               </tr>
@@ -92,6 +93,21 @@ export function PluginsTable({ plugins, now }: Props) {
                   {fmtCompact(p.errors)}
                 </td>
                 <td className="num right nowrap">{p.loaded_at !== null ? fmtAge(p.loaded_at, now) : '—'}</td>
+                <td
+                  className="plugin-log small"
+                  data-testid="plugin-log"
+                  title={p.logs ? `${fmtCompact(p.logs.lines)} lines kept, ${fmtCompact(p.logs.dropped)} dropped by the rate limit` : 'no log lines'}
+                >
+                  {p.logs?.last ? (
+                    <>
+                      <span className={`badge tone-${p.logs.last.level === 'error' ? 'crit' : p.logs.last.level === 'warn' ? 'warn' : 'info'}`}>{p.logs.last.level}</span>{' '}
+                      <code>{p.logs.last.message.slice(0, 120)}</code>
+                      {p.logs.dropped > 0 && <div className="muted small">{fmtCompact(p.logs.dropped)} dropped</div>}
+                    </>
+                  ) : (
+                    <span className="muted">—</span>
+                  )}
+                </td>
               </tr>
             ))}
           </tbody>

@@ -152,7 +152,7 @@ export function TimeChart({ testId, title, unit, series, data, theme, height, fo
   }, [seriesKey, theme, height, unit, yMin, yMax]);
 
   return (
-    <figure className="chart" data-testid={testId} data-points={data.points}>
+    <figure className="chart" data-testid={testId} data-points={data.points} data-span={data.span}>
       <figcaption className="chart-title">
         <span>{title}</span>
         <span className="chart-unit">{unit}</span>

@@ -26,6 +26,15 @@ describe('parsePluginList', () => {
     expect(list[1]).toMatchObject({ status: 'unknown', window: { type: 'none' }, counters: { events_in: 0 }, previous: null });
     expect(parsePluginList({ plugins: [raw] })).toHaveLength(1);
     expect(parsePluginList({ error: 'nope' })).toBeNull();
+    expect(list[0]!.logs).toBeNull();
+  });
+
+  it('parses the log summary', () => {
+    const logs = { lines: 12, dropped: 3, last: { seq: 9, level: 'info', stream: 'log', message: 'window 0: 4 events', time: 5 } };
+    const [p] = parsePluginList([{ ...raw, logs }])!;
+    expect(p!.logs).toEqual({ lines: 12, dropped: 3, last: { level: 'info', stream: 'log', message: 'window 0: 4 events', time: 5 } });
+    const [q] = parsePluginList([{ ...raw, logs: { lines: 0, dropped: 0, last: null } }])!;
+    expect(q!.logs).toEqual({ lines: 0, dropped: 0, last: null });
   });
 });
 

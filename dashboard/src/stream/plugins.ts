@@ -21,6 +21,15 @@ export interface PluginCounters {
   dead_lettered: number;
 }
 
+/** A plugin's log (`info!`, stdout, stderr), as `/api/plugins` sums it up. */
+export interface PluginLogSummary {
+  /** Lines kept by the host (past its per-plugin rate limit). */
+  lines: number;
+  /** Lines dropped by the rate limit. */
+  dropped: number;
+  last: { level: string; stream: string; message: string; time: number } | null;
+}
+
 export interface PluginInfo {
   name: string;
   version: string;
@@ -35,6 +44,7 @@ export interface PluginInfo {
   config: unknown;
   counters: PluginCounters;
   previous: { version: string; hash: string } | null;
+  logs: PluginLogSummary | null;
 }
 
 type Obj = Record<string, unknown>;
@@ -57,6 +67,16 @@ function parseWindow(v: unknown): WindowSpec {
     default:
       return { type: 'unknown', raw: JSON.stringify(v).slice(0, 80) };
   }
+}
+
+function parseLogs(v: unknown): PluginLogSummary | null {
+  if (!isObj(v)) return null;
+  const l = isObj(v.last) ? v.last : null;
+  return {
+    lines: num(v.lines),
+    dropped: num(v.dropped),
+    last: l ? { level: s(l.level), stream: s(l.stream), message: s(l.message), time: num(l.time) } : null,
+  };
 }
 
 export function parsePlugin(v: unknown): PluginInfo | null {
@@ -86,6 +106,7 @@ export function parsePlugin(v: unknown): PluginInfo | null {
       dead_lettered: num(c.dead_lettered),
     },
     previous: prev,
+    logs: parseLogs(v.logs),
   };
 }
 

@@ -207,5 +207,6 @@ describe('ReconnectingSocket', () => {
   it('derives the URL from the page location', () => {
     expect(defaultWsUrl({ protocol: 'http:', host: '127.0.0.1:3000' })).toBe('ws://127.0.0.1:3000/ws');
     expect(defaultWsUrl({ protocol: 'https:', host: 'rtap.example' })).toBe('wss://rtap.example/ws');
+    expect(defaultWsUrl({ protocol: 'http:', host: 'h:3000' }, 'a b&c')).toBe('ws://h:3000/ws?access_token=a%20b%26c');
   });
 });

@@ -218,6 +218,8 @@ function detach(s: SocketLike): void {
 }
 
 /** The WebSocket URL of the host serving this page: `ws(s)://<host>/ws`. */
-export function defaultWsUrl(loc: { protocol: string; host: string }): string {
-  return `${loc.protocol === 'https:' ? 'wss:' : 'ws:'}//${loc.host}/ws`;
+export function defaultWsUrl(loc: { protocol: string; host: string }, readToken = ''): string {
+  // A browser's WebSocket cannot send headers: the read token goes in the query.
+  const q = readToken ? `?access_token=${encodeURIComponent(readToken)}` : '';
+  return `${loc.protocol === 'https:' ? 'wss:' : 'ws:'}//${loc.host}/ws${q}`;
 }

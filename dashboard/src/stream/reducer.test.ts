@@ -97,8 +97,16 @@ describe('reduce: alerts', () => {
     for (let i = 0; i < 5; i++) reduce(s, alert(`a${i}`, 'bot-burst', 'warning', T0 + i), T0 + i);
     expect(s.alerts.feed.newestFirst().map((a) => a.id)).toEqual(['a4', 'a3', 'a2']);
     expect(s.alerts.total).toBe(5);
-    // ids of evicted alerts are forgotten too
-    expect([...s.alerts.ids.keys()].sort()).toEqual(['a2', 'a3', 'a4']);
+    // An alert evicted from the feed is still known: sent again, it is not new.
+    reduce(s, alert('a0', 'bot-burst', 'warning', T0), T0 + 9);
+    expect(s.alerts.total).toBe(5);
+    expect(s.counters.duplicateAlerts).toBe(1);
+  });
+
+  it('places an alert by its time, not by when it arrived', () => {
+    const s = createState();
+    apply(s, [alert('late', 'r', 'warning', T0 + 20_000), alert('early', 'r', 'warning', T0 + 5_000), alert('mid', 'r', 'warning', T0 + 10_000)]);
+    expect(s.alerts.feed.newestFirst().map((a) => a.id)).toEqual(['late', 'mid', 'early']);
   });
 
   it('counts per rule and per severity', () => {

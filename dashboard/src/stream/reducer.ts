@@ -4,10 +4,17 @@
 // the injected receive time. For speed it updates the bounded buffers of the
 // state in place and returns the same state object; everything it holds is
 // bounded (ring buffers and capped maps), so a page open for days does not grow.
+//
+// Outputs may arrive more than once (in `/api/history` and on `/ws`, or in
+// the history loads of two reconnects): a metric is one per
+// plugin/name/key/window and an alert one per id. The ledgers remember what
+// was applied, so a repeat is skipped and a re-fired window (a late update
+// with another value) replaces its earlier value, in the order applied.
 
+import { Ledger } from './ledger';
 import { RingBuffer } from './ringBuffer';
 import { SampleAggregator } from './sampleStats';
-import type { AlertMessage, Millis, PipelineMessage, PluginEventMessage, ServerMessage, Severity } from './types';
+import type { AlertMessage, MetricMessage, Millis, PipelineMessage, PluginEventMessage, ServerMessage, Severity } from './types';
 import { WindowSeries } from './windowSeries';
 
 export const METRIC = {
@@ -78,6 +85,10 @@ export interface ReducerConfig {
   criticalCapacity: number;
   /** Random source for the session reservoirs. */
   random: () => number;
+  /** How long applied outputs are remembered for de-duplication (event time). */
+  dedupeHorizonMs: number;
+  /** Outputs remembered per ledger (windowed metrics, per-session metrics, alerts). */
+  dedupeMaxEntries: number;
 }
 
 export const DEFAULT_REDUCER_CONFIG: ReducerConfig = {
@@ -89,6 +100,9 @@ export const DEFAULT_REDUCER_CONFIG: ReducerConfig = {
   pipelineCapacity: 1200,
   criticalCapacity: 50,
   random: Math.random,
+  // The longest range (30 min), the minute the view adds, and some slack.
+  dedupeHorizonMs: 35 * 60_000,
+  dedupeMaxEntries: 100_000,
 };
 
 export interface DashboardState {
@@ -97,10 +111,15 @@ export interface DashboardState {
   metrics: Map<string, WindowSeries>;
   sessionDuration: SampleAggregator;
   pagesPerSession: SampleAggregator;
+  /** What was applied: metric identity → fields, alert id → true. */
+  seen: {
+    windows: Ledger<Record<string, number>>;
+    samples: Ledger<number>;
+    alerts: Ledger<true>;
+  };
   alerts: {
+    /** Oldest → newest by alert time. */
     feed: RingBuffer<AlertEntry>;
-    /** Ids in `feed`, to drop re-sent duplicates. */
-    ids: Map<string, number>;
     byRule: Map<string, RuleCount>;
     critical: RingBuffer<AlertEntry>;
     total: number;
@@ -120,20 +139,36 @@ export interface DashboardState {
     pluginEvents: number;
     pipeline: number;
     duplicateAlerts: number;
+    /** Metrics received again with the same value (skipped). */
+    duplicateMetrics: number;
+    /** Metrics that replaced an earlier value of their window (late updates). */
+    replacedMetrics: number;
     droppedMetrics: number;
   };
 }
 
+/** A metric's identity: plugin, name, key and window (the window end files it). */
+export function metricIdentity(m: MetricMessage): string {
+  return `${m.plugin}\n${m.name}\n${m.key}\n${m.window_start}`;
+}
+
+function sameFields(a: Record<string, number>, b: Record<string, number>): boolean {
+  const ka = Object.keys(a);
+  if (ka.length !== Object.keys(b).length) return false;
+  return ka.every((k) => a[k] === b[k]);
+}
+
 export function createState(config: Partial<ReducerConfig> = {}): DashboardState {
   const c = { ...DEFAULT_REDUCER_CONFIG, ...config };
+  const ledger = { horizonMs: c.dedupeHorizonMs, maxEntries: c.dedupeMaxEntries };
   return {
     config: c,
     metrics: new Map(),
     sessionDuration: new SampleAggregator({ random: c.random }),
     pagesPerSession: new SampleAggregator({ random: c.random }),
+    seen: { windows: new Ledger(ledger), samples: new Ledger(ledger), alerts: new Ledger(ledger) },
     alerts: {
       feed: new RingBuffer(c.alertCapacity),
-      ids: new Map(),
       byRule: new Map(),
       critical: new RingBuffer(c.criticalCapacity),
       total: 0,
@@ -142,7 +177,7 @@ export function createState(config: Partial<ReducerConfig> = {}): DashboardState
     pipeline: { latest: null, latestReceivedAt: null, series: new RingBuffer(c.pipelineCapacity) },
     latestMetricTime: null,
     seq: 0,
-    counters: { metrics: 0, alerts: 0, pluginEvents: 0, pipeline: 0, duplicateAlerts: 0, droppedMetrics: 0 },
+    counters: { metrics: 0, alerts: 0, pluginEvents: 0, pipeline: 0, duplicateAlerts: 0, duplicateMetrics: 0, replacedMetrics: 0, droppedMetrics: 0 },
   };
 }
 
@@ -152,29 +187,8 @@ function advanceTime(s: DashboardState, t: Millis): void {
 
 export function reduce(s: DashboardState, msg: ServerMessage, receivedAt: Millis): DashboardState {
   switch (msg.type) {
-    case 'metric': {
-      s.counters.metrics++;
-      const id = `${msg.plugin}/${msg.name}`;
-      if (SAMPLED_METRICS.has(id)) {
-        const value = msg.fields.value;
-        if (value !== undefined) {
-          (id === METRIC.sessionDuration ? s.sessionDuration : s.pagesPerSession).add(msg.window_end, value);
-        }
-      } else {
-        let series = s.metrics.get(id);
-        if (!series) {
-          if (s.metrics.size >= s.config.maxSeries) {
-            s.counters.droppedMetrics++;
-            return s;
-          }
-          series = new WindowSeries({ capacity: s.config.seriesCapacity });
-          s.metrics.set(id, series);
-        }
-        series.add(msg);
-      }
-      advanceTime(s, msg.window_end);
-      return s;
-    }
+    case 'metric':
+      return reduceMetric(s, msg);
     case 'alert':
       return reduceAlert(s, msg, receivedAt);
     case 'plugin': {
@@ -206,19 +220,63 @@ export function reduce(s: DashboardState, msg: ServerMessage, receivedAt: Millis
   }
 }
 
+function reduceMetric(s: DashboardState, msg: MetricMessage): DashboardState {
+  const id = `${msg.plugin}/${msg.name}`;
+  const identity = metricIdentity(msg);
+  if (SAMPLED_METRICS.has(id)) {
+    const value = msg.fields.value;
+    if (value === undefined) return s;
+    const previous = s.seen.samples.get(msg.window_end, identity);
+    if (previous === value) {
+      s.counters.duplicateMetrics++;
+      return s;
+    }
+    s.counters.metrics++;
+    s.seen.samples.set(msg.window_end, identity, value);
+    const agg = id === METRIC.sessionDuration ? s.sessionDuration : s.pagesPerSession;
+    if (previous === undefined) {
+      agg.add(msg.window_end, value);
+    } else {
+      s.counters.replacedMetrics++;
+      agg.replace(msg.window_end, previous, value);
+    }
+  } else {
+    const previous = s.seen.windows.get(msg.window_end, identity);
+    if (previous !== undefined && sameFields(previous, msg.fields)) {
+      s.counters.duplicateMetrics++;
+      return s;
+    }
+    let series = s.metrics.get(id);
+    if (!series) {
+      if (s.metrics.size >= s.config.maxSeries) {
+        s.counters.droppedMetrics++;
+        return s;
+      }
+      series = new WindowSeries({ capacity: s.config.seriesCapacity });
+      s.metrics.set(id, series);
+    }
+    s.counters.metrics++;
+    s.seen.windows.set(msg.window_end, identity, msg.fields);
+    if (previous !== undefined) s.counters.replacedMetrics++;
+    series.add(msg, previous);
+  }
+  advanceTime(s, msg.window_end);
+  return s;
+}
+
 function reduceAlert(s: DashboardState, msg: AlertMessage, receivedAt: Millis): DashboardState {
   const { alerts } = s;
-  if (alerts.ids.has(msg.id)) {
+  if (s.seen.alerts.get(msg.time, msg.id)) {
     s.counters.duplicateAlerts++;
     return s;
   }
+  s.seen.alerts.set(msg.time, msg.id, true);
   s.counters.alerts++;
   alerts.total++;
   const entry: AlertEntry = { ...msg, receivedAt, seq: ++s.seq };
-  const evicted = alerts.feed.push(entry);
-  if (evicted && alerts.ids.get(evicted.id) === evicted.seq) alerts.ids.delete(evicted.id);
-  alerts.ids.set(entry.id, entry.seq);
-  if (msg.severity === 'critical') alerts.critical.push(entry);
+  // By alert time: alerts a history load fills in land where they belong.
+  alerts.feed.insertSorted(entry, (a) => a.time);
+  if (msg.severity === 'critical') alerts.critical.insertSorted(entry, (a) => a.time);
 
   let rc = alerts.byRule.get(msg.rule);
   if (!rc) {

@@ -94,12 +94,43 @@ export class SampleAggregator {
       const j = Math.floor(this.options.random() * bucket.count);
       if (j < r) bucket.samples[j] = value;
     }
-    // Invalidate the trailing stats of every bucket whose lookback covers this one.
+    this.invalidate(bt);
+  }
+
+  /** Invalidates the trailing stats of every bucket whose lookback covers bucket `bt`. */
+  private invalidate(bt: Millis): void {
     for (let i = this.buckets.size - 1; i >= 0; i--) {
       const b = this.buckets.at(i) as Bucket;
       if (b.t < bt) break;
       if (b.t - this.options.lookbackMs < bt) b.trailing = null;
     }
+  }
+
+  /**
+   * A sample at `t` changed from `previous` to `value` (a re-fired window):
+   * the bucket's count stays, its sum moves by the difference, and the
+   * reservoir swaps one copy of `previous` if it holds one. Min and max can
+   * only widen. Without the bucket (evicted), the value is added.
+   */
+  replace(t: Millis, previous: number, value: number): void {
+    if (!Number.isFinite(value) || !Number.isFinite(previous) || !Number.isFinite(t)) return;
+    const bt = this.bucketOf(t);
+    let bucket: Bucket | undefined;
+    for (let i = this.buckets.size - 1; i >= 0; i--) {
+      const b = this.buckets.at(i) as Bucket;
+      if (b.t === bt) bucket = b;
+      if (b.t <= bt) break;
+    }
+    if (!bucket) {
+      this.add(t, value);
+      return;
+    }
+    bucket.sum += value - previous;
+    if (value < bucket.min) bucket.min = value;
+    if (value > bucket.max) bucket.max = value;
+    const j = bucket.samples.indexOf(previous);
+    if (j >= 0) bucket.samples[j] = value;
+    this.invalidate(bt);
   }
 
   get bucketCount(): number {

@@ -86,6 +86,7 @@ describe('alignSeries', () => {
       [null, 20, null],
     ]);
     expect(d.points).toBe(3);
+    expect(d.span).toBe(2);
     expect(d.xRange).toEqual([-57, 3]);
   });
 });

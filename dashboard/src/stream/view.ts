@@ -23,6 +23,8 @@ export interface ChartData {
   ys: (number | null)[][];
   /** Number of x positions that have at least one value. */
   points: number;
+  /** Seconds from the first to the last x position with a value (0 below two). */
+  span: number;
   /** Visible x range in seconds, or null when there is no data yet. */
   xRange: [number, number] | null;
 }
@@ -122,11 +124,19 @@ export function alignSeries(series: XY[][], rangeEnd: Millis | null, rangeMs: nu
     return arr;
   });
   let points = 0;
-  for (let i = 0; i < xs.length; i++) if (ys.some((y) => y[i] !== null)) points++;
+  let first: number | null = null;
+  let last: number | null = null;
+  for (let i = 0; i < xs.length; i++) {
+    if (!ys.some((y) => y[i] !== null)) continue;
+    points++;
+    first ??= xs[i] as number;
+    last = xs[i] as number;
+  }
   return {
     xs: xs.map((t) => t / 1000),
     ys,
     points,
+    span: first !== null && last !== null ? (last - first) / 1000 : 0,
     xRange: rangeEnd === null ? null : [(rangeEnd - rangeMs) / 1000, rangeEnd / 1000],
   };
 }

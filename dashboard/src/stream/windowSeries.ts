@@ -2,9 +2,10 @@
 //
 // Every window is one point; its fields are summed over the metric's keys
 // (one key "" for global metrics). A key re-emitted for the same window
-// replaces its earlier value. Per-key values are kept only for the newest
-// `keyedWindows` windows (for "top pages"), so memory stays bounded however
-// many windows or keys arrive.
+// replaces its earlier value: the caller passes that value (the reducer's
+// ledger remembers it), or else the window's per-key values still have it.
+// Per-key values are kept only for the newest `keyedWindows` windows (for
+// "top pages"), so memory stays bounded however many windows or keys arrive.
 
 import { RingBuffer } from './ringBuffer';
 import type { MetricMessage, Millis } from './types';
@@ -48,7 +49,8 @@ export class WindowSeries {
     this.points = new RingBuffer<WindowPoint>(this.options.capacity);
   }
 
-  add(m: MetricMessage): AddResult {
+  /** Adds `m`; `previous`: the value of `m`'s key and window applied before, if any. */
+  add(m: MetricMessage, previous?: Record<string, number>): AddResult {
     for (const f of Object.keys(m.fields)) {
       if (!this.fieldNames.includes(f) && this.fieldNames.length < 32) {
         this.fieldNames = [...this.fieldNames, f].sort();
@@ -58,7 +60,7 @@ export class WindowSeries {
     for (let i = this.points.size - 1; i >= 0; i--) {
       const p = this.points.at(i) as WindowPoint;
       if (p.end === m.window_end && p.start === m.window_start) {
-        this.merge(p, m);
+        this.merge(p, m, previous ?? p.keys?.get(m.key));
         return 'updated';
       }
       if (p.end < m.window_end || (p.end === m.window_end && p.start < m.window_start)) break;
@@ -70,7 +72,7 @@ export class WindowSeries {
       keyCount: 0,
       keys: new Map(),
     };
-    this.merge(point, m);
+    this.merge(point, m, undefined);
     const wasLast = this.points.last();
     const appended = wasLast === undefined || m.window_end >= wasLast.end;
     if (!this.points.insertSorted(point, (p) => p.end)) return 'dropped';
@@ -78,8 +80,7 @@ export class WindowSeries {
     return appended ? 'appended' : 'inserted';
   }
 
-  private merge(p: WindowPoint, m: MetricMessage): void {
-    const previous = p.keys?.get(m.key);
+  private merge(p: WindowPoint, m: MetricMessage, previous: Record<string, number> | undefined): void {
     if (previous) {
       for (const [f, v] of Object.entries(previous)) p.fields[f] = (p.fields[f] ?? 0) - v;
     } else {
@@ -87,7 +88,7 @@ export class WindowSeries {
     }
     for (const [f, v] of Object.entries(m.fields)) p.fields[f] = (p.fields[f] ?? 0) + v;
     if (p.keys) {
-      if (p.keys.size >= this.options.maxKeysPerWindow && !previous) {
+      if (p.keys.size >= this.options.maxKeysPerWindow && !p.keys.has(m.key)) {
         p.keys = null;
       } else {
         p.keys.set(m.key, m.fields);

@@ -81,7 +81,7 @@ fn admit(state: &AppState, headers: &HeaderMap) -> Result<Arc<Control>, Box<Resp
         .ok_or_else(|| reject(503, "plugin changes are not available"))
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(super) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 

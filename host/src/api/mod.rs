@@ -1,7 +1,11 @@
 //! The HTTP server on :3000: the dashboard's static files at `/`, the live
-//! stream at `/ws`, the pipeline's API under `/api`, and `/health`.
+//! stream at `/ws`, the recent outputs at `/api/history`, the pipeline's API
+//! under `/api`, and `/health`.
 
+pub mod access;
 pub mod admin;
+pub mod history;
+pub mod tls;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -30,6 +34,8 @@ pub struct AppState {
     pub checkpoint_interval: Duration,
     pub control: Option<Arc<crate::control::Control>>,
     pub admin_token: Arc<str>,
+    /// `--read-token`: what reading needs, when set (see [`access`]).
+    pub read_token: Option<Arc<str>>,
     pub rate_limit: Arc<admin::RateLimit>,
     pub influx: Option<Arc<crate::sink::influx::InfluxStatus>>,
     /// The other configured sinks (JSONL files, Kafka topics): a write
@@ -57,7 +63,7 @@ impl AppState {
             }
         };
         let kafka = config.kafka_brokers.is_some().then(
-            || json!({"metrics": config.kafka_metrics_topic, "alerts": config.kafka_alerts_topic}),
+            || json!({"metrics": config.kafka_metrics_topic, "alerts": config.kafka_alerts_topic, "dead_letters": config.kafka_dead_letter_topic, "late_events": config.kafka_late_topic}),
         );
         AppState {
             registry,
@@ -66,6 +72,11 @@ impl AppState {
             checkpoint_interval: config.checkpoint_interval.0,
             control: Some(control),
             admin_token,
+            read_token: config
+                .read_token
+                .as_ref()
+                .filter(|t| !t.0.is_empty())
+                .map(|t| Arc::from(t.0.as_str())),
             rate_limit: Arc::new(admin::RateLimit::new(20.0, 5.0)),
             influx,
             sinks: json!({
@@ -87,24 +98,57 @@ fn generate_token() -> String {
     hex::encode(buf)
 }
 
-/// Bind `listen` and serve the dashboard, `/ws`, `/api` and `/health` on
-/// `rt` in the background.
-pub fn start(
-    rt: &tokio::runtime::Runtime,
-    listen: std::net::SocketAddr,
-    state: AppState,
-    dashboard: PathBuf,
-) -> Result<(), String> {
-    let app = router(state, dashboard);
+/// Where and how the server listens.
+pub struct Server {
+    pub listen: std::net::SocketAddr,
+    pub dashboard: PathBuf,
+    /// `--tls-cert` and `--tls-key`.
+    pub tls: Option<(PathBuf, PathBuf)>,
+}
+
+impl Server {
+    pub fn from_config(config: &crate::config::Config) -> Self {
+        Server {
+            listen: config.listen,
+            dashboard: config.dashboard_dir.clone(),
+            tls: config.tls_cert.clone().zip(config.tls_key.clone()),
+        }
+    }
+}
+
+/// Bind the server's address and serve the dashboard, `/ws`, `/api` and
+/// `/health` on `rt` in the background (over TLS with a certificate).
+pub fn start(rt: &tokio::runtime::Runtime, server: Server, state: AppState) -> Result<(), String> {
+    let listen = server.listen;
+    let tls = match &server.tls {
+        Some((cert, key)) => Some(tls::server_config(cert, key)?),
+        None => None,
+    };
+    let app = router(state, server.dashboard);
     let listener = rt
         .block_on(tokio::net::TcpListener::bind(listen))
         .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
-    tracing::info!(addr = %listen, "dashboard, /ws, /api and /health listening");
-    rt.spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::error!("http server stopped: {e}");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!(addr = %listen, scheme, "dashboard, /ws, /api and /health listening");
+    match tls {
+        Some(tls) => {
+            let _guard = rt.enter();
+            let listener = tls::TlsListener::new(listener, tls)
+                .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+            rt.spawn(async move {
+                if let Err(e) = axum::serve(listener, app).await {
+                    tracing::error!("https server stopped: {e}");
+                }
+            });
         }
-    });
+        None => {
+            rt.spawn(async move {
+                if let Err(e) = axum::serve(listener, app).await {
+                    tracing::error!("http server stopped: {e}");
+                }
+            });
+        }
+    }
     Ok(())
 }
 
@@ -140,9 +184,15 @@ pub fn router(state: AppState, dashboard: PathBuf) -> Router {
             "/api/plugins/{name}/rollback",
             axum::routing::post(admin::rollback),
         )
+        .route("/api/plugins/{name}/logs", get(plugin_logs))
         .layer(axum::extract::DefaultBodyLimit::max(admin::MAX_BODY))
         .route("/api/pipeline", get(pipeline))
+        .route("/api/history", get(history::get))
         .route("/ws", get(ws))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            access::require_read_token,
+        ))
         .with_state(state);
     if dashboard.join("index.html").is_file() {
         let index = ServeFile::new(dashboard.join("index.html"));
@@ -186,21 +236,75 @@ async fn ws(
         })
 }
 
-fn plugin_list(reg: &Registry) -> Vec<Value> {
-    let plugins = reg.plugins.lock().expect("registry lock");
+fn plugin_list(state: &AppState) -> Vec<Value> {
+    let plugins = state.registry.plugins.lock().expect("registry lock");
+    let logs = state.control.as_ref().map(|c| c.logs());
     plugins
         .iter()
         .map(|(meta, counters)| {
             let mut v = serde_json::to_value(meta).expect("plugin meta serializes");
             v["status"] = serde_json::to_value(counters.status()).expect("status serializes");
             v["counters"] = counters.snapshot();
+            if let Some(log) = logs.and_then(|l| l.get(&meta.name)) {
+                v["logs"] = json!({
+                    "lines": log.written(),
+                    "dropped": log.dropped(),
+                    "last": log.last(),
+                });
+            }
             v
         })
         .collect()
 }
 
 async fn plugins(State(state): State<AppState>) -> Json<Vec<Value>> {
-    Json(plugin_list(&state.registry))
+    Json(plugin_list(&state))
+}
+
+/// `GET /api/plugins/{name}/logs?after=SEQ&limit=N`: the plugin's kept log
+/// lines after `after` (oldest first, at most `limit`, 200 by default),
+/// with its counts; `next` is the `after` of the next poll.
+#[derive(Debug, serde::Deserialize)]
+struct LogsQuery {
+    after: Option<u64>,
+    limit: Option<usize>,
+}
+
+async fn plugin_logs(
+    State(state): State<AppState>,
+    axum::extract::Path(name): axum::extract::Path<String>,
+    axum::extract::Query(q): axum::extract::Query<LogsQuery>,
+) -> Response {
+    let known = state
+        .registry
+        .plugins
+        .lock()
+        .expect("registry lock")
+        .iter()
+        .any(|(m, _)| m.name == name);
+    if !known {
+        return (
+            StatusCode::NOT_FOUND,
+            Json(json!({"error": format!("no plugin `{name}`")})),
+        )
+            .into_response();
+    }
+    let after = q.after.unwrap_or(0);
+    let log = state.control.as_ref().and_then(|c| c.logs().get(&name));
+    let (lines, written, dropped) = match &log {
+        Some(l) => (
+            l.lines(
+                after,
+                q.limit.unwrap_or(200).min(crate::plugin::log::KEPT_LINES),
+            ),
+            l.written(),
+            l.dropped(),
+        ),
+        None => (Vec::new(), 0, 0),
+    };
+    let next = lines.last().map_or(after, |l| l.seq);
+    Json(json!({"plugin": name, "lines": lines, "written": written, "dropped": dropped, "next": next}))
+        .into_response()
 }
 
 fn pipeline_status(state: &AppState) -> Value {
@@ -252,6 +356,11 @@ async fn prometheus_metrics(State(state): State<AppState>) -> Response {
         m.watermark_lag.set((now_ms() - wm) as f64 / 1000.0);
     }
     m.websocket_clients.set(state.hub.clients() as i64);
+    if let Some(h) = state.hub.history() {
+        let (outputs, bytes) = h.held();
+        m.history_outputs.set(outputs as i64);
+        m.history_bytes.set(bytes as i64);
+    }
     (
         [("content-type", "text/plain; version=0.0.4; charset=utf-8")],
         crate::metrics::render(),
@@ -259,8 +368,10 @@ async fn prometheus_metrics(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
-/// `ok`, `degraded` (a plugin degraded, checkpoints late) or `down` (the
-/// source failed or a plugin failed): 503 when down.
+/// `ok`, `degraded` (a plugin degraded, checkpoints late, the Kafka
+/// source cannot reach the broker or the Kafka sink waits for it) or
+/// `down` (the source failed, a plugin failed, InfluxDB cannot be
+/// written): 503 when down.
 async fn health(State(state): State<AppState>) -> Response {
     let s = &state.registry.stats;
     let source = s.source.get();
@@ -293,21 +404,48 @@ async fn health(State(state): State<AppState>) -> Response {
         })
     });
     let sink_down = influx.as_ref().is_some_and(|v| v["status"] == "down");
+    // Kafka: the source cannot reach the broker, the sink waits for it.
+    let now = now_ms();
+    let kafka = &state.registry.kafka;
+    let unreachable = state
+        .source
+        .starts_with("kafka:")
+        .then(|| kafka.source_unreachable())
+        .flatten()
+        .filter(|_| source == SourceState::Running);
+    let kafka_sink = (!state.sinks["kafka"].is_null()).then(|| {
+        let stalled = kafka.sink_stalled(now);
+        json!({
+            "status": if stalled.is_some() { "degraded" } else { "ok" },
+            "waiting_seconds": stalled.map(|t| (now - t) as f64 / 1000.0),
+        })
+    });
+    let kafka_waits = kafka_sink
+        .as_ref()
+        .is_some_and(|v| v["status"] == "degraded");
     let overall = if source == SourceState::Failed || any(PluginStatus::Failed) || sink_down {
         "down"
-    } else if any(PluginStatus::Degraded) || cp_late {
+    } else if any(PluginStatus::Degraded) || cp_late || unreachable.is_some() || kafka_waits {
         "degraded"
     } else {
         "ok"
     };
+    let source_json = match &unreachable {
+        Some((since, error)) => json!({
+            "name": state.source,
+            "status": "degraded",
+            "broker": {"unreachable_seconds": (now - since) as f64 / 1000.0, "error": error},
+        }),
+        None => json!({"name": state.source, "status": source}),
+    };
     let body = json!({
         "status": overall,
         "components": {
-            "source": {"name": state.source, "status": source},
+            "source": source_json,
             "plugins": plugins,
             "checkpoint": {"last": (last_cp > 0).then_some(last_cp), "age_seconds": cp_age, "late": cp_late},
             "websocket": {"clients": state.hub.clients()},
-            "sinks": {"influxdb": influx, "other": state.sinks},
+            "sinks": {"influxdb": influx, "kafka": kafka_sink, "other": state.sinks},
         }
     });
     let code = if overall == "down" {

@@ -50,6 +50,8 @@ impl Control {
                 .plugin_config(&d.name)
                 .cloned()
                 .unwrap_or_else(|| d.default_config.clone());
+            crate::plugin::config::check(d, &cfg)
+                .map_err(|e| format!("plugin `{}`: {e}", d.name))?;
             let counters = Arc::new(PluginCounters::default());
             let meta = meta_of(&l, cfg.clone(), None);
             self.registry

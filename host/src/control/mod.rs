@@ -20,8 +20,13 @@
 //! Any failure leaves the old version running and says why, with the HTTP
 //! status to answer.
 
+mod install;
 mod load;
+pub mod smoke;
 pub mod watch;
+
+pub use install::meta_of;
+pub use smoke::Sample;
 
 use std::path::PathBuf;
 use std::sync::mpsc;
@@ -33,10 +38,9 @@ use serde_json::{Value, json};
 use crate::clock::now_ms;
 use crate::output::PluginEvent;
 use crate::pipeline::{StateTransfer, SwapReport};
-use crate::plugin::describe::Description;
-use crate::plugin::{Identity, Instance, Loaded, PluginCalls, Runtime};
+use crate::plugin::{Identity, Loaded, PluginCalls, Runtime};
 use crate::sink::Hub;
-use crate::status::{PluginCounters, PluginMeta, PluginStatus, Registry};
+use crate::status::{PluginCounters, Registry};
 
 /// A refused lifecycle request: an HTTP status and a precise reason.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -55,11 +59,13 @@ fn err(status: u16, message: impl Into<String>) -> ControlError {
 
 /// Work for the processing thread, done at the next batch boundary.
 pub enum Command {
-    /// Up to `n` current states of a plugin (migration dry-run).
+    /// Up to `n` current states of a plugin and up to `events` recent
+    /// events (the migration dry-run, the smoke test).
     Sample {
         name: String,
         n: usize,
-        reply: mpsc::Sender<Vec<Vec<u8>>>,
+        events: usize,
+        reply: mpsc::Sender<Sample>,
     },
     /// Install a version (swap, add, config change, rollback), with an
     /// instance for each worker.
@@ -112,8 +118,6 @@ pub struct Control {
     workers: usize,
 }
 
-/// States sampled for a migration dry-run.
-const DRY_RUN_SAMPLE: usize = 16;
 /// How long a caller waits for the processing thread to reach a barrier.
 const BARRIER_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -126,6 +130,14 @@ impl Control {
         plugins_dir: PathBuf,
         workers: usize,
     ) -> Self {
+        // Plugin log lines go to the dashboard and `/ws` as
+        // `{"type":"log",…}` (and to the host's log: `crate::plugin::log`).
+        let logs_hub = hub.clone();
+        runtime.logs().spawn_publisher(move |line| {
+            let mut v = serde_json::to_value(line).expect("log lines serialize");
+            v["type"] = json!("log");
+            logs_hub.publish(Arc::from(v.to_string()));
+        });
         Control {
             workers: workers.max(1),
             runtime,
@@ -159,6 +171,11 @@ impl Control {
                 counters,
             },
         );
+    }
+
+    /// The plugins' logs.
+    pub fn logs(&self) -> &Arc<crate::plugin::log::Logs> {
+        self.runtime.logs()
     }
 
     /// The content hash of the running version of `name`.
@@ -336,7 +353,7 @@ impl Control {
         if let Some(e) = self.entries.lock().expect("entries lock").get_mut(name) {
             e.current.path = Some(path);
         }
-        let mut v = serde_json::to_value(&report).expect("report serializes");
+        let mut v = report.to_json();
         v["compile_ms"] = json!(compile_ms);
         // From the upload being compiled to the new version taking over
         // (its first call is the next batch).
@@ -368,7 +385,7 @@ impl Control {
                 "config_changed",
             )
             .map_err(|e| self.failed(name, e))?;
-        Ok(serde_json::to_value(&report).expect("report serializes"))
+        Ok(report.to_json())
     }
 
     /// Go back to the previous version (with its config).
@@ -418,7 +435,7 @@ impl Control {
         if let Some(e) = self.entries.lock().expect("entries lock").get_mut(name) {
             e.current.path = Some(path);
         }
-        Ok(serde_json::to_value(&report).expect("report serializes"))
+        Ok(report.to_json())
     }
 
     /// Remove a plugin and its state; its file leaves the plugins folder.
@@ -451,211 +468,6 @@ impl Control {
             format!("{name} removed"),
         );
         Ok(json!({"plugin": name, "removed": true}))
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn install(
-        &self,
-        name: &str,
-        loaded: Arc<Loaded>,
-        config: Value,
-        current: Option<Arc<Loaded>>,
-        policy: StatePolicy,
-        counters: Arc<PluginCounters>,
-        event: &'static str,
-    ) -> Result<SwapReport, ControlError> {
-        let new = &loaded.description;
-        let transfer = match &current {
-            None => StateTransfer::Reset,
-            Some(old) => {
-                compatible(&old.description, new)?;
-                let (from, to) = (old.description.state_schema, new.state_schema);
-                match policy {
-                    StatePolicy::Reset => StateTransfer::Reset,
-                    StatePolicy::Auto if from == to => StateTransfer::Keep,
-                    StatePolicy::Auto if new.migrates_from.contains(&from) => {
-                        StateTransfer::Migrate(from)
-                    }
-                    StatePolicy::Auto => {
-                        return Err(err(
-                            409,
-                            format!(
-                                "`{name}` {} keeps state in schema {from}; version {} uses schema {to} and cannot migrate from {from} \
-                                 (it migrates from {:?}). Upload a version that migrates, or pass ?state=reset to start from empty state",
-                                old.description.version, new.version, new.migrates_from
-                            ),
-                        ));
-                    }
-                }
-            }
-        };
-        // Instantiate and init off the hot path.
-        let first_call = Instant::now();
-        let mut inst =
-            Instance::new(loaded.clone(), &config).map_err(|e| err(422, e.to_string()))?;
-        let ready_us = first_call.elapsed().as_micros() as u64;
-        if let StateTransfer::Migrate(from) = transfer {
-            let sample = self.barrier(|reply| Command::Sample {
-                name: name.to_string(),
-                n: DRY_RUN_SAMPLE,
-                reply,
-            })?;
-            for s in &sample {
-                inst.migrate(from, s).map_err(|e| {
-                    err(
-                        422,
-                        format!("migration dry-run from schema {from} failed: {e}"),
-                    )
-                })?;
-            }
-        }
-        let identity = Identity {
-            description: new.clone(),
-            hash: loaded.hash.clone(),
-        };
-        counters.set_status(PluginStatus::Swapping);
-        // One instance per worker, all initialised off the hot path.
-        let mut calls: Vec<Box<dyn PluginCalls>> = vec![Box::new(inst)];
-        for _ in 1..self.workers {
-            let more =
-                Instance::new(loaded.clone(), &config).map_err(|e| err(422, e.to_string()))?;
-            calls.push(Box::new(more));
-        }
-        let res = self.barrier(|reply| Command::Install {
-            identity: Box::new(identity),
-            calls,
-            counters: counters.clone(),
-            transfer,
-            reply,
-        });
-        let swaps = &crate::metrics::metrics().plugin_swaps;
-        let report = match res {
-            Ok(Ok(r)) => r,
-            Ok(Err(why)) => {
-                counters.set_status(PluginStatus::Running);
-                swaps.with_label_values(&[name, "failed"]).inc();
-                return Err(err(422, why));
-            }
-            Err(e) => {
-                counters.set_status(PluginStatus::Running);
-                swaps.with_label_values(&[name, "failed"]).inc();
-                return Err(e);
-            }
-        };
-        swaps.with_label_values(&[name, "ok"]).inc();
-        // Book-keeping: versions, the API's view, the lifecycle event.
-        let mut entries = self.entries.lock().expect("entries lock");
-        match entries.get_mut(name) {
-            Some(e) => {
-                let old = std::mem::replace(
-                    &mut e.current,
-                    Version {
-                        loaded: loaded.clone(),
-                        config: config.clone(),
-                        path: None,
-                    },
-                );
-                if old.loaded.hash != loaded.hash {
-                    e.previous = Some(old);
-                } else {
-                    e.current.path = old.path;
-                }
-            }
-            None => {
-                entries.insert(
-                    name.to_string(),
-                    Entry {
-                        current: Version {
-                            loaded: loaded.clone(),
-                            config: config.clone(),
-                            path: None,
-                        },
-                        previous: None,
-                        counters: counters.clone(),
-                    },
-                );
-            }
-        }
-        let previous_meta = entries
-            .get(name)
-            .and_then(|e| e.previous.as_ref())
-            .map(|p| json!({"version": p.loaded.description.version, "hash": p.loaded.hash}));
-        drop(entries);
-        let meta = meta_of(&loaded, config, previous_meta);
-        {
-            let mut reg = self.registry.plugins.lock().expect("registry lock");
-            match reg.iter_mut().find(|(m, _)| m.name == name) {
-                Some(slot) => slot.0 = meta,
-                None => reg.push((meta, counters)),
-            }
-        }
-        let event = if current.is_none() { "loaded" } else { event };
-        let msg = match &report.from_version {
-            Some(from) => format!(
-                "{name} {from} → {} ({}; stall {} µs, ready in {ready_us} µs)",
-                report.to_version,
-                match transfer {
-                    StateTransfer::Keep => "state kept".to_string(),
-                    StateTransfer::Migrate(f) =>
-                        format!("{} states migrated from schema {f}", report.states_migrated),
-                    StateTransfer::Reset => "state reset".to_string(),
-                },
-                report.stall_us
-            ),
-            None => format!("{name} {} added", report.to_version),
-        };
-        self.publish(event, name, &loaded, msg);
-        Ok(report)
-    }
-}
-
-/// A new version must consume and key the same way as the running one.
-fn compatible(old: &Description, new: &Description) -> Result<(), ControlError> {
-    let what = if old.kind != new.kind {
-        Some(format!("kind {:?} → {:?}", old.kind, new.kind))
-    } else if old.input != new.input {
-        Some(format!("input {:?} → {:?}", old.input, new.input))
-    } else if old.key_by != new.key_by {
-        Some(format!("key `{}` → `{}`", old.key_by_text, new.key_by_text))
-    } else if old.window != new.window {
-        Some(format!("window {:?} → {:?}", old.window, new.window))
-    } else {
-        None
-    };
-    match what {
-        Some(w) => Err(err(
-            409,
-            format!(
-                "the new version changes its {w}: the running windows and keys cannot carry over; delete the plugin and add it again"
-            ),
-        )),
-        None => Ok(()),
-    }
-}
-
-/// The API's view of a plugin version.
-pub fn meta_of(l: &Loaded, config: Value, previous: Option<Value>) -> PluginMeta {
-    let d = &l.description;
-    PluginMeta {
-        name: d.name.clone(),
-        version: d.version.clone(),
-        kind: d.kind,
-        input: d.input,
-        key_by: d.key_by_text.clone(),
-        window: d.window,
-        fields: d.fields.iter().map(|f| format!("{f:?}")).collect(),
-        metrics: d
-            .metrics
-            .iter()
-            .map(|m| format!("{}/{}", m.plugin, m.name))
-            .collect(),
-        hash: l.hash.clone(),
-        size_bytes: l.size,
-        state_schema: d.state_schema,
-        loaded_at: now_ms(),
-        config,
-        config_schema: d.config_schema.clone(),
-        previous,
     }
 }
 

@@ -3,7 +3,7 @@
 
 wasmtime::component::bindgen!({
     world: "plugin",
-    path: "../wit",
+    path: "../sdk/wit",
 });
 
 pub use rtap::plugin::types;

@@ -43,6 +43,17 @@ pub enum Field {
 }
 
 impl Field {
+    /// The field's name, as a plugin writes it in `describe`.
+    pub fn name(&self) -> &str {
+        match self {
+            Field::Timestamp => "timestamp",
+            Field::LatencyMs => "latency_ms",
+            Field::Value => "value",
+            Field::Text(t) => t.name(),
+            Field::Extra(name) => name,
+        }
+    }
+
     pub fn parse(name: &str) -> Field {
         match name {
             "timestamp" => Field::Timestamp,
@@ -98,6 +109,8 @@ pub struct Description {
     pub metrics: Vec<MetricPattern>,
     pub state_schema: u32,
     pub migrates_from: Vec<u32>,
+    /// A hash of the state type's layout (empty: not known).
+    pub state_fingerprint: String,
     pub config_schema: serde_json::Value,
     pub default_config: serde_json::Value,
     pub capabilities: Vec<String>,
@@ -121,6 +134,7 @@ pub struct RawDescription {
     pub metrics: Vec<String>,
     pub state_schema: u32,
     pub migrates_from: Vec<u32>,
+    pub state_fingerprint: String,
     pub config_schema: String,
     pub default_config: String,
     pub capabilities: Vec<String>,
@@ -165,6 +179,7 @@ impl Description {
             metrics: d.metrics,
             state_schema: d.state_schema,
             migrates_from: d.migrates_from,
+            state_fingerprint: d.state_fingerprint,
             config_schema: d.config_schema,
             default_config: d.default_config,
             capabilities: d.capabilities,
@@ -263,6 +278,11 @@ impl Description {
         if !default_config.is_object() {
             return Err("default-config must be a JSON object".into());
         }
+        let schema = super::config::Schema::compile(&config_schema)
+            .map_err(|e| format!("config-schema is not a valid JSON Schema: {e}"))?;
+        schema
+            .check(&default_config)
+            .map_err(|e| format!("default-config does not follow config-schema: {e}"))?;
         if let Some(c) = d
             .capabilities
             .iter()
@@ -284,6 +304,7 @@ impl Description {
             metrics,
             state_schema: d.state_schema,
             migrates_from: d.migrates_from,
+            state_fingerprint: d.state_fingerprint,
             config_schema,
             default_config,
             capabilities: d.capabilities,

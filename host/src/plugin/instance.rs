@@ -113,10 +113,7 @@ impl PluginCalls for Instance {
             b.rtap_plugin_aggregator()
                 .call_add(s, group_lens, &states, &batch)
         })?;
-        let out = packed_from_wit(out);
-        out.validate(group_lens.len())
-            .map_err(CallError::Contract)?;
-        Ok(out)
+        packed_checked(out, group_lens.len())
     }
 
     fn merge(&mut self, a: &[u8], b: &[u8]) -> Result<Vec<u8>, CallError> {
@@ -134,31 +131,7 @@ impl PluginCalls for Instance {
             .collect();
         let states = packed_to_wit(states);
         let out = self.call(|b, s| b.rtap_plugin_aggregator().call_finish(s, &ws, &states))?;
-        let max = self.loaded.limits.max_outputs_per_call;
-        if out.len() > max {
-            return Err(CallError::TooMany {
-                what: "metrics",
-                got: out.len(),
-                max,
-            });
-        }
-        out.into_iter()
-            .map(|m| {
-                if m.group as usize >= windows.len() {
-                    return Err(CallError::Contract(format!(
-                        "metric `{}` names window {} of {}",
-                        m.name,
-                        m.group,
-                        windows.len()
-                    )));
-                }
-                Ok(RawMetric {
-                    group: m.group,
-                    name: m.name,
-                    value: value_from_wit(m.value),
-                })
-            })
-            .collect()
+        metrics_from_wit(out, windows.len(), self.loaded.limits.max_outputs_per_call)
     }
 
     fn on_events(
@@ -241,7 +214,7 @@ fn classify(e: &wasmtime::Error, store: &Store<PluginCtx>) -> CallError {
         None => root(e),
     };
     tracing::debug!(error = ?e, "plugin trap");
-    let stderr = String::from_utf8_lossy(&store.data().stderr.contents()).into_owned();
+    let stderr = store.data().stderr.tail();
     if msg.contains("growing memory")
         || msg.contains("memory minimum size")
         || stderr.contains("memory allocation of")
@@ -305,6 +278,45 @@ fn columns_to_wit(c: Columns) -> t::EventBatch {
     }
 }
 
+/// The states `add` returned, checked: one per group, offsets in order and
+/// inside the data.
+pub(crate) fn packed_checked(p: t::Packed, groups: usize) -> Result<Packed, CallError> {
+    let p = packed_from_wit(p);
+    p.validate(groups).map_err(CallError::Contract)?;
+    Ok(p)
+}
+
+/// The metrics `finish` returned for `windows` windows, checked: at most
+/// `max`, each naming one of the windows.
+pub(crate) fn metrics_from_wit(
+    out: Vec<t::Metric>,
+    windows: usize,
+    max: usize,
+) -> Result<Vec<RawMetric>, CallError> {
+    if out.len() > max {
+        return Err(CallError::TooMany {
+            what: "metrics",
+            got: out.len(),
+            max,
+        });
+    }
+    out.into_iter()
+        .map(|m| {
+            if m.group as usize >= windows {
+                return Err(CallError::Contract(format!(
+                    "metric `{}` names window {} of {windows}",
+                    m.name, m.group
+                )));
+            }
+            Ok(RawMetric {
+                group: m.group,
+                name: m.name,
+                value: value_from_wit(m.value),
+            })
+        })
+        .collect()
+}
+
 fn value_from_wit(v: t::MetricValue) -> MetricValue {
     match v {
         t::MetricValue::Single(x) => MetricValue::Single(x),
@@ -319,7 +331,9 @@ fn value_to_wit(v: &MetricValue) -> t::MetricValue {
     }
 }
 
-fn step_from_wit(s: t::Step, keys: usize, max: usize) -> Result<Step, CallError> {
+/// What a detector call returned for `keys` keys, checked: states as
+/// [`packed_checked`], at most `max` alerts and timers, each naming a key.
+pub(crate) fn step_from_wit(s: t::Step, keys: usize, max: usize) -> Result<Step, CallError> {
     for (what, got) in [("alerts", s.alerts.len()), ("timers", s.timers.len())] {
         if got > max {
             return Err(CallError::TooMany { what, got, max });

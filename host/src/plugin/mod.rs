@@ -4,12 +4,16 @@
 //! * `runtime.rs` — engine, pooling allocator, epoch deadlines, capability-less WASI;
 //! * `describe.rs` — a plugin's validated self-description;
 //! * `instance.rs` — a live instance and its calls (re-instantiated after a trap);
-//! * `io.rs` — the host-side types of what crosses the boundary.
+//! * `io.rs` — the host-side types of what crosses the boundary;
+//! * `log.rs` — the plugins' logs (the `log` import, stdout, stderr);
+//! * `config.rs` — a config checked against the plugin's JSON Schema.
 
-mod bindings;
+pub(crate) mod bindings;
+pub mod config;
 pub mod describe;
 pub mod instance;
 pub mod io;
+pub mod log;
 pub mod runtime;
 
 use std::path::{Path, PathBuf};

@@ -29,12 +29,12 @@ use wasmtime::{
     Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ProfilingStrategy, Store,
     StoreLimits, StoreLimitsBuilder,
 };
-use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::PluginError;
-use super::bindings::PluginPre;
+use super::bindings::{Plugin, PluginPre};
 use super::describe::Description;
+use super::log::{LogLimits, LogPipe, Logs, PluginLog, Stream};
 
 /// The sandbox limits of every call.
 #[derive(Debug, Clone)]
@@ -47,8 +47,9 @@ pub struct Limits {
     pub grants: Vec<String>,
     /// Upper bound of live instances (pooling allocator slots).
     pub max_instances: u32,
-    /// Plugin stderr kept per instance (for error messages).
-    pub stderr_bytes: usize,
+    /// How many log lines a plugin may write (the `log` import, stdout and
+    /// stderr together).
+    pub log: LogLimits,
     /// Metrics or alerts one call may return.
     pub max_outputs_per_call: usize,
 }
@@ -60,7 +61,7 @@ impl Default for Limits {
             memory_bytes: 64 << 20,
             grants: Vec::new(),
             max_instances: 128,
-            stderr_bytes: 256 << 10,
+            log: LogLimits::default(),
             max_outputs_per_call: 100_000,
         }
     }
@@ -81,12 +82,35 @@ fn deadline_ticks(timeout: Duration) -> u64 {
 pub const PERFMAP_ENV: &str = "RTAP_WASM_PERFMAP";
 
 /// Per-instance store data: WASI (no preopens, no network, no env), the
-/// resource table, the memory limiter and the captured stderr.
+/// resource table, the memory limiter, the plugin's log and its stderr
+/// (whose end names a trap's cause).
 pub struct PluginCtx {
     wasi: WasiCtx,
     table: ResourceTable,
     pub(super) limits: StoreLimits,
-    pub(super) stderr: MemoryOutputPipe,
+    pub(super) stderr: LogPipe,
+    log: Option<Arc<PluginLog>>,
+}
+
+/// The contract's shared types (imported because the exports use them).
+impl super::bindings::rtap::plugin::types::Host for PluginCtx {}
+
+/// The contract's `log` import.
+impl super::bindings::rtap::plugin::log::Host for PluginCtx {
+    fn log(&mut self, level: super::bindings::rtap::plugin::log::Level, message: String) {
+        use super::bindings::rtap::plugin::log::Level as L;
+        use super::log::Level;
+        let level = match level {
+            L::Trace => Level::Trace,
+            L::Debug => Level::Debug,
+            L::Info => Level::Info,
+            L::Warn => Level::Warn,
+            L::Error => Level::Error,
+        };
+        if let Some(log) = &self.log {
+            log.write(level, Stream::Log, &message);
+        }
+    }
 }
 
 impl WasiView for PluginCtx {
@@ -130,6 +154,8 @@ pub struct Loaded {
     pub(super) pre: PluginPre<PluginCtx>,
     pub(super) limits: Limits,
     engine: Engine,
+    /// Where the plugin's log lines go (none while it describes itself).
+    log: Option<Arc<PluginLog>>,
 }
 
 impl Loaded {
@@ -138,9 +164,10 @@ impl Loaded {
         let granted = |cap: &str| {
             d.capabilities.iter().any(|c| c == cap) && self.limits.grants.iter().any(|g| g == cap)
         };
-        let stderr = MemoryOutputPipe::new(self.limits.stderr_bytes);
+        let stderr = LogPipe::new(self.log.clone(), Stream::Stderr);
         let mut wasi = WasiCtxBuilder::new();
-        wasi.stderr(stderr.clone());
+        wasi.stderr(stderr.clone())
+            .stdout(LogPipe::new(self.log.clone(), Stream::Stdout));
         if !granted("clock") {
             wasi.wall_clock(EpochClock).monotonic_clock(EpochClock);
         }
@@ -159,6 +186,7 @@ impl Loaded {
                 .trap_on_grow_failure(true)
                 .build(),
             stderr,
+            log: self.log.clone(),
         };
         let mut store = Store::new(&self.engine, ctx);
         store.limiter(|c| &mut c.limits);
@@ -182,6 +210,7 @@ pub struct Runtime {
     stop: Arc<AtomicBool>,
     /// Where compiled components are kept, if anywhere.
     cache: Option<PathBuf>,
+    logs: Arc<Logs>,
 }
 
 impl Runtime {
@@ -227,6 +256,8 @@ impl Runtime {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
             .map_err(|e| PluginError::Runtime(e.to_string()))?;
+        Plugin::add_to_linker::<_, wasmtime::component::HasSelf<PluginCtx>>(&mut linker, |c| c)
+            .map_err(|e| PluginError::Runtime(e.to_string()))?;
         let stop = Arc::new(AtomicBool::new(false));
         let (e, s) = (engine.clone(), stop.clone());
         thread::Builder::new()
@@ -241,6 +272,7 @@ impl Runtime {
         Ok(Runtime {
             engine,
             linker,
+            logs: Arc::new(Logs::new(limits.log)),
             limits,
             stop,
             cache: None,
@@ -300,6 +332,11 @@ impl Runtime {
         &self.limits
     }
 
+    /// The plugins' logs.
+    pub fn logs(&self) -> &Arc<Logs> {
+        &self.logs
+    }
+
     /// Compile, link and describe a component. `origin` names it in errors.
     pub fn load(&self, bytes: &[u8], origin: &str) -> Result<Loaded, PluginError> {
         let refused = |why: String| PluginError::Refused {
@@ -338,6 +375,7 @@ impl Runtime {
             pre,
             limits: self.limits.clone(),
             engine: self.engine.clone(),
+            log: None,
         };
         let mut store = loaded.new_store();
         store.set_epoch_deadline(loaded.deadline_ticks());
@@ -351,6 +389,7 @@ impl Runtime {
             .map_err(|e| refused(format!("describe failed: {}", root(&e))))?;
         loaded.description =
             Description::from_wit(raw).map_err(|e| refused(format!("invalid description: {e}")))?;
+        loaded.log = Some(self.logs.plugin(&loaded.description.name));
         Ok(loaded)
     }
 }
@@ -416,6 +455,7 @@ fn placeholder_description() -> Description {
         metrics: Vec::new(),
         state_schema: 0,
         migrates_from: Vec::new(),
+        state_fingerprint: String::new(),
         config_schema: serde_json::Value::Null,
         default_config: serde_json::Value::Null,
         capabilities: Vec::new(),

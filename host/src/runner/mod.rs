@@ -142,6 +142,9 @@ pub struct Runner {
     /// same on every worker (refreshed after every lifecycle change).
     pub names: Vec<Arc<str>>,
     pub router: MetricRouter,
+    /// The last batch processed: recent events for an upload's smoke test
+    /// (`crate::control::smoke`). Shared with its round, not copied.
+    pub last_batch: Option<Arc<EventBatch>>,
 }
 
 impl Runner {
@@ -231,6 +234,7 @@ impl Runner {
         let source = batches[0].origin.source.clone();
         let batches = batches.into_iter().map(Arc::new).collect();
         let round = Arc::new(Round::plan(&mut self.wm, batches, now_ms()));
+        self.last_batch = round.batches.last().cloned();
         self.changed = true;
         self.run_round(&round)?;
         self.registry
@@ -379,15 +383,21 @@ impl Runner {
     fn apply_commands(&mut self) -> Result<(), RunError> {
         while let Ok(cmd) = self.commands.try_recv() {
             match cmd {
-                Command::Sample { name, n, reply } => {
+                Command::Sample {
+                    name,
+                    n,
+                    events,
+                    reply,
+                } => {
                     let samples = self.workers.all(move |p| {
                         p.slot(&name)
                             .map(|s| s.sample_states(n))
                             .unwrap_or_default()
                     })?;
-                    let mut v: Vec<Vec<u8>> = samples.into_iter().flatten().collect();
-                    v.truncate(n);
-                    let _ = reply.send(v);
+                    let mut states: Vec<Vec<u8>> = samples.into_iter().flatten().collect();
+                    states.truncate(n);
+                    let events = self.last_batch.as_ref().map(|b| b.head(events));
+                    let _ = reply.send(crate::control::Sample { states, events });
                 }
                 Command::Install {
                     identity,

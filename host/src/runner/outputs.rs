@@ -1,6 +1,7 @@
 //! Every output, once serialised, to every sink: the JSONL files, the
 //! WebSocket hub, InfluxDB, the Kafka transaction; dead letters and late
-//! events to their own files. The runner hands over what the pipeline
+//! events to their own files and, with Kafka, to their topics in the same
+//! transaction. The runner hands over what the pipeline
 //! emitted after each batch and asks for a sync before each commit.
 
 use std::sync::Arc;
@@ -91,8 +92,8 @@ impl Outputs {
         if !outputs.is_empty() {
             self.write_outputs(&outputs, lines, kafka)?;
         }
-        self.write_dead_letters(dead)?;
-        self.write_late_events(late)
+        self.write_dead_letters(dead, kafka)?;
+        self.write_late_events(late, kafka)
     }
 
     fn write_outputs(
@@ -143,7 +144,11 @@ impl Outputs {
         Ok(())
     }
 
-    fn write_dead_letters(&mut self, dead: Vec<DeadLetter>) -> Result<(), RunError> {
+    fn write_dead_letters(
+        &mut self,
+        dead: Vec<DeadLetter>,
+        kafka: Option<&Committer>,
+    ) -> Result<(), RunError> {
         if dead.is_empty() {
             return Ok(());
         }
@@ -157,10 +162,18 @@ impl Outputs {
                 .write_line(&serde_json::to_string(d).expect("dead letters serialize"))?;
         }
         self.dead.flush()?;
+        if let Some(k) = kafka {
+            k.send(dead.iter().map(Record::dead_letter).collect())
+                .map_err(RunError::Kafka)?;
+        }
         Ok(())
     }
 
-    fn write_late_events(&mut self, late: Vec<LateEvent>) -> Result<(), RunError> {
+    fn write_late_events(
+        &mut self,
+        late: Vec<LateEvent>,
+        kafka: Option<&Committer>,
+    ) -> Result<(), RunError> {
         if late.is_empty() {
             return Ok(());
         }
@@ -174,6 +187,10 @@ impl Outputs {
                 .write_line(&serde_json::to_string(l).expect("late events serialize"))?;
         }
         self.late.flush()?;
+        if let Some(k) = kafka {
+            k.send(late.iter().map(Record::late).collect())
+                .map_err(RunError::Kafka)?;
+        }
         Ok(())
     }
 

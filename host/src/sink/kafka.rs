@@ -1,9 +1,11 @@
 //! Kafka outputs, exactly once: metrics to `processed-metrics` keyed by
 //! `plugin|name|key|window_start|window_end` (so compaction keeps the latest
 //! value of a window), alerts to `cep-alerts` keyed by their deterministic
-//! id — all inside a producer transaction that also commits the input
-//! offsets and the commit marker to the consumer group
-//! (`send_offsets_to_transaction`). This module is the transactional
+//! id, dead letters to `rtap-dead-letters` and late events to
+//! `rtap-late-events` (each the input record's value as received, with
+//! [`headers`] naming its origin and why) — all inside a producer
+//! transaction that also commits the input offsets and the commit marker to
+//! the consumer group (`send_offsets_to_transaction`). This module is the transactional
 //! producer; the commit protocol that drives it, and why a crash at any
 //! point is safe, is `crate::checkpoint`'s.
 //!
@@ -20,15 +22,27 @@ use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerGroupMetadata};
 use rdkafka::error::KafkaError;
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::event::Position;
 use crate::kafka::KafkaConfig;
 use crate::metrics::metrics;
-use crate::output::Output;
+use crate::output::{DeadLetter, LateEvent, Output};
+use crate::status::KafkaHealth;
 
 const TXN_TIMEOUT: Duration = Duration::from_secs(30);
+/// The producer's `transaction.timeout.ms`: librdkafka fails a record not
+/// acknowledged within it (its `message.timeout.ms` is capped to it), and
+/// the transaction must then abort — the host stops, and its restart
+/// replays the interval exactly once. A broker outage shorter than this is
+/// waited out.
+const TXN_TIMEOUT_MS: &str = "60000";
+/// How long a commit keeps retrying the broker's transaction calls
+/// (`send_offsets_to_transaction`, `commit_transaction`) while they fail
+/// with errors librdkafka calls retriable (a broker that does not answer).
+const TXN_RETRY_FOR: Duration = Duration::from_secs(300);
 /// How long the committer sleeps between rounds of delivery reports while
 /// it waits for a transaction's records (see `KafkaSink::serve_reports`).
 const REPORT_WAIT: Duration = Duration::from_micros(250);
@@ -66,10 +80,14 @@ pub struct KafkaSink {
     group_meta: ConsumerGroupMetadata,
     metrics_topic: String,
     alerts_topic: String,
+    dead_letter_topic: String,
+    late_topic: String,
     marker_topic: String,
     /// The input topic whose offsets go into the transaction (Kafka source).
     input_topic: Option<String>,
     in_txn: bool,
+    /// Where waits on the broker are reported (`/health`).
+    health: std::sync::Arc<KafkaHealth>,
 }
 
 impl KafkaSink {
@@ -81,7 +99,7 @@ impl KafkaSink {
                 ("linger.ms", "5"),
                 ("batch.size", "16384"),
                 ("transactional.id", cfg.transactional_id.as_str()),
-                ("transaction.timeout.ms", "60000"),
+                ("transaction.timeout.ms", TXN_TIMEOUT_MS),
             ])
             .create()
             .map_err(err("creating the producer"))?;
@@ -102,9 +120,12 @@ impl KafkaSink {
             group_meta,
             metrics_topic: cfg.metrics_topic.clone(),
             alerts_topic: cfg.alerts_topic.clone(),
+            dead_letter_topic: cfg.dead_letter_topic.clone(),
+            late_topic: cfg.late_topic.clone(),
             marker_topic: cfg.marker_topic.clone(),
             input_topic,
             in_txn: false,
+            health: cfg.health.clone(),
         })
     }
 
@@ -146,19 +167,45 @@ impl KafkaSink {
     /// (back-pressure).
     pub fn send(&mut self, rec: &Record) -> Result<(), KafkaSinkError> {
         self.ensure_txn()?;
-        let topic = if rec.alert {
-            &self.alerts_topic
-        } else {
-            &self.metrics_topic
+        let topic = match rec.topic {
+            Topic::Metrics => &self.metrics_topic,
+            Topic::Alerts => &self.alerts_topic,
+            Topic::DeadLetters => &self.dead_letter_topic,
+            Topic::Late => &self.late_topic,
         };
-        let mut record = BaseRecord::to(topic).key(&rec.key).payload(&rec.line);
+        let mut record = BaseRecord::to(topic).key(&rec.key).payload(&rec.value);
+        if !rec.headers.is_empty() {
+            let headers = rec.headers.iter().fold(
+                OwnedHeaders::new_with_capacity(rec.headers.len()),
+                |h, (key, value)| {
+                    h.insert(Header {
+                        key,
+                        value: Some(value.as_bytes()),
+                    })
+                },
+            );
+            record = record.headers(headers);
+        }
+        let mut waited = false;
         loop {
             match self.producer.send(record) {
-                Ok(()) => return Ok(()),
+                Ok(()) => {
+                    if waited {
+                        self.health.sink_done();
+                    }
+                    return Ok(());
+                }
                 Err((e, r))
                     if e.rdkafka_error_code()
                         == Some(rdkafka::types::RDKafkaErrorCode::QueueFull) =>
                 {
+                    // A full queue: the broker is slow or away. Said on
+                    // `/health` once it lasts (see `KafkaHealth`); the
+                    // next commit clears it.
+                    if self.producer.in_flight_count() > 0 && !waited {
+                        self.health.sink_busy(crate::clock::now_ms());
+                        waited = true;
+                    }
                     self.serve_reports();
                     std::thread::sleep(REPORT_WAIT);
                     record = r;
@@ -201,7 +248,10 @@ impl KafkaSink {
     /// `commit_transaction` calls, polls in 100 ms steps: measured, every
     /// commit took ≥ 100 ms with it.)
     fn flush_fast(&self) -> Result<(), KafkaSinkError> {
-        let deadline = Instant::now() + TXN_TIMEOUT;
+        // librdkafka fails what it cannot deliver within the transaction
+        // timeout; this bound is only a backstop behind it.
+        let deadline =
+            Instant::now() + 2 * Duration::from_millis(TXN_TIMEOUT_MS.parse().unwrap_or(60_000));
         let mut wait = REPORT_WAIT;
         let mut left = self.producer.in_flight_count();
         loop {
@@ -254,19 +304,20 @@ impl KafkaSink {
         tpl.add_partition_offset(&self.marker_topic, 0, Offset::Offset(id as i64))
             .map_err(err("offsets"))?;
         let t0 = Instant::now();
+        self.health.sink_busy(crate::clock::now_ms());
         let res = self
             .flush_fast()
             .and_then(|()| {
-                self.producer
-                    .send_offsets_to_transaction(&tpl, &self.group_meta, TXN_TIMEOUT)
-                    .map_err(err("send_offsets_to_transaction"))
+                retrying("send_offsets_to_transaction", || {
+                    self.producer
+                        .send_offsets_to_transaction(&tpl, &self.group_meta, TXN_TIMEOUT)
+                })
             })
             .and_then(|()| {
                 let t1 = Instant::now();
-                let r = self
-                    .producer
-                    .commit_transaction(TXN_TIMEOUT)
-                    .map_err(err("commit_transaction"));
+                let r = retrying("commit_transaction", || {
+                    self.producer.commit_transaction(TXN_TIMEOUT)
+                });
                 tracing::debug!(
                     flush_and_offsets_ms = (t1 - t0).as_secs_f64() * 1e3,
                     commit_ms = t1.elapsed().as_secs_f64() * 1e3,
@@ -275,6 +326,7 @@ impl KafkaSink {
                 r
             });
         self.in_txn = false;
+        self.health.sink_done();
         metrics()
             .sink_write_duration
             .with_label_values(&["kafka"])
@@ -288,33 +340,235 @@ impl KafkaSink {
     }
 }
 
-/// One output record for the open transaction: its topic (alerts or
-/// metrics), key and JSON line.
+/// Call a transaction operation again while it fails with an error
+/// librdkafka calls retriable — the broker did not answer in time (down,
+/// paused, partitioned away) — for up to [`TXN_RETRY_FOR`]. librdkafka
+/// keeps the operation's state between calls: the retry resumes it.
+fn retrying(
+    what: &'static str,
+    mut op: impl FnMut() -> Result<(), KafkaError>,
+) -> Result<(), KafkaSinkError> {
+    let deadline = Instant::now() + TXN_RETRY_FOR;
+    loop {
+        match op() {
+            Err(KafkaError::Transaction(e)) if e.is_retriable() && Instant::now() < deadline => {
+                tracing::warn!(
+                    "Kafka sink: {what}: {e}; retrying while the broker does not answer"
+                );
+            }
+            r => return r.map_err(err(what)),
+        }
+    }
+}
+
+/// The topic a [`Record`] goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Topic {
+    Metrics,
+    Alerts,
+    DeadLetters,
+    Late,
+}
+
+/// The headers of a dead-letter or late-event record: the value is the
+/// input as received, these say where it came from and why it is there.
+pub mod headers {
+    /// The source, as the JSONL side outputs name it: `kafka:TOPIC`,
+    /// `file:PATH`, `simulator`, `pipeline` (a window or metric lost).
+    pub const SOURCE: &str = "rtap.source";
+    /// The input topic (Kafka source only).
+    pub const SOURCE_TOPIC: &str = "rtap.source.topic";
+    pub const SOURCE_PARTITION: &str = "rtap.source.partition";
+    /// The input record's offset (the line number for files); absent
+    /// when there is none (a lost window).
+    pub const SOURCE_OFFSET: &str = "rtap.source.offset";
+    /// The plugin that failed (dead letters), or the plugins whose
+    /// windows had closed, comma-separated (late events); absent for
+    /// undecodable input.
+    pub const PLUGIN: &str = "rtap.plugin";
+    /// `malformed`, `trap`, `timeout`, … (dead letters); `late`.
+    pub const REASON: &str = "rtap.reason";
+    pub const DETAIL: &str = "rtap.detail";
+}
+
+/// One output record for the open transaction: its topic, key, value and
+/// headers.
 pub struct Record {
-    alert: bool,
+    topic: Topic,
     key: String,
-    line: String,
+    value: String,
+    headers: Vec<(&'static str, String)>,
 }
 
 impl Record {
     /// The record of an output (`line`: its JSON); none for lifecycle
     /// events, which are not data.
     pub fn of(out: &Output, line: &str) -> Option<Record> {
-        let (alert, key) = match out {
+        let (topic, key) = match out {
             Output::Metric(m) => (
-                false,
+                Topic::Metrics,
                 format!(
                     "{}|{}|{}|{}|{}",
                     m.plugin, m.name, m.key, m.window_start, m.window_end
                 ),
             ),
-            Output::Alert(a) => (true, a.id.clone()),
+            Output::Alert(a) => (Topic::Alerts, a.id.clone()),
             Output::Plugin(_) => return None,
         };
         Some(Record {
-            alert,
+            topic,
             key,
-            line: line.to_string(),
+            value: line.to_string(),
+            headers: Vec::new(),
         })
+    }
+
+    /// A dead letter: the input as received, keyed by its origin
+    /// (`source|partition|offset`, so the dead letters of one input record
+    /// share a partition).
+    pub fn dead_letter(d: &DeadLetter) -> Record {
+        let mut headers = origin_headers(&d.source, d.partition, d.offset);
+        if let Some(p) = &d.plugin {
+            headers.push((headers::PLUGIN, p.clone()));
+        }
+        headers.push((headers::REASON, d.reason.to_string()));
+        headers.push((headers::DETAIL, d.detail.clone()));
+        Record {
+            topic: Topic::DeadLetters,
+            key: origin_key(&d.source, d.partition, d.offset),
+            value: d.event.clone(),
+            headers,
+        }
+    }
+
+    /// A late event: the input as received, keyed by its origin.
+    pub fn late(l: &LateEvent) -> Record {
+        let mut headers = origin_headers(&l.source, l.partition, Some(l.offset));
+        headers.push((headers::PLUGIN, l.plugins.join(",")));
+        headers.push((headers::REASON, "late".to_string()));
+        headers.push((
+            headers::DETAIL,
+            format!(
+                "later than the allowed lateness at watermark {}",
+                l.watermark
+            ),
+        ));
+        Record {
+            topic: Topic::Late,
+            key: origin_key(&l.source, l.partition, Some(l.offset)),
+            value: l.event.clone(),
+            headers,
+        }
+    }
+
+    /// Where this record goes.
+    pub fn topic(&self) -> Topic {
+        self.topic
+    }
+
+    /// Its headers, in order.
+    pub fn headers(&self) -> &[(&'static str, String)] {
+        &self.headers
+    }
+}
+
+fn origin_key(source: &str, partition: i32, offset: Option<u64>) -> String {
+    match offset {
+        Some(o) => format!("{source}|{partition}|{o}"),
+        None => format!("{source}|{partition}"),
+    }
+}
+
+fn origin_headers(
+    source: &str,
+    partition: i32,
+    offset: Option<u64>,
+) -> Vec<(&'static str, String)> {
+    let mut h = vec![(headers::SOURCE, source.to_string())];
+    if let Some(topic) = source.strip_prefix("kafka:") {
+        h.push((headers::SOURCE_TOPIC, topic.to_string()));
+    }
+    h.push((headers::SOURCE_PARTITION, partition.to_string()));
+    if let Some(o) = offset {
+        h.push((headers::SOURCE_OFFSET, o.to_string()));
+    }
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dead_letter_keeps_the_input_and_says_why_in_headers() {
+        let d = DeadLetter {
+            time: 1,
+            plugin: Some("hostile-trap".into()),
+            reason: "trap",
+            detail: "wasm trap".into(),
+            source: "kafka:events".into(),
+            partition: 7,
+            offset: Some(42),
+            event: "{\"page\":\"/trap\"}".into(),
+        };
+        let r = Record::dead_letter(&d);
+        assert_eq!(r.topic(), Topic::DeadLetters);
+        assert_eq!(r.value, d.event);
+        assert_eq!(r.key, "kafka:events|7|42");
+        let h: Vec<(&str, &str)> = r.headers().iter().map(|(k, v)| (*k, v.as_str())).collect();
+        assert_eq!(
+            h,
+            [
+                (headers::SOURCE, "kafka:events"),
+                (headers::SOURCE_TOPIC, "events"),
+                (headers::SOURCE_PARTITION, "7"),
+                (headers::SOURCE_OFFSET, "42"),
+                (headers::PLUGIN, "hostile-trap"),
+                (headers::REASON, "trap"),
+                (headers::DETAIL, "wasm trap"),
+            ]
+        );
+        // Undecodable input from a file: no topic, no plugin.
+        let m = DeadLetter {
+            plugin: None,
+            reason: "malformed",
+            source: "file:in.jsonl".into(),
+            partition: 0,
+            ..d
+        };
+        let names: Vec<&str> = Record::dead_letter(&m)
+            .headers()
+            .iter()
+            .map(|(k, _)| *k)
+            .collect();
+        assert_eq!(
+            names,
+            [
+                headers::SOURCE,
+                headers::SOURCE_PARTITION,
+                headers::SOURCE_OFFSET,
+                headers::REASON,
+                headers::DETAIL
+            ]
+        );
+    }
+
+    #[test]
+    fn a_late_event_names_the_closed_plugins() {
+        let l = LateEvent {
+            plugins: vec!["page-views".into(), "error-rate".into()],
+            watermark: 1000,
+            source: "kafka:events".into(),
+            partition: 2,
+            offset: 9,
+            event: "{}".into(),
+        };
+        let r = Record::late(&l);
+        assert_eq!(r.topic(), Topic::Late);
+        assert!(
+            r.headers()
+                .contains(&(headers::PLUGIN, "page-views,error-rate".into()))
+        );
+        assert!(r.headers().contains(&(headers::REASON, "late".into())));
     }
 }

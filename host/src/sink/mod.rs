@@ -9,12 +9,15 @@
 //! InfluxDB effectively once (spooled before every commit, idempotent
 //! writes). The WebSocket stream is immediate and best-effort, at-most-once
 //! per connected client: a client that falls behind the hub's buffer is told
-//! how many messages it missed.
+//! how many messages it missed. The history behind `/api/history` keeps
+//! what the hub published, in memory only.
 
+pub mod history;
 pub mod influx;
 pub mod jsonl;
 pub mod kafka;
 pub mod websocket;
 
+pub use history::History;
 pub use jsonl::JsonlWriter;
 pub use websocket::Hub;

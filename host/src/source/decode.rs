@@ -157,9 +157,16 @@ impl<'a> Parser<'a> {
                     return Err(syntax(self.i, "expected a field name"));
                 }
                 let key = self.string()?;
+                // An escaped name (`"p\u0061ge"`) is unescaped into `owned`:
+                // copied out (rare), and its bytes given back.
+                let escaped: Vec<u8>;
                 let key: &[u8] = match key {
                     Str::Raw(a, b) => &self.s[a..b],
-                    Str::Owned(..) => b"",
+                    Str::Owned(a, b, _) => {
+                        escaped = self.owned[a..b].to_vec();
+                        self.owned.truncate(a);
+                        &escaped
+                    }
                 };
                 self.expect(b':', "expected ':'")?;
                 self.ws();
@@ -326,6 +333,10 @@ impl<'a> Parser<'a> {
 
     fn hex4(&self, i: usize) -> Result<u32, DecodeError> {
         let h = self.s.get(i..i + 4).ok_or(syntax(i, "short \\u escape"))?;
+        // Four hex digits exactly (`from_str_radix` would take a sign too).
+        if !h.iter().all(u8::is_ascii_hexdigit) {
+            return Err(syntax(i, "invalid \\u escape"));
+        }
         let h = std::str::from_utf8(h).map_err(|_| syntax(i, "invalid \\u escape"))?;
         u32::from_str_radix(h, 16).map_err(|_| syntax(i, "invalid \\u escape"))
     }
@@ -337,14 +348,36 @@ impl<'a> Parser<'a> {
         if self.s.get(i) == Some(&b'-') {
             i += 1;
         }
-        let digits = i;
-        while i < self.s.len()
-            && matches!(self.s[i], b'0'..=b'9' | b'.' | b'e' | b'E' | b'+' | b'-')
-        {
-            i += 1;
-        }
-        if i == digits || !self.s[digits].is_ascii_digit() {
+        // JSON's grammar: an integer part without leading zeros, then an
+        // optional fraction and exponent, each with at least one digit.
+        let digits = |i: usize| {
+            self.s[i.min(self.s.len())..]
+                .iter()
+                .take_while(|b| b.is_ascii_digit())
+                .count()
+        };
+        let int = digits(i);
+        if int == 0 || (int > 1 && self.s[i] == b'0') {
             return Err(syntax(start, "invalid number"));
+        }
+        i += int;
+        if self.s.get(i) == Some(&b'.') {
+            let frac = digits(i + 1);
+            if frac == 0 {
+                return Err(syntax(start, "invalid number"));
+            }
+            i += 1 + frac;
+        }
+        if matches!(self.s.get(i), Some(b'e' | b'E')) {
+            i += 1;
+            if matches!(self.s.get(i), Some(b'+' | b'-')) {
+                i += 1;
+            }
+            let exp = digits(i);
+            if exp == 0 {
+                return Err(syntax(start, "invalid number"));
+            }
+            i += exp;
         }
         self.i = i;
         Ok((start, i))
@@ -353,10 +386,18 @@ impl<'a> Parser<'a> {
     fn number(&mut self, field: &'static str) -> Result<f64, DecodeError> {
         let (a, b) = self.number_span()?;
         let text = std::str::from_utf8(&self.s[a..b]).unwrap_or("");
-        text.parse::<f64>().map_err(|_| DecodeError::Field {
-            field,
-            why: format!("`{text}` is not a number"),
-        })
+        match text.parse::<f64>() {
+            Ok(v) if v.is_finite() => Ok(v),
+            // `1e999`: valid JSON, but no f64 (serde_json refuses it too).
+            Ok(_) => Err(DecodeError::Field {
+                field,
+                why: format!("`{text}` is out of range"),
+            }),
+            Err(_) => Err(DecodeError::Field {
+                field,
+                why: format!("`{text}` is not a number"),
+            }),
+        }
     }
 
     fn opt_number(&mut self, field: &'static str) -> Result<f64, DecodeError> {
@@ -547,6 +588,29 @@ mod tests {
         let mut b = batch();
         assert!(decode_into(&[b'{', 0xff, b'}'], 1, &mut b).is_err());
         assert!(b.buf.is_empty(), "a failed line leaves nothing behind");
+    }
+
+    /// Found by the `decode` fuzz target (fuzz/regressions/decode/).
+    #[test]
+    fn numbers_and_escapes_follow_json_exactly() {
+        for bad in [
+            r#"{"timestamp" :370.}"#,
+            r#"{"timestamp":1,"x":01}"#,
+            r#"{"timestamp":1,"x":1e}"#,
+            r#"{"timestamp":1,"x":1.5.2}"#,
+            r#"{"timestamp":1,"x":-}"#,
+            r#"{"timestamp":1,"page":"\u+041"}"#,
+        ] {
+            assert!(one(bad).is_err(), "{bad} should fail");
+        }
+        for good in [
+            r#"{"timestamp":1,"x":-0.5e+3}"#,
+            r#"{"timestamp":0,"x":10E2}"#,
+        ] {
+            assert!(one(good).is_ok(), "{good} should pass");
+        }
+        let (b, ev) = one(r#"{"timestamp":1,"p\u0061ge":"\u0041"}"#).unwrap();
+        assert_eq!(b.text(&ev, TextField::Page), Some("A"));
     }
 
     #[test]

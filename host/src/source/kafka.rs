@@ -28,6 +28,7 @@ use super::{Position, Source, SourceError, decode};
 use crate::event::{EventBatch, Malformed, Origin};
 use crate::kafka::KafkaConfig;
 use crate::metrics::metrics;
+use crate::status::KafkaHealth;
 
 fn kafka_err(what: &str) -> impl Fn(rdkafka::error::KafkaError) -> SourceError + '_ {
     move |e| SourceError::Io {
@@ -328,7 +329,8 @@ fn spawn_lag_reporter(
     // The first report before the source reads: until a backlogged
     // partition is reported, an idle timeout shorter than the report
     // period could pass it (seen with a 2 s timeout: 6 765 late events).
-    report_lag(&client, &topic, &partitions, next, backlog);
+    let health = cfg.health.clone();
+    report_lag(&client, &topic, &partitions, next, backlog, &health);
     let next = Arc::downgrade(next);
     let backlog = Arc::downgrade(backlog);
     std::thread::Builder::new()
@@ -339,7 +341,7 @@ fn spawn_lag_reporter(
                 let (Some(next), Some(backlog)) = (next.upgrade(), backlog.upgrade()) else {
                     return;
                 };
-                report_lag(&client, &topic, &partitions, &next, &backlog);
+                report_lag(&client, &topic, &partitions, &next, &backlog, &health);
             }
         })
         .map_err(|e| SourceError::Io {
@@ -350,22 +352,38 @@ fn spawn_lag_reporter(
 }
 
 /// One round of [`spawn_lag_reporter`]: each partition's lag into the
-/// metrics, the partitions with a lag into `backlog`.
+/// metrics, the partitions with a lag into `backlog`. The round is also
+/// the source's probe of the broker (`health`): a query that fails marks
+/// it unreachable, every partition counts as behind (none may go idle
+/// while the broker is away), and the rest of the round is skipped (each
+/// query would wait out its timeout); one that answers marks it reached.
 fn report_lag(
     client: &BaseConsumer,
     topic: &str,
     partitions: &[i32],
     next: &Mutex<BTreeMap<i32, i64>>,
     backlog: &Mutex<Vec<i32>>,
+    health: &KafkaHealth,
 ) {
     let mut behind = Vec::new();
     for &p in partitions {
-        let Ok((low, high)) = client.fetch_watermarks(topic, p, Duration::from_secs(1)) else {
-            // Unknown: as it was.
-            if backlog.lock().expect("backlog lock").contains(&p) {
-                behind.push(p);
+        let (low, high) = match client.fetch_watermarks(topic, p, Duration::from_secs(1)) {
+            Ok(w) => {
+                health.source_reached();
+                w
             }
-            continue;
+            Err(e) => {
+                health.source_failed(
+                    crate::clock::now_ms(),
+                    format!("querying the offsets of {topic} partition {p}: {e}"),
+                );
+                // Unknown: every partition may have records the broker
+                // holds back — none is idle until the broker answers
+                // again (after an outage longer than the idle timeout,
+                // the first partition back must not pass the others).
+                behind = partitions.to_vec();
+                break;
+            }
         };
         // Not read from, with no start known: from the earliest.
         let pos = next
@@ -399,10 +417,13 @@ mod tests {
             events_topic: "e".into(),
             metrics_topic: "m".into(),
             alerts_topic: "a".into(),
+            dead_letter_topic: "d".into(),
+            late_topic: "l".into(),
             marker_topic: "c".into(),
             transactional_id: "t".into(),
             options: vec![opt("linger.ms", "10"), opt("client.id", "x")],
             producer_options: vec![opt("linger.ms", "25"), opt("batch.size", "262144")],
+            health: Default::default(),
         };
         let defaults = [("linger.ms", "5"), ("batch.size", "16384")];
         let p = cfg.producer(&defaults);

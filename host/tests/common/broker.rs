@@ -9,7 +9,7 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Message;
+use rdkafka::message::{Headers, Message};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 use serde_json::Value;
@@ -19,39 +19,108 @@ use super::free_port;
 /// The events topic, as the host names it by default.
 pub const EVENTS: &str = "website-analytics-events";
 
+/// A record as a `read_committed` consumer sees it.
+#[derive(Debug, Clone)]
+pub struct KafkaRecord {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: String,
+    pub value: Vec<u8>,
+    pub headers: std::collections::BTreeMap<String, String>,
+}
+
+impl KafkaRecord {
+    /// A header's value (UTF-8).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(String::as_str)
+    }
+}
+
 /// A tansu broker on a free port, stopped when dropped.
 pub struct Broker {
     child: Child,
     port: u16,
+    /// Processes in front of it (a TLS terminator), stopped with it.
+    front: Vec<Child>,
+    /// librdkafka options every client of the tests needs (TLS).
+    options: Vec<(String, String)>,
+}
+
+fn wait_listening(port: u16, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "{what} did not listen");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn tansu(port: u16, advertised: u16, extra: &[&str]) -> Child {
+    let bin = std::env::var("TANSU_BIN")
+        .unwrap_or_else(|_| panic!("TANSU_BIN is not set: scripts/test.sh installs tansu"));
+    let child = Command::new(bin)
+        .args([
+            "broker",
+            "--listener-url",
+            &format!("tcp://127.0.0.1:{port}"),
+            "--advertised-listener-url",
+            &format!("tcp://127.0.0.1:{advertised}"),
+            "--storage-engine",
+            "memory://tansu/",
+        ])
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start tansu");
+    wait_listening(port, "tansu");
+    child
 }
 
 impl Broker {
     /// Start tansu and wait until it listens.
     pub fn start() -> Broker {
-        let bin = std::env::var("TANSU_BIN")
-            .unwrap_or_else(|_| panic!("TANSU_BIN is not set: scripts/test.sh installs tansu"));
+        Broker::start_with(&[])
+    }
+
+    /// Start tansu with extra options (e.g. `--authentication`).
+    pub fn start_with(extra: &[&str]) -> Broker {
         let port = free_port();
-        let url = format!("tcp://127.0.0.1:{port}");
-        let child = Command::new(bin)
-            .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-                "--storage-engine",
-                "memory://tansu/",
-            ])
+        Broker {
+            child: tansu(port, port, extra),
+            port,
+            front: Vec::new(),
+            options: Vec::new(),
+        }
+    }
+
+    /// tansu reached only through a TLS terminator (socat, installed by
+    /// `scripts/test.sh`) with the certificate and key in `cert_and_key`
+    /// (one PEM file): tansu advertises the terminator's port, so every
+    /// connection of every client is TLS. The tests' own clients trust
+    /// `ca` (a PEM file).
+    pub fn start_behind_tls(cert_and_key: &std::path::Path, ca: &std::path::Path) -> Broker {
+        let (inner, outer) = (free_port(), free_port());
+        let child = tansu(inner, outer, &[]);
+        let socat = Command::new("socat")
+            .arg(format!(
+                "OPENSSL-LISTEN:{outer},bind=127.0.0.1,reuseaddr,fork,verify=0,cert={}",
+                cert_and_key.display()
+            ))
+            .arg(format!("TCP:127.0.0.1:{inner}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("start tansu");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "tansu did not listen");
-            std::thread::sleep(Duration::from_millis(20));
+            .expect("start socat (scripts/test.sh installs it)");
+        wait_listening(outer, "socat");
+        Broker {
+            child,
+            port: outer,
+            front: vec![socat],
+            options: vec![
+                ("security.protocol".into(), "ssl".into()),
+                ("ssl.ca.location".into(), ca.display().to_string()),
+            ],
         }
-        Broker { child, port }
     }
 
     /// `127.0.0.1:PORT`, for `--kafka-brokers`.
@@ -63,6 +132,9 @@ impl Broker {
     pub fn client(&self) -> ClientConfig {
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", self.addr());
+        for (k, v) in &self.options {
+            c.set(k, v);
+        }
         c
     }
 
@@ -125,6 +197,94 @@ impl Broker {
         out
     }
 
+    /// Every committed record of a topic with its headers and raw value,
+    /// read with `isolation.level=read_committed` until 3 s pass without
+    /// one.
+    pub fn read_records(&self, topic: &str, partitions: i32) -> Vec<KafkaRecord> {
+        let c: BaseConsumer = self
+            .client()
+            .set("group.id", "test-reader")
+            .set("enable.auto.commit", "false")
+            .set("isolation.level", "read_committed")
+            .create()
+            .unwrap();
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..partitions {
+            tpl.add_partition_offset(topic, p, Offset::Beginning)
+                .unwrap();
+        }
+        c.assign(&tpl).unwrap();
+        let mut out = Vec::new();
+        let mut quiet = Instant::now();
+        while quiet.elapsed() < Duration::from_secs(3) {
+            if let Some(Ok(m)) = c.poll(Duration::from_millis(100)) {
+                let headers = m
+                    .headers()
+                    .map(|h| {
+                        h.iter()
+                            .map(|h| {
+                                let v = h.value.map(String::from_utf8_lossy).unwrap_or_default();
+                                (h.key.to_string(), v.into_owned())
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                out.push(KafkaRecord {
+                    partition: m.partition(),
+                    offset: m.offset(),
+                    key: String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned(),
+                    value: m.payload().unwrap_or_default().to_vec(),
+                    headers,
+                });
+                quiet = Instant::now();
+            }
+        }
+        let _ = c.unassign();
+        out
+    }
+
+    /// Records into the events topic, each to the given partition; returns
+    /// the offset each got, in order.
+    pub fn produce_to(&self, records: &[(i32, &[u8])]) -> Vec<i64> {
+        let p: BaseProducer = self.client().create().unwrap();
+        let mut offsets = Vec::new();
+        // One at a time, so each offset is known: few records.
+        for (partition, value) in records {
+            p.send(
+                BaseRecord::<(), [u8]>::to(EVENTS)
+                    .payload(*value)
+                    .partition(*partition),
+            )
+            .map_err(|(e, _)| e)
+            .unwrap();
+            p.flush(Duration::from_secs(30)).unwrap();
+            let c: BaseConsumer = self.client().create().unwrap();
+            let (_, high) = c
+                .fetch_watermarks(EVENTS, *partition, Duration::from_secs(10))
+                .unwrap();
+            offsets.push(high - 1);
+        }
+        offsets
+    }
+
+    /// Pause the broker (SIGSTOP): connections stay open, nothing answers.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Resume a paused broker (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(ok.success(), "kill {sig} tansu failed");
+    }
+
     /// Keyed by `user_id` (librdkafka's partitioner), as `rtap-gen` does: a
     /// user's events stay in order within one partition.
     pub fn produce_keyed(&self, lines: &[String]) {
@@ -185,6 +345,10 @@ impl Broker {
 
 impl Drop for Broker {
     fn drop(&mut self) {
+        for f in &mut self.front {
+            let _ = f.kill();
+            let _ = f.wait();
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

@@ -1,5 +1,14 @@
-//! `#[derive(Settings)]`: a plugin's options in one place. Use it through
-//! `rtap_sdk::prelude`; the SDK's `settings` module documents it.
+//! The SDK's derives, used through `rtap_sdk::prelude`:
+//!
+//! - `#[derive(Settings)]`: a plugin's options in one place (the SDK's
+//!   `settings` module documents it);
+//! - `#[derive(Serialize, Deserialize)]`: serde's derives, going through
+//!   `rtap_sdk::serde`, so a plugin crate needs no `serde` dependency of its
+//!   own (serde's own derives name the `serde` crate of the crate that uses
+//!   them). Each writes a private copy of the type with serde's derive and
+//!   `#[serde(remote = "Type", crate = "::rtap_sdk::serde")]`, and
+//!   implements the trait for the type through it: every `#[serde(...)]`
+//!   attribute of the type works as with serde's own derive.
 //!
 //! The derive reads the struct and writes the list of its options (name, doc
 //! comment, default, bounds) for the SDK, which turns it into the config
@@ -13,6 +22,123 @@ use syn::parse::{Parse, ParseStream};
 use syn::punctuated::Punctuated;
 use syn::spanned::Spanned;
 use syn::{Attribute, Data, DeriveInput, Error, Expr, Fields, LitStr, Token};
+
+/// serde's `Serialize`, through `rtap_sdk::serde` (see the crate docs).
+#[proc_macro_derive(Serialize, attributes(serde))]
+pub fn derive_serialize(input: TokenStream) -> TokenStream {
+    let input = syn::parse_macro_input!(input as DeriveInput);
+    through_sdk(&input, Trait::Serialize)
+        .unwrap_or_else(Error::into_compile_error)
+        .into()
+}
+
+/// serde's `Deserialize`, through `rtap_sdk::serde` (see the crate docs).
+#[proc_macro_derive(Deserialize, attributes(serde))]
+pub fn derive_deserialize(input: TokenStream) -> TokenStream {
+    let input = syn::parse_macro_input!(input as DeriveInput);
+    through_sdk(&input, Trait::Deserialize)
+        .unwrap_or_else(Error::into_compile_error)
+        .into()
+}
+
+#[derive(Clone, Copy)]
+enum Trait {
+    Serialize,
+    Deserialize,
+}
+
+fn through_sdk(input: &DeriveInput, which: Trait) -> syn::Result<TokenStream2> {
+    if !input.generics.params.is_empty() {
+        return Err(Error::new(
+            input.generics.span(),
+            "the SDK's Serialize/Deserialize derives take types without generics or lifetimes; \
+             for this one add `serde = { version = \"1\", features = [\"derive\"] }` to Cargo.toml \
+             and derive `serde::Serialize` / `serde::Deserialize`",
+        ));
+    }
+    let name = &input.ident;
+    let mut copy = input.clone();
+    copy.ident = syn::Ident::new(&format!("__RtapSerde{name}"), name.span());
+    copy.vis = syn::Visibility::Inherited;
+    let serde_only = |attrs: &mut Vec<Attribute>| attrs.retain(|a| a.path().is_ident("serde"));
+    serde_only(&mut copy.attrs);
+    match &mut copy.data {
+        Data::Struct(s) => s.fields.iter_mut().for_each(|f| serde_only(&mut f.attrs)),
+        Data::Enum(e) => {
+            for v in e.variants.iter_mut() {
+                serde_only(&mut v.attrs);
+                v.fields.iter_mut().for_each(|f| serde_only(&mut f.attrs));
+            }
+        }
+        Data::Union(_) => {
+            return Err(Error::new(name.span(), "serde does not derive for unions"));
+        }
+    }
+    // A bare container `default` would ask the copy for `Default`: name the
+    // type's own instead.
+    let default_fn = syn::Ident::new(&format!("__rtap_default_{name}"), name.span());
+    let default_path = default_fn.to_string();
+    let mut bare_default = false;
+    for attr in copy.attrs.iter_mut() {
+        let items = attr.parse_args_with(Punctuated::<syn::Meta, Token![,]>::parse_terminated)?;
+        let items = items.into_iter().map(|m| match &m {
+            syn::Meta::Path(p) if p.is_ident("default") => {
+                bare_default = true;
+                quote! { default = #default_path }
+            }
+            _ => quote! { #m },
+        });
+        let items: Vec<TokenStream2> = items.collect();
+        *attr = syn::parse_quote! { #[serde(#(#items),*)] };
+    }
+    let default_impl = bare_default.then(|| {
+        quote! {
+            #[allow(non_snake_case, dead_code)]
+            fn #default_fn() -> #name {
+                <#name as ::core::default::Default>::default()
+            }
+        }
+    });
+    let copy_name = &copy.ident;
+    let remote = name.to_string();
+    let imp = match which {
+        Trait::Serialize => quote! {
+            #[derive(::rtap_sdk::serde::Serialize)]
+            #[serde(crate = "::rtap_sdk::serde", remote = #remote)]
+            #[allow(dead_code, clippy::all)]
+            #copy
+            #[automatically_derived]
+            impl ::rtap_sdk::serde::Serialize for #name {
+                fn serialize<__S: ::rtap_sdk::serde::Serializer>(
+                    &self,
+                    serializer: __S,
+                ) -> ::core::result::Result<__S::Ok, __S::Error> {
+                    #copy_name::serialize(self, serializer)
+                }
+            }
+        },
+        Trait::Deserialize => quote! {
+            #[derive(::rtap_sdk::serde::Deserialize)]
+            #[serde(crate = "::rtap_sdk::serde", remote = #remote)]
+            #[allow(dead_code, clippy::all)]
+            #copy
+            #[automatically_derived]
+            impl<'de> ::rtap_sdk::serde::Deserialize<'de> for #name {
+                fn deserialize<__D: ::rtap_sdk::serde::Deserializer<'de>>(
+                    deserializer: __D,
+                ) -> ::core::result::Result<Self, __D::Error> {
+                    #copy_name::deserialize(deserializer)
+                }
+            }
+        },
+    };
+    Ok(quote! {
+        const _: () = {
+            #default_impl
+            #imp
+        };
+    })
+}
 
 /// Derive `rtap_sdk::settings::Settings` for a struct of operator options.
 ///

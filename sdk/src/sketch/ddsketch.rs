@@ -66,6 +66,9 @@ impl TryFrom<Raw> for DdSketch {
     type Error = String;
 
     fn try_from(r: Raw) -> Result<Self, String> {
+        if crate::layout::tracing() {
+            return Ok(DdSketch::default());
+        }
         let stored = r
             .pos
             .total()

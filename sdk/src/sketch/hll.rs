@@ -57,6 +57,9 @@ impl TryFrom<Raw> for HyperLogLog {
     type Error = String;
 
     fn try_from(raw: Raw) -> Result<Self, String> {
+        if crate::layout::tracing() {
+            return Ok(HyperLogLog::default());
+        }
         let p = raw.p;
         if !(MIN_PRECISION..=MAX_PRECISION).contains(&p) {
             return Err(format!(

@@ -10,12 +10,13 @@ impl Aggregator for PageViews {
         Description::aggregator("page-views", "9.9.9")
             .key_by("page")
             .tumbling(5_000)
+            .fields(&["event_type"])
     }
     fn configure(&mut self, _config: &Config) -> Result<(), String> {
         panic!("page-views-bad-init: init always traps");
     }
     fn add(&self, n: &mut u64, events: &Events) {
-        *n += events.len() as u64;
+        *n += events.text("event_type").count("page_view") as u64;
     }
     fn merge(&self, n: &mut u64, o: u64) {
         *n += o;

@@ -11,11 +11,12 @@ impl Aggregator for PageViews {
         Description::aggregator("page-views", "2.0.1")
             .key_by("page")
             .tumbling(5_000)
+            .fields(&["event_type"])
             .state_schema(2)
             .migrates_from(&[1])
     }
     fn add(&self, s: &mut (u64, u8), events: &Events) {
-        s.0 += events.len() as u64;
+        s.0 += events.text("event_type").count("page_view") as u64;
     }
     fn merge(&self, s: &mut (u64, u8), o: (u64, u8)) {
         s.0 += o.0;

@@ -17,11 +17,12 @@ impl Aggregator for PageViews {
         Description::aggregator("page-views", "2.0.0")
             .key_by("page")
             .tumbling(5_000)
+            .fields(&["event_type"])
             .state_schema(2)
             .migrates_from(&[1])
     }
     fn add(&self, s: &mut Counts, events: &Events) {
-        s.views += events.len() as u64;
+        s.views += events.text("event_type").count("page_view") as u64;
         s.batches += 1;
     }
     fn merge(&self, s: &mut Counts, o: Counts) {
@@ -29,7 +30,9 @@ impl Aggregator for PageViews {
         s.batches += o.batches;
     }
     fn finish(&self, s: Counts, _w: Window, out: &mut Metrics) {
-        out.single("page_views", s.views as f64);
+        if s.views > 0 {
+            out.single("page_views", s.views as f64);
+        }
     }
     fn migrate(from: u32, state: &[u8]) -> Result<Counts, String> {
         match from {

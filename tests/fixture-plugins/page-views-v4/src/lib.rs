@@ -11,16 +11,19 @@ impl Aggregator for PageViews {
         Description::aggregator("page-views", "3.0.0")
             .key_by("page")
             .tumbling(5_000)
+            .fields(&["event_type"])
             .state_schema(3)
     }
     fn add(&self, s: &mut (u64, u64), events: &Events) {
-        s.0 += events.len() as u64;
+        s.0 += events.text("event_type").count("page_view") as u64;
     }
     fn merge(&self, s: &mut (u64, u64), o: (u64, u64)) {
         s.0 += o.0;
     }
     fn finish(&self, s: (u64, u64), _w: Window, out: &mut Metrics) {
-        out.single("page_views", s.0 as f64);
+        if s.0 > 0 {
+            out.single("page_views", s.0 as f64);
+        }
     }
 }
 rtap_sdk::export_aggregator!(PageViews);
