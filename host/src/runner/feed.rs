@@ -4,7 +4,7 @@
 //! reader that has not ended — waiting for each — so what a round holds
 //! never depends on timing, and a restart replays the same rounds. An
 //! unbounded source (the simulator, Kafka) gives a round whatever batch is
-//! ready.
+//! ready, and so does a single reader (stdin, a file of one split).
 
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::Duration;
@@ -76,7 +76,10 @@ impl Feed {
         if self.limit.is_some_and(|l| self.taken >= l) {
             return Next::End { limit: true };
         }
-        let next = if self.bounded {
+        // One reader (stdin, a one-split file) needs no waiting for the
+        // others: what it has is the round, and a quiet pipe is idle, not
+        // a reason to block the lifecycle commands and the status.
+        let next = if self.bounded && self.readers.len() > 1 {
             self.next_bounded()
         } else {
             self.next_ready(timeout)
@@ -112,7 +115,7 @@ impl Feed {
         Next::Round { batches, ended }
     }
 
-    /// The next batch of the (one) reader.
+    /// The next batch of the one reader (an unbounded source has one).
     fn next_ready(&mut self, timeout: Duration) -> Next {
         let Some(r) = self.readers.iter_mut().find(|r| !r.ended) else {
             return Next::End { limit: false };
