@@ -194,6 +194,12 @@ fn run(config: Config) -> Result<Exit, Failure> {
     let feed = Feed::spawn(opened, config.batch_size.max(1), 4, config.max_events);
     let counters: Vec<Arc<WorkerCounters>> = (0..workers).map(|_| Arc::default()).collect();
     *registry.workers.lock().expect("registry lock") = counters.clone();
+    // Until the first status (a second in): every worker, idle.
+    *registry.worker_status.lock().expect("registry lock") = serde_json::Value::Array(
+        (0..workers)
+            .map(|w| serde_json::json!({"worker": w, "events_per_sec": 0.0, "busy": 0.0, "keys": 0, "exchange_in_per_sec": 0.0, "exchange_queue": 0, "events": 0}))
+            .collect(),
+    );
     let names = pipelines[0].names();
     let router = pipelines[0].router();
     let runner = Runner {
