@@ -336,10 +336,13 @@ pub struct Config {
     #[arg(long, env = "RTAP_WORKERS")]
     pub workers: Option<usize>,
 
-    /// A file source is read as line-aligned splits of about this size, each
-    /// an input partition (the same splits whatever `--workers` is).
-    #[arg(long, env = "RTAP_FILE_SPLIT_SIZE", default_value = "16MiB")]
-    pub file_split_size: ByteSize,
+    /// Read a file source as line-aligned splits of about this size, each an
+    /// input partition read in parallel (the same splits whatever
+    /// `--workers` is). Default: the file is one partition. Splits reorder a
+    /// key's events across split boundaries, which event detectors see (see
+    /// the README's "Workers and partitions").
+    #[arg(long, env = "RTAP_FILE_SPLIT_SIZE")]
+    pub file_split_size: Option<ByteSize>,
 
     /// Simulator: input partitions (each user's events go to one).
     #[arg(long, env = "RTAP_SIM_PARTITIONS", default_value_t = 12)]

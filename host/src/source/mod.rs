@@ -117,7 +117,10 @@ impl SourceSpec {
                 false,
             )),
             SourceSpec::File(path) => {
-                let splits = file::splits(path, config.file_split_size.0 as u64)?;
+                let splits = file::splits(
+                    path,
+                    config.file_split_size.map_or(u64::MAX, |b| b.0 as u64),
+                )?;
                 let readers = splits
                     .iter()
                     .enumerate()
