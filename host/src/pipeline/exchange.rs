@@ -46,6 +46,9 @@ pub fn owner_of(key: &str, workers: usize) -> usize {
     owner(key_group(key), workers)
 }
 
+/// The fewest events a partition's part of a batch is cut into runs of.
+pub const MIN_RUN: usize = 512;
+
 /// A position in a round's canonical order: the run, then the event index
 /// in the run's batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
@@ -80,19 +83,43 @@ impl Round {
     /// processing time `now_ms`: each run begins its partition (partitions
     /// with records still to read are declared not idle first) and
     /// advances the watermark as its events would.
-    pub fn plan(wm: &mut Watermark, batches: Vec<Arc<EventBatch>>, now_ms: i64) -> Round {
+    ///
+    /// With several `workers`, a partition's part of a batch is cut into
+    /// runs of about an equal share of the round (at least [`MIN_RUN`]
+    /// events), so that one partition still gives every worker a share of
+    /// stage 1; the cut changes where segments end, never the outputs.
+    pub fn plan(
+        wm: &mut Watermark,
+        batches: Vec<Arc<EventBatch>>,
+        now_ms: i64,
+        workers: usize,
+    ) -> Round {
+        let total: usize = batches.iter().map(|b| b.events.len()).sum();
+        let piece = if workers > 1 {
+            total.div_ceil(workers).max(MIN_RUN)
+        } else {
+            usize::MAX
+        };
         let mut runs = Vec::new();
         for (bi, b) in batches.iter().enumerate() {
             wm.declare(&b.backlog, now_ms);
             for (partition, range) in b.runs() {
-                let max = b.events[range.clone()].iter().map(|e| e.ts).max();
-                let plan = wm.run(partition, now_ms, max);
-                runs.push(Run {
-                    batch: bi as u32,
-                    partition,
-                    events: range.start as u32..range.end as u32,
-                    plan,
-                });
+                let mut start = range.start;
+                loop {
+                    let end = range.end.min(start.saturating_add(piece));
+                    let max = b.events[start..end].iter().map(|e| e.ts).max();
+                    let plan = wm.run(partition, now_ms, max);
+                    runs.push(Run {
+                        batch: bi as u32,
+                        partition,
+                        events: start as u32..end as u32,
+                        plan,
+                    });
+                    start = end;
+                    if start >= range.end {
+                        break;
+                    }
+                }
             }
         }
         Round {

@@ -148,7 +148,7 @@ impl Pipeline {
     /// One batch through all three stages, on this thread, with every key
     /// group (one worker; the benchmark's way in).
     pub fn process(&mut self, batch: Arc<EventBatch>) {
-        let round = Round::plan(&mut self.wm, vec![batch], now_ms());
+        let round = Round::plan(&mut self.wm, vec![batch], now_ms(), 1);
         self.dead.extend(malformed(&round));
         let mut out = Stage1Out::new(1);
         let runs: Vec<usize> = (0..round.runs.len()).collect();

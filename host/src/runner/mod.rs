@@ -233,7 +233,12 @@ impl Runner {
         }
         let source = batches[0].origin.source.clone();
         let batches = batches.into_iter().map(Arc::new).collect();
-        let round = Arc::new(Round::plan(&mut self.wm, batches, now_ms()));
+        let round = Arc::new(Round::plan(
+            &mut self.wm,
+            batches,
+            now_ms(),
+            self.workers.len(),
+        ));
         self.last_batch = round.batches.last().cloned();
         self.changed = true;
         self.run_round(&round)?;
@@ -270,10 +275,22 @@ impl Runner {
             dead: malformed(round),
             ..Emitted::default()
         };
-        // Stage 1: each worker the runs of its partitions.
+        // Stage 1: each worker an equal share of the round's events, as
+        // consecutive runs.
         let mut runs: Vec<Vec<usize>> = vec![Vec::new(); n];
+        let total: u64 = round
+            .runs
+            .iter()
+            .map(|r| u64::from(r.events.end - r.events.start))
+            .sum();
+        let mut before = 0u64;
         for (ri, r) in round.runs.iter().enumerate() {
-            let w = r.partition.rem_euclid(n as i32) as usize;
+            let w = if total == 0 {
+                ri % n
+            } else {
+                ((before * n as u64 / total) as usize).min(n - 1)
+            };
+            before += u64::from(r.events.end - r.events.start);
             count(
                 &self.workers.counters(w).events,
                 u64::from(r.events.end - r.events.start),
