@@ -97,8 +97,8 @@ fn run(slots: Vec<Slot>, input: &Path, batch: usize, commit_every: u64) -> anyho
     loop {
         match rx.recv()? {
             SourceMsg::Batch(b) => {
-                pipeline.process(&b);
                 events += b.events.len() as u64;
+                pipeline.process(std::sync::Arc::new(b));
                 if commit_every > 0 && events - committed >= commit_every {
                     let t = Instant::now();
                     for s in &mut pipeline.slots {

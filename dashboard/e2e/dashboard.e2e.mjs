@@ -82,6 +82,8 @@ const HISTORY_MIN_SPAN_S = 60;
 const FIVE_SECOND_CHARTS = ['chart-page-views', 'chart-active-users', 'chart-latency', 'chart-error-rate'];
 
 const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
+/** Processing workers of the host under test: the pipeline view shows each. */
+const WORKERS = 2;
 const RATE = process.env.RTAP_E2E_RATE || '5000';
 const HEALTH_TIMEOUT = Number(process.env.RTAP_E2E_HEALTH_TIMEOUT_MS || 120_000);
 const ALERT_TIMEOUT = Number(process.env.RTAP_E2E_ALERT_TIMEOUT_MS || 60_000);
@@ -142,7 +144,7 @@ function startHost(bin, pluginsDir, port) {
   if (wasm.length === 0) throw new SetupError(`RTAP_PLUGINS_DIR=${pluginsDir} holds no .wasm file.`);
   for (const f of wasm) copyFileSync(path.join(pluginsDir, f), path.join(plugins, f));
   log(`copied ${wasm.length} plugin(s) from ${pluginsDir} to ${plugins}`);
-  const args = ['--plugins', plugins, '--rate', RATE, '--listen', `127.0.0.1:${port}`, '--dashboard-dir', DIST, '--sink', 'jsonl:/dev/null'];
+  const args = ['--plugins', plugins, '--rate', RATE, '--listen', `127.0.0.1:${port}`, '--dashboard-dir', DIST, '--sink', 'jsonl:/dev/null', '--workers', String(WORKERS)];
   log(`starting host: ${bin} ${args.join(' ')} (RTAP_ADMIN_TOKEN and RTAP_READ_TOKEN set)`);
   const out = createWriteStream(HOST_LOG);
   hostStartedAt = Date.now();
@@ -449,6 +451,26 @@ async function main() {
 
     await check('page-views chart receives data', () => chartPoints(page, 'chart-page-views', 30_000));
     await check('latency chart receives data', () => chartPoints(page, 'chart-latency', 30_000));
+
+    await check(`pipeline view shows each of the ${WORKERS} workers busy with events`, async () => {
+      try {
+        await page.waitForFunction(
+          (n) => {
+            const rows = [...document.querySelectorAll('[data-testid="worker-row"]')];
+            return rows.length === n && rows.every((r) => Number(r.children[1]?.textContent?.replace(/[^0-9.]/g, '') || 0) > 0);
+          },
+          WORKERS,
+          { timeout: 15_000, polling: 250 },
+        );
+      } catch {
+        const rows = await page.$$eval('[data-testid="worker-row"]', (rs) => rs.map((r) => r.textContent));
+        throw new Error(`worker rows: ${JSON.stringify(rows)}`);
+      }
+      const res = await fetch(`${base}/api/pipeline`, { signal: AbortSignal.timeout(5000), headers: { Authorization: `Bearer ${READ_TOKEN}` } });
+      const p = await res.json();
+      if (!Array.isArray(p.workers) || p.workers.length !== WORKERS) throw new Error(`GET /api/pipeline workers: ${JSON.stringify(p.workers)}`);
+      return p.workers.map((w) => `worker ${w.worker}: ${Math.round(w.events_per_sec)}/s, busy ${(w.busy * 100).toFixed(0)} %, ${w.keys} keys`).join('; ');
+    });
 
     await check('plugins table lists every shipped plugin', async () => {
       try {

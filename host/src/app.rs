@@ -15,12 +15,11 @@ use crate::control::{Control, watch};
 use crate::kafka::KafkaConfig;
 use crate::pipeline::TimeConfig;
 use crate::plugin::Runtime;
-use crate::runner::{Exit, Outputs, Runner};
+use crate::runner::{Exit, Feed, Outputs, Runner, Workers};
 use crate::sink::Hub;
 use crate::sink::kafka::KafkaSink;
-use crate::source;
 use crate::state::StoreConfig;
-use crate::status::Registry;
+use crate::status::{Registry, WorkerCounters};
 
 /// Exit codes.
 pub const EXIT_OK: i32 = 0;
@@ -76,15 +75,17 @@ fn run(config: Config) -> Result<Exit, Failure> {
     let registry = Arc::new(Registry::default());
     let hub = Hub::with_history(crate::sink::History::from_config(&config));
     let (commands_tx, commands) = std::sync::mpsc::channel();
+    let workers = config.workers();
     let control = Arc::new(Control::new(
         runtime.clone(),
         commands_tx,
         registry.clone(),
         hub.clone(),
         config.plugins.clone(),
+        workers,
     ));
-    let mut pipeline = control
-        .load_pipeline(&config, time)
+    let mut pipelines = control
+        .load_pipelines(&config, time, workers)
         .map_err(Failure::Start)?;
 
     let kafka = KafkaConfig::from_config(&config).map(|k| k.reporting_to(registry.kafka.clone()));
@@ -92,9 +93,8 @@ fn run(config: Config) -> Result<Exit, Failure> {
         crate::kafka::ensure_topics(k).map_err(start)?;
     }
     let spec = config.source_spec();
-    let opened = spec.open(&config, kafka.as_ref()).map_err(start)?;
-    let mut source = opened.source;
-    let source_name = source.name().to_string();
+    let mut opened = spec.open(&config, kafka.as_ref()).map_err(start)?;
+    let source_name = opened.name.clone();
 
     // Restore the last commit (see `crate::checkpoint` for the protocol).
     let store = Store::open(
@@ -106,10 +106,7 @@ fn run(config: Config) -> Result<Exit, Failure> {
     .map_err(start)?;
     let kafka_sink = match &kafka {
         Some(k) => {
-            let input = opened
-                .kafka_partitions
-                .is_some()
-                .then(|| k.events_topic.clone());
+            let input = opened.kafka.then(|| k.events_topic.clone());
             Some(KafkaSink::new(k, input).map_err(start)?)
         }
         None => None,
@@ -120,17 +117,37 @@ fn run(config: Config) -> Result<Exit, Failure> {
         group: &config.kafka_group,
         fresh: config.no_restore,
         source: &source_name,
-        kafka_partitions: opened.kafka_partitions.as_deref(),
+        kafka_partitions: opened.kafka.then_some(opened.partitions.as_slice()),
     }
-    .run(&mut pipeline, &registry)
+    .run(&mut pipelines, &registry)
     .map_err(start)?;
     if restored.restored {
         let positions: Vec<_> = restored.positions.iter().map(|(p, q)| (*p, *q)).collect();
-        source.seek(&positions).map_err(start)?;
+        for r in &mut opened.readers {
+            r.seek(&positions).map_err(start)?;
+        }
     }
-    // Every partition holds event time back until it produced or went idle.
-    let kafka_partitions = opened.kafka_partitions.unwrap_or_default();
-    pipeline.wm.declare(&kafka_partitions, now_ms());
+    let mut wm = restored
+        .watermark
+        .clone()
+        .unwrap_or_else(|| pipelines[0].wm.clone());
+    if opened.bounded {
+        // A file's splits are read side by side: a slow one is not idle.
+        wm = wm.without_idleness();
+    }
+    // Every partition of Kafka or of a file holds event time back until it
+    // produced (or, Kafka, went idle).
+    let declared = if opened.kafka || opened.bounded {
+        opened.partitions.clone()
+    } else {
+        Vec::new()
+    };
+    wm.declare(&declared, now_ms());
+    let lag_partitions = if opened.kafka {
+        opened.partitions.clone()
+    } else {
+        Vec::new()
+    };
 
     let server_hub = (!config.no_server).then(|| hub.clone());
     let outputs = Outputs::open(&config, server_hub, registry.clone()).map_err(Failure::Start)?;
@@ -174,9 +191,22 @@ fn run(config: Config) -> Result<Exit, Failure> {
         registry.clone(),
         fault_pause,
     );
-    let rx = source::spawn(source, config.batch_size.max(1), 4, config.max_events);
+    let feed = Feed::spawn(opened, config.batch_size.max(1), 4, config.max_events);
+    let counters: Vec<Arc<WorkerCounters>> = (0..workers).map(|_| Arc::default()).collect();
+    *registry.workers.lock().expect("registry lock") = counters.clone();
+    // Until the first status (a second in): every worker, idle.
+    *registry.worker_status.lock().expect("registry lock") = serde_json::Value::Array(
+        (0..workers)
+            .map(|w| serde_json::json!({"worker": w, "events_per_sec": 0.0, "busy": 0.0, "keys": 0, "exchange_in_per_sec": 0.0, "exchange_queue": 0, "events": 0}))
+            .collect(),
+    );
+    let names = pipelines[0].names();
+    let router = pipelines[0].router();
     let runner = Runner {
-        pipeline,
+        workers: Workers::spawn(pipelines, counters),
+        wm,
+        names,
+        router,
         outputs,
         checkpoints,
         registry,
@@ -186,14 +216,14 @@ fn run(config: Config) -> Result<Exit, Failure> {
         positions: restored.positions,
         changed: false,
         restored: restored.restored,
-        lag_partitions: kafka_partitions,
+        lag_partitions,
         stop,
         commands,
         time,
         last_batch: None,
     };
     let exit = runner
-        .run(rx)
+        .run(feed)
         .map_err(|e| Failure::Run(crate::datadir::explain(e.to_string())))?;
     tracing::info!(?exit, "done");
     tokio.shutdown_timeout(std::time::Duration::from_millis(200));

@@ -331,6 +331,23 @@ pub struct Config {
     #[arg(long, default_value_t = 4096)]
     pub batch_size: usize,
 
+    /// Processing threads. Each runs stage 1 for some input partitions and
+    /// stage 2 for a share of the key groups. Default: the cores available.
+    #[arg(long, env = "RTAP_WORKERS")]
+    pub workers: Option<usize>,
+
+    /// Read a file source as line-aligned splits of about this size, each an
+    /// input partition read in parallel (the same splits whatever
+    /// `--workers` is). Default: the file is one partition. Splits reorder a
+    /// key's events across split boundaries, which event detectors see (see
+    /// the README's "Workers and partitions").
+    #[arg(long, env = "RTAP_FILE_SPLIT_SIZE")]
+    pub file_split_size: Option<ByteSize>,
+
+    /// Simulator: input partitions (each user's events go to one).
+    #[arg(long, env = "RTAP_SIM_PARTITIONS", default_value_t = 12)]
+    pub sim_partitions: u32,
+
     /// Deadline of one plugin call (a call is stopped within 20 ms after it:
     /// the epoch ticks every 10 ms).
     #[arg(long, env = "RTAP_PLUGIN_TIMEOUT", default_value = "500ms")]
@@ -405,6 +422,13 @@ pub struct Config {
 }
 
 impl Config {
+    /// Processing threads: `--workers`, else the cores available.
+    pub fn workers(&self) -> usize {
+        self.workers
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+            .max(1)
+    }
+
     /// The source: `--source`, else Kafka with `--kafka-brokers`, else the
     /// simulator.
     pub fn source_spec(&self) -> SourceSpec {

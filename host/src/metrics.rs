@@ -34,6 +34,11 @@ pub struct Metrics {
     pub websocket_clients: IntGauge,
     pub history_outputs: IntGauge,
     pub history_bytes: IntGauge,
+    pub worker_events: IntCounterVec,
+    pub worker_busy: prometheus::CounterVec,
+    pub worker_keys: IntGaugeVec,
+    pub worker_exchange_records: IntCounterVec,
+    pub worker_exchange_queue: IntGaugeVec,
 }
 
 fn reg<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, m: T) -> T {
@@ -46,6 +51,13 @@ fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCoun
     reg(
         r,
         IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"),
+    )
+}
+
+fn gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    reg(
+        r,
+        IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric"),
     )
 }
 
@@ -249,6 +261,41 @@ impl Metrics {
                     "Estimated memory of the history: output text plus a fixed cost per output.",
                 )
                 .expect("valid"),
+            ),
+            worker_events: counter_vec(
+                &r,
+                "rtap_worker_events_total",
+                "Events each processing worker took through stage 1 (its input partitions).",
+                &["worker"],
+            ),
+            worker_busy: reg(
+                &r,
+                prometheus::CounterVec::new(
+                    Opts::new(
+                        "rtap_worker_busy_seconds_total",
+                        "Time each processing worker spent working (stage 1, stage 2, commits).",
+                    ),
+                    &["worker"],
+                )
+                .expect("valid"),
+            ),
+            worker_keys: gauge_vec(
+                &r,
+                "rtap_worker_keys",
+                "Keys held in each worker's key groups, all plugins, at the last commit.",
+                &["worker"],
+            ),
+            worker_exchange_records: counter_vec(
+                &r,
+                "rtap_worker_exchange_records_total",
+                "Exchange records (partial states, routed events) each worker's stage 2 applied.",
+                &["worker"],
+            ),
+            worker_exchange_queue: gauge_vec(
+                &r,
+                "rtap_worker_exchange_queue",
+                "Exchange records waiting for each worker's stage 2 at the last round.",
+                &["worker"],
             ),
             registry: r,
         }

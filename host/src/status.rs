@@ -128,6 +128,21 @@ pub struct PipelineStats {
     pub last_batch_at: AtomicI64,
 }
 
+/// One processing worker's counters.
+#[derive(Debug, Default)]
+pub struct WorkerCounters {
+    /// Events of its input partitions it took through stage 1.
+    pub events: AtomicU64,
+    /// Time spent in jobs (ns).
+    pub busy_ns: AtomicU64,
+    /// Keys held in its key groups, all plugins (at the last commit).
+    pub keys: AtomicU64,
+    /// Exchange records it applied in stage 2.
+    pub exchange_in: AtomicU64,
+    /// Exchange records waiting for its stage 2 at the last round.
+    pub exchange_queue: AtomicU64,
+}
+
 /// How the Kafka clients see the broker, for `/health`: the source's
 /// probes (the lag reporter's offset queries) and the transactional sink's
 /// waits. Wall-clock ms, 0 when all is well.
@@ -195,6 +210,11 @@ impl KafkaHealth {
 pub struct Registry {
     pub plugins: Mutex<Vec<(PluginMeta, std::sync::Arc<PluginCounters>)>>,
     pub stats: PipelineStats,
+    /// The processing workers, by index.
+    pub workers: Mutex<Vec<std::sync::Arc<WorkerCounters>>>,
+    /// The per-worker figures of the last status (rates over the last
+    /// second), for `/api/pipeline`.
+    pub worker_status: Mutex<serde_json::Value>,
     /// The Kafka clients' view of the broker (with `--kafka-brokers`).
     pub kafka: std::sync::Arc<KafkaHealth>,
 }

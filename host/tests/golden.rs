@@ -5,6 +5,11 @@
 //! checkpoint/restore of the file source: twice at a random point, and once
 //! right before each expected late event, which is late only if the restart
 //! resumed the watermark exactly.
+//!
+//! One worker must give the expected outputs in their order. Several
+//! workers emit the outputs of different key groups side by side, so there
+//! the order across windows is free, but each window's outputs (its firing,
+//! then its late updates) and each alert must come in the expected order.
 
 mod common;
 
@@ -49,6 +54,43 @@ fn expected(case: &Path) -> (Vec<serde_json::Value>, Vec<u64>) {
     (read_json(&case.join("expected.jsonl")), late)
 }
 
+/// Each output's identity: a window (plugin, name, key, bounds) or an
+/// alert's id.
+fn identity(v: &serde_json::Value) -> String {
+    match v["type"].as_str() {
+        Some("alert") => format!("alert {}", v["id"]),
+        _ => format!(
+            "{} {} {} {} {}",
+            v["plugin"], v["name"], v["key"], v["window_start"], v["window_end"]
+        ),
+    }
+}
+
+/// The outputs grouped by identity, each group in order.
+fn per_window(v: &[serde_json::Value]) -> std::collections::BTreeMap<String, Vec<String>> {
+    let mut m: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for x in v {
+        m.entry(identity(x)).or_default().push(x.to_string());
+    }
+    m
+}
+
+/// Several workers: the same outputs, in the same order per window.
+fn check_per_window(case: &Path, what: &str, got: Vec<serde_json::Value>, late: Vec<u64>) {
+    let (want, want_late) = expected(case);
+    let name = case.file_name().unwrap().to_string_lossy();
+    assert_eq!(got.len(), want.len(), "{name} ({what}): number of outputs");
+    assert_eq!(
+        per_window(&got),
+        per_window(&want),
+        "{name} ({what}): outputs differ (per window)"
+    );
+    assert_eq!(
+        late, want_late,
+        "{name} ({what}): late events (line numbers) differ"
+    );
+}
+
 fn check(case: &Path, what: &str, got: Vec<serde_json::Value>, late: Vec<u64>) {
     let (want, want_late) = expected(case);
     let name = case.file_name().unwrap().to_string_lossy();
@@ -77,20 +119,25 @@ fn golden_cases_straight_through() {
         let names = words(&case.join("plugins"));
         let plugins = plugins_dir(&names.iter().map(String::as_str).collect::<Vec<_>>());
         let args = words(&case.join("args"));
-        let data = tempfile::tempdir().unwrap();
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        run_file(
-            plugins.path(),
-            &case.join("input.jsonl"),
-            data.path(),
-            &args,
-        );
-        check(
-            &case,
-            "straight",
-            read_json(&data.path().join("out.jsonl")),
-            late_offsets(data.path()),
-        );
+        for workers in ["1", "3"] {
+            let data = tempfile::tempdir().unwrap();
+            let mut with = args.clone();
+            with.extend(["--workers", workers]);
+            run_file(
+                plugins.path(),
+                &case.join("input.jsonl"),
+                data.path(),
+                &with,
+            );
+            let got = read_json(&data.path().join("out.jsonl"));
+            let late = late_offsets(data.path());
+            if workers == "1" {
+                check(&case, "straight, 1 worker", got, late);
+            } else {
+                check_per_window(&case, "straight, 3 workers", got, late);
+            }
+        }
     }
 }
 
@@ -123,19 +170,26 @@ fn golden_cases_through_a_checkpoint() {
         // before each.
         let before_late = expected(&case).1.into_iter().map(|line| line - 1);
         let splits: Vec<u64> = (0..2).map(|_| next(lines + 1)).chain(before_late).collect();
-        for k in splits {
+        for (n, k) in splits.into_iter().enumerate() {
+            // One worker, then three: the restart may use another number.
+            let (before, after) = if n % 2 == 0 { ("1", "3") } else { ("3", "1") };
             let data = tempfile::tempdir().unwrap();
             let mut first = args.clone();
             let limit = format!("--max-events={k}");
             first.push(&limit);
+            first.extend(["--workers", before]);
             run_file(plugins.path(), &input, data.path(), &first);
             assert!(
                 data.path().join("state").join("CURRENT").is_file(),
                 "no state store after --max-events"
             );
-            run_file(plugins.path(), &input, data.path(), &args);
-            let what = format!("split after line {k}, RTAP_GOLDEN_SEED={seed}");
-            check(
+            let mut second = args.clone();
+            second.extend(["--workers", after]);
+            run_file(plugins.path(), &input, data.path(), &second);
+            let what = format!(
+                "split after line {k}, {before} then {after} workers, RTAP_GOLDEN_SEED={seed}"
+            );
+            check_per_window(
                 &case,
                 &what,
                 read_json(&data.path().join("out.jsonl")),

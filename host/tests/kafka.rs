@@ -314,6 +314,9 @@ fn outputs(
 /// be on the topics with the same value, and nothing else. tansu does not
 /// hide records of aborted transactions from `read_committed` readers, so
 /// re-sent outputs of aborted transactions are counted and reported apart.
+/// The uninterrupted run has one worker; the killed runs have 3, 1 and 2 in
+/// turn (state restored by key group onto another number of workers), the
+/// last one 3.
 #[test]
 fn kafka_outputs_survive_sigkills_exactly_once() {
     // Enough input that twelve kill rounds cannot consume it all: since the
@@ -337,6 +340,7 @@ fn kafka_outputs_survive_sigkills_exactly_once() {
             "reference",
             "ref-",
         )
+        .args(["--workers", "1"])
         .watched(),
         &broker,
         "reference",
@@ -359,6 +363,7 @@ fn kafka_outputs_survive_sigkills_exactly_once() {
             // the outputs must not depend on when checkpoints happen.
             .checkpoint_interval("1s")
             .fault_commit_pause_ms(if phase == "random" { 1 } else { 100 })
+            .args(["--workers", ["3", "1", "2"][round % 3]])
             .watched();
         let (pat, nth) = match phase {
             "random" => ("committed", 1),
@@ -402,7 +407,9 @@ fn kafka_outputs_survive_sigkills_exactly_once() {
         "every kill must land before the input is consumed"
     );
     let log = run_to_end(
-        kafka_host(&broker, plugins.path(), data.path(), "rtap", "").watched(),
+        kafka_host(&broker, plugins.path(), data.path(), "rtap", "")
+            .args(["--workers", "3"])
+            .watched(),
         &broker,
         "rtap",
         n as i64,

@@ -270,15 +270,19 @@ fn swap_under_load_changes_no_output() {
     assert_eq!(lines.len(), 1_000_000);
     let names = ["page-views", "bot-burst"];
 
-    // Reference: no swap.
+    // Reference: no swap, one worker, the file as one partition (as stdin
+    // is: the watermark, and so which events are late, follows one
+    // partition's events).
     let reference = tmp.path().join("reference");
     let plugins = plugins_dir(&names);
-    run_file(plugins.path(), &events, &reference, &[]);
+    let one = ["--workers", "1", "--file-split-size", "1GiB"];
+    run_file(plugins.path(), &events, &reference, &one);
     let expected = outputs_of(&reference.join("out.jsonl"), &names);
     assert!(expected.len() > 100, "{} reference outputs", expected.len());
 
     // Same input through stdin in 10 chunks, swapping both plugins between
-    // two builds after every chunk (20 swaps under a steady stream).
+    // two builds after every chunk (20 swaps under a steady stream), with
+    // two workers: each swap is a barrier on both.
     let plugins = plugins_dir(&names);
     let data = tmp.path().join("swapped");
     let port = free_port();
@@ -290,6 +294,7 @@ fn swap_under_load_changes_no_output() {
             .listen(port)
             .data_dir(&data)
             .admin_token(TOKEN)
+            .args(["--workers", "2"])
             .command()
             .stdin(Stdio::piped())
             .stderr(Stdio::null())

@@ -111,3 +111,79 @@ async fn streams_metrics_and_alerts_over_websocket() {
     assert!(pv["counters"]["events_in"].as_u64().unwrap() > 0);
     assert_eq!(pv["window"]["type"], "tumbling");
 }
+
+/// `--workers 3`: `/api/pipeline`, the `/ws` status and `/metrics` show each
+/// worker taking events (the simulator's 12 partitions are spread over all
+/// three) and holding keys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_worker_shows_in_the_status_the_api_and_the_metrics() {
+    let plugins = plugins_dir(&SHIPPED);
+    let data = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _host = HostCmd::new(plugins.path())
+        .rate(4000)
+        .jsonl_sink("/dev/null")
+        .listen(port)
+        .data_dir(data.path())
+        .checkpoint_interval("1s")
+        .args(["--workers", "3"])
+        .spawn();
+    wait_ready(port);
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let workers = loop {
+        let (_, body) = http(port, "GET", "/api/pipeline", &[], b"").unwrap();
+        let p: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let w = p["workers"].as_array().cloned().unwrap_or_default();
+        assert_eq!(w.len(), 3, "/api/pipeline workers: {}", p["workers"]);
+        let all_busy = w.iter().all(|w| {
+            w["events_per_sec"].as_f64().unwrap() > 0.0
+                && w["keys"].as_u64().unwrap() > 0
+                && w["busy"].as_f64().unwrap() > 0.0
+        });
+        if all_busy {
+            break w;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not every worker took events and held keys within 30 s: {}",
+            p["workers"]
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    for (i, w) in workers.iter().enumerate() {
+        assert_eq!(w["worker"], i);
+        assert!(w["busy"].as_f64().unwrap() <= 1.0, "{w}");
+        assert!(w["exchange_queue"].is_u64(), "{w}");
+    }
+
+    let (ws, _) =
+        tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}/ws?types=pipeline"))
+            .await
+            .unwrap();
+    let (_tx, mut rx) = ws.split();
+    let v = next_json(
+        &mut rx,
+        Instant::now() + Duration::from_secs(5),
+        "a status within 5 s",
+    )
+    .await;
+    assert_eq!(v["workers"].as_array().unwrap().len(), 3, "{v}");
+
+    let (code, text) = http(port, "GET", "/metrics", &[], b"").unwrap();
+    assert_eq!(code, 200);
+    for w in 0..3 {
+        for name in [
+            "rtap_worker_events_total",
+            "rtap_worker_busy_seconds_total",
+            "rtap_worker_keys",
+        ] {
+            let line = text
+                .lines()
+                .find(|l| l.starts_with(&format!("{name}{{worker=\"{w}\"}}")))
+                .unwrap_or_else(|| panic!("/metrics has no {name} for worker {w}"));
+            let value: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+            assert!(value > 0.0, "{line}");
+        }
+    }
+}

@@ -137,6 +137,43 @@ export function PipelineView({ view, api, theme, chartHeight }: Props) {
         </div>
       </div>
 
+      <div className="panel" data-testid="workers" data-count={p?.workers.length ?? 0}>
+        <h3>
+          Workers <span className="muted">over the last second: stage 1 for their input partitions, stage 2 for their key groups</span>
+        </h3>
+        {!p || p.workers.length === 0 ? (
+          <p className="muted">No worker figures yet.</p>
+        ) : (
+          <table className="table">
+            <thead>
+              <tr>
+                <th>Worker</th>
+                <th className="right">Events/s</th>
+                <th className="right">Busy</th>
+                <th className="right">Keys held</th>
+                <th className="right">Exchange queue</th>
+              </tr>
+            </thead>
+            <tbody>
+              {p.workers.map((w) => (
+                <tr key={w.worker} data-testid="worker-row" data-worker={w.worker}>
+                  <td className="num">{w.worker}</td>
+                  <td className="num right">{fmtNumber(w.events_per_sec, 0)}</td>
+                  <td className="num right">
+                    <span className="meter" title={`${(w.busy * 100).toFixed(1)} % of the last second`}>
+                      <span className="meter-fill" style={{ width: `${(w.busy * 100).toFixed(1)}%` }} />
+                    </span>{' '}
+                    {(w.busy * 100).toFixed(0)} %
+                  </td>
+                  <td className="num right">{fmtCompact(w.keys)}</td>
+                  <td className="num right">{fmtNumber(w.exchange_queue)}</td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+        )}
+      </div>
+
       <PluginsTable plugins={plugins} now={view.now} />
 
       <div className="grid-admin">

@@ -89,6 +89,17 @@ describe('parseFrame: valid messages', () => {
     expect(k.consumer_lag).toEqual({ '0': 12, '1': 0 });
     expect(k.watermark).toBe(990);
     expect(k.events_per_sec).toBeNull();
+    expect(k.workers).toEqual([]);
+  });
+
+  it('parses the workers of a pipeline status, dropping what is not one', () => {
+    const p = message<PipelineMessage>(
+      '{"type":"pipeline","time":1000,"workers":[{"worker":0,"events_per_sec":1200.5,"busy":0.42,"keys":310,"exchange_queue":17,"events":9},{"worker":1,"busy":7},{"events_per_sec":3},"x"]}',
+    );
+    expect(p.workers).toEqual([
+      { worker: 0, events_per_sec: 1200.5, busy: 0.42, keys: 310, exchange_queue: 17 },
+      { worker: 1, events_per_sec: 0, busy: 1, keys: 0, exchange_queue: 0 },
+    ]);
   });
 
   it('ignores unknown fields (forward compatible)', () => {

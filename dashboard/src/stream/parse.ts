@@ -12,6 +12,7 @@ import type {
   PipelineMessage,
   PluginEventMessage,
   Severity,
+  WorkerStatus,
 } from './types';
 
 type Obj = Record<string, unknown>;
@@ -113,6 +114,23 @@ function parsePercentiles(v: unknown): Percentiles | null {
   return p.p50 === null && p.p95 === null && p.p99 === null ? null : p;
 }
 
+function parseWorkers(v: unknown): WorkerStatus[] {
+  if (!Array.isArray(v)) return [];
+  const out: WorkerStatus[] = [];
+  for (const w of v.slice(0, 1024)) {
+    if (!isObject(w) || !finite(w.worker)) continue;
+    const num = (x: unknown) => (finite(x) ? x : 0);
+    out.push({
+      worker: w.worker,
+      events_per_sec: num(w.events_per_sec),
+      busy: Math.min(1, Math.max(0, num(w.busy))),
+      keys: num(w.keys),
+      exchange_queue: num(w.exchange_queue),
+    });
+  }
+  return out;
+}
+
 function parsePipeline(o: Obj): ParseResult {
   if (!finite(o.time)) return invalid('pipeline status without numeric time');
   const lag: Record<string, number> = {};
@@ -138,6 +156,7 @@ function parsePipeline(o: Obj): ParseResult {
     e2e_latency_ms: parsePercentiles(o.e2e_latency_ms),
     consumer_lag: lag,
     last_checkpoint: optNumber(o.last_checkpoint),
+    workers: parseWorkers(o.workers),
   };
   return { kind: 'message', message: p };
 }

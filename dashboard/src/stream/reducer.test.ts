@@ -176,6 +176,7 @@ describe('reduce: plugin events and pipeline status', () => {
       e2e_latency_ms: { p50: 1, p95: 2, p99: 3 },
       consumer_lag: lag,
       last_checkpoint: null,
+      workers: [],
     });
     apply(s, [status(T0, 500, { '0': 2, '1': 3 }), status(T0 + 1000, 600, {})]);
     expect(s.pipeline.latest!.events_per_sec).toBe(600);

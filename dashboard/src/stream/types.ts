@@ -71,6 +71,19 @@ export interface PipelineMessage {
   /** Partition → lag; empty when the source is not Kafka. */
   consumer_lag: Record<string, number>;
   last_checkpoint: Millis | null;
+  /** Each processing worker over the last second; empty from an older host. */
+  workers: WorkerStatus[];
+}
+
+export interface WorkerStatus {
+  worker: number;
+  events_per_sec: number;
+  /** Share of the last second spent working, 0..1. */
+  busy: number;
+  /** Keys held in its key groups (all plugins, at the last commit). */
+  keys: number;
+  /** Exchange records waiting for its stage 2 at the last round. */
+  exchange_queue: number;
 }
 
 export type ServerMessage = MetricMessage | AlertMessage | PluginEventMessage | PipelineMessage;

@@ -322,6 +322,8 @@ fn pipeline_status(state: &AppState) -> Value {
         "watermark": s.watermark.load(Ordering::Relaxed),
         "last_checkpoint": (last_cp > 0).then_some(last_cp),
         "websocket_clients": state.hub.clients(),
+        // Each processing worker over the last second (see runner/status.rs).
+        "workers": state.registry.worker_status.lock().expect("registry lock").clone(),
     })
 }
 

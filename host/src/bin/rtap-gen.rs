@@ -90,8 +90,7 @@ impl Stagger {
 
     /// A user's partition: the same for every run and every generator.
     fn partition_of(&self, key: &str) -> usize {
-        use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
-        BuildHasherDefault::<DefaultHasher>::default().hash_one(key) as usize % self.held.len()
+        rtap_host::source::simulator::partition_of(key, self.held.len())
     }
 
     fn hold(&mut self, key: &str, line: &str) {
@@ -203,6 +202,7 @@ fn main() -> std::io::Result<()> {
             start_ms: Some(a.start_ms),
             unpaced: true,
             limit,
+            partitions: 1,
         });
         let mut out = BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
         let mut result = Ok(());
@@ -242,6 +242,7 @@ fn main() -> std::io::Result<()> {
         start_ms: None,
         unpaced: a.unpaced,
         limit,
+        partitions: 1,
     });
     let mut stagger = match a.stagger_ms {
         Some(ms) => {

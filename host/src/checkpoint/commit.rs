@@ -14,8 +14,7 @@ use super::{Committer, fault_phase};
 use crate::clock::now_ms;
 use crate::event::Position;
 use crate::metrics::metrics;
-use crate::pipeline::Pipeline;
-use crate::state::{self, PluginChanges, StateError, StateStore};
+use crate::state::{self, PluginChanges, StateDelta, StateError, StateStore};
 use crate::status::Registry;
 use crate::window::Watermark;
 
@@ -78,6 +77,16 @@ pub type Commit = state::Commit<CommitMeta>;
 
 /// The state store of the pipeline.
 pub type Store = StateStore<CommitMeta>;
+
+/// One plugin's state at a commit: who it is and what changed (from every
+/// worker's key groups).
+pub struct PluginState {
+    pub name: String,
+    pub hash: String,
+    pub version: String,
+    pub state_schema: u32,
+    pub delta: StateDelta,
+}
 
 /// A commit or a checkpoint failed: the host stops.
 #[derive(Debug, thiserror::Error)]
@@ -143,13 +152,14 @@ impl Checkpoints {
     /// Kafka transaction, else it is applied here.
     pub fn commit(
         &mut self,
-        pipeline: &mut Pipeline,
+        plugins: Vec<PluginState>,
+        watermark: &Watermark,
         positions: &BTreeMap<i32, Position>,
         files: Vec<(String, u64)>,
     ) -> Result<(), CheckpointError> {
         let started = Instant::now();
         self.id += 1;
-        let commit = self.assemble(pipeline, positions, files);
+        let commit = self.assemble(plugins, watermark, positions, files);
         let (id, taken_at, keys) = (commit.meta.id, commit.meta.taken_at, commit.keys());
         let batches = std::mem::take(&mut self.uncommitted);
         let res = match &self.kafka {
@@ -190,21 +200,20 @@ impl Checkpoints {
     /// The commit of the pipeline's state as it is now.
     fn assemble(
         &self,
-        pipeline: &mut Pipeline,
+        states: Vec<PluginState>,
+        watermark: &Watermark,
         positions: &BTreeMap<i32, Position>,
         files: Vec<(String, u64)>,
     ) -> Commit {
-        let mut plugins = Vec::with_capacity(pipeline.slots.len());
-        let mut changes = Vec::with_capacity(pipeline.slots.len());
-        for s in &mut pipeline.slots {
-            let delta = s.state_delta();
-            let (c, op_meta) = PluginChanges::new(&s.name, delta);
-            let l = &s.identity;
+        let mut plugins = Vec::with_capacity(states.len());
+        let mut changes = Vec::with_capacity(states.len());
+        for s in states {
+            let (c, op_meta) = PluginChanges::new(&s.name, s.delta);
             plugins.push(PluginMeta {
-                name: s.name.to_string(),
-                hash: l.hash.clone(),
-                version: l.description.version.clone(),
-                state_schema: l.description.state_schema,
+                name: s.name,
+                hash: s.hash,
+                version: s.version,
+                state_schema: s.state_schema,
                 op_meta,
             });
             changes.push(c);
@@ -216,7 +225,7 @@ impl Checkpoints {
                 taken_at: now_ms(),
                 source: self.source.clone(),
                 positions: positions.iter().map(|(p, pos)| (*p, *pos)).collect(),
-                watermark: pipeline.wm.clone(),
+                watermark: watermark.clone(),
                 plugins,
                 files,
                 transactional: self.kafka.is_some(),

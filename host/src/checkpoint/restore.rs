@@ -15,9 +15,11 @@ use std::sync::atomic::Ordering;
 use super::{CommitMeta, Store};
 use crate::event::Position;
 use crate::pipeline::Pipeline;
+use crate::pipeline::exchange::owner_of;
 use crate::sink::kafka::{KafkaSink, KafkaSinkError};
 use crate::state::StateError;
 use crate::status::Registry;
+use crate::window::Watermark;
 
 /// Why the host cannot start from this state.
 #[derive(Debug, thiserror::Error)]
@@ -58,14 +60,17 @@ pub struct Restored {
     /// Whether a commit was loaded (else the run starts from the source's
     /// beginning, or the group's offsets).
     pub restored: bool,
+    /// The committed watermark.
+    pub watermark: Option<Watermark>,
 }
 
 impl Restore<'_> {
     /// Settle the store with the Kafka marker, then load the last commit
-    /// into `pipeline`.
+    /// into the workers' `pipelines`, each key into the one that owns its
+    /// key group.
     pub fn run(
         self,
-        pipeline: &mut Pipeline,
+        pipelines: &mut [Pipeline],
         registry: &Registry,
     ) -> Result<Restored, RestoreError> {
         if self.fresh {
@@ -82,10 +87,13 @@ impl Restore<'_> {
                 commit_id,
                 positions: BTreeMap::new(),
                 restored: false,
+                watermark: None,
             });
         };
         self.check_source(&cp)?;
-        self.load_plugins(&cp, pipeline)?;
+        for p in pipelines.iter_mut() {
+            self.load_plugins(&cp, p)?;
+        }
         // What the sinks wrote after the commit is written again.
         for (path, len) in &cp.files {
             let cut = crate::sink::jsonl::truncate_to(path, *len)?;
@@ -97,7 +105,6 @@ impl Restore<'_> {
                 );
             }
         }
-        pipeline.wm = cp.watermark.clone();
         registry
             .stats
             .last_checkpoint
@@ -107,6 +114,7 @@ impl Restore<'_> {
             commit_id,
             positions: cp.positions.iter().copied().collect(),
             restored: true,
+            watermark: Some(cp.watermark.clone()),
         })
     }
 
@@ -231,14 +239,25 @@ impl Restore<'_> {
     /// the committed one, else refused.
     fn load_plugins(&self, cp: &CommitMeta, pipeline: &mut Pipeline) -> Result<(), RestoreError> {
         for pm in &cp.plugins {
-            let Some(slot) = pipeline.slots.iter_mut().find(|s| *s.name == pm.name) else {
-                tracing::warn!(plugin = %pm.name, "committed plugin is no longer loaded; its state is dropped");
+            if !pipeline.slots.iter().any(|s| *s.name == pm.name) {
+                if pipeline.shard.worker == 0 {
+                    tracing::warn!(plugin = %pm.name, "committed plugin is no longer loaded; its state is dropped");
+                }
                 continue;
-            };
+            }
             let entries = self.store.entries(&pm.name)?;
+            let shard = pipeline.shard;
+            let slot = pipeline
+                .slots
+                .iter_mut()
+                .find(|s| *s.name == pm.name)
+                .expect("found above");
             slot.restore_entries(
                 &pm.op_meta,
-                entries.iter().map(|(k, v)| (k.as_str(), v.as_slice())),
+                entries
+                    .iter()
+                    .filter(|(k, _)| owner_of(k, shard.workers) == shard.worker)
+                    .map(|(k, v)| (k.as_str(), v.as_slice())),
             )
             .map_err(RestoreError::Refused)?;
             let d = slot.identity.description.clone();

@@ -72,10 +72,17 @@ impl Control {
             description: new.clone(),
             hash: loaded.hash.clone(),
         };
+        // One instance per worker, every one initialised off the hot path.
+        let mut calls: Vec<Box<dyn PluginCalls>> = vec![Box::new(inst)];
+        for _ in 1..self.workers {
+            let more =
+                Instance::new(loaded.clone(), &config).map_err(|e| err(422, e.to_string()))?;
+            calls.push(Box::new(more));
+        }
         counters.set_status(PluginStatus::Swapping);
         let res = self.barrier(|reply| Command::Install {
             identity: Box::new(identity),
-            calls: Box::new(inst),
+            calls,
             counters: counters.clone(),
             transfer,
             reply,

@@ -1,21 +1,27 @@
 //! Start-up: every plugin of the plugins folder loaded, registered with the
 //! lifecycle service and the API, and put in the pipeline.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use super::{Control, meta_of};
 use crate::config::Config;
 use crate::output::Output;
-use crate::pipeline::{Pipeline, Slot, TimeConfig};
+use crate::pipeline::{Health, Pipeline, Slot, TimeConfig};
 use crate::plugin::{Identity, Instance};
 use crate::status::PluginCounters;
 
 impl Control {
     /// Load every plugin of the plugins folder with its config (the
     /// operator's, else its own default), register each, and build the
-    /// pipeline that runs them.
-    pub fn load_pipeline(&self, config: &Config, time: TimeConfig) -> Result<Pipeline, String> {
+    /// pipelines that run them: one per worker, each with its own instances
+    /// (a plugin's slots share its counters and its health).
+    pub fn load_pipelines(
+        &self,
+        config: &Config,
+        time: TimeConfig,
+        workers: usize,
+    ) -> Result<Vec<Pipeline>, String> {
         let started = Instant::now();
         let loaded =
             crate::plugin::load_dir(&self.runtime, &config.plugins).map_err(|e| e.to_string())?;
@@ -28,7 +34,14 @@ impl Control {
                 ));
             }
         }
-        let mut slots = Vec::new();
+        if loaded.len() > 64 {
+            return Err(format!(
+                "{} plugins in {}: at most 64 run in one host",
+                loaded.len(),
+                config.plugins.display()
+            ));
+        }
+        let mut slots: Vec<Vec<Slot>> = (0..workers).map(|_| Vec::new()).collect();
         let mut events = Vec::new();
         for (l, path) in loaded {
             let l = Arc::new(l);
@@ -39,7 +52,6 @@ impl Control {
                 .unwrap_or_else(|| d.default_config.clone());
             crate::plugin::config::check(d, &cfg)
                 .map_err(|e| format!("plugin `{}`: {e}", d.name))?;
-            let inst = Instance::new(l.clone(), &cfg).map_err(|e| e.to_string())?;
             let counters = Arc::new(PluginCounters::default());
             let meta = meta_of(&l, cfg.clone(), None);
             self.registry
@@ -47,19 +59,36 @@ impl Control {
                 .lock()
                 .expect("registry lock")
                 .push((meta, counters.clone()));
-            self.register(l.clone(), cfg, Some(path), counters.clone());
+            self.register(l.clone(), cfg.clone(), Some(path), counters.clone());
             let identity = Identity {
                 description: d.clone(),
                 hash: l.hash.clone(),
             };
-            let slot = Slot::new(identity, Box::new(inst), counters, time.allowed_lateness);
-            events.push(slot.lifecycle("loaded", format!("{} {} loaded", d.name, d.version)));
-            slots.push(slot);
+            let health: Arc<Mutex<Health>> = Arc::default();
+            for (w, worker) in slots.iter_mut().enumerate() {
+                let inst = Instance::new(l.clone(), &cfg).map_err(|e| e.to_string())?;
+                let slot = Slot::new(
+                    identity.clone(),
+                    Box::new(inst),
+                    counters.clone(),
+                    time.allowed_lateness,
+                )
+                .with_health(health.clone());
+                if w == 0 {
+                    events
+                        .push(slot.lifecycle("loaded", format!("{} {} loaded", d.name, d.version)));
+                }
+                worker.push(slot);
+            }
         }
-        let mut pipeline = Pipeline::new(slots, time);
-        pipeline
+        let mut pipelines: Vec<Pipeline> = slots
+            .into_iter()
+            .enumerate()
+            .map(|(w, s)| Pipeline::new(s, time).with_shard(w, workers))
+            .collect();
+        pipelines[0]
             .outputs
             .extend(events.into_iter().map(Output::Plugin));
-        Ok(pipeline)
+        Ok(pipelines)
     }
 }

@@ -67,10 +67,11 @@ pub enum Command {
         events: usize,
         reply: mpsc::Sender<Sample>,
     },
-    /// Install a version (swap, add, config change, rollback).
+    /// Install a version (swap, add, config change, rollback), with an
+    /// instance for each worker.
     Install {
         identity: Box<Identity>,
-        calls: Box<dyn PluginCalls>,
+        calls: Vec<Box<dyn PluginCalls>>,
         counters: Arc<PluginCounters>,
         transfer: StateTransfer,
         reply: mpsc::Sender<Result<SwapReport, String>>,
@@ -113,6 +114,8 @@ pub struct Control {
     entries: Mutex<std::collections::BTreeMap<String, Entry>>,
     /// One lifecycle operation at a time.
     busy: Mutex<()>,
+    /// Processing workers: each runs its own instance of every plugin.
+    workers: usize,
 }
 
 /// How long a caller waits for the processing thread to reach a barrier.
@@ -125,6 +128,7 @@ impl Control {
         registry: Arc<Registry>,
         hub: Hub,
         plugins_dir: PathBuf,
+        workers: usize,
     ) -> Self {
         // Plugin log lines go to the dashboard and `/ws` as
         // `{"type":"log",…}` (and to the host's log: `crate::plugin::log`).
@@ -135,6 +139,7 @@ impl Control {
             logs_hub.publish(Arc::from(v.to_string()));
         });
         Control {
+            workers: workers.max(1),
             runtime,
             commands,
             registry,

@@ -56,6 +56,14 @@ impl Op {
         op
     }
 
+    /// The keys held (this worker's key groups).
+    pub fn keys(&self) -> usize {
+        match self {
+            Op::Aggregate(a) => a.state.keys.len(),
+            Op::Events(d) | Op::Metrics(d) => d.state.keys.len(),
+        }
+    }
+
     /// Whether a detector has timers queued.
     pub fn timers_pending(&self) -> bool {
         match self {

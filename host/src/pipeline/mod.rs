@@ -1,13 +1,32 @@
 //! The processing DAG: events → aggregators (windows) → metrics → metric
-//! detectors → alerts, with event detectors beside the aggregators.
+//! detectors → alerts, with event detectors beside the aggregators — run in
+//! rounds, in two stages per plugin, so that every core can take part.
 //!
-//! [`Pipeline::process`] scans a batch event by event: it advances the
-//! watermark, assigns each event to its windows (classifying it against the
-//! watermark it arrived under) and queues it for the event detectors. Wherever
-//! the watermark passes a trigger (a window end, a purge time, a timer) or a
-//! late update must fire, the scan *cuts*: the segment so far is handed to
-//! every plugin in one call each, then the triggers fire in event-time order.
-//! So outputs depend only on the input order, never on batch sizes or timing.
+//! A **round** ([`exchange::Round`]) is a set of batches: their runs of
+//! events, one partition each, in canonical order, each event with the
+//! watermark it arrives under (computed from the partitions' progress,
+//! exactly as if one thread observed every event in that order).
+//!
+//! - **Stage 1** ([`Pipeline::stage1`], on the worker that read the runs):
+//!   tumbling and sliding aggregators assign the events to their windows and
+//!   fold them into partial states (one `add` call per segment); session
+//!   aggregators and event detectors get the events routed by key. Late
+//!   events are marked here.
+//! - **Exchange**: partials and routed events go to the owner of their key's
+//!   key group ([`exchange`]).
+//! - **Stage 2** ([`Pipeline::stage2`], at the owner): records apply in
+//!   canonical order — partials merge into the window states (`merge`),
+//!   routed events are assigned and handed over in one call per plugin and
+//!   segment — and windows and timers fire as the watermark passes them,
+//!   lazily: the scan *cuts* only where a late update must see its window
+//!   fired first.
+//! - **Stage 3** ([`Pipeline::stage3`]): the round's metrics reach the metric
+//!   detectors at the owner of the detector's key, in event-time order, then
+//!   their timers fire.
+//!
+//! One worker runs the same stages with every key group ([`Pipeline::process`]
+//! does all three for one batch), so the outputs do not depend on the number
+//! of workers.
 //!
 //! A failed call dead-letters exactly that call's input (with plugin, reason
 //! and each event's origin) and leaves the plugin's states as they were; a
@@ -15,24 +34,28 @@
 //! degraded: skipped (its input dead-lettered) and probed again after
 //! [`PROBE_AFTER`] (see [`Slot`]).
 
+pub mod exchange;
+mod failures;
 mod slot;
+mod stage1;
+mod stage2;
+mod stage3;
 mod swap;
 
-pub use slot::{DEGRADE_AFTER, PROBE_AFTER, RECENT_CALLS, Slot};
+pub use slot::{DEGRADE_AFTER, Health, PROBE_AFTER, RECENT_CALLS, Slot};
+pub use stage1::Stage1Out;
+pub use stage3::{Deliveries, MetricRouter};
 pub use swap::{StateTransfer, SwapReport};
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::clock::now_ms;
 use crate::event::EventBatch;
-use crate::operator::Op;
-use crate::operator::aggregate::{Fired, OpFailure};
-use crate::operator::detector::{KeyedAlert, TimerResult};
-use crate::output::{AlertOut, DeadLetter, LateEvent, MetricOut, Output};
-use crate::plugin::CallError;
+use crate::output::{DeadLetter, LateEvent, Output};
 use crate::plugin::io::MetricIn;
-use crate::status::PluginCounters;
 use crate::window::Watermark;
+use exchange::{LateMark, Round};
 
 /// Pipeline-wide event-time settings.
 #[derive(Debug, Clone, Copy)]
@@ -59,15 +82,42 @@ impl TimeConfig {
 
 /// Rounds of timer firing at the end of a bounded input (see
 /// [`Pipeline::finish`]).
-const FINISH_ROUNDS: usize = 100;
+pub const FINISH_ROUNDS: usize = 100;
 
+/// Which key groups a pipeline owns: those of `worker` among `workers`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    pub worker: usize,
+    pub workers: usize,
+}
+
+impl Shard {
+    /// Every key group.
+    pub const ALL: Shard = Shard {
+        worker: 0,
+        workers: 1,
+    };
+}
+
+/// The plugins of one worker: their instances, and the state of the key
+/// groups it owns.
 pub struct Pipeline {
     pub slots: Vec<Slot>,
+    /// The watermark of [`Pipeline::process`] (a run of workers keeps one
+    /// for all of them instead).
     pub wm: Watermark,
+    pub shard: Shard,
     /// Emitted since the last drain.
     pub outputs: Vec<Output>,
     pub dead: Vec<DeadLetter>,
     pub late: Vec<LateEvent>,
+    /// Events stage 2 found late (session windows), for the round's late
+    /// events.
+    pub late_marks: Vec<LateMark>,
+    /// Metrics emitted since the last stage 3, by the aggregator's slot.
+    pub metrics: Vec<(usize, MetricIn)>,
+    /// A version waiting for every worker to be ready to switch.
+    staged: Option<swap::Staged>,
 }
 
 impl Pipeline {
@@ -79,17 +129,67 @@ impl Pipeline {
                 time.out_of_orderness.as_millis() as i64,
                 time.idle_timeout.as_millis() as i64,
             ),
+            shard: Shard::ALL,
             outputs: Vec::new(),
             dead: Vec::new(),
             late: Vec::new(),
+            late_marks: Vec::new(),
+            metrics: Vec::new(),
+            staged: None,
         }
     }
 
-    /// Process one batch in arrival order.
-    pub fn process(&mut self, batch: &EventBatch) {
+    /// This pipeline as worker `worker` of `workers`.
+    pub fn with_shard(mut self, worker: usize, workers: usize) -> Self {
+        self.shard = Shard { worker, workers };
+        self
+    }
+
+    /// One batch through all three stages, on this thread, with every key
+    /// group (one worker; the benchmark's way in).
+    pub fn process(&mut self, batch: Arc<EventBatch>) {
+        let round = Round::plan(&mut self.wm, vec![batch], now_ms(), 1);
+        self.dead.extend(malformed(&round));
+        let mut out = Stage1Out::new(1);
+        let runs: Vec<usize> = (0..round.runs.len()).collect();
+        self.stage1(&round, &runs, &mut out);
+        let records = out.records.pop().expect("one worker");
+        self.stage2(&round, records);
+        let mut marks = out.late;
+        marks.append(&mut self.late_marks);
+        let names = self.names();
+        self.late.extend(late_events(&round, marks, &names));
+        self.stage3_here(round.end_wm);
+    }
+
+    /// Stage 3 on this worker alone: its metrics to its metric detectors.
+    fn stage3_here(&mut self, wm: i64) {
+        let metrics = std::mem::take(&mut self.metrics);
+        let routes = self.router().routes(&[metrics], 1);
+        let mine = routes.into_iter().next().expect("one worker");
+        self.stage3(mine, wm);
+    }
+
+    /// The plugins' names, in slot order.
+    pub fn names(&self) -> Vec<Arc<str>> {
+        self.slots.iter().map(|s| s.name.clone()).collect()
+    }
+
+    /// The changes of every plugin's state (this worker's key groups) since
+    /// the last call, in slot order.
+    pub fn deltas(&mut self) -> Vec<crate::state::StateDelta> {
+        self.slots.iter_mut().map(Slot::state_delta).collect()
+    }
+}
+
+/// Dead letters for a round's malformed records.
+pub fn malformed(round: &Round) -> Vec<DeadLetter> {
+    let time = now_ms();
+    let mut out = Vec::new();
+    for batch in &round.batches {
         for (j, m) in batch.malformed.iter().enumerate() {
-            self.dead.push(DeadLetter {
-                time: now_ms(),
+            out.push(DeadLetter {
+                time,
                 plugin: None,
                 reason: "malformed",
                 detail: m.reason.clone(),
@@ -99,92 +199,46 @@ impl Pipeline {
                 event: m.raw.clone(),
             });
         }
-        // A batch may hold runs of several partitions (Kafka): each run
-        // updates its own partition's event time, exactly as a batch of its
-        // own would; only the plugin calls are shared.
-        let now = now_ms();
-        // Partitions with records still to read are not idle.
-        self.wm.declare(&batch.backlog, now);
-        let runs = batch.runs();
-        let mut run = 0;
-        let mut partition = runs[0].0;
-        let mut others = self.wm.begin(partition, now);
-        let any_lateness = self
-            .slots
-            .iter()
-            .any(|s| matches!(&s.op, Op::Aggregate(a) if a.checks_late_updates()));
-        let mut late_plugins: Vec<String> = Vec::new();
-        for i in 0..batch.events.len() {
-            while !runs[run].1.contains(&i) {
-                run += 1;
-                partition = runs[run].0;
-                others = self.wm.begin(partition, now);
-            }
-            let ts = batch.events[i].ts;
-            let wm = self.wm.current();
-            // A late update must see its window fired first (firing is lazy).
-            if any_lateness
-                && self.slots.iter_mut().any(|s| match &mut s.op {
-                    Op::Aggregate(a) => a.would_be_late_update(batch, i, wm),
-                    _ => false,
-                })
-            {
-                self.flush(batch, wm);
-                self.advance(wm);
-            }
-            let mut cut = false;
-            late_plugins.clear();
-            for si in 0..self.slots.len() {
-                let slot = &mut self.slots[si];
-                match &mut slot.op {
-                    Op::Aggregate(op) => {
-                        op.prefetch_events(batch, i);
-                        let a = op.assign(batch, i, wm);
-                        cut |= a.cut;
-                        if a.dropped {
-                            late_plugins.push(slot.name.to_string());
-                        }
-                    }
-                    Op::Events(op) => {
-                        // A key's due timers fire before its next event.
-                        if op.key_timer_due(batch, i, wm) {
-                            self.flush_slot(si, batch, wm);
-                            self.fire_key_timers(si, batch, i, wm);
-                        }
-                        if let Op::Events(op) = &mut self.slots[si].op {
-                            op.push(i);
-                        }
-                    }
-                    Op::Metrics(_) => {}
-                }
-            }
-            if !late_plugins.is_empty() {
-                let ev = &batch.events[i];
-                self.late.push(LateEvent {
-                    plugins: late_plugins.clone(),
-                    watermark: wm,
-                    source: batch.origin.source.to_string(),
-                    partition,
-                    offset: ev.offset,
-                    event: batch.raw(ev).to_string(),
-                });
-            }
-            self.wm.observe(partition, ts, others);
-            if cut {
-                self.flush(batch, self.wm.current());
-            }
+    }
+    out
+}
+
+/// A round's late events from the marks of both stages (of every worker):
+/// one per event, naming every plugin (`names`, by slot) it is late for.
+pub fn late_events(round: &Round, mut marks: Vec<LateMark>, names: &[Arc<str>]) -> Vec<LateEvent> {
+    marks.sort();
+    marks.dedup();
+    let mut out: Vec<LateEvent> = Vec::new();
+    let mut last = None;
+    for m in marks {
+        let name = names[m.slot as usize].to_string();
+        if last == Some(m.pos) {
+            out.last_mut().expect("a late event").plugins.push(name);
+            continue;
         }
-        // Runs after the last event (no events, only malformed records)
-        // still mark their partitions active.
-        for &(p, _) in &runs[run + 1..] {
-            self.wm.begin(p, now);
-        }
-        let wm = self.wm.current();
-        self.flush(batch, wm);
-        self.advance(wm);
+        last = Some(m.pos);
+        let batch = &round.batches[m.batch as usize];
+        let ev = &batch.events[m.pos.event as usize];
+        out.push(LateEvent {
+            plugins: vec![name],
+            watermark: m.wm,
+            source: batch.origin.source.to_string(),
+            partition: round.runs[m.pos.run as usize].partition,
+            offset: ev.offset,
+            event: batch.raw(ev).to_string(),
+        });
+    }
+    out
+}
+
+impl Pipeline {
+    /// Whether a detector has timers queued.
+    pub fn timers_pending(&self) -> bool {
+        self.slots.iter().any(|s| s.op.timers_pending())
     }
 
-    /// End of a bounded input: the watermark goes to +∞, everything fires.
+    /// End of a bounded input, on this worker alone: the watermark goes to
+    /// +∞, everything fires.
     pub fn finish(&mut self) {
         // Timers set while the last ones fire are due at once too (a timer
         // that re-arms, a chain of reminders), as in the SDK's test harness
@@ -193,10 +247,17 @@ impl Pipeline {
         // rounds stop at FINISH_ROUNDS with a warning naming it.
         for _ in 0..FINISH_ROUNDS {
             self.advance(i64::MAX);
-            if !self.slots.iter().any(|s| s.op.timers_pending()) {
+            self.stage3_here(i64::MAX);
+            if !self.timers_pending() {
                 return;
             }
         }
+        self.warn_timers_left();
+    }
+
+    /// The end of a bounded input stopped firing timers: say which plugins
+    /// still had some.
+    pub fn warn_timers_left(&self) {
         for s in self.slots.iter().filter(|s| s.op.timers_pending()) {
             tracing::warn!(
                 plugin = %s.name,
@@ -205,308 +266,4 @@ impl Pipeline {
             );
         }
     }
-
-    /// Hand the current segment to every plugin.
-    fn flush(&mut self, batch: &EventBatch, wm: i64) {
-        for si in 0..self.slots.len() {
-            self.flush_slot(si, batch, wm);
-        }
-    }
-
-    /// Hand one plugin its pending segment.
-    fn flush_slot(&mut self, si: usize, batch: &EventBatch, wm: i64) {
-        let slot = &mut self.slots[si];
-        let skip = slot.skipped();
-        match &mut slot.op {
-            Op::Aggregate(op) if op.has_pending() => {
-                if skip {
-                    let events = op.drop_pending();
-                    self.dead_letter_events(
-                        si,
-                        batch,
-                        &events,
-                        "degraded",
-                        "plugin is degraded; input skipped",
-                    );
-                    return;
-                }
-                let mut fired = Vec::new();
-                let mut failures = Vec::new();
-                let n = op.flush(batch, &mut *slot.inst, wm, &mut fired, &mut failures);
-                PluginCounters::add(&slot.counters.calls, 1);
-                PluginCounters::add(&slot.counters.events_in, n as u64);
-                self.handle_failures(si, Some(batch), failures);
-                self.emit_metrics(fired.into_iter().map(|f| (si, f)).collect());
-            }
-            Op::Events(op) if op.has_pending() => {
-                if skip {
-                    let events = op.drop_pending();
-                    self.dead_letter_events(
-                        si,
-                        batch,
-                        &events,
-                        "degraded",
-                        "plugin is degraded; input skipped",
-                    );
-                    return;
-                }
-                let mut alerts = Vec::new();
-                let n = op.pending_len();
-                let res = op.flush(batch, &mut *slot.inst, wm, &mut alerts);
-                PluginCounters::add(&slot.counters.calls, 1);
-                self.emit_alerts(alerts.into_iter().map(|a| (si, a)).collect());
-                match res {
-                    Ok(()) => {
-                        PluginCounters::add(&self.slots[si].counters.events_in, n as u64);
-                        self.succeeded(si);
-                    }
-                    Err((error, events)) => self.call_failed(si, batch, &error, &events),
-                }
-            }
-            _ => {}
-        }
-    }
-
-    fn fire_key_timers(&mut self, si: usize, batch: &EventBatch, i: usize, wm: i64) {
-        let slot = &mut self.slots[si];
-        let Op::Events(op) = &mut slot.op else { return };
-        let mut alerts = Vec::new();
-        let res = op.fire_key_timers(batch, i, wm, &mut *slot.inst, &mut alerts);
-        self.emit_alerts(alerts.into_iter().map(|a| (si, a)).collect());
-        self.timers_done(si, res);
-    }
-
-    fn timers_done(&mut self, si: usize, res: TimerResult) {
-        if let Err((e, lost)) = res {
-            self.record_failure(si, &e);
-            let lost = lost
-                .iter()
-                .map(|(at, key)| serde_json::json!({"timer": at, "key": key.as_str()}).to_string())
-                .collect();
-            self.dead_letter_other(si, e.reason(), &format!("timers lost: {e}"), lost);
-        }
-    }
-
-    /// Fire every window and timer due at watermark `wm`: each aggregator
-    /// finishes its due windows in one call; metrics and timers reach the
-    /// metric detectors in event-time order.
-    fn advance(&mut self, wm: i64) {
-        let mut fired: Vec<(usize, Fired)> = Vec::new();
-        for si in 0..self.slots.len() {
-            let slot = &mut self.slots[si];
-            if let Op::Aggregate(op) = &mut slot.op {
-                if op.next_trigger().is_none_or(|t| t > wm) {
-                    op.fired_through(wm);
-                    continue;
-                }
-                let mut f = Vec::new();
-                let mut failures = Vec::new();
-                op.fire_until(wm, &mut *slot.inst, &mut f, &mut failures);
-                fired.extend(f.into_iter().map(|x| (si, x)));
-                self.handle_failures(si, None, failures);
-            }
-        }
-        fired.sort_by(|(sa, a), (sb, b)| {
-            (a.end, *sa, a.start, &a.key).cmp(&(b.end, *sb, b.start, &b.key))
-        });
-        self.emit_metrics(fired);
-        for si in 0..self.slots.len() {
-            let slot = &mut self.slots[si];
-            if let Op::Events(op) | Op::Metrics(op) = &mut slot.op {
-                if op.next_timer().is_none_or(|t| t > wm) {
-                    continue;
-                }
-                let mut alerts = Vec::new();
-                let res = op.fire_timers(wm, &mut *slot.inst, &mut alerts);
-                self.emit_alerts(alerts.into_iter().map(|a| (si, a)).collect());
-                self.timers_done(si, res);
-            }
-        }
-    }
-
-    /// Emit fired metrics and deliver them to the metric detectors.
-    fn emit_metrics(&mut self, fired: Vec<(usize, Fired)>) {
-        if fired.is_empty() {
-            return;
-        }
-        let mut delivered: Vec<MetricIn> = Vec::with_capacity(fired.len());
-        for (si, f) in fired {
-            let slot = &self.slots[si];
-            PluginCounters::add(&slot.counters.outputs, 1);
-            delivered.push(MetricIn {
-                plugin: slot.name.to_string(),
-                name: f.metric.name.clone(),
-                key: f.key.clone(),
-                start: f.start,
-                end: f.end,
-                value: f.metric.value.clone(),
-            });
-            self.outputs.push(Output::Metric(MetricOut {
-                kind: "metric",
-                plugin: slot.name.clone(),
-                name: f.metric.name,
-                key: f.key,
-                window_start: f.start,
-                window_end: f.end,
-                value: f.metric.value.into(),
-            }));
-        }
-        let mut alerts = Vec::new();
-        for si in 0..self.slots.len() {
-            let slot = &mut self.slots[si];
-            let skip = slot.skipped();
-            let Op::Metrics(op) = &mut slot.op else {
-                continue;
-            };
-            let patterns = &slot.identity.description.metrics;
-            let mine: Vec<MetricIn> = delivered
-                .iter()
-                .filter(|m| patterns.iter().any(|p| p.matches(&m.plugin, &m.name)))
-                .cloned()
-                .collect();
-            if mine.is_empty() {
-                continue;
-            }
-            if skip {
-                let lost: Vec<String> = mine.iter().map(metric_json).collect();
-                self.dead_letter_other(si, "degraded", "plugin is degraded; metrics skipped", lost);
-                continue;
-            }
-            let mut a = Vec::new();
-            PluginCounters::add(&slot.counters.calls, 1);
-            PluginCounters::add(&slot.counters.events_in, mine.len() as u64);
-            let res = op.deliver_metrics(&mine, &mut *slot.inst, &mut a);
-            alerts.extend(a.into_iter().map(|x| (si, x)));
-            match res {
-                Ok(()) => self.succeeded(si),
-                Err((e, lost)) => {
-                    let lost: Vec<String> = lost.iter().map(metric_json).collect();
-                    self.record_failure(si, &e);
-                    self.dead_letter_other(si, e.reason(), &e.to_string(), lost);
-                }
-            }
-        }
-        self.emit_alerts(alerts);
-    }
-
-    fn emit_alerts(&mut self, alerts: Vec<(usize, KeyedAlert)>) {
-        for (si, KeyedAlert { key, alert }) in alerts {
-            let slot = &self.slots[si];
-            PluginCounters::add(&slot.counters.outputs, 1);
-            self.outputs.push(Output::Alert(AlertOut {
-                kind: "alert",
-                id: AlertOut::id_for(&slot.name, &alert.rule, &key, alert.time),
-                plugin: slot.name.clone(),
-                rule: alert.rule,
-                severity: alert.severity,
-                key,
-                message: alert.message,
-                time: alert.time,
-                value: alert.value,
-            }));
-        }
-    }
-
-    fn handle_failures(&mut self, si: usize, batch: Option<&EventBatch>, failures: Vec<OpFailure>) {
-        if failures.is_empty() {
-            self.succeeded(si);
-            return;
-        }
-        for f in failures {
-            match f {
-                OpFailure::Events { error, events } => match batch {
-                    Some(b) => self.call_failed(si, b, &error, &events),
-                    None => self.record_failure(si, &error),
-                },
-                OpFailure::Windows { error, windows } => {
-                    self.record_failure(si, &error);
-                    let lost = windows
-                        .iter()
-                        .map(|(k, s, e)| {
-                            serde_json::json!({"key": k, "window_start": s, "window_end": e})
-                                .to_string()
-                        })
-                        .collect();
-                    self.dead_letter_other(
-                        si,
-                        error.reason(),
-                        &format!("window lost: {error}"),
-                        lost,
-                    );
-                }
-            }
-        }
-    }
-
-    fn succeeded(&mut self, si: usize) {
-        if let Some(e) = self.slots[si].succeeded() {
-            self.outputs.push(Output::Plugin(e));
-        }
-    }
-
-    fn record_failure(&mut self, si: usize, error: &CallError) {
-        if let Some(e) = self.slots[si].failed(error) {
-            self.outputs.push(Output::Plugin(e));
-        }
-    }
-
-    fn call_failed(&mut self, si: usize, batch: &EventBatch, error: &CallError, events: &[u32]) {
-        self.record_failure(si, error);
-        self.dead_letter_events(si, batch, events, error.reason(), &error.to_string());
-    }
-
-    fn dead_letter_events(
-        &mut self,
-        si: usize,
-        batch: &EventBatch,
-        events: &[u32],
-        reason: &'static str,
-        detail: &str,
-    ) {
-        let slot = &self.slots[si];
-        PluginCounters::add(&slot.counters.dead_lettered, events.len() as u64);
-        let time = now_ms();
-        for &i in events {
-            let ev = &batch.events[i as usize];
-            self.dead.push(DeadLetter {
-                time,
-                plugin: Some(slot.name.to_string()),
-                reason,
-                detail: detail.to_string(),
-                source: batch.origin.source.to_string(),
-                partition: batch.partition_of_event(i as usize),
-                offset: Some(ev.offset),
-                event: batch.raw(ev).to_string(),
-            });
-        }
-    }
-
-    fn dead_letter_other(
-        &mut self,
-        si: usize,
-        reason: &'static str,
-        detail: &str,
-        items: Vec<String>,
-    ) {
-        let slot = &self.slots[si];
-        PluginCounters::add(&slot.counters.dead_lettered, items.len() as u64);
-        let time = now_ms();
-        for event in items {
-            self.dead.push(DeadLetter {
-                time,
-                plugin: Some(slot.name.to_string()),
-                reason,
-                detail: detail.to_string(),
-                source: "pipeline".into(),
-                partition: 0,
-                offset: None,
-                event,
-            });
-        }
-    }
-}
-
-fn metric_json(m: &MetricIn) -> String {
-    serde_json::json!({"plugin": m.plugin, "name": m.name, "key": m.key, "window_start": m.start, "window_end": m.end})
-        .to_string()
 }

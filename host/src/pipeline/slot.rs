@@ -2,7 +2,7 @@
 //! health — the record of its recent calls that degrades it when too many
 //! fail and brings it back when a probe succeeds.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::clock::now_ms;
@@ -26,6 +26,14 @@ pub struct Slot {
     pub inst: Box<dyn PluginCalls>,
     pub counters: Arc<PluginCounters>,
     pub op: Op,
+    /// Shared by the plugin's slots on every worker: the plugin is degraded
+    /// or recovers as one.
+    pub health: Arc<Mutex<Health>>,
+}
+
+/// The record of a plugin's recent calls.
+#[derive(Debug, Default)]
+pub struct Health {
     /// Outcomes of the last calls, one bit each (1 = failed).
     recent: u32,
     degraded_until: Option<Instant>,
@@ -46,9 +54,18 @@ impl Slot {
             identity,
             inst,
             counters,
-            recent: 0,
-            degraded_until: None,
+            health: Arc::default(),
         }
+    }
+
+    /// The same plugin's slot on another worker: they share their health.
+    pub fn with_health(mut self, health: Arc<Mutex<Health>>) -> Self {
+        self.health = health;
+        self
+    }
+
+    fn health(&self) -> std::sync::MutexGuard<'_, Health> {
+        self.health.lock().expect("health lock")
     }
 
     /// The state changes since the last commit, for the state store.
@@ -97,18 +114,23 @@ impl Slot {
 
     /// Whether the plugin is degraded and its input skipped for now.
     pub fn skipped(&self) -> bool {
-        self.degraded_until.is_some_and(|t| Instant::now() < t)
+        self.health()
+            .degraded_until
+            .is_some_and(|t| Instant::now() < t)
     }
 
     /// A call succeeded; the lifecycle event when that ends a degradation
     /// (a successful probe after the skip period).
     pub fn succeeded(&mut self) -> Option<PluginEvent> {
-        self.recent = (self.recent << 1) & ((1 << RECENT_CALLS) - 1);
-        if self.degraded_until.is_none_or(|t| Instant::now() < t) {
-            return None;
+        {
+            let mut h = self.health();
+            h.recent = (h.recent << 1) & ((1 << RECENT_CALLS) - 1);
+            if h.degraded_until.is_none_or(|t| Instant::now() < t) {
+                return None;
+            }
+            h.degraded_until = None;
+            h.recent = 0;
         }
-        self.degraded_until = None;
-        self.recent = 0;
         self.counters.set_status(PluginStatus::Running);
         tracing::info!(plugin = %self.name, "plugin recovered");
         Some(self.lifecycle("recovered", "calls succeed again".into()))
@@ -133,14 +155,18 @@ impl Slot {
                 PluginCounters::add(&c.errors, 1)
             }
         }
-        self.recent = ((self.recent << 1) | 1) & ((1 << RECENT_CALLS) - 1);
         tracing::warn!(plugin = %self.name, reason = error.reason(), error = %error, "plugin call failed");
-        let failed = self.recent.count_ones();
-        if failed < DEGRADE_AFTER {
-            return None;
-        }
-        let first = self.degraded_until.is_none();
-        self.degraded_until = Some(Instant::now() + PROBE_AFTER);
+        let (failed, first) = {
+            let mut h = self.health();
+            h.recent = ((h.recent << 1) | 1) & ((1 << RECENT_CALLS) - 1);
+            let failed = h.recent.count_ones();
+            if failed < DEGRADE_AFTER {
+                return None;
+            }
+            let first = h.degraded_until.is_none();
+            h.degraded_until = Some(Instant::now() + PROBE_AFTER);
+            (failed, first)
+        };
         self.counters.set_status(PluginStatus::Degraded);
         if !first {
             return None;

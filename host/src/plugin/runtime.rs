@@ -217,11 +217,17 @@ impl Runtime {
     /// The engine with the command line's limits and, unless
     /// `--no-compile-cache`, the compile cache under the data dir.
     pub fn from_config(config: &crate::config::Config) -> Result<Self, PluginError> {
+        let defaults = Limits::default();
         let limits = Limits {
             call_timeout: config.plugin_timeout.0,
             memory_bytes: config.plugin_memory.0,
             grants: config.allow_capabilities.clone(),
-            ..Limits::default()
+            // Every worker runs an instance of every plugin, and a swap
+            // instantiates the new version's before the old ones go.
+            max_instances: defaults
+                .max_instances
+                .max(32 * config.workers() as u32 + 32),
+            ..defaults
         };
         let mut runtime = Runtime::new(limits)?;
         if !config.no_compile_cache {

@@ -1,31 +1,49 @@
-//! The processing thread: takes batches from the source thread, runs them
-//! through the pipeline, hands the outputs to the sinks ([`Outputs`]),
-//! applies lifecycle commands between batches, publishes the pipeline's
-//! status once a second, and commits and checkpoints at batch boundaries
-//! (`crate::checkpoint`).
+//! The coordinator: takes rounds of batches from the source's readers
+//! ([`feed`]), plans each event's watermark, runs the round's three stages
+//! on the workers ([`workers`]) — stage 1 where the runs were read, the
+//! exchange, stage 2 at the key groups' owners, stage 3 for the metric
+//! detectors — hands the outputs to the sinks ([`Outputs`]), applies
+//! lifecycle commands between rounds (a barrier across all workers), and
+//! commits and checkpoints between rounds: every cut is consistent across
+//! workers (`crate::checkpoint`). Publishes the status once a second.
 
+mod feed;
 mod outputs;
 mod status;
+mod workers;
 
+pub use feed::Feed;
 pub use outputs::Outputs;
+pub use workers::Workers;
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::mpsc::Receiver;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::checkpoint::Checkpoints;
-use crate::checkpoint::commit::CheckpointError;
+use crate::checkpoint::commit::{CheckpointError, PluginState};
 use crate::clock::now_ms;
 use crate::control::Command;
 use crate::event::{EventBatch, Position};
 use crate::metrics::metrics;
-use crate::pipeline::{Pipeline, StateTransfer, TimeConfig};
+use crate::operator::aggregate::combine_meta;
+use crate::output::{DeadLetter, Output};
+use crate::pipeline::exchange::{LateMark, Record, Round};
+use crate::pipeline::{
+    FINISH_ROUNDS, Health, MetricRouter, Pipeline, Stage1Out, StateTransfer, SwapReport,
+    TimeConfig, late_events, malformed,
+};
+use crate::plugin::io::MetricIn;
 use crate::sink::jsonl::SinkError;
-use crate::source::{SourceError, SourceMsg};
+use crate::source::SourceError;
+use crate::state::StateDelta;
 use crate::status::{Registry, SourceState};
+use crate::window::Watermark;
+use feed::Next;
 use status::StatusReport;
+use workers::{WorkerGone, count};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -35,13 +53,15 @@ pub enum RunError {
     Sink(#[from] SinkError),
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
+    #[error(transparent)]
+    Worker(#[from] WorkerGone),
     #[error("{0}")]
     Kafka(String),
     #[error("the source thread stopped unexpectedly")]
     SourceGone,
 }
 
-/// How long the processing loop waits for a batch before it looks at
+/// How long the coordinator waits for a batch before it looks at
 /// lifecycle commands, status and checkpoints anyway.
 const IDLE_TICK: Duration = Duration::from_millis(10);
 
@@ -56,8 +76,44 @@ pub enum Exit {
     Shutdown,
 }
 
+/// What a worker's job emitted: outputs (with their JSON), dead letters,
+/// late marks and metrics for stage 3.
+#[derive(Default)]
+struct Emitted {
+    outputs: Vec<Output>,
+    lines: Vec<String>,
+    dead: Vec<DeadLetter>,
+    late: Vec<LateMark>,
+    metrics: Vec<(usize, MetricIn)>,
+}
+
+impl Emitted {
+    /// Take what `p` emitted; the outputs are serialised on the worker.
+    fn take(p: &mut Pipeline) -> Self {
+        let outputs = std::mem::take(&mut p.outputs);
+        let lines = outputs.iter().map(Output::to_json).collect();
+        Emitted {
+            outputs,
+            lines,
+            dead: std::mem::take(&mut p.dead),
+            late: std::mem::take(&mut p.late_marks),
+            metrics: std::mem::take(&mut p.metrics),
+        }
+    }
+
+    fn append(&mut self, mut o: Emitted) {
+        self.outputs.append(&mut o.outputs);
+        self.lines.append(&mut o.lines);
+        self.dead.append(&mut o.dead);
+        self.late.append(&mut o.late);
+        self.metrics.append(&mut o.metrics);
+    }
+}
+
 pub struct Runner {
-    pub pipeline: Pipeline,
+    pub workers: Workers,
+    /// The watermark over every input partition.
+    pub wm: Watermark,
     pub outputs: Outputs,
     pub checkpoints: Checkpoints,
     pub registry: Arc<Registry>,
@@ -79,16 +135,20 @@ pub struct Runner {
     /// The Kafka partitions whose consumer lag the status reports.
     pub lag_partitions: Vec<i32>,
     pub stop: Arc<AtomicBool>,
-    /// Lifecycle commands, applied between batches.
+    /// Lifecycle commands, applied between rounds.
     pub commands: Receiver<Command>,
     pub time: TimeConfig,
+    /// The plugins' names by slot, and the metric detectors' routing: the
+    /// same on every worker (refreshed after every lifecycle change).
+    pub names: Vec<Arc<str>>,
+    pub router: MetricRouter,
     /// The last batch processed: recent events for an upload's smoke test
-    /// (`crate::control::smoke`). Kept by moving it, not copying.
-    pub last_batch: Option<EventBatch>,
+    /// (`crate::control::smoke`). Shared with its round, not copied.
+    pub last_batch: Option<Arc<EventBatch>>,
 }
 
 impl Runner {
-    pub fn run(mut self, rx: Receiver<SourceMsg>) -> Result<Exit, RunError> {
+    pub fn run(mut self, mut feed: Feed) -> Result<Exit, RunError> {
         let mut last_cp = Instant::now();
         let mut last_commit = Instant::now();
         let mut report = StatusReport::new(&self.registry);
@@ -96,20 +156,22 @@ impl Runner {
             self.checkpoint_now()?;
         }
         loop {
-            match rx.recv_timeout(IDLE_TICK) {
-                Ok(SourceMsg::Batch(batch)) => {
-                    let latency = self.process(&batch)?;
-                    report.batch(latency);
-                    self.last_batch = Some(batch);
-                }
-                Ok(SourceMsg::End { limit }) => {
-                    if limit {
-                        self.drain()?;
-                        self.checkpoint_now()?;
-                        return Ok(Exit::Limit);
+            match feed.next(IDLE_TICK) {
+                Next::Round { batches, ended } => {
+                    for p in ended {
+                        self.wm.retire(p);
                     }
-                    self.pipeline.finish();
-                    self.drain()?;
+                    if !batches.is_empty() {
+                        let latency = self.process(batches)?;
+                        report.batch(latency);
+                    }
+                }
+                Next::End { limit: true } => {
+                    self.checkpoint_now()?;
+                    return Ok(Exit::Limit);
+                }
+                Next::End { limit: false } => {
+                    self.finish()?;
                     // Commit the final outputs and keep that commit: a
                     // restart finds the source at its end and has nothing
                     // left to do. (Clearing the store here opened a window
@@ -121,12 +183,12 @@ impl Runner {
                     self.registry.stats.source.set(SourceState::Finished);
                     return Ok(Exit::EndOfInput);
                 }
-                Ok(SourceMsg::Failed(e)) => {
+                Next::Failed(e) => {
                     self.registry.stats.source.set(SourceState::Failed);
                     return Err(e.into());
                 }
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => return Err(RunError::SourceGone),
+                Next::Idle => {}
+                Next::Gone => return Err(RunError::SourceGone),
             }
             self.apply_commands()?;
             if let Some(status) = report.due(&self) {
@@ -152,39 +214,189 @@ impl Runner {
         }
     }
 
-    /// Run one batch through the pipeline and its outputs to the sinks;
-    /// returns its latency (s) from being read to its outputs written.
-    fn process(&mut self, batch: &EventBatch) -> Result<f64, RunError> {
-        self.pipeline.process(batch);
-        self.positions.extend(batch.positions());
-        self.checkpoints.processed(batch.created);
+    /// One round through the three stages on the workers, and its outputs
+    /// to the sinks; returns the latency (s) of its oldest batch, from
+    /// being read to its outputs written.
+    fn process(&mut self, batches: Vec<EventBatch>) -> Result<f64, RunError> {
+        let read_at = batches.iter().map(|b| b.created).min().expect("a batch");
+        for b in &batches {
+            self.positions.extend(b.positions());
+            self.checkpoints.processed(b.created);
+        }
+        let events: usize = batches.iter().map(|b| b.events.len()).sum();
+        let malformed_n: usize = batches.iter().map(|b| b.malformed.len()).sum();
+        let mut per_partition: BTreeMap<i32, u64> = BTreeMap::new();
+        for b in &batches {
+            for (p, r) in b.runs() {
+                *per_partition.entry(p).or_default() += r.len() as u64;
+            }
+        }
+        let source = batches[0].origin.source.clone();
+        let batches = batches.into_iter().map(Arc::new).collect();
+        let round = Arc::new(Round::plan(
+            &mut self.wm,
+            batches,
+            now_ms(),
+            self.workers.len(),
+        ));
+        self.last_batch = round.batches.last().cloned();
         self.changed = true;
-        self.drain()?;
-        // Counted after `drain` has published the batch's watermark:
-        // whoever reads `events_in` (Acquire) and then the watermark sees
-        // this batch's, never the one before (a test that waited for N
-        // events read a watermark one batch behind).
+        self.run_round(&round)?;
+        self.registry
+            .stats
+            .watermark
+            .store(self.wm.current(), Ordering::Relaxed);
+        // Counted after the round's outputs and watermark are out: whoever
+        // reads `events_in` (Acquire) and then the watermark sees this
+        // round's, never the one before (a test that waited for N events
+        // read a watermark one batch behind).
         let stats = &self.registry.stats;
         stats
             .malformed
-            .fetch_add(batch.malformed.len() as u64, Ordering::Relaxed);
-        stats
-            .events_in
-            .fetch_add(batch.events.len() as u64, Ordering::Release);
-        for (p, events) in batch.runs() {
+            .fetch_add(malformed_n as u64, Ordering::Relaxed);
+        stats.events_in.fetch_add(events as u64, Ordering::Release);
+        for (p, n) in per_partition {
             metrics()
                 .events_in
-                .with_label_values(&[&*batch.origin.source, &p.to_string()])
-                .inc_by(events.len() as u64);
+                .with_label_values(&[&*source, &p.to_string()])
+                .inc_by(n);
         }
-        let latency = batch.created.elapsed().as_secs_f64();
+        let latency = read_at.elapsed().as_secs_f64();
         metrics().e2e_latency.observe(latency);
         stats.last_batch_at.store(now_ms(), Ordering::Relaxed);
         Ok(latency)
     }
 
-    /// Apply lifecycle commands at this batch boundary: the barrier between
-    /// the events of one plugin version and the next.
+    /// The three stages of a round, its late events and dead letters, and
+    /// the outputs to the sinks.
+    fn run_round(&mut self, round: &Arc<Round>) -> Result<(), RunError> {
+        let n = self.workers.len();
+        let mut emitted = Emitted {
+            dead: malformed(round),
+            ..Emitted::default()
+        };
+        // Stage 1: each worker an equal share of the round's events, as
+        // consecutive runs.
+        let mut runs: Vec<Vec<usize>> = vec![Vec::new(); n];
+        let total: u64 = round
+            .runs
+            .iter()
+            .map(|r| u64::from(r.events.end - r.events.start))
+            .sum();
+        let mut before = 0u64;
+        for (ri, r) in round.runs.iter().enumerate() {
+            let w = if total == 0 {
+                ri % n
+            } else {
+                ((before * n as u64 / total) as usize).min(n - 1)
+            };
+            before += u64::from(r.events.end - r.events.start);
+            count(
+                &self.workers.counters(w).events,
+                u64::from(r.events.end - r.events.start),
+            );
+            runs[w].push(ri);
+        }
+        let inputs = runs.into_iter().map(|r| (round.clone(), r)).collect();
+        let stage1 = self
+            .workers
+            .each(inputs, |p, (round, runs): (Arc<Round>, Vec<usize>)| {
+                let mut out = Stage1Out::new(p.shard.workers);
+                p.stage1(&round, &runs, &mut out);
+                (out, Emitted::take(p))
+            })?;
+        // The exchange.
+        let mut inbox: Vec<Vec<Record>> = (0..n).map(|_| Vec::new()).collect();
+        for (out, e) in stage1 {
+            for (w, records) in out.records.into_iter().enumerate() {
+                inbox[w].extend(records);
+            }
+            emitted.late.extend(out.late);
+            emitted.append(e);
+        }
+        for (w, records) in inbox.iter().enumerate() {
+            let c = self.workers.counters(w);
+            c.exchange_queue
+                .store(records.len() as u64, Ordering::Relaxed);
+            count(&c.exchange_in, records.len() as u64);
+        }
+        self.stages_2_and_3(round, inbox, &mut emitted)?;
+        let late = late_events(round, std::mem::take(&mut emitted.late), &self.names);
+        self.write(emitted, late)
+    }
+
+    /// Stage 2 (the records at their owners, then everything due at the
+    /// round's watermark fires) and stage 3 (the metrics to the metric
+    /// detectors).
+    fn stages_2_and_3(
+        &mut self,
+        round: &Arc<Round>,
+        inbox: Vec<Vec<Record>>,
+        emitted: &mut Emitted,
+    ) -> Result<(), RunError> {
+        let inputs = inbox.into_iter().map(|r| (round.clone(), r)).collect();
+        let stage2 =
+            self.workers
+                .each(inputs, |p, (round, records): (Arc<Round>, Vec<Record>)| {
+                    p.stage2(&round, records);
+                    Emitted::take(p)
+                })?;
+        let mut metrics = Vec::with_capacity(stage2.len());
+        for mut e in stage2 {
+            metrics.push(std::mem::take(&mut e.metrics));
+            emitted.append(e);
+        }
+        let deliveries = self.router.routes(&metrics, self.workers.len());
+        let wm = round.end_wm;
+        let stage3 = self.workers.each(deliveries, move |p, d| {
+            p.stage3(d, wm);
+            Emitted::take(p)
+        })?;
+        for e in stage3 {
+            emitted.append(e);
+        }
+        Ok(())
+    }
+
+    fn write(&mut self, e: Emitted, late: Vec<crate::output::LateEvent>) -> Result<(), RunError> {
+        let had = !e.outputs.is_empty();
+        self.outputs.write(
+            e.outputs,
+            e.lines,
+            e.dead,
+            late,
+            self.checkpoints.committer(),
+        )?;
+        self.changed |= had;
+        Ok(())
+    }
+
+    /// End of a bounded input: the watermark goes to +∞ and everything
+    /// fires. Timers set while the last ones fire are due at once too (a
+    /// timer that re-arms, a chain of reminders), as in the SDK's test
+    /// harness and in Flink: fire round after round until none is left — at
+    /// most FINISH_ROUNDS, with a warning naming a plugin that re-arms for
+    /// ever.
+    fn finish(&mut self) -> Result<(), RunError> {
+        let last = Arc::new(Round {
+            end_wm: i64::MAX,
+            ..Round::default()
+        });
+        for _ in 0..FINISH_ROUNDS {
+            let mut emitted = Emitted::default();
+            let inbox = (0..self.workers.len()).map(|_| Vec::new()).collect();
+            self.stages_2_and_3(&last, inbox, &mut emitted)?;
+            self.write(emitted, Vec::new())?;
+            if !self.workers.all(|p| p.timers_pending())?.contains(&true) {
+                return Ok(());
+            }
+        }
+        self.workers.all(|p| p.warn_timers_left())?;
+        Ok(())
+    }
+
+    /// Apply lifecycle commands at this round boundary: the barrier, on
+    /// every worker, between the events of one plugin version and the next.
     fn apply_commands(&mut self) -> Result<(), RunError> {
         while let Ok(cmd) = self.commands.try_recv() {
             match cmd {
@@ -194,11 +406,13 @@ impl Runner {
                     events,
                     reply,
                 } => {
-                    let states = self
-                        .pipeline
-                        .slot(&name)
-                        .map(|s| s.sample_states(n))
-                        .unwrap_or_default();
+                    let samples = self.workers.all(move |p| {
+                        p.slot(&name)
+                            .map(|s| s.sample_states(n))
+                            .unwrap_or_default()
+                    })?;
+                    let mut states: Vec<Vec<u8>> = samples.into_iter().flatten().collect();
+                    states.truncate(n);
                     let events = self.last_batch.as_ref().map(|b| b.head(events));
                     let _ = reply.send(crate::control::Sample { states, events });
                 }
@@ -209,9 +423,7 @@ impl Runner {
                     transfer,
                     reply,
                 } => {
-                    let res = self
-                        .pipeline
-                        .install(*identity, calls, counters, transfer, &self.time);
+                    let res = self.install(*identity, calls, counters, transfer)?;
                     self.changed = true;
                     // A new state schema is made durable at once: a restart
                     // must not pair the old state with the new code.
@@ -222,25 +434,53 @@ impl Runner {
                 }
                 Command::Remove { name, reply } => {
                     self.changed = true;
-                    let _ = reply.send(self.pipeline.remove(&name));
+                    let removed = self.workers.all(move |p| p.remove(&name))?;
+                    self.refresh_plugins()?;
+                    let _ = reply.send(removed.contains(&true));
                 }
             }
         }
         Ok(())
     }
 
-    /// Hand what the pipeline emitted to the sinks.
-    fn drain(&mut self) -> Result<(), RunError> {
-        if self
-            .outputs
-            .write(&mut self.pipeline, self.checkpoints.committer())?
-        {
-            self.changed = true;
+    /// Install a version on every worker, each with its own instance: all
+    /// stage it (taking or migrating their shard's state), then all switch;
+    /// if one fails, all go back.
+    fn install(
+        &mut self,
+        identity: crate::plugin::Identity,
+        calls: Vec<Box<dyn crate::plugin::PluginCalls>>,
+        counters: Arc<crate::status::PluginCounters>,
+        transfer: StateTransfer,
+    ) -> Result<Result<SwapReport, String>, RunError> {
+        let health: Arc<Mutex<Health>> = Arc::default();
+        let time = self.time;
+        let inputs = calls
+            .into_iter()
+            .map(|c| (identity.clone(), c, counters.clone(), health.clone()))
+            .collect();
+        let staged = self.workers.each(inputs, move |p, (id, c, cnt, h)| {
+            p.stage_install(id, c, cnt, transfer, &time, h)
+        })?;
+        if let Some(e) = staged.iter().find_map(|r| r.as_ref().err()) {
+            let e = e.clone();
+            self.workers.all(|p| p.unstage())?;
+            return Ok(Err(e));
         }
-        self.registry
-            .stats
-            .watermark
-            .store(self.pipeline.wm.current(), Ordering::Relaxed);
+        let reports = self.workers.all(|p| p.switch_staged())?;
+        self.refresh_plugins()?;
+        let mut report = reports[0].clone();
+        report.states_migrated = reports.iter().map(|r| r.states_migrated).sum();
+        report.stall_us = reports.iter().map(|r| r.stall_us).max().unwrap_or(0);
+        Ok(Ok(report))
+    }
+
+    /// After a lifecycle change: the names and the metric routing again.
+    fn refresh_plugins(&mut self) -> Result<(), RunError> {
+        let mut got = self.workers.all(|p| (p.names(), p.router()))?;
+        let (names, router) = got.swap_remove(0);
+        self.names = names;
+        self.router = router;
         Ok(())
     }
 
@@ -259,17 +499,80 @@ impl Runner {
         Ok(self.checkpoints.wait()?)
     }
 
-    /// Commit the state at this batch boundary: the sinks outside the
-    /// transaction first, then the state delta with positions and
-    /// watermark. `fsync`: make the JSONL files durable too (else they are
-    /// flushed to the OS, which is enough for a process crash; without a
-    /// Kafka transaction they are always fsynced).
+    /// Commit the state at this round boundary — one cut across every
+    /// worker: the sinks outside the transaction first, then every worker's
+    /// state changes with the positions and the watermark. `fsync`: make the
+    /// JSONL files durable too (else they are flushed to the OS, which is
+    /// enough for a process crash; without a Kafka transaction they are
+    /// always fsynced).
     fn commit(&mut self, fsync: bool) -> Result<(), RunError> {
         let transactional = self.checkpoints.committer().is_some();
         let files = self.outputs.sync(fsync || !transactional)?;
+        let shards = self.workers.all(|p| {
+            let keys: usize = p.slots.iter().map(|s| s.op.keys()).sum();
+            let plugins: Vec<(String, String, String, u32)> = p
+                .slots
+                .iter()
+                .map(|s| {
+                    let d = &s.identity.description;
+                    (
+                        s.name.to_string(),
+                        s.identity.hash.clone(),
+                        d.version.clone(),
+                        d.state_schema,
+                    )
+                })
+                .collect();
+            (plugins, p.deltas(), keys)
+        })?;
+        let mut plugins: Vec<PluginState> = Vec::new();
+        let mut deltas: Vec<Vec<StateDelta>> = Vec::new();
+        for (w, (names, d, keys)) in shards.into_iter().enumerate() {
+            self.workers
+                .counters(w)
+                .keys
+                .store(keys as u64, Ordering::Relaxed);
+            if plugins.is_empty() {
+                plugins = names
+                    .into_iter()
+                    .map(|(name, hash, version, state_schema)| PluginState {
+                        name,
+                        hash,
+                        version,
+                        state_schema,
+                        delta: StateDelta::default(),
+                    })
+                    .collect();
+            }
+            deltas.push(d);
+        }
+        for (si, plugin) in plugins.iter_mut().enumerate() {
+            let parts: Vec<StateDelta> = deltas
+                .iter_mut()
+                .map(|d| std::mem::take(&mut d[si]))
+                .collect();
+            plugin.delta = merge_deltas(parts);
+        }
         self.checkpoints
-            .commit(&mut self.pipeline, &self.positions, files)?;
+            .commit(plugins, &self.wm, &self.positions, files)?;
         self.changed = false;
         Ok(())
+    }
+}
+
+/// One plugin's changes from every worker's key groups: their changed keys
+/// together (disjoint), a rewrite if any rewrites (all do: a new state
+/// reaches every worker at once), the operator-wide parts combined.
+fn merge_deltas(parts: Vec<StateDelta>) -> StateDelta {
+    let rewrite = parts.iter().any(|d| d.rewrite);
+    let metas: Vec<Vec<u8>> = parts.iter().map(|d| d.meta.clone()).collect();
+    let mut changes = crate::state::Changes::default();
+    for d in parts {
+        changes.append(d.changes);
+    }
+    StateDelta {
+        rewrite,
+        meta: combine_meta(&metas),
+        changes,
     }
 }

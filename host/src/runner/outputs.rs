@@ -10,8 +10,7 @@ use std::sync::atomic::Ordering;
 use crate::checkpoint::Committer;
 use crate::config::{Config, SinkSpec};
 use crate::metrics::metrics;
-use crate::output::Output;
-use crate::pipeline::Pipeline;
+use crate::output::{DeadLetter, LateEvent, Output};
 use crate::sink::influx::{InfluxConfig, InfluxSink, InfluxStatus};
 use crate::sink::jsonl::SinkError;
 use crate::sink::kafka::Record;
@@ -79,37 +78,39 @@ impl Outputs {
         }
     }
 
-    /// Write what the pipeline emitted to every sink (the Kafka records
-    /// into `kafka`'s open transaction); whether there were outputs.
+    /// Write a round's outputs (with their JSON lines), dead letters and
+    /// late events to every sink (the Kafka records into `kafka`'s open
+    /// transaction).
     pub fn write(
         &mut self,
-        pipeline: &mut Pipeline,
+        outputs: Vec<Output>,
+        lines: Vec<String>,
+        dead: Vec<DeadLetter>,
+        late: Vec<LateEvent>,
         kafka: Option<&Committer>,
-    ) -> Result<bool, RunError> {
-        let outputs = std::mem::take(&mut pipeline.outputs);
+    ) -> Result<(), RunError> {
         if !outputs.is_empty() {
-            self.write_outputs(&outputs, kafka)?;
+            self.write_outputs(&outputs, lines, kafka)?;
         }
-        self.write_dead_letters(pipeline, kafka)?;
-        self.write_late_events(pipeline, kafka)?;
-        Ok(!outputs.is_empty())
+        self.write_dead_letters(dead, kafka)?;
+        self.write_late_events(late, kafka)
     }
 
     fn write_outputs(
         &mut self,
         outputs: &[Output],
+        lines: Vec<String>,
         kafka: Option<&Committer>,
     ) -> Result<(), RunError> {
         let mut data_outputs = 0u64;
         let mut points = Vec::new();
         let mut records = Vec::new();
-        for out in outputs {
+        for (out, line) in outputs.iter().zip(lines) {
             if let (Output::Metric(m), Some(_)) = (out, &self.influx)
                 && let Some(line) = crate::sink::influx::line_of(m)
             {
                 points.push(line);
             }
-            let line = out.to_json();
             // Lifecycle events go to the log and the dashboard, not to
             // the data sinks.
             if let Output::Plugin(p) = out {
@@ -145,10 +146,9 @@ impl Outputs {
 
     fn write_dead_letters(
         &mut self,
-        pipeline: &mut Pipeline,
+        dead: Vec<DeadLetter>,
         kafka: Option<&Committer>,
     ) -> Result<(), RunError> {
-        let dead = std::mem::take(&mut pipeline.dead);
         if dead.is_empty() {
             return Ok(());
         }
@@ -171,10 +171,9 @@ impl Outputs {
 
     fn write_late_events(
         &mut self,
-        pipeline: &mut Pipeline,
+        late: Vec<LateEvent>,
         kafka: Option<&Committer>,
     ) -> Result<(), RunError> {
-        let late = std::mem::take(&mut pipeline.late);
         if late.is_empty() {
             return Ok(());
         }

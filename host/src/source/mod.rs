@@ -43,11 +43,31 @@ pub trait Source: Send + 'static {
     fn seek(&mut self, positions: &[(i32, Position)]) -> Result<(), SourceError>;
 }
 
-/// An opened source and, when it reads Kafka, the events topic's
-/// partitions.
+/// An opened source: one reader or several (a file's splits), each read
+/// on its own thread.
 pub struct Opened {
-    pub source: Box<dyn Source>,
-    pub kafka_partitions: Option<Vec<i32>>,
+    /// The name the state's positions belong to (`file:PATH`, …).
+    pub name: String,
+    pub readers: Vec<Box<dyn Source>>,
+    /// Every input partition.
+    pub partitions: Vec<i32>,
+    /// A file: it ends, and rounds take a batch of every reader (so the
+    /// outputs do not depend on timing).
+    pub bounded: bool,
+    /// Reading the Kafka events topic (its partitions are `partitions`).
+    pub kafka: bool,
+}
+
+impl Opened {
+    fn one(source: Box<dyn Source>, partitions: Vec<i32>, bounded: bool, kafka: bool) -> Self {
+        Opened {
+            name: source.name().to_string(),
+            readers: vec![source],
+            partitions,
+            bounded,
+            kafka,
+        }
+    }
 }
 
 impl SourceSpec {
@@ -58,17 +78,14 @@ impl SourceSpec {
         config: &Config,
         kafka: Option<&KafkaConfig>,
     ) -> Result<Opened, SourceError> {
-        let source: Box<dyn Source> = match self {
+        match self {
             SourceSpec::Kafka => {
                 let k = kafka.ok_or_else(|| {
                     SourceError::Config("--source kafka needs --kafka-brokers".into())
                 })?;
                 let s = kafka::KafkaSource::open(k, config.idle_timeout.0)?;
                 let partitions = s.partitions().to_vec();
-                return Ok(Opened {
-                    source: Box::new(s),
-                    kafka_partitions: Some(partitions),
-                });
+                Ok(Opened::one(Box::new(s), partitions, false, true))
             }
             SourceSpec::Simulator => {
                 if config.rate.is_nan() || config.rate <= 0.0 {
@@ -77,20 +94,50 @@ impl SourceSpec {
                         config.rate
                     )));
                 }
-                Box::new(simulator::Simulator::new(simulator::SimConfig {
+                let partitions = config.sim_partitions.max(1);
+                let sim = simulator::Simulator::new(simulator::SimConfig {
                     rate: config.rate,
                     seed: config.seed,
                     start_ms: config.sim_start_ms,
                     unpaced: config.unpaced,
                     limit: None,
-                }))
+                    partitions,
+                });
+                Ok(Opened::one(
+                    Box::new(sim),
+                    (0..partitions as i32).collect(),
+                    false,
+                    false,
+                ))
             }
-            SourceSpec::File(path) => Box::new(file::FileSource::open(path)?),
-        };
-        Ok(Opened {
-            source,
-            kafka_partitions: None,
-        })
+            SourceSpec::File(path) if path == "-" => Ok(Opened::one(
+                Box::new(file::FileSource::open(path)?),
+                vec![0],
+                true,
+                false,
+            )),
+            SourceSpec::File(path) => {
+                let splits = file::splits(
+                    path,
+                    config.file_split_size.map_or(u64::MAX, |b| b.0 as u64),
+                )?;
+                let readers = splits
+                    .iter()
+                    .enumerate()
+                    .map(|(p, split)| {
+                        file::FileSource::open_split(path, p as i32, split)
+                            .map(|s| Box::new(s) as Box<dyn Source>)
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(Opened {
+                    name: format!("file:{path}"),
+                    partitions: (0..readers.len() as i32).collect(),
+                    readers,
+                    bounded: true,
+                    kafka: false,
+                })
+            }
+        }
     }
 }
 

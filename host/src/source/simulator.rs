@@ -135,6 +135,17 @@ pub struct SimConfig {
     pub unpaced: bool,
     /// Stop after this many events (bounded runs, tests).
     pub limit: Option<u64>,
+    /// Input partitions: each user's events go to one, by a stable hash of
+    /// the `user_id` ([`partition_of`], as `rtap-gen` places them on Kafka
+    /// partitions).
+    pub partitions: u32,
+}
+
+/// The partition (of `n`) of a user's events: a stable hash of the key,
+/// the same for every run, the simulator and `rtap-gen`.
+pub fn partition_of(key: &str, n: usize) -> usize {
+    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+    (BuildHasherDefault::<DefaultHasher>::default().hash_one(key) % n.max(1) as u64) as usize
 }
 
 pub struct Simulator {
@@ -402,21 +413,51 @@ impl Source for Simulator {
         "simulator"
     }
 
+    /// With several partitions, the batch holds every event generated, in
+    /// runs by partition (each partition's in order), and names the same
+    /// position for every partition: all of them are generated up to it.
     fn next_batch(&mut self, max: usize) -> Result<Option<EventBatch>, SourceError> {
         let mut batch = EventBatch::new(self.origin.clone());
-        if self.next_lines(max, |seq, _, line| {
-            decode::decode_into(line.as_bytes(), seq, &mut batch)
-                .expect("the simulator writes valid events");
+        let parts = self.cfg.partitions.max(1) as usize;
+        if parts == 1 {
+            if self.next_lines(max, |seq, _, line| {
+                decode::decode_into(line.as_bytes(), seq, &mut batch)
+                    .expect("the simulator writes valid events");
+            }) == 0
+            {
+                return Ok(None);
+            }
+            batch.end = self.position();
+            return Ok(Some(batch));
+        }
+        let mut held: Vec<(Vec<u64>, String)> = vec![Default::default(); parts];
+        if self.next_lines(max, |seq, user, line| {
+            let h = &mut held[partition_of(user, parts)];
+            h.0.push(seq);
+            h.1.push_str(line);
+            h.1.push('\n');
         }) == 0
         {
             return Ok(None);
         }
+        for (p, (seqs, lines)) in held.iter().enumerate() {
+            if seqs.is_empty() {
+                continue;
+            }
+            batch.enter_partition(p as i32);
+            for (seq, line) in seqs.iter().zip(lines.lines()) {
+                decode::decode_into(line.as_bytes(), *seq, &mut batch)
+                    .expect("the simulator writes valid events");
+            }
+        }
         batch.end = self.position();
+        batch.ends = (0..parts as i32).map(|p| (p, batch.end)).collect();
         Ok(Some(batch))
     }
 
     fn seek(&mut self, positions: &[(i32, Position)]) -> Result<(), SourceError> {
-        let Some(&(_, pos)) = positions.iter().find(|(p, _)| *p == 0) else {
+        // Every partition is generated up to the same position.
+        let Some(pos) = positions.iter().map(|(_, p)| *p).max_by_key(|p| p.seq) else {
             return Ok(());
         };
         // Replaying the generator reproduces the same stream (same seed).
@@ -442,6 +483,7 @@ mod tests {
             start_ms: Some(1_700_000_000_000),
             unpaced: true,
             limit: Some(20_000),
+            partitions: 1,
         })
     }
 

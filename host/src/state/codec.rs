@@ -68,6 +68,16 @@ impl Changes {
         self.n == 0
     }
 
+    /// Append every entry of `other` (keys `self` does not hold).
+    pub fn append(&mut self, other: Changes) {
+        if self.n == 0 {
+            *self = other;
+            return;
+        }
+        self.buf.extend_from_slice(&other.buf);
+        self.n += other.n;
+    }
+
     /// Append `key`: its new entry, or `None` when it is gone.
     pub fn put(&mut self, key: &str, entry: Option<&[u8]>) {
         put_varint(&mut self.buf, key.len() as u64);

@@ -20,6 +20,7 @@ pub trait Stored: Vacant + Default {
 }
 
 /// One operator's state changes since the last commit.
+#[derive(Default)]
 pub struct StateDelta {
     /// Replace everything stored for the plugin (`changes` then holds
     /// every key).

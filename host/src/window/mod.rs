@@ -21,7 +21,7 @@ mod panes;
 mod watermark;
 
 pub use panes::Panes;
-pub use watermark::Watermark;
+pub use watermark::{RunPlan, Watermark};
 
 /// Where a window stands relative to the watermark.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

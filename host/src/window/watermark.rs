@@ -67,12 +67,74 @@ impl Watermark {
         self.emitted = self.emitted.max(candidate);
     }
 
+    /// A run of `partition`'s events (a batch, or its part from one
+    /// partition) at processing time `now_ms`, whose latest event time is
+    /// `max_ts` (`None`: no events): advances the watermark exactly as
+    /// observing each event would, and returns what each event's own
+    /// watermark is computed from ([`RunPlan::watermarks`]).
+    pub fn run(&mut self, partition: i32, now_ms: i64, max_ts: Option<i64>) -> RunPlan {
+        let others = self.begin(partition, now_ms);
+        let plan = RunPlan {
+            start: self.emitted,
+            others,
+            prev_max: self.parts.get(&partition).map_or(i64::MIN, |e| e.0),
+            ooo_ms: self.ooo_ms,
+        };
+        if let Some(ts) = max_ts {
+            self.observe(partition, ts, others);
+        }
+        plan
+    }
+
+    /// A partition of a bounded source ended: it no longer holds the
+    /// watermark back.
+    pub fn retire(&mut self, partition: i32) {
+        self.parts.remove(&partition);
+    }
+
+    /// No partition is ever taken for idle (a bounded source: a partition
+    /// without events is slow, not idle; it ends when it ends).
+    pub fn without_idleness(mut self) -> Self {
+        self.idle_ms = i64::MAX;
+        self
+    }
+
     pub fn max_event_time(&self) -> Option<i64> {
         self.parts
             .values()
             .map(|(m, _)| *m)
             .filter(|m| *m != i64::MIN)
             .max()
+    }
+}
+
+/// What the watermark of each event of a run is computed from: the
+/// watermark before the run, the bound the other partitions put on it, and
+/// the partition's latest event time before the run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunPlan {
+    pub start: i64,
+    pub others: i64,
+    pub prev_max: i64,
+    pub ooo_ms: i64,
+}
+
+impl RunPlan {
+    /// The watermark each event arrives under (before it), and the one
+    /// after the last, for the run's event times `ts` in order: the same
+    /// values as [`Watermark::observe`] after each event.
+    pub fn watermarks(&self, ts: impl Iterator<Item = i64>, out: &mut Vec<i64>) -> i64 {
+        let (mut max, mut wm) = (self.prev_max, self.start);
+        for t in ts {
+            out.push(wm);
+            max = max.max(t);
+            let candidate = max
+                .min(self.others)
+                .saturating_sub(self.ooo_ms)
+                .saturating_sub(1);
+            wm = wm.max(candidate);
+        }
+        wm
     }
 }
 
@@ -126,5 +188,42 @@ mod tests {
         let o = w.begin(0, 26_000);
         w.observe(0, 300_000, o);
         assert_eq!(w.current(), 299_999);
+    }
+
+    #[test]
+    fn a_run_plan_gives_each_event_the_watermark_observing_gives() {
+        let mut rng = 5u64;
+        let mut next = |n: u64| {
+            rng = rng
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (rng >> 33) % n
+        };
+        let mut one = Watermark::new(2_000, 10_000);
+        let mut planned = Watermark::new(2_000, 10_000);
+        let mut t = 100_000i64;
+        for round in 0..200 {
+            let p = next(4) as i32;
+            let n = next(20) as usize;
+            let ts: Vec<i64> = (0..n)
+                .map(|_| {
+                    t += next(300) as i64;
+                    t - next(4_000) as i64
+                })
+                .collect();
+            let now = round * 10;
+            let others = one.begin(p, now);
+            let mut want = Vec::new();
+            for &x in &ts {
+                want.push(one.current());
+                one.observe(p, x, others);
+            }
+            let plan = planned.run(p, now, ts.iter().copied().max());
+            let mut got = Vec::new();
+            let after = plan.watermarks(ts.iter().copied(), &mut got);
+            assert_eq!(got, want, "round {round}");
+            assert_eq!(after, one.current());
+            assert_eq!(planned.current(), one.current());
+        }
     }
 }

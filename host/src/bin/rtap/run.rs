@@ -51,7 +51,7 @@ pub fn run(
         .with_context(|| format!("--input {input}"))?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     while let Some(batch) = source.next_batch(4096)? {
-        pipeline.process(&batch);
+        pipeline.process(Arc::new(batch));
         emit(&mut pipeline, &mut out)?;
     }
     pipeline.finish();

@@ -4,7 +4,6 @@
 
 use rustc_hash::FxHashMap;
 
-use super::state::Win;
 use super::{AggregateOp, Fired, OpFailure, Pending};
 use crate::event::EventBatch;
 use crate::operator::columns;
@@ -13,14 +12,20 @@ use crate::plugin::io::Packed;
 use crate::plugin::{CallError, PluginCalls};
 use crate::state::{Key, hash_key};
 
-/// Session ids absorbed by a merge, each mapped to the id that absorbed it.
+/// Session ids absorbed by a merge, each mapped to the id that absorbed it,
+/// per key: ids are unique within a key only (workers number sessions
+/// independently, and a restore on fewer workers brings keys numbered by
+/// different workers together).
 #[derive(Default)]
-struct Redirect(FxHashMap<u64, u64>);
+pub(super) struct Redirect<'a>(FxHashMap<(&'a str, u64), u64>);
 
-impl Redirect {
-    /// The session that holds window `id` now.
-    fn resolve(&self, mut id: u64) -> u64 {
-        while let Some(&t) = self.0.get(&id) {
+impl Redirect<'_> {
+    /// The session of `key` that holds window `id` now.
+    fn resolve(&self, key: &str, mut id: u64) -> u64 {
+        if self.0.is_empty() {
+            return id;
+        }
+        while let Some(&t) = self.0.get(&(key, id)) {
             id = t;
         }
         id
@@ -28,13 +33,13 @@ impl Redirect {
 }
 
 /// A segment's assignments grouped by (key, window).
-struct Groups<'a> {
+pub(super) struct Groups<'a> {
     /// Each group's key and window id, in order of first appearance.
-    keys: Vec<(&'a str, u64)>,
+    pub keys: Vec<(&'a str, u64)>,
     /// Events per group.
-    lens: Vec<u32>,
+    pub lens: Vec<u32>,
     /// The segment's event indices, group after group.
-    order: Vec<u32>,
+    pub order: Vec<u32>,
 }
 
 impl AggregateOp {
@@ -77,20 +82,20 @@ impl AggregateOp {
 
     /// Session merges first: fold each absorbed session's state into the
     /// one that absorbed it.
-    fn merge_sessions(
+    fn merge_sessions<'a>(
         &mut self,
-        pending: &Pending,
-        batch: &EventBatch,
+        pending: &'a Pending,
+        batch: &'a EventBatch,
         inst: &mut dyn PluginCalls,
         failures: &mut Vec<OpFailure>,
-    ) -> Redirect {
+    ) -> Redirect<'a> {
         let mut redirect = Redirect::default();
         for (key, target, absorbed, state) in &pending.merges {
-            redirect.0.insert(*absorbed, *target);
+            let key_s = Self::key_str(pending, batch, *key);
+            redirect.0.insert((key_s, *absorbed), *target);
             if state.is_empty() {
                 continue;
             }
-            let key_s = Self::key_str(pending, batch, *key);
             let Some(win) = self
                 .state
                 .keys
@@ -116,7 +121,7 @@ impl AggregateOp {
 
     /// Group the assignments by (key, window) and order the events by
     /// group.
-    fn group<'a>(
+    pub(super) fn group<'a>(
         &self,
         pending: &'a Pending,
         batch: &'a EventBatch,
@@ -144,7 +149,7 @@ impl AggregateOp {
                         n
                     }
                 };
-                let id = redirect.resolve(id);
+                let id = redirect.resolve(ks, id);
                 let g = *group_of.entry((kn, id)).or_insert_with(|| {
                     keys.push((ks, id));
                     keys.len() as u32 - 1
@@ -155,7 +160,8 @@ impl AggregateOp {
             // One window per event (tumbling) or per session: one lookup.
             let mut group_of: FxHashMap<(&str, u64), u32> = FxHashMap::default();
             for &(_, key, id) in &pending.entries {
-                let k = (Self::key_str(pending, batch, key), redirect.resolve(id));
+                let ks = Self::key_str(pending, batch, key);
+                let k = (ks, redirect.resolve(ks, id));
                 let g = *group_of.entry(k).or_insert_with(|| {
                     keys.push(k);
                     keys.len() as u32 - 1
@@ -201,7 +207,7 @@ impl AggregateOp {
     }
 
     /// A failed `add`: none of the segment's events counted.
-    fn add_failed(pending: &Pending, error: CallError) -> OpFailure {
+    pub(super) fn add_failed(pending: &Pending, error: CallError) -> OpFailure {
         let mut events: Vec<u32> = pending.entries.iter().map(|e| e.0).collect();
         events.sort_unstable();
         events.dedup();
@@ -224,41 +230,7 @@ impl AggregateOp {
                     w.state.clear();
                     w.state.extend_from_slice(new);
                 }
-                None if self.panes.is_some() => {
-                    let pn = self.panes.expect("checked");
-                    let start = id as i64;
-                    let wins = self.state.keys.get_or_default(key);
-                    let at = wins.partition_point(|w| w.start < start);
-                    wins.insert(
-                        at,
-                        Win {
-                            id,
-                            start,
-                            end: start + pn.slide(),
-                            fired: false,
-                            state: new.to_vec(),
-                        },
-                    );
-                    let fired = self.state.fired_until;
-                    if let Some(t) = pn.next_trigger([start], fired, self.lateness_ms) {
-                        self.state.trigger(t, key);
-                    }
-                }
-                None => {
-                    let (start, end) = match self.spec {
-                        WindowSpec::Tumbling { size_ms } => (id as i64, id as i64 + size_ms),
-                        WindowSpec::Sliding { size_ms, .. } => (id as i64, id as i64 + size_ms),
-                        _ => continue, // a session is created at assignment
-                    };
-                    self.state.keys.get_or_default(key).push(Win {
-                        id,
-                        start,
-                        end,
-                        fired: false,
-                        state: new.to_vec(),
-                    });
-                    self.state.trigger(end - 1, key);
-                }
+                None => self.new_window(key, id, new.to_vec()),
             }
         }
     }
@@ -279,8 +251,8 @@ impl AggregateOp {
             .late_fire
             .iter()
             .map(|&(k, id)| {
-                let key = Self::key_str(pending, batch, k).to_string();
-                (key, redirect.resolve(id))
+                let key = Self::key_str(pending, batch, k);
+                (key.to_string(), redirect.resolve(key, id))
             })
             .collect();
         late.sort();

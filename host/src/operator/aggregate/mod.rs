@@ -25,10 +25,12 @@
 
 mod fire;
 mod flush;
+mod partial;
 mod state;
 
 pub use fire::FINISH_CHUNK;
-pub use state::WindowState;
+pub use partial::PartialStates;
+pub use state::{WindowState, combine_meta};
 
 use crate::event::{EventBatch, Span};
 use crate::operator::columns;
@@ -121,6 +123,11 @@ impl AggregateOp {
 
     pub fn spec(&self) -> WindowSpec {
         self.spec
+    }
+
+    /// What an event's key is.
+    pub fn key_by(&self) -> &KeyBy {
+        &self.key_by
     }
 
     pub fn lateness_ms(&self) -> i64 {

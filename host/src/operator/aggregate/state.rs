@@ -92,6 +92,34 @@ fn write_wins(wins: &[Win], out: &mut Vec<u8>) {
     }
 }
 
+/// The operator-wide part of one aggregator's state on several workers,
+/// as one: the largest session id counter (every worker's ids stay below
+/// it, so no key's sessions collide after a restore on other workers) and
+/// the earliest firing round. Parts that are not a window meta (detectors
+/// have none) give an empty one.
+pub fn combine_meta(metas: &[Vec<u8>]) -> Vec<u8> {
+    let parsed: Option<Vec<(u64, i64)>> = metas
+        .iter()
+        .map(|m| {
+            let (a, b) = m.split_at_checked(8)?;
+            Some((
+                u64::from_le_bytes(a.try_into().ok()?),
+                i64::from_le_bytes(b.try_into().ok()?),
+            ))
+        })
+        .collect();
+    match parsed {
+        Some(p) if !p.is_empty() => {
+            let session = p.iter().map(|x| x.0).max().unwrap_or(0);
+            let fired = p.iter().map(|x| x.1).min().unwrap_or(i64::MIN);
+            let mut m = session.to_le_bytes().to_vec();
+            m.extend_from_slice(&fired.to_le_bytes());
+            m
+        }
+        _ => Vec::new(),
+    }
+}
+
 impl Stored for Vec<Win> {
     fn encoded_len(&self) -> usize {
         wins_len(self)

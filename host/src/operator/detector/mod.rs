@@ -38,6 +38,16 @@ pub struct KeyedAlert {
     pub alert: RawAlert,
 }
 
+/// A metric's key for a metric-input detector keyed by `key_by`.
+pub fn metric_key<'m>(key_by: &KeyBy, m: &'m MetricIn) -> &'m str {
+    match key_by {
+        KeyBy::MetricKey => &m.key,
+        KeyBy::MetricName => &m.name,
+        KeyBy::MetricPlugin => &m.plugin,
+        _ => "",
+    }
+}
+
 pub struct DetectorOp {
     key_by: KeyBy,
     fields: Vec<Field>,
@@ -54,6 +64,16 @@ impl DetectorOp {
             state: DetectorState::default(),
             pending: Vec::new(),
         }
+    }
+
+    /// What an event's (or a metric's) key is.
+    pub fn key_by(&self) -> &KeyBy {
+        &self.key_by
+    }
+
+    /// A metric's key for this (metric-input) detector.
+    pub fn metric_key<'m>(&self, m: &'m MetricIn) -> &'m str {
+        metric_key(&self.key_by, m)
     }
 
     pub fn push(&mut self, i: usize) {
@@ -233,14 +253,7 @@ impl DetectorOp {
         if metrics.is_empty() {
             return Ok(());
         }
-        let key_of = |m: &MetricIn| -> String {
-            match self.key_by {
-                KeyBy::MetricKey => m.key.clone(),
-                KeyBy::MetricName => m.name.clone(),
-                KeyBy::MetricPlugin => m.plugin.clone(),
-                _ => String::new(),
-            }
-        };
+        let key_of = |m: &MetricIn| self.metric_key(m).to_string();
         let mut group_of: FxHashMap<String, usize> = FxHashMap::default();
         let mut keys: Vec<String> = Vec::new();
         let mut by_key: Vec<Vec<MetricIn>> = Vec::new();
