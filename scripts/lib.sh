@@ -10,6 +10,19 @@ target_dir() {
     cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])'
 }
 
+# Stop early, and say so, when the disk holding PATH has less than GIB free:
+# a full disk otherwise fails deep inside cargo, the fuzzer or `npm ci`
+# (ENOSPC) with a message that names neither the disk nor the cause.
+ensure_free_space() { # GIB PATH
+    local dir=$2 kib
+    while [[ ! -d $dir ]]; do dir=$(dirname "$dir"); done
+    kib=$(df -Pk "$dir" | awk 'NR == 2 { print $4 }')
+    if ((kib < $1 * 1024 * 1024)); then
+        log "only $((kib / 1024)) MiB free on the disk of $2 (df $dir); the build and the tests need about $1 GiB free: free some space (old Cargo target directories are the usual culprit)"
+        exit 1
+    fi
+}
+
 ensure_wasm_target() {
     if ! rustup target list --installed | grep -qx wasm32-wasip2; then
         log "adding the wasm32-wasip2 Rust target"

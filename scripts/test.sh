@@ -4,6 +4,7 @@
 # unit tests, build, end-to-end in headless Chromium). CI runs exactly this.
 source "$(dirname "$0")/lib.sh"
 
+ensure_free_space 6 "$(target_dir)"
 ensure_libclang
 ensure_openssl
 ensure_apt chromium chromium victoria-metrics victoria-metrics promtool prometheus socat socat
