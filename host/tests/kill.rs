@@ -18,8 +18,7 @@
 //! in turn (each restart redistributes the key groups), so the outputs and
 //! late events are also those of any number of workers. Once with the file
 //! read as one split (most late events), once as splits of 16 MiB (the
-//! partitions' watermarks: fewer events are late, and stage 1 runs on every
-//! worker).
+//! partitions' watermarks: fewer events are late).
 
 mod common;
 
