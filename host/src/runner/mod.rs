@@ -285,11 +285,9 @@ impl Runner {
             .sum();
         let mut before = 0u64;
         for (ri, r) in round.runs.iter().enumerate() {
-            let w = if total == 0 {
-                ri % n
-            } else {
-                ((before * n as u64 / total) as usize).min(n - 1)
-            };
+            let w = (before * n as u64)
+                .checked_div(total)
+                .map_or(ri % n, |w| (w as usize).min(n - 1));
             before += u64::from(r.events.end - r.events.start);
             count(
                 &self.workers.counters(w).events,
