@@ -41,28 +41,6 @@ fn outputs_of(data: &Path, keep: impl Fn(&str) -> bool) -> Vec<String> {
     v
 }
 
-/// A random source from `RTAP_SPLIT_SEED` or the clock; the seed is
-/// printed with every failure so a failing case can be replayed.
-fn draws() -> (u64, impl FnMut(u64) -> u64) {
-    let seed: u64 = std::env::var("RTAP_SPLIT_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-        });
-    let mut x = seed | 1;
-    let below = move |n: u64| {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x % n
-    };
-    (seed, below)
-}
-
 /// The first difference of two sorted output lists, for the failure message.
 fn first_difference(want: &[String], got: &[String]) -> String {
     let w: BTreeSet<&String> = want.iter().collect();
@@ -89,7 +67,8 @@ fn any_number_of_workers_gives_the_outputs_of_one() {
     write_events(&events, 40_000, 23, 400);
     let quarter = (std::fs::metadata(&events).unwrap().len() / 4 + 1).to_string();
     let plugins = plugins_dir(&SHIPPED);
-    let (seed, mut below) = draws();
+    let mut rng = Rng::from_var("RTAP_SPLIT_SEED");
+    let seed = rng.seed;
     for (parts, split) in [("1 partition", None), ("4 partitions", Some(&quarter))] {
         let run = |workers: &str, data: &Path| {
             let mut a = vec!["--out-of-orderness", "60s", "--batch-size", "500"];
@@ -109,7 +88,7 @@ fn any_number_of_workers_gives_the_outputs_of_one() {
             "the event detectors have no outputs to compare"
         );
         for case in 0..2 {
-            let workers = (2 + below(3)).to_string();
+            let workers = (2 + rng.below(3)).to_string();
             let got = run(&workers, &tmp.path().join(format!("{parts}-{case}")));
             assert!(
                 got == want,
@@ -148,12 +127,13 @@ fn random_splits_and_workers_give_the_same_window_outputs() {
         "the reference run has late events: the bound does not cover the input's disorder"
     );
 
-    let (seed, mut below) = draws();
+    let mut rng = Rng::from_var("RTAP_SPLIT_SEED");
+    let seed = rng.seed;
     for case in 0..4 {
         // From one split per ~40 lines to a handful of splits.
-        let split = 8_192 + below(size / 3);
-        let workers = 1 + below(4);
-        let batch = [64, 500, 4096][below(3) as usize];
+        let split = 8_192 + rng.below(size / 3);
+        let workers = 1 + rng.below(4);
+        let batch = [64, 500, 4096][rng.below(3) as usize];
         let data = tmp.path().join(format!("case-{case}"));
         let (split_s, workers_s, batch_s) =
             (split.to_string(), workers.to_string(), batch.to_string());

@@ -44,14 +44,24 @@ pub fn read_json(p: &Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
-/// A small deterministic generator for kill schedules (xorshift64*); the
-/// seed comes from `RTAP_KILL_SEED` or the clock and is printed, so a failing
-/// schedule can be replayed.
-pub struct Rng(u64);
+/// A small deterministic generator for drawn test cases (xorshift64*); the
+/// seed comes from an environment variable or the clock and is printed, so
+/// a failing case can be replayed.
+pub struct Rng {
+    state: u64,
+    /// The seed, for failure messages.
+    pub seed: u64,
+}
 
 impl Rng {
+    /// Kill schedules: the seed from `RTAP_KILL_SEED`.
     pub fn from_env() -> Rng {
-        let seed = std::env::var("RTAP_KILL_SEED")
+        Rng::from_var("RTAP_KILL_SEED")
+    }
+
+    /// The seed from the variable `var`, or the clock.
+    pub fn from_var(var: &str) -> Rng {
+        let seed = std::env::var(var)
             .ok()
             .and_then(|s| s.parse().ok())
             .unwrap_or_else(|| {
@@ -60,14 +70,17 @@ impl Rng {
                     .unwrap()
                     .as_nanos() as u64
             });
-        eprintln!("kill schedule seed: RTAP_KILL_SEED={seed}");
-        Rng(seed | 1)
+        eprintln!("drawn with {var}={seed}");
+        Rng {
+            state: seed | 1,
+            seed,
+        }
     }
 
     pub fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n
+        self.state ^= self.state >> 12;
+        self.state ^= self.state << 25;
+        self.state ^= self.state >> 27;
+        self.state.wrapping_mul(0x2545_f491_4f6c_dd1d) % n
     }
 }
