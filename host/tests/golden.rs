@@ -143,22 +143,8 @@ fn golden_cases_straight_through() {
 
 #[test]
 fn golden_cases_through_a_checkpoint() {
-    let seed: u64 = std::env::var("RTAP_GOLDEN_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-        });
-    let mut x = seed | 1;
-    let mut next = move |n: u64| {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x % n
-    };
+    let mut rng = Rng::from_var("RTAP_GOLDEN_SEED");
+    let seed = rng.seed;
     for case in cases() {
         let names = words(&case.join("plugins"));
         let plugins = plugins_dir(&names.iter().map(String::as_str).collect::<Vec<_>>());
@@ -169,7 +155,10 @@ fn golden_cases_through_a_checkpoint() {
         // Late events are numbered by line from 1: split after the line
         // before each.
         let before_late = expected(&case).1.into_iter().map(|line| line - 1);
-        let splits: Vec<u64> = (0..2).map(|_| next(lines + 1)).chain(before_late).collect();
+        let splits: Vec<u64> = (0..2)
+            .map(|_| rng.below(lines + 1))
+            .chain(before_late)
+            .collect();
         for (n, k) in splits.into_iter().enumerate() {
             // One worker, then three: the restart may use another number.
             let (before, after) = if n % 2 == 0 { ("1", "3") } else { ("3", "1") };
