@@ -23,6 +23,19 @@ ensure_free_space() { # GIB PATH
     fi
 }
 
+# The release host over a file, JSONL to /dev/null, in a fresh data dir
+# under $work, timed: prints "wall user sys" (s). The perf scripts' runs.
+timed_file_run() { # PLUGINS EVENTS [HOST ARGS...]
+    local plugins=$1 events=$2
+    shift 2
+    rm -rf "$work/data"
+    /usr/bin/time -f "%e %U %S" -o "$work/time" \
+        "$(target_dir)/release/host" --plugins "$plugins" --source "file:$events" --sink jsonl:/dev/null \
+        --data-dir "$work/data" --no-server --no-watch "$@" 2>"$work/host.log" ||
+        { log "host $* failed: $(tail -3 "$work/host.log")"; exit 1; }
+    cat "$work/time"
+}
+
 ensure_wasm_target() {
     if ! rustup target list --installed | grep -qx wasm32-wasip2; then
         log "adding the wasm32-wasip2 Rust target"

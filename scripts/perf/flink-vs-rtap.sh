@@ -61,14 +61,7 @@ log "$EVENTS events, $(du -m "$events" | cut -f1) MiB, $(nproc) cores, paralleli
     "rtap plugins: $(ls "$plugins"/*.wasm | wc -l); Flink input: $(basename "$flink_input")"
 
 # shellcheck disable=SC2086
-rtap() { # -> "wall user sys"
-    rm -rf "$work/data"
-    /usr/bin/time -f "%e %U %S" -o "$work/time" \
-        "$bin/host" --plugins "$plugins" --source "file:$events" --sink jsonl:/dev/null \
-        --data-dir "$work/data" --no-server --no-watch --workers "$PARALLELISM" $RTAP_ARGS 2>"$work/host.log" ||
-        { log "host failed: $(tail -3 "$work/host.log")"; exit 1; }
-    cat "$work/time"
-}
+rtap() { timed_file_run "$plugins" "$events" --workers "$PARALLELISM" $RTAP_ARGS; } # -> "wall user sys"
 
 # -> "wall user sys job_wall job_cpu jvm_cpu". PyFlink's JVM is a child the
 # Python process never waits for, so `time` misses its CPU: windows.py

@@ -23,14 +23,7 @@ events="$work/events.jsonl"
 log "$EVENTS events, $(du -m "$events" | cut -f1) MiB, $(nproc) cores; plugins: $(ls "$ROOT/plugins"/*.wasm | wc -l)"
 
 # shellcheck disable=SC2086
-run() { # workers -> "wall user sys"
-    rm -rf "$work/data"
-    /usr/bin/time -f "%e %U %S" -o "$work/time" \
-        "$bin/host" --plugins "$ROOT/plugins" --source "file:$events" --sink jsonl:/dev/null \
-        --data-dir "$work/data" --no-server --no-watch --workers "$1" $HOST_ARGS 2>"$work/host.log" ||
-        { log "host --workers $1 failed: $(tail -3 "$work/host.log")"; exit 1; }
-    cat "$work/time"
-}
+run() { timed_file_run "$ROOT/plugins" "$events" --workers "$1" $HOST_ARGS; } # -> "wall user sys"
 
 declare -A wall cpu
 for pair in $(seq 1 "$PAIRS"); do
