@@ -184,6 +184,29 @@ fn an_author_goes_from_rtap_new_to_a_live_metric() {
         String::from_utf8_lossy(&out.stderr).contains("422"),
         "{out:?}"
     );
+
+    // A second opinion before a change: a build as a shadow, compared with
+    // the live version window by window, then promoted.
+    let shadowed = ok(&["deploy", &wasm, "--shadow", "--url", &url]);
+    assert!(shadowed.contains("runs as a shadow of"), "{shadowed}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let report = ok(&["shadow", "tick-count", "--url", &url]);
+        assert!(report.contains(" 0 different"), "{report}");
+        if !report.contains(" 0 compared") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "nothing compared: {report}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let promoted = ok(&["shadow", "tick-count", "--promote", "--url", &url]);
+    assert!(promoted.contains("is live"), "{promoted}");
+    let out = rtap(&["shadow", "tick-count", "--url", &url]);
+    assert!(!out.status.success(), "no shadow after the promotion");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("has no shadow version"),
+        "{out:?}"
+    );
 }
 
 #[test]

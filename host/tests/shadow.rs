@@ -42,11 +42,12 @@ fn report(port: u16, name: &str) -> Value {
     r
 }
 
-/// A plugin's metric outputs: (name, key, window start, window end) →
-/// values, in the order written.
-type Windows = BTreeMap<(String, String, i64, i64), Vec<f64>>;
+/// A metric's window: (name, key, window start, window end).
+type WindowId = (String, String, i64, i64);
+/// A plugin's metric outputs by window, their values in the order written.
+type Windows = BTreeMap<WindowId, Vec<f64>>;
 
-fn metrics_of(lines: &[Value], plugin: &str) -> Vec<((String, String, i64, i64), f64)> {
+fn metrics_of(lines: &[Value], plugin: &str) -> Vec<(WindowId, f64)> {
     lines
         .iter()
         .filter(|l| l["type"] == "metric" && l["plugin"] == plugin)
@@ -64,7 +65,7 @@ fn metrics_of(lines: &[Value], plugin: &str) -> Vec<((String, String, i64, i64),
         .collect()
 }
 
-fn windows(ms: &[((String, String, i64, i64), f64)]) -> Windows {
+fn windows(ms: &[(WindowId, f64)]) -> Windows {
     let mut w = Windows::new();
     for (k, v) in ms {
         w.entry(k.clone()).or_default().push(*v);
@@ -302,7 +303,7 @@ fn shadows_compare_per_window_and_promote_without_a_gap() {
         want.keys().collect::<Vec<_>>(),
         "the same windows"
     );
-    let boundary = |k: &(String, String, i64, i64)| k.2 % 20_000 == 0;
+    let boundary = |k: &WindowId| k.2 % 20_000 == 0;
     // The first `compared` outputs were compared: exactly their boundary
     // windows were reported.
     let changed_before = written[..compared]
@@ -326,4 +327,85 @@ fn shadows_compare_per_window_and_promote_without_a_gap() {
         written[compared..].iter().any(|(k, _)| boundary(k)),
         "the promoted version emitted changed windows"
     );
+}
+
+#[test]
+fn a_failing_shadow_is_reported_and_touches_nothing_live() {
+    let tmp = tempfile::tempdir().unwrap();
+    let events = tmp.path().join("events.jsonl");
+    write_events(&events, 60_000, 31, 1_000);
+    let lines = read_lines(&events);
+    let names = ["page-views"];
+    let reference = tmp.path().join("reference");
+    let plugins = plugins_dir(&names);
+    run_file(
+        plugins.path(),
+        &events,
+        &reference,
+        &["--workers", "1", "--file-split-size", "1GiB"],
+    );
+
+    let plugins = plugins_dir(&names);
+    let data = tmp.path().join("shadowed");
+    let out = data.join("out.jsonl");
+    let port = free_port();
+    let mut host = Running(
+        HostCmd::new(plugins.path())
+            .file_source("-")
+            .no_watch()
+            .jsonl_sink(&out)
+            .listen(port)
+            .data_dir(&data)
+            .admin_token(TOKEN)
+            .args(["--workers", "2"])
+            .command()
+            .stdin(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_ready(port);
+    // Before any event, so the smoke test has no recent events to refuse
+    // it on: this build panics on every event it is given.
+    let (code, r) = call(
+        port,
+        "PUT",
+        "/api/plugins/page-views?mode=shadow",
+        &wasm("page-views-trap"),
+    );
+    assert_eq!(code, 200, "{r}");
+    let mut stdin = host.0.stdin.take().unwrap();
+    for l in &lines {
+        stdin.write_all(l.as_bytes()).unwrap();
+        stdin.write_all(b"\n").unwrap();
+    }
+    stdin.flush().unwrap();
+    wait_events(port, lines.len() as u64);
+    let r = report(port, "page-views");
+    assert!(r["dead_lettered"].as_u64().unwrap() > 0, "{r}");
+    let failure = r["failures"][0]["detail"].as_str().unwrap_or("");
+    assert!(failure.contains("cannot count"), "the plugin's panic: {r}");
+    assert!(
+        r["health"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["event"] == "degraded"),
+        "{r}"
+    );
+    assert!(r["only_live"].as_u64().unwrap() > 0, "{r}");
+    // The live version runs as before.
+    let (_, list) = call(port, "GET", "/api/plugins", b"");
+    let pv = &list.as_array().unwrap()[0];
+    assert_eq!(pv["status"], "running", "{pv}");
+    assert_eq!(pv["counters"]["dead_lettered"], 0, "{pv}");
+    drop(stdin);
+    let status = host.0.wait().unwrap();
+    assert!(status.success(), "host exit {status}");
+    assert!(
+        lines_of(&out, "page-views") == lines_of(&reference.join("out.jsonl"), "page-views"),
+        "the live outputs differ from a run without the shadow"
+    );
+    let dead = read_lines(&data.join("dead-letter.jsonl"));
+    assert!(dead.is_empty(), "the shadow's failures reached the dead letters: {}", dead[0]);
 }

@@ -74,7 +74,7 @@ pub struct ShadowRun {
     /// The shadow's failed inputs (dead letters it would have written).
     pub dead_lettered: u64,
     pub failures: Vec<Value>,
-    /// Its lifecycle events (degraded, recovered).
+    /// Its last lifecycle events (degraded, recovered).
     pub events_log: Vec<Value>,
 }
 
@@ -271,6 +271,9 @@ impl ShadowBoard {
             match o {
                 Output::Plugin(e) => {
                     if let Some(r) = runs.get_mut(&e.plugin) {
+                        if r.events_log.len() == KEPT_FAILURES {
+                            r.events_log.remove(0);
+                        }
                         r.events_log
                             .push(json!({"event": e.event, "message": e.message, "time": e.time}));
                     }
