@@ -407,5 +407,9 @@ fn a_failing_shadow_is_reported_and_touches_nothing_live() {
         "the live outputs differ from a run without the shadow"
     );
     let dead = read_lines(&data.join("dead-letter.jsonl"));
-    assert!(dead.is_empty(), "the shadow's failures reached the dead letters: {}", dead[0]);
+    assert!(
+        dead.is_empty(),
+        "the shadow's failures reached the dead letters: {}",
+        dead[0]
+    );
 }
