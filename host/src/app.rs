@@ -166,6 +166,7 @@ fn run(config: Config) -> Result<Exit, Failure> {
         .thread_name("rtap-io")
         .build()
         .map_err(start)?;
+    let shadows = control.shadows();
     if !config.no_server {
         let state = AppState::new(
             &config,
@@ -221,6 +222,7 @@ fn run(config: Config) -> Result<Exit, Failure> {
         commands,
         time,
         last_batch: None,
+        shadows,
     };
     let exit = runner
         .run(feed)

@@ -184,6 +184,82 @@ fn an_author_goes_from_rtap_new_to_a_live_metric() {
         String::from_utf8_lossy(&out.stderr).contains("422"),
         "{out:?}"
     );
+
+    // A second opinion before a change: a build as a shadow, compared with
+    // the live version window by window, then promoted.
+    let shadowed = ok(&["deploy", &wasm, "--shadow", "--url", &url]);
+    assert!(shadowed.contains("runs as a shadow of"), "{shadowed}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let report = ok(&["shadow", "tick-count", "--url", &url]);
+        assert!(report.contains(" 0 different"), "{report}");
+        if !report.contains(" 0 compared") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "nothing compared: {report}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let promoted = ok(&["shadow", "tick-count", "--promote", "--url", &url]);
+    assert!(promoted.contains("is live"), "{promoted}");
+    let out = rtap(&["shadow", "tick-count", "--url", &url]);
+    assert!(!out.status.success(), "no shadow after the promotion");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("has no shadow version"),
+        "{out:?}"
+    );
+
+    // The next version: what changes, the swap, and back.
+    let lib = crate_dir.join("src/lib.rs");
+    let code = std::fs::read_to_string(&lib).unwrap();
+    assert!(code.contains("\"0.1.0\""), "the scaffold's version");
+    std::fs::write(&lib, code.replace("\"0.1.0\"", "\"0.2.0\"")).unwrap();
+    let built = ok(&["build", path(&crate_dir)]);
+    let v2 = built.lines().last().unwrap().to_string();
+    let deployed = ok(&["deploy", &v2, "--url", &url]);
+    assert!(deployed.contains("→ version: 0.1.0 → 0.2.0"), "{deployed}");
+    assert!(
+        deployed.contains("state schema: 1 (unchanged)"),
+        "{deployed}"
+    );
+    assert!(deployed.contains("state kept"), "{deployed}");
+    let back = ok(&["rollback", "tick-count", "--url", &url]);
+    assert!(
+        back.contains("tick-count: 0.2.0 → 0.1.0 (state kept)"),
+        "{back}"
+    );
+
+    // `rtap logs --follow` prints what is kept, then the lines that come.
+    let kept = ok(&["logs", "tick-count", "--url", &url]).lines().count();
+    let mut follow = Command::new(env!("CARGO_BIN_EXE_rtap"))
+        .args(["logs", "tick-count", "--follow", "--url", &url])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = follow.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for l in std::io::BufRead::lines(std::io::BufReader::new(out)) {
+            if tx.send(l.unwrap()).is_err() {
+                return;
+            }
+        }
+    });
+    let mut seen = 0;
+    while seen < kept + 2 {
+        let l = rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| {
+                panic!("rtap logs --follow: {seen} lines, {kept} were kept before")
+            });
+        assert!(l.contains(" events"), "{l}");
+        seen += 1;
+    }
+    assert!(
+        follow.try_wait().unwrap().is_none(),
+        "--follow keeps running"
+    );
+    follow.kill().unwrap();
+    let _ = follow.wait();
 }
 
 #[test]

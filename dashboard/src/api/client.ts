@@ -44,6 +44,8 @@ export async function errorText(res: Response): Promise<string> {
 export interface UploadOptions {
   config?: Record<string, unknown>;
   resetState?: boolean;
+  /** Run it beside the live version, compared, not emitted. */
+  shadow?: boolean;
 }
 
 export class ApiClient {
@@ -110,6 +112,7 @@ export class ApiClient {
     const q = new URLSearchParams();
     if (opts.config !== undefined) q.set('config', JSON.stringify(opts.config));
     if (opts.resetState) q.set('state', 'reset');
+    if (opts.shadow) q.set('mode', 'shadow');
     const qs = q.toString();
     return this.request(
       `/api/plugins/${encodeURIComponent(name)}${qs ? `?${qs}` : ''}`,
@@ -128,6 +131,14 @@ export class ApiClient {
 
   rollback(name: string, token: string): Promise<ApiResult<unknown>> {
     return this.request(`/api/plugins/${encodeURIComponent(name)}/rollback`, { method: 'POST', headers: auth(token) }, anyBody);
+  }
+
+  promoteShadow(name: string, token: string): Promise<ApiResult<unknown>> {
+    return this.request(`/api/plugins/${encodeURIComponent(name)}/shadow/promote`, { method: 'POST', headers: auth(token) }, anyBody);
+  }
+
+  discardShadow(name: string, token: string): Promise<ApiResult<unknown>> {
+    return this.request(`/api/plugins/${encodeURIComponent(name)}/shadow`, { method: 'DELETE', headers: auth(token) }, anyBody);
   }
 
   remove(name: string, token: string): Promise<ApiResult<unknown>> {

@@ -21,7 +21,11 @@ const EVENT_TONE: Record<string, string> = {
   config_changed: 'info',
   failed: 'crit',
   degraded: 'warn',
+  recovered: 'ok',
   removed: 'muted',
+  shadow_started: 'info',
+  promoted: 'ok',
+  shadow_discarded: 'muted',
 };
 
 export function PipelineView({ view, api, theme, chartHeight }: Props) {

@@ -30,6 +30,7 @@ export function PluginAdmin({ api, rows, onChanged }: Props) {
   const [uploadName, setUploadName] = useState('');
   const [uploadConfig, setUploadConfig] = useState('');
   const [resetState, setResetState] = useState(false);
+  const [asShadow, setAsShadow] = useState(false);
   const [confirmDelete, setConfirmDelete] = useState(false);
   const [busy, setBusy] = useState(false);
   const [outcome, setOutcome] = useState<Outcome | null>(null);
@@ -78,10 +79,11 @@ export function PluginAdmin({ api, rows, onChanged }: Props) {
       return;
     }
     const config = uploadConfigCheck?.ok ? uploadConfigCheck.value : undefined;
-    void run(`Upload ${target}`, () => api.uploadPlugin(target, file, token, { config, resetState }), () => {
+    void run(`Upload ${target}`, () => api.uploadPlugin(target, file, token, { config, resetState, shadow: asShadow }), () => {
       setFile(null);
       setFileInputKey((k) => k + 1);
       setUploadName('');
+      setAsShadow(false);
     });
   };
 
@@ -176,6 +178,23 @@ export function PluginAdmin({ api, rows, onChanged }: Props) {
           >
             Roll back{selected.previous ? ` to ${selected.previous.version}` : ''}
           </button>
+          {selected.shadow && (
+            <>
+              <button
+                type="button"
+                className="btn btn-primary"
+                disabled={busy}
+                title={`Make ${selected.shadow.version} the live version: it goes on with the state it built (${selected.shadow.compared} compared, ${selected.shadow.different} different so far)`}
+                onClick={() => void run(`Promote ${name}`, () => api.promoteShadow(name, token))}
+                data-testid="plugin-shadow-promote"
+              >
+                Promote shadow {selected.shadow.version}
+              </button>
+              <button type="button" className="btn" disabled={busy} onClick={() => void run(`Discard shadow of ${name}`, () => api.discardShadow(name, token))} data-testid="plugin-shadow-discard">
+                Discard shadow
+              </button>
+            </>
+          )}
           {confirmDelete ? (
             <>
               <button
@@ -245,6 +264,9 @@ export function PluginAdmin({ api, rows, onChanged }: Props) {
           <label className="check">
             <input type="checkbox" checked={resetState} onChange={(e) => setResetState(e.target.checked)} data-testid="plugin-upload-reset" /> reset state
           </label>
+          <label className="check" title="Run it beside the live version on the same events; its outputs are compared per window and alert id, not emitted. Promote or discard it afterwards.">
+            <input type="checkbox" checked={asShadow} onChange={(e) => setAsShadow(e.target.checked)} data-testid="plugin-upload-shadow" /> as shadow
+          </label>
         </div>
         <textarea
           rows={2}
@@ -262,7 +284,7 @@ export function PluginAdmin({ api, rows, onChanged }: Props) {
             disabled={busy || !file || (uploadConfigCheck !== null && !uploadConfigCheck.ok)}
             data-testid="plugin-upload-submit"
           >
-            {rows.some((r) => r.name === effectiveUploadName) ? `Swap ${effectiveUploadName}` : `Deploy ${effectiveUploadName || ''}`}
+            {asShadow ? `Shadow ${effectiveUploadName || ''}` : rows.some((r) => r.name === effectiveUploadName) ? `Swap ${effectiveUploadName}` : `Deploy ${effectiveUploadName || ''}`}
           </button>
           {file && <span className="muted small num">{(file.size / 1024).toFixed(1)} KiB</span>}
         </div>

@@ -72,6 +72,20 @@ export function PluginsTable({ plugins, now }: Props) {
                 <td className="num">
                   {p.version}
                   {p.previous && <div className="muted small">prev {p.previous.version}</div>}
+                  {p.shadow && (
+                    <div
+                      className="small"
+                      data-testid="plugin-shadow"
+                      data-compared={p.shadow.compared}
+                      data-different={p.shadow.different}
+                      title={`shadow ${p.shadow.version} (${shortHash(p.shadow.hash)}) beside the live version since ${fmtCompact(p.shadow.events)} events; state: ${p.shadow.state}`}
+                    >
+                      <span className={`badge tone-${p.shadow.different > 0 ? 'warn' : 'ok'}`}>shadow {p.shadow.version}</span>{' '}
+                      <span className="muted">
+                        {fmtCompact(p.shadow.compared)} compared, {fmtCompact(p.shadow.different)} different
+                      </span>
+                    </div>
+                  )}
                 </td>
                 <td>
                   <code className="hash" title={p.hash}>

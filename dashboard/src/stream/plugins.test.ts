@@ -36,6 +36,14 @@ describe('parsePluginList', () => {
     const [q] = parsePluginList([{ ...raw, logs: { lines: 0, dropped: 0, last: null } }])!;
     expect(q!.logs).toEqual({ lines: 0, dropped: 0, last: null });
   });
+
+  it('parses a shadow version beside the live one', () => {
+    const shadow = { version: '1.2.0', hash: 'cd'.repeat(32), state: 'a copy of the live state (12 keys)', events: 5000, compared: 40, equal: 38, different: 2 };
+    const [p] = parsePluginList([{ ...raw, shadow }])!;
+    expect(p!.shadow).toEqual(shadow);
+    expect(parsePluginList([raw])![0]!.shadow).toBeNull();
+    expect(parsePluginList([{ ...raw, shadow: { compared: 3 } }])![0]!.shadow).toBeNull();
+  });
 });
 
 describe('computeRows', () => {
@@ -97,6 +105,13 @@ describe('describeChangeReport', () => {
     expect(describeChangeReport({ plugin: 'x', from_version: '2.0.0', to_version: '1.0.0', state_reset: true })).toBe('x 2.0.0 → 1.0.0 (state reset).');
     expect(describeChangeReport({ plugin: 'x', unchanged: true, hash: 'h' })).toBe('x already runs this build; nothing changed.');
     expect(describeChangeReport({ plugin: 'x', removed: true })).toBe('x removed.');
+    expect(describeChangeReport({ plugin: 'x', mode: 'shadow', live: { version: '1.0.0' }, shadow: { version: '1.1.0' }, state: 'empty' })).toBe(
+      'x 1.1.0 runs as a shadow of 1.0.0: compared, not emitted (state: empty).',
+    );
+    expect(describeChangeReport({ plugin: 'x', promoted: true, from_version: '1.0.0', to_version: '1.1.0', report: { compared: 9, different: 1 } })).toBe(
+      'x 1.0.0 → 1.1.0: the shadow is live (9 compared, 1 different).',
+    );
+    expect(describeChangeReport({ plugin: 'x', discarded: true, report: { compared: 9, different: 0 } })).toBe('x: shadow discarded after 9 compared, 0 different.');
     expect(describeChangeReport({})).toBeNull();
     expect(describeChangeReport({ plugin: 'x' })).toBeNull();
     expect(describeChangeReport(null)).toBeNull();

@@ -22,6 +22,19 @@ export interface PluginCounters {
 }
 
 /** A plugin's log (`info!`, stdout, stderr), as `/api/plugins` sums it up. */
+/** A shadow version running beside the live one (`PUT ?mode=shadow`): its
+ * outputs are compared per window and alert id, not emitted. */
+export interface ShadowSummary {
+  version: string;
+  hash: string;
+  /** How its state began: a copy of the live state, migrated, or empty and why. */
+  state: string;
+  events: number;
+  compared: number;
+  equal: number;
+  different: number;
+}
+
 export interface PluginLogSummary {
   /** Lines kept by the host (past its per-plugin rate limit). */
   lines: number;
@@ -45,6 +58,7 @@ export interface PluginInfo {
   counters: PluginCounters;
   previous: { version: string; hash: string } | null;
   logs: PluginLogSummary | null;
+  shadow: ShadowSummary | null;
 }
 
 type Obj = Record<string, unknown>;
@@ -79,6 +93,19 @@ function parseLogs(v: unknown): PluginLogSummary | null {
   };
 }
 
+function parseShadow(v: unknown): ShadowSummary | null {
+  if (!isObj(v) || typeof v.version !== 'string') return null;
+  return {
+    version: v.version,
+    hash: s(v.hash),
+    state: s(v.state),
+    events: num(v.events),
+    compared: num(v.compared),
+    equal: num(v.equal),
+    different: num(v.different),
+  };
+}
+
 export function parsePlugin(v: unknown): PluginInfo | null {
   if (!isObj(v) || typeof v.name !== 'string' || v.name === '') return null;
   const c = isObj(v.counters) ? v.counters : {};
@@ -107,6 +134,7 @@ export function parsePlugin(v: unknown): PluginInfo | null {
     },
     previous: prev,
     logs: parseLogs(v.logs),
+    shadow: parseShadow(v.shadow),
   };
 }
 
@@ -220,6 +248,17 @@ export function describeChangeReport(v: unknown): string | null {
   const name = v.plugin;
   if (v.removed === true) return `${name} removed.`;
   if (v.unchanged === true) return `${name} already runs this build; nothing changed.`;
+  if (v.mode === 'shadow' && isObj(v.shadow) && isObj(v.live)) {
+    return `${name} ${s(v.shadow.version)} runs as a shadow of ${s(v.live.version)}: compared, not emitted (state: ${s(v.state)}).`;
+  }
+  if (v.discarded === true) {
+    const r = isObj(v.report) ? v.report : {};
+    return `${name}: shadow discarded after ${num(r.compared)} compared, ${num(r.different)} different.`;
+  }
+  if (v.promoted === true) {
+    const r = isObj(v.report) ? v.report : {};
+    return `${name} ${s(v.from_version)} → ${s(v.to_version)}: the shadow is live (${num(r.compared)} compared, ${num(r.different)} different).`;
+  }
   if (typeof v.to_version !== 'string') return null;
   const from = typeof v.from_version === 'string' ? v.from_version : null;
   const parts: string[] = [];

@@ -38,7 +38,11 @@ export type PluginEventKind =
   | 'config_changed'
   | 'failed'
   | 'degraded'
-  | 'removed';
+  | 'recovered'
+  | 'removed'
+  | 'shadow_started'
+  | 'promoted'
+  | 'shadow_discarded';
 
 export interface PluginEventMessage {
   type: 'plugin';

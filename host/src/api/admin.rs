@@ -104,7 +104,9 @@ async fn blocking(f: impl FnOnce() -> Result<Value, ControlError> + Send + 'stat
     }
 }
 
-/// `PUT /api/plugins/{name}`: raw `.wasm` body; `?config=<json>`, `?state=reset`.
+/// `PUT /api/plugins/{name}`: raw `.wasm` body; `?config=<json>`,
+/// `?state=reset`, `?mode=shadow` (run it beside the live version and
+/// compare, see `crate::control`'s shadow.rs; default `mode=live`).
 pub async fn put(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -132,7 +134,72 @@ pub async fn put(
         return error(400, "empty body: send the plugin's .wasm bytes");
     }
     let origin = format!("upload `{name}`");
-    blocking(move || control.put(&name, &body, config, policy, &origin)).await
+    match q.get("mode").map(String::as_str) {
+        None | Some("live") => {
+            blocking(move || control.put(&name, &body, config, policy, &origin)).await
+        }
+        Some("shadow") => {
+            blocking(move || control.put_shadow(&name, &body, config, policy, &origin)).await
+        }
+        Some(other) => error(
+            400,
+            format!("mode must be `live` or `shadow`, not `{other}`"),
+        ),
+    }
+}
+
+/// `GET /api/plugins/{name}/shadow?limit=N`: the shadow's comparison so
+/// far, with its first `limit` differences (20 by default, at most
+/// `compare::KEPT_DIFFERENCES`). Read access, like the other `GET`s.
+pub async fn shadow_report(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let limit = match q.get("limit").map(|l| l.parse::<usize>()) {
+        None => 20,
+        Some(Ok(n)) => n.min(crate::pipeline::compare::KEPT_DIFFERENCES),
+        Some(Err(_)) => {
+            return error(
+                400,
+                format!("limit must be a whole number, not `{}`", q["limit"]),
+            );
+        }
+    };
+    let Some(control) = state.control.clone() else {
+        return error(503, "plugin changes are not available");
+    };
+    match control.shadow_report(&name, limit) {
+        Ok(v) => (StatusCode::OK, Json(v)).into_response(),
+        Err(e) => error(e.status, e.message),
+    }
+}
+
+/// `POST /api/plugins/{name}/shadow/promote`: the shadow becomes the live
+/// version at a barrier.
+pub async fn promote_shadow(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let control = match admit(&state, &headers) {
+        Ok(c) => c,
+        Err(r) => return *r,
+    };
+    blocking(move || control.promote_shadow(&name)).await
+}
+
+/// `DELETE /api/plugins/{name}/shadow`: drop the shadow.
+pub async fn discard_shadow(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let control = match admit(&state, &headers) {
+        Ok(c) => c,
+        Err(r) => return *r,
+    };
+    blocking(move || control.discard_shadow(&name)).await
 }
 
 /// `PATCH /api/plugins/{name}/config`: JSON body, the new config.

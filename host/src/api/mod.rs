@@ -185,6 +185,14 @@ pub fn router(state: AppState, dashboard: PathBuf) -> Router {
             axum::routing::post(admin::rollback),
         )
         .route("/api/plugins/{name}/logs", get(plugin_logs))
+        .route(
+            "/api/plugins/{name}/shadow",
+            get(admin::shadow_report).delete(admin::discard_shadow),
+        )
+        .route(
+            "/api/plugins/{name}/shadow/promote",
+            axum::routing::post(admin::promote_shadow),
+        )
         .layer(axum::extract::DefaultBodyLimit::max(admin::MAX_BODY))
         .route("/api/pipeline", get(pipeline))
         .route("/api/history", get(history::get))
@@ -245,6 +253,13 @@ fn plugin_list(state: &AppState) -> Vec<Value> {
             let mut v = serde_json::to_value(meta).expect("plugin meta serializes");
             v["status"] = serde_json::to_value(counters.status()).expect("status serializes");
             v["counters"] = counters.snapshot();
+            if let Some(shadow) = state
+                .control
+                .as_ref()
+                .and_then(|c| c.shadow_summary(&meta.name))
+            {
+                v["shadow"] = shadow;
+            }
             if let Some(log) = logs.and_then(|l| l.get(&meta.name)) {
                 v["logs"] = json!({
                     "lines": log.written(),

@@ -126,7 +126,7 @@ impl Control {
 
     /// The migration dry-run and the smoke test, on a sample the processing
     /// thread hands over at a barrier, with an instance of their own.
-    fn dry_run(
+    pub(super) fn dry_run(
         &self,
         name: &str,
         loaded: &Arc<Loaded>,
@@ -166,7 +166,7 @@ impl Control {
     }
 
     /// Book-keeping after a switch: versions, the API's view.
-    fn book(
+    pub(super) fn book(
         &self,
         name: &str,
         loaded: &Arc<Loaded>,
@@ -200,6 +200,7 @@ impl Control {
                             path: None,
                         },
                         previous: None,
+                        shadow: None,
                         counters: counters.clone(),
                     },
                 );
@@ -210,6 +211,8 @@ impl Control {
             .and_then(|e| e.previous.as_ref())
             .map(|p| json!({"version": p.loaded.description.version, "hash": p.loaded.hash}));
         drop(entries);
+        self.shadows
+            .live_changed(name, &loaded.description.version, &loaded.hash);
         let meta = meta_of(loaded, config.clone(), previous_meta);
         let mut reg = self.registry.plugins.lock().expect("registry lock");
         match reg.iter_mut().find(|(m, _)| m.name == name) {
@@ -220,7 +223,7 @@ impl Control {
 }
 
 /// How state moves from the running version to `new`.
-fn transfer(
+pub(super) fn transfer(
     name: &str,
     old: &Description,
     new: &Description,
@@ -244,7 +247,11 @@ fn transfer(
 
 /// Under one state schema, the state's layout must not change: the new
 /// version could not decode the states the running one wrote.
-fn same_layout(name: &str, old: &Description, new: &Description) -> Result<(), ControlError> {
+pub(super) fn same_layout(
+    name: &str,
+    old: &Description,
+    new: &Description,
+) -> Result<(), ControlError> {
     let (a, b) = (&old.state_fingerprint, &new.state_fingerprint);
     if a.is_empty() || b.is_empty() || a == b {
         return Ok(());
@@ -264,7 +271,7 @@ fn same_layout(name: &str, old: &Description, new: &Description) -> Result<(), C
 }
 
 /// A new version must consume and key the same way as the running one.
-fn compatible(old: &Description, new: &Description) -> Result<(), ControlError> {
+pub(super) fn compatible(old: &Description, new: &Description) -> Result<(), ControlError> {
     let what = if old.kind != new.kind {
         Some(format!("kind {:?} → {:?}", old.kind, new.kind))
     } else if old.input != new.input {

@@ -22,6 +22,7 @@
 
 mod install;
 mod load;
+mod shadow;
 pub mod smoke;
 pub mod watch;
 
@@ -37,7 +38,7 @@ use serde_json::{Value, json};
 
 use crate::clock::now_ms;
 use crate::output::PluginEvent;
-use crate::pipeline::{StateTransfer, SwapReport};
+use crate::pipeline::{ShadowBoard, ShadowStart, StateTransfer, SwapReport};
 use crate::plugin::{Identity, Loaded, PluginCalls, Runtime};
 use crate::sink::Hub;
 use crate::status::{PluginCounters, Registry};
@@ -76,10 +77,31 @@ pub enum Command {
         transfer: StateTransfer,
         reply: mpsc::Sender<Result<SwapReport, String>>,
     },
-    /// Remove a plugin.
+    /// Remove a plugin (and its shadow).
     Remove {
         name: String,
         reply: mpsc::Sender<bool>,
+    },
+    /// Start a shadow version beside the live one, with an instance for
+    /// each worker; the reply: the states copied or migrated.
+    InstallShadow {
+        identity: Box<Identity>,
+        calls: Vec<Box<dyn PluginCalls>>,
+        start: Box<ShadowStart>,
+        transfer: StateTransfer,
+        reply: mpsc::Sender<Result<usize, String>>,
+    },
+    /// Make the shadow the live version (it takes `counters`, the live
+    /// plugin's); the reply: its last comparison report (`None`: no shadow).
+    PromoteShadow {
+        name: String,
+        counters: Arc<PluginCounters>,
+        reply: mpsc::Sender<Option<Value>>,
+    },
+    /// Drop the shadow; the reply: its last comparison report.
+    DiscardShadow {
+        name: String,
+        reply: mpsc::Sender<Option<Value>>,
     },
 }
 
@@ -101,6 +123,8 @@ struct Version {
 struct Entry {
     current: Version,
     previous: Option<Version>,
+    /// A shadow version running beside `current`.
+    shadow: Option<Version>,
     counters: Arc<PluginCounters>,
 }
 
@@ -116,6 +140,8 @@ pub struct Control {
     busy: Mutex<()>,
     /// Processing workers: each runs its own instance of every plugin.
     workers: usize,
+    /// The shadow versions' comparisons.
+    shadows: Arc<ShadowBoard>,
 }
 
 /// How long a caller waits for the processing thread to reach a barrier.
@@ -147,7 +173,13 @@ impl Control {
             plugins_dir,
             entries: Mutex::new(Default::default()),
             busy: Mutex::new(()),
+            shadows: Arc::default(),
         }
+    }
+
+    /// The shadow versions' comparisons (the runner fills them).
+    pub fn shadows(&self) -> Arc<ShadowBoard> {
+        self.shadows.clone()
     }
 
     /// Register a plugin loaded at start.
@@ -168,6 +200,7 @@ impl Control {
                     path,
                 },
                 previous: None,
+                shadow: None,
                 counters,
             },
         );

@@ -111,6 +111,23 @@ impl Op {
         }
     }
 
+    /// A copy of the state (a shadow version starts from it).
+    pub fn copy_state(&self) -> OpState {
+        match self {
+            Op::Aggregate(a) => OpState::Windows(a.state.clone()),
+            Op::Events(d) | Op::Metrics(d) => OpState::Keyed(d.state.clone()),
+        }
+    }
+
+    /// The next commit writes this state whole, replacing what the store
+    /// holds under the plugin's name (a promoted shadow's state).
+    pub fn mark_rewrite(&mut self) {
+        match self {
+            Op::Aggregate(a) => a.state.keys.set_rewrite(),
+            Op::Events(d) | Op::Metrics(d) => d.state.keys.set_rewrite(),
+        }
+    }
+
     /// Move a state in (from [`Op::take_state`] of an operator of the same
     /// kind); false, and the state dropped, if it is of another kind.
     pub fn put_state(&mut self, s: OpState) -> bool {
@@ -131,6 +148,18 @@ pub enum OpState {
 }
 
 impl OpState {
+    /// The keys it holds.
+    pub fn len(&self) -> usize {
+        match self {
+            OpState::Windows(w) => w.keys.len(),
+            OpState::Keyed(k) => k.keys.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// Rewrite every plugin state with `f`; all or nothing.
     pub fn try_map<E>(&mut self, f: impl FnMut(&[u8]) -> Result<Vec<u8>, E>) -> Result<usize, E> {
         match self {

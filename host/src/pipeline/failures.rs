@@ -17,7 +17,12 @@ impl Pipeline {
         for (si, KeyedAlert { key, alert }) in alerts {
             let slot = &self.slots[si];
             PluginCounters::add(&slot.counters.outputs, 1);
-            self.outputs.push(Output::Alert(AlertOut {
+            let to = if slot.shadow {
+                &mut self.shadow_outputs
+            } else {
+                &mut self.outputs
+            };
+            to.push(Output::Alert(AlertOut {
                 kind: "alert",
                 id: AlertOut::id_for(&slot.name, &alert.rule, &key, alert.time),
                 plugin: slot.name.clone(),
@@ -69,13 +74,33 @@ impl Pipeline {
 
     pub(super) fn succeeded(&mut self, si: usize) {
         if let Some(e) = self.slots[si].succeeded() {
-            self.outputs.push(Output::Plugin(e));
+            self.lifecycle(si, e);
         }
     }
 
     pub(super) fn record_failure(&mut self, si: usize, error: &CallError) {
         if let Some(e) = self.slots[si].failed(error) {
+            self.lifecycle(si, e);
+        }
+    }
+
+    /// A plugin degraded or recovered: a lifecycle output, or, for a
+    /// shadow, a line of its report.
+    fn lifecycle(&mut self, si: usize, e: crate::output::PluginEvent) {
+        if self.slots[si].shadow {
+            self.shadow_outputs.push(Output::Plugin(e));
+        } else {
             self.outputs.push(Output::Plugin(e));
+        }
+    }
+
+    /// Where a slot's dead letters go: the dead-letter sinks, or a shadow's
+    /// report.
+    fn dead_for(&mut self, si: usize) -> &mut Vec<DeadLetter> {
+        if self.slots[si].shadow {
+            &mut self.shadow_dead
+        } else {
+            &mut self.dead
         }
     }
 
@@ -101,11 +126,13 @@ impl Pipeline {
         let slot = &self.slots[si];
         PluginCounters::add(&slot.counters.dead_lettered, events.len() as u64);
         let time = now_ms();
+        let name = slot.name.to_string();
+        let dead = self.dead_for(si);
         for &i in events {
             let ev = &batch.events[i as usize];
-            self.dead.push(DeadLetter {
+            dead.push(DeadLetter {
                 time,
-                plugin: Some(slot.name.to_string()),
+                plugin: Some(name.clone()),
                 reason,
                 detail: detail.to_string(),
                 source: batch.origin.source.to_string(),
@@ -126,10 +153,12 @@ impl Pipeline {
         let slot = &self.slots[si];
         PluginCounters::add(&slot.counters.dead_lettered, items.len() as u64);
         let time = now_ms();
+        let name = slot.name.to_string();
+        let dead = self.dead_for(si);
         for event in items {
-            self.dead.push(DeadLetter {
+            dead.push(DeadLetter {
                 time,
-                plugin: Some(slot.name.to_string()),
+                plugin: Some(name.clone()),
                 reason,
                 detail: detail.to_string(),
                 source: "pipeline".into(),

@@ -34,14 +34,17 @@
 //! degraded: skipped (its input dead-lettered) and probed again after
 //! [`PROBE_AFTER`] (see [`Slot`]).
 
+pub mod compare;
 pub mod exchange;
 mod failures;
+mod shadow;
 mod slot;
 mod stage1;
 mod stage2;
 mod stage3;
 mod swap;
 
+pub use compare::{ShadowBoard, ShadowStart};
 pub use slot::{DEGRADE_AFTER, Health, PROBE_AFTER, RECENT_CALLS, Slot};
 pub use stage1::Stage1Out;
 pub use stage3::{Deliveries, MetricRouter};
@@ -116,14 +119,18 @@ pub struct Pipeline {
     pub late_marks: Vec<LateMark>,
     /// Metrics emitted since the last stage 3, by the aggregator's slot.
     pub metrics: Vec<(usize, MetricIn)>,
+    /// What shadow versions emitted since the last drain: compared with the
+    /// live outputs, never emitted (`compare`).
+    pub shadow_outputs: Vec<Output>,
+    /// The inputs shadow versions failed on (for their report only).
+    pub shadow_dead: Vec<DeadLetter>,
     /// A version waiting for every worker to be ready to switch.
     staged: Option<swap::Staged>,
 }
 
 impl Pipeline {
-    pub fn new(mut slots: Vec<Slot>, time: TimeConfig) -> Self {
-        slots.sort_by(|a, b| a.name.cmp(&b.name));
-        Pipeline {
+    pub fn new(slots: Vec<Slot>, time: TimeConfig) -> Self {
+        let mut p = Pipeline {
             slots,
             wm: Watermark::new(
                 time.out_of_orderness.as_millis() as i64,
@@ -135,8 +142,19 @@ impl Pipeline {
             late: Vec::new(),
             late_marks: Vec::new(),
             metrics: Vec::new(),
+            shadow_outputs: Vec::new(),
+            shadow_dead: Vec::new(),
             staged: None,
-        }
+        };
+        p.sort_slots();
+        p
+    }
+
+    /// Slots in one order on every worker (the exchange names them by
+    /// index): by name, a plugin's shadow right after its live version.
+    fn sort_slots(&mut self) {
+        self.slots
+            .sort_by(|a, b| (&a.name, a.shadow).cmp(&(&b.name, b.shadow)));
     }
 
     /// This pipeline as worker `worker` of `workers`.
@@ -175,10 +193,22 @@ impl Pipeline {
         self.slots.iter().map(|s| s.name.clone()).collect()
     }
 
-    /// The changes of every plugin's state (this worker's key groups) since
-    /// the last call, in slot order.
+    /// The changes of every live plugin's state (this worker's key groups)
+    /// since the last call, in slot order (a shadow's are dropped: its state
+    /// is not checkpointed).
     pub fn deltas(&mut self) -> Vec<crate::state::StateDelta> {
-        self.slots.iter_mut().map(Slot::state_delta).collect()
+        self.slots
+            .iter_mut()
+            .filter_map(|s| {
+                let d = s.state_delta();
+                (!s.shadow).then_some(d)
+            })
+            .collect()
+    }
+
+    /// The live plugins' slots (not their shadows), in slot order.
+    pub fn live_slots(&self) -> impl Iterator<Item = &Slot> {
+        self.slots.iter().filter(|s| !s.shadow)
     }
 }
 

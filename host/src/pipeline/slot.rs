@@ -29,6 +29,10 @@ pub struct Slot {
     /// Shared by the plugin's slots on every worker: the plugin is degraded
     /// or recovers as one.
     pub health: Arc<Mutex<Health>>,
+    /// A shadow version (`super::shadow`): it runs beside the live slot of
+    /// the same name on the same events, but what it emits is compared, not
+    /// emitted, and its state is not checkpointed.
+    pub shadow: bool,
 }
 
 /// The record of a plugin's recent calls.
@@ -55,6 +59,7 @@ impl Slot {
             inst,
             counters,
             health: Arc::default(),
+            shadow: false,
         }
     }
 
@@ -141,21 +146,27 @@ impl Slot {
     pub fn failed(&mut self, error: &CallError) -> Option<PluginEvent> {
         let c = &self.counters;
         let m = crate::metrics::metrics();
+        // A shadow's failures are its report's, not the live plugin's.
+        let live = !self.shadow;
         match error {
             CallError::Trap(_) => {
                 PluginCounters::add(&c.traps, 1);
-                m.plugin_traps.with_label_values(&[&*self.name]).inc();
+                if live {
+                    m.plugin_traps.with_label_values(&[&*self.name]).inc();
+                }
             }
             CallError::Timeout => {
                 PluginCounters::add(&c.timeouts, 1);
-                m.plugin_timeouts.with_label_values(&[&*self.name]).inc();
+                if live {
+                    m.plugin_timeouts.with_label_values(&[&*self.name]).inc();
+                }
             }
             CallError::OutOfMemory => PluginCounters::add(&c.out_of_memory, 1),
             CallError::Plugin(_) | CallError::Contract(_) | CallError::TooMany { .. } => {
                 PluginCounters::add(&c.errors, 1)
             }
         }
-        tracing::warn!(plugin = %self.name, reason = error.reason(), error = %error, "plugin call failed");
+        tracing::warn!(plugin = %self.name, shadow = self.shadow, reason = error.reason(), error = %error, "plugin call failed");
         let (failed, first) = {
             let mut h = self.health();
             h.recent = ((h.recent << 1) | 1) & ((1 << RECENT_CALLS) - 1);
@@ -174,7 +185,7 @@ impl Slot {
         let msg = format!(
             "{failed} of the last {RECENT_CALLS} calls failed (last: {error}); skipped for {PROBE_AFTER:?}"
         );
-        tracing::error!(plugin = %self.name, "plugin degraded: {msg}");
+        tracing::error!(plugin = %self.name, shadow = self.shadow, "plugin degraded: {msg}");
         Some(self.lifecycle("degraded", msg))
     }
 

@@ -116,7 +116,7 @@ impl Pipeline {
                     return;
                 };
                 let a = op.assign(batch, i as usize, wm);
-                if a.dropped {
+                if a.dropped && !self.slots[si].shadow {
                     out.late.push(LateMark {
                         pos,
                         batch: run.batch,

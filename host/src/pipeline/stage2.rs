@@ -122,7 +122,7 @@ impl Pipeline {
                     op.prefetch_events(batch, i);
                     let a = op.assign(batch, i, wm);
                     cut |= a.cut;
-                    if a.dropped {
+                    if a.dropped && !slot.shadow {
                         self.late_marks.push(LateMark {
                             pos: e.pos,
                             batch: e.batch,
@@ -272,6 +272,19 @@ impl Pipeline {
         for (si, f) in fired {
             let slot = &self.slots[si];
             PluginCounters::add(&slot.counters.outputs, 1);
+            if slot.shadow {
+                // Compared, not emitted: it reaches no sink and no detector.
+                self.shadow_outputs.push(Output::Metric(MetricOut {
+                    kind: "metric",
+                    plugin: slot.name.clone(),
+                    name: f.metric.name,
+                    key: f.key,
+                    window_start: f.start,
+                    window_end: f.end,
+                    value: f.metric.value.into(),
+                }));
+                continue;
+            }
             self.metrics.push((
                 si,
                 MetricIn {

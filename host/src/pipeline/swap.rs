@@ -81,7 +81,7 @@ impl Pipeline {
         let name = identity.description.name.clone();
         let mut fresh =
             Slot::new(identity, calls, counters, time.allowed_lateness).with_health(health);
-        let at = self.slots.iter().position(|s| *s.name == *name);
+        let at = self.live_index(&name);
         let mut report = SwapReport {
             plugin: name,
             from_version: at.map(|i| self.slots[i].identity.description.version.clone()),
@@ -144,7 +144,7 @@ impl Pipeline {
             Some(i) => Some(std::mem::replace(&mut self.slots[i], fresh)),
             None => {
                 self.slots.push(fresh);
-                self.slots.sort_by(|a, b| a.name.cmp(&b.name));
+                self.sort_slots();
                 None
             }
         };
@@ -169,15 +169,23 @@ impl Pipeline {
         }
     }
 
-    /// Remove a plugin (its state is dropped).
+    /// Remove a plugin, and its shadow if it has one (their state is
+    /// dropped).
     pub fn remove(&mut self, name: &str) -> bool {
-        let before = self.slots.len();
+        let live = self.live_index(name).is_some();
         self.slots.retain(|s| *s.name != *name);
-        self.slots.len() != before
+        live
     }
 
+    /// The live version of a plugin.
     pub fn slot(&self, name: &str) -> Option<&Slot> {
-        self.slots.iter().find(|s| *s.name == *name)
+        self.live_index(name).map(|i| &self.slots[i])
+    }
+
+    pub(super) fn live_index(&self, name: &str) -> Option<usize> {
+        self.slots
+            .iter()
+            .position(|s| *s.name == *name && !s.shadow)
     }
 }
 

@@ -32,8 +32,8 @@ use crate::operator::aggregate::combine_meta;
 use crate::output::{DeadLetter, Output};
 use crate::pipeline::exchange::{LateMark, Record, Round};
 use crate::pipeline::{
-    FINISH_ROUNDS, Health, MetricRouter, Pipeline, Stage1Out, StateTransfer, SwapReport,
-    TimeConfig, late_events, malformed,
+    FINISH_ROUNDS, Health, MetricRouter, Pipeline, ShadowBoard, Stage1Out, StateTransfer,
+    SwapReport, TimeConfig, late_events, malformed,
 };
 use crate::plugin::io::MetricIn;
 use crate::sink::jsonl::SinkError;
@@ -85,6 +85,9 @@ struct Emitted {
     dead: Vec<DeadLetter>,
     late: Vec<LateMark>,
     metrics: Vec<(usize, MetricIn)>,
+    /// What shadow versions emitted and failed on: compared, not written.
+    shadow: Vec<Output>,
+    shadow_dead: Vec<DeadLetter>,
 }
 
 impl Emitted {
@@ -98,6 +101,8 @@ impl Emitted {
             dead: std::mem::take(&mut p.dead),
             late: std::mem::take(&mut p.late_marks),
             metrics: std::mem::take(&mut p.metrics),
+            shadow: std::mem::take(&mut p.shadow_outputs),
+            shadow_dead: std::mem::take(&mut p.shadow_dead),
         }
     }
 
@@ -107,6 +112,8 @@ impl Emitted {
         self.dead.append(&mut o.dead);
         self.late.append(&mut o.late);
         self.metrics.append(&mut o.metrics);
+        self.shadow.append(&mut o.shadow);
+        self.shadow_dead.append(&mut o.shadow_dead);
     }
 }
 
@@ -145,6 +152,9 @@ pub struct Runner {
     /// The last batch processed: recent events for an upload's smoke test
     /// (`crate::control::smoke`). Shared with its round, not copied.
     pub last_batch: Option<Arc<EventBatch>>,
+    /// The shadow versions' comparisons (shared with the lifecycle service
+    /// and the API).
+    pub shadows: Arc<ShadowBoard>,
 }
 
 impl Runner {
@@ -320,7 +330,12 @@ impl Runner {
         }
         self.stages_2_and_3(round, inbox, &mut emitted)?;
         let late = late_events(round, std::mem::take(&mut emitted.late), &self.names);
-        self.write(emitted, late)
+        let events = round
+            .runs
+            .iter()
+            .map(|r| (r.events.end - r.events.start) as usize)
+            .sum();
+        self.write(emitted, late, events)
     }
 
     /// Stage 2 (the records at their owners, then everything due at the
@@ -356,7 +371,21 @@ impl Runner {
         Ok(())
     }
 
-    fn write(&mut self, e: Emitted, late: Vec<crate::output::LateEvent>) -> Result<(), RunError> {
+    /// A round's outputs to the sinks (`events`: its input events), after
+    /// the shadows' comparison.
+    fn write(
+        &mut self,
+        mut e: Emitted,
+        late: Vec<crate::output::LateEvent>,
+        events: usize,
+    ) -> Result<(), RunError> {
+        if !self.shadows.is_empty() {
+            let (shadow, dead) = (
+                std::mem::take(&mut e.shadow),
+                std::mem::take(&mut e.shadow_dead),
+            );
+            self.shadows.compare_round(events, &e.outputs, shadow, dead);
+        }
         let had = !e.outputs.is_empty();
         self.outputs.write(
             e.outputs,
@@ -384,7 +413,7 @@ impl Runner {
             let mut emitted = Emitted::default();
             let inbox = (0..self.workers.len()).map(|_| Vec::new()).collect();
             self.stages_2_and_3(&last, inbox, &mut emitted)?;
-            self.write(emitted, Vec::new())?;
+            self.write(emitted, Vec::new(), 0)?;
             if !self.workers.all(|p| p.timers_pending())?.contains(&true) {
                 return Ok(());
             }
@@ -432,9 +461,47 @@ impl Runner {
                 }
                 Command::Remove { name, reply } => {
                     self.changed = true;
-                    let removed = self.workers.all(move |p| p.remove(&name))?;
+                    let n = name.clone();
+                    let removed = self.workers.all(move |p| p.remove(&n))?;
+                    self.shadows.end(&name);
                     self.refresh_plugins()?;
                     let _ = reply.send(removed.contains(&true));
+                }
+                Command::InstallShadow {
+                    identity,
+                    calls,
+                    start,
+                    transfer,
+                    reply,
+                } => {
+                    let res = self.install_shadow(*identity, calls, *start, transfer)?;
+                    let _ = reply.send(res);
+                }
+                Command::PromoteShadow {
+                    name,
+                    counters,
+                    reply,
+                } => {
+                    let n = name.clone();
+                    let promoted = self
+                        .workers
+                        .all(move |p| p.promote_shadow(&n, counters.clone()))?;
+                    let report = self.shadows.end(&name);
+                    self.refresh_plugins()?;
+                    if promoted.contains(&true) {
+                        // The promoted state replaces the plugin's at once:
+                        // a restart must not pair it with the old code.
+                        self.changed = true;
+                        self.checkpoint_now()?;
+                    }
+                    let _ = reply.send(report.filter(|_| promoted.contains(&true)));
+                }
+                Command::DiscardShadow { name, reply } => {
+                    let n = name.clone();
+                    let discarded = self.workers.all(move |p| p.discard_shadow(&n))?;
+                    let report = self.shadows.end(&name);
+                    self.refresh_plugins()?;
+                    let _ = reply.send(report.filter(|_| discarded.contains(&true)));
                 }
             }
         }
@@ -473,6 +540,42 @@ impl Runner {
         Ok(Ok(report))
     }
 
+    /// Start a shadow version on every worker, each with its own instance
+    /// and a copy (or migrated copy) of its shard's live state; if one
+    /// fails, none keeps it. Returns the states copied or migrated.
+    fn install_shadow(
+        &mut self,
+        identity: crate::plugin::Identity,
+        calls: Vec<Box<dyn crate::plugin::PluginCalls>>,
+        start: crate::pipeline::ShadowStart,
+        transfer: StateTransfer,
+    ) -> Result<Result<usize, String>, RunError> {
+        let health: Arc<Mutex<Health>> = Arc::default();
+        let time = self.time;
+        let counters = start.counters.clone();
+        let inputs = calls
+            .into_iter()
+            .map(|c| (identity.clone(), c, counters.clone(), health.clone()))
+            .collect();
+        let done = self.workers.each(inputs, move |p, (id, c, cnt, h)| {
+            p.install_shadow(id, c, cnt, transfer, &time, h)
+        })?;
+        let name = start.plugin.clone();
+        if let Some(e) = done.iter().find_map(|r| r.as_ref().err()) {
+            let e = e.clone();
+            self.workers.all(move |p| p.discard_shadow(&name))?;
+            self.shadows.end(&start.plugin);
+            self.refresh_plugins()?;
+            return Ok(Err(e));
+        }
+        let copied: usize = done.into_iter().map(|r| r.unwrap_or(0)).sum();
+        let mut start = start;
+        start.state = start.state.replace("{states}", &copied.to_string());
+        self.shadows.start(start);
+        self.refresh_plugins()?;
+        Ok(Ok(copied))
+    }
+
     /// After a lifecycle change: the names and the metric routing again.
     fn refresh_plugins(&mut self) -> Result<(), RunError> {
         let mut got = self.workers.all(|p| (p.names(), p.router()))?;
@@ -509,8 +612,7 @@ impl Runner {
         let shards = self.workers.all(|p| {
             let keys: usize = p.slots.iter().map(|s| s.op.keys()).sum();
             let plugins: Vec<(String, String, String, u32)> = p
-                .slots
-                .iter()
+                .live_slots()
                 .map(|s| {
                     let d = &s.identity.description;
                     (

@@ -6,6 +6,8 @@
 //! rtap build [DIR]                                        the component, checked as the host checks it
 //! rtap run COMPONENT.wasm --input FILE|- [--config JSON]  that plugin alone over events, in the host's runtime
 //! rtap deploy COMPONENT.wasm [--url URL] [--config JSON]  upload it to a running host, wait, show counters
+//! rtap deploy COMPONENT.wasm --shadow                    run it beside the live version, compared, not emitted
+//! rtap shadow NAME [--promote | --discard]                the shadow's comparison; make it live, or drop it
 //! rtap plugins | config NAME JSON | rollback NAME | logs NAME [--follow]
 //! ```
 //!
@@ -90,6 +92,25 @@ enum Cmd {
         /// differs and it cannot migrate).
         #[arg(long)]
         reset_state: bool,
+        /// Run it as a shadow: beside the live version, on the same events,
+        /// its outputs compared with the live ones instead of emitted (see
+        /// `rtap shadow`).
+        #[arg(long)]
+        shadow: bool,
+    },
+    /// A shadow version's comparison with the live one; `--promote` makes
+    /// it live, `--discard` drops it.
+    Shadow {
+        name: String,
+        #[arg(long, conflicts_with = "discard")]
+        promote: bool,
+        #[arg(long)]
+        discard: bool,
+        /// How many differences to show.
+        #[arg(long, default_value_t = 10)]
+        limit: usize,
+        #[command(flatten)]
+        host: remote::HostArgs,
     },
     /// The host's plugins: version, status, counters.
     Plugins {
@@ -145,7 +166,15 @@ fn main() -> ExitCode {
             host,
             config,
             reset_state,
-        } => remote::deploy(&host, &component, config.as_deref(), reset_state),
+            shadow,
+        } => remote::deploy(&host, &component, config.as_deref(), reset_state, shadow),
+        Cmd::Shadow {
+            name,
+            promote,
+            discard,
+            limit,
+            host,
+        } => remote::shadow(&host, &name, promote, discard, limit),
         Cmd::Plugins { host } => remote::plugins(&host),
         Cmd::Config { name, json, host } => remote::config(&host, &name, &json),
         Cmd::Rollback {

@@ -49,7 +49,20 @@ impl Api {
     fn call(&self, method: &str, path: &str, body: Option<&[u8]>) -> anyhow::Result<(u16, Value)> {
         let url = format!("{}{path}", self.url);
         let res = match (method, body) {
-            ("GET", _) => self.agent.get(&url).call(),
+            // The admin token reads too (a host with a read token).
+            ("GET", _) => match &self.token {
+                Some(t) if !t.is_empty() => self
+                    .agent
+                    .get(&url)
+                    .header("Authorization", &format!("Bearer {t}"))
+                    .call(),
+                _ => self.agent.get(&url).call(),
+            },
+            ("DELETE", _) => self
+                .agent
+                .delete(&url)
+                .header("Authorization", &self.auth()?)
+                .call(),
             ("PUT", Some(b)) => self
                 .agent
                 .put(&url)
@@ -110,6 +123,7 @@ pub fn deploy(
     component: &Path,
     config: Option<&str>,
     reset: bool,
+    shadow: bool,
 ) -> anyhow::Result<()> {
     let api = Api::new(h);
     let runtime = rtap_host::plugin::Runtime::new(Default::default())?;
@@ -169,6 +183,9 @@ pub fn deploy(
     if reset {
         query.push("state=reset".into());
     }
+    if shadow {
+        query.push("mode=shadow".into());
+    }
     let q = if query.is_empty() {
         String::new()
     } else {
@@ -176,6 +193,21 @@ pub fn deploy(
     };
     let started = Instant::now();
     let r = api.ok("PUT", &format!("/api/plugins/{name}{q}"), Some(&bytes))?;
+    if shadow {
+        println!(
+            "{name} {} runs as a shadow of {} ({:.0} ms; smoke test: {} recent events, {} states); its state: {}",
+            d.version,
+            r["live"]["version"].as_str().unwrap_or("?"),
+            started.elapsed().as_secs_f64() * 1000.0,
+            r["smoke"]["events"],
+            r["smoke"]["states"],
+            r["state"].as_str().unwrap_or("?"),
+        );
+        println!(
+            "compare: rtap shadow {name}   make it live: rtap shadow {name} --promote   drop it: rtap shadow {name} --discard"
+        );
+        return Ok(());
+    }
     if r["unchanged"] == true {
         println!("already running this build: nothing to do");
         return Ok(());
@@ -307,5 +339,80 @@ pub fn logs(h: &HostArgs, name: &str, follow: bool) -> anyhow::Result<()> {
             return Ok(());
         }
         std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// `rtap shadow NAME [--promote | --discard]`.
+pub fn shadow(
+    h: &HostArgs,
+    name: &str,
+    promote: bool,
+    discard: bool,
+    limit: usize,
+) -> anyhow::Result<()> {
+    let api = Api::new(h);
+    let report = if promote {
+        let r = api.ok("POST", &format!("/api/plugins/{name}/shadow/promote"), None)?;
+        println!(
+            "{name}: {} → {} is live",
+            r["from_version"].as_str().unwrap_or("?"),
+            r["to_version"].as_str().unwrap_or("?")
+        );
+        r["report"].clone()
+    } else if discard {
+        let r = api.ok("DELETE", &format!("/api/plugins/{name}/shadow"), None)?;
+        println!("{name}: shadow discarded");
+        r["report"].clone()
+    } else {
+        api.ok(
+            "GET",
+            &format!("/api/plugins/{name}/shadow?limit={limit}"),
+            None,
+        )?
+    };
+    print_shadow(&report, limit);
+    Ok(())
+}
+
+fn print_shadow(r: &Value, limit: usize) {
+    println!(
+        "{} {} (shadow) vs {} (live): {} events, {} compared, {} equal, {} different ({} live only, {} shadow only); dead-lettered {}",
+        r["plugin"].as_str().unwrap_or("?"),
+        r["shadow"]["version"].as_str().unwrap_or("?"),
+        r["live"]["version"].as_str().unwrap_or("?"),
+        r["events"],
+        r["compared"],
+        r["equal"],
+        r["different"],
+        r["only_live"],
+        r["only_shadow"],
+        r["dead_lettered"],
+    );
+    println!("state: {}", r["state"].as_str().unwrap_or("?"));
+    for d in r["first_differences"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .take(limit)
+    {
+        let at = match d["window_end"].as_i64() {
+            Some(end) => format!("window {}..{end}", d["window_start"]),
+            None => format!("alert {} at {}", d["id"].as_str().unwrap_or(""), d["time"]),
+        };
+        println!(
+            "  {} {} key {:?} {at}: live {} shadow {}",
+            d["kind"].as_str().unwrap_or(""),
+            d["name"].as_str().unwrap_or(""),
+            d["key"].as_str().unwrap_or(""),
+            d["live"],
+            d["shadow"]
+        );
+    }
+    for f in r["failures"].as_array().into_iter().flatten() {
+        println!(
+            "  failed: {} {}",
+            f["reason"].as_str().unwrap_or(""),
+            f["detail"].as_str().unwrap_or("")
+        );
     }
 }
