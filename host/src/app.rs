@@ -7,19 +7,21 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use crate::api::{self, AppState};
-use crate::checkpoint::restore::Restore;
-use crate::checkpoint::{Checkpoints, Committer, Store};
+use crate::checkpoint::restore::{Restore, Restored};
+use crate::checkpoint::{Checkpoints, Store};
 use crate::clock::now_ms;
 use crate::config::Config;
 use crate::control::{Control, watch};
 use crate::kafka::KafkaConfig;
-use crate::pipeline::TimeConfig;
+use crate::pipeline::{Pipeline, TimeConfig};
 use crate::plugin::Runtime;
 use crate::runner::{Exit, Feed, Outputs, Runner, Workers};
 use crate::sink::Hub;
 use crate::sink::kafka::KafkaSink;
+use crate::source::Opened;
 use crate::state::StoreConfig;
-use crate::status::{Registry, WorkerCounters};
+use crate::status::Registry;
+use crate::window::Watermark;
 
 /// Exit codes.
 pub const EXIT_OK: i32 = 0;
@@ -97,52 +99,14 @@ fn run(config: Config) -> Result<Exit, Failure> {
     let source_name = opened.name.clone();
 
     // Restore the last commit (see `crate::checkpoint` for the protocol).
-    let store = Store::open(
-        &config.data_dir,
-        &StoreConfig {
-            write_buffer: config.state_write_buffer.0,
-        },
-    )
-    .map_err(start)?;
-    let kafka_sink = match &kafka {
-        Some(k) => {
-            let input = opened.kafka.then(|| k.events_topic.clone());
-            Some(KafkaSink::new(k, input).map_err(start)?)
-        }
-        None => None,
-    };
-    let restored = Restore {
-        store: &store,
-        kafka: kafka_sink.as_ref(),
-        group: &config.kafka_group,
-        fresh: config.no_restore,
-        source: &source_name,
-        kafka_partitions: opened.kafka.then_some(opened.partitions.as_slice()),
-    }
-    .run(&mut pipelines, &registry)
-    .map_err(start)?;
-    if restored.restored {
-        let positions: Vec<_> = restored.positions.iter().map(|(p, q)| (*p, *q)).collect();
-        for r in &mut opened.readers {
-            r.seek(&positions).map_err(start)?;
-        }
-    }
-    let mut wm = restored
-        .watermark
-        .clone()
-        .unwrap_or_else(|| pipelines[0].wm.clone());
-    if opened.bounded {
-        // A file's splits are read side by side: a slow one is not idle.
-        wm = wm.without_idleness();
-    }
-    // Every partition of Kafka or of a file holds event time back until it
-    // produced (or, Kafka, went idle).
-    let declared = if opened.kafka || opened.bounded {
-        opened.partitions.clone()
-    } else {
-        Vec::new()
-    };
-    wm.declare(&declared, now_ms());
+    let (store, kafka_sink, restored) = restore(
+        &config,
+        kafka.as_ref(),
+        &mut opened,
+        &mut pipelines,
+        &registry,
+    )?;
+    let wm = event_time(restored.watermark.clone(), &pipelines[0], &opened);
     let lag_partitions = if opened.kafka {
         opened.partitions.clone()
     } else {
@@ -160,51 +124,31 @@ fn run(config: Config) -> Result<Exit, Failure> {
             stop.clone(),
         );
     }
-    let tokio = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .thread_name("rtap-io")
-        .build()
-        .map_err(start)?;
     let shadows = control.shadows();
-    if !config.no_server {
-        let state = AppState::new(
+    let server = (!config.no_server).then(|| {
+        AppState::new(
             &config,
             registry.clone(),
             hub,
             source_name.clone(),
             control,
             outputs.influx_status(),
-        );
-        api::start(&tokio, api::Server::from_config(&config), state).map_err(Failure::Start)?;
-    }
-    api::stop_on_signal(&tokio, stop.clone());
+        )
+    });
+    let tokio = api::serve(&config, server, stop.clone()).map_err(Failure::Start)?;
 
-    let store = Arc::new(store);
-    let fault_pause = crate::checkpoint::fault_pause_from_env();
-    let committer =
-        kafka_sink.map(|k| Committer::spawn(k, store.clone(), restored.commit_id, fault_pause));
-    let checkpoints = Checkpoints::new(
-        store,
-        committer,
+    let checkpoints = Checkpoints::start(
+        Arc::new(store),
+        kafka_sink,
         source_name.clone(),
         restored.commit_id,
         registry.clone(),
-        fault_pause,
     );
     let feed = Feed::spawn(opened, config.batch_size.max(1), 4, config.max_events);
-    let counters: Vec<Arc<WorkerCounters>> = (0..workers).map(|_| Arc::default()).collect();
-    *registry.workers.lock().expect("registry lock") = counters.clone();
-    // Until the first status (a second in): every worker, idle.
-    *registry.worker_status.lock().expect("registry lock") = serde_json::Value::Array(
-        (0..workers)
-            .map(|w| serde_json::json!({"worker": w, "events_per_sec": 0.0, "busy": 0.0, "keys": 0, "exchange_in_per_sec": 0.0, "exchange_queue": 0, "events": 0}))
-            .collect(),
-    );
     let names = pipelines[0].names();
     let router = pipelines[0].router();
     let runner = Runner {
-        workers: Workers::spawn(pipelines, counters),
+        workers: Workers::start(pipelines, &registry),
         wm,
         names,
         router,
@@ -230,4 +174,65 @@ fn run(config: Config) -> Result<Exit, Failure> {
     tracing::info!(?exit, "done");
     tokio.shutdown_timeout(std::time::Duration::from_millis(200));
     Ok(exit)
+}
+
+/// The state store, the transactional Kafka sink (with Kafka), and the
+/// last commit restored into `pipelines`, the source's readers moved to its
+/// positions.
+fn restore(
+    config: &Config,
+    kafka: Option<&KafkaConfig>,
+    opened: &mut Opened,
+    pipelines: &mut [Pipeline],
+    registry: &Registry,
+) -> Result<(Store, Option<KafkaSink>, Restored), Failure> {
+    let store = Store::open(
+        &config.data_dir,
+        &StoreConfig {
+            write_buffer: config.state_write_buffer.0,
+        },
+    )
+    .map_err(start)?;
+    let kafka_sink = match kafka {
+        Some(k) => {
+            let input = opened.kafka.then(|| k.events_topic.clone());
+            Some(KafkaSink::new(k, input).map_err(start)?)
+        }
+        None => None,
+    };
+    let restored = Restore {
+        store: &store,
+        kafka: kafka_sink.as_ref(),
+        group: &config.kafka_group,
+        fresh: config.no_restore,
+        source: &opened.name,
+        kafka_partitions: opened.kafka.then_some(opened.partitions.as_slice()),
+    }
+    .run(pipelines, registry)
+    .map_err(start)?;
+    if restored.restored {
+        let positions: Vec<_> = restored.positions.iter().map(|(p, q)| (*p, *q)).collect();
+        for r in &mut opened.readers {
+            r.seek(&positions).map_err(start)?;
+        }
+    }
+    Ok((store, kafka_sink, restored))
+}
+
+/// Event time at start: the restored watermark, or a fresh one; every
+/// partition of Kafka or of a file holds it back until it produced (or,
+/// Kafka, went idle), and a file's splits, read side by side, are never
+/// idle.
+fn event_time(restored: Option<Watermark>, pipeline: &Pipeline, opened: &Opened) -> Watermark {
+    let mut wm = restored.unwrap_or_else(|| pipeline.wm.clone());
+    if opened.bounded {
+        wm = wm.without_idleness();
+    }
+    let declared = if opened.kafka || opened.bounded {
+        opened.partitions.clone()
+    } else {
+        Vec::new()
+    };
+    wm.declare(&declared, now_ms());
+    wm
 }

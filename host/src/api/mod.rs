@@ -116,6 +116,26 @@ impl Server {
     }
 }
 
+/// The host's I/O runtime, serving the HTTP API with `state` (none:
+/// `--no-server`), and setting `stop` on SIGINT or SIGTERM.
+pub fn serve(
+    config: &crate::config::Config,
+    state: Option<AppState>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> Result<tokio::runtime::Runtime, String> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .thread_name("rtap-io")
+        .build()
+        .map_err(|e| format!("cannot start the I/O runtime: {e}"))?;
+    if let Some(state) = state {
+        start(&rt, Server::from_config(config), state)?;
+    }
+    stop_on_signal(&rt, stop);
+    Ok(rt)
+}
+
 /// Bind the server's address and serve the dashboard, `/ws`, `/api` and
 /// `/health` on `rt` in the background (over TLS with a certificate).
 pub fn start(rt: &tokio::runtime::Runtime, server: Server, state: AppState) -> Result<(), String> {

@@ -117,6 +117,22 @@ pub struct Checkpoints {
 
 impl Checkpoints {
     /// `id`: the commit the state is at; this run's commits follow it.
+    /// The checkpoints of a run: with a Kafka sink, its committer thread
+    /// commits outputs, offsets and state in one transaction; without, the
+    /// store alone. (`RTAP_FAULT_COMMIT_PAUSE_MS`, for the tests, pauses
+    /// every commit.)
+    pub fn start(
+        store: Arc<Store>,
+        kafka: Option<crate::sink::kafka::KafkaSink>,
+        source: String,
+        id: u64,
+        registry: Arc<Registry>,
+    ) -> Self {
+        let pause = super::fault_pause_from_env();
+        let committer = kafka.map(|k| Committer::spawn(k, store.clone(), id, pause));
+        Checkpoints::new(store, committer, source, id, registry, pause)
+    }
+
     pub fn new(
         store: Arc<Store>,
         kafka: Option<Committer>,

@@ -9,7 +9,7 @@ use std::sync::mpsc::{Receiver, Sender, channel};
 use std::time::Instant;
 
 use crate::pipeline::Pipeline;
-use crate::status::WorkerCounters;
+use crate::status::{Registry, WorkerCounters};
 
 type Job = Box<dyn FnOnce(&mut Pipeline) + Send>;
 
@@ -25,6 +25,20 @@ pub struct Workers {
 }
 
 impl Workers {
+    /// A thread for each pipeline, their counters in the registry; until the
+    /// first status (a second in) every worker shows idle.
+    pub fn start(pipelines: Vec<Pipeline>, registry: &Registry) -> Self {
+        let n = pipelines.len();
+        let counters: Vec<Arc<WorkerCounters>> = (0..n).map(|_| Arc::default()).collect();
+        *registry.workers.lock().expect("registry lock") = counters.clone();
+        *registry.worker_status.lock().expect("registry lock") = serde_json::Value::Array(
+            (0..n)
+                .map(|w| serde_json::json!({"worker": w, "events_per_sec": 0.0, "busy": 0.0, "keys": 0, "exchange_in_per_sec": 0.0, "exchange_queue": 0, "events": 0}))
+                .collect(),
+        );
+        Workers::spawn(pipelines, counters)
+    }
+
     /// A thread for each pipeline (worker `w` of `pipelines.len()`).
     pub fn spawn(pipelines: Vec<Pipeline>, counters: Vec<Arc<WorkerCounters>>) -> Self {
         let mut jobs = Vec::new();
