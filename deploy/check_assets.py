@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 COUNTERS = {
     "rtap_events_in_total", "rtap_dead_letters_total", "rtap_late_events_total",
     "rtap_plugin_traps_total", "rtap_plugin_timeouts_total", "rtap_plugin_swaps_total",
-    "rtap_checkpoints_total", "rtap_sink_errors_total",
+    "rtap_checkpoints_total", "rtap_sink_errors_total", "rtap_shadow_compared_total",
 }
 HISTOGRAMS = {
     "rtap_e2e_latency_seconds", "rtap_plugin_call_duration_seconds", "rtap_plugin_batch_size",

@@ -23,6 +23,7 @@ pub struct Metrics {
     pub plugin_traps: IntCounterVec,
     pub plugin_timeouts: IntCounterVec,
     pub plugin_swaps: IntCounterVec,
+    pub shadow_compared: IntCounterVec,
     pub checkpoint_duration: Histogram,
     pub checkpoints: IntCounterVec,
     pub checkpoint_age: prometheus::Gauge,
@@ -176,6 +177,12 @@ impl Metrics {
                 &r,
                 "rtap_plugin_swaps_total",
                 "Plugin version changes, by result.",
+                &["plugin", "result"],
+            ),
+            shadow_compared: counter_vec(
+                &r,
+                "rtap_shadow_compared_total",
+                "Outputs (windows, alerts) of a shadow version compared with its live version's, by result (equal, different).",
                 &["plugin", "result"],
             ),
             checkpoint_duration: histogram(

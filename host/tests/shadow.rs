@@ -259,6 +259,19 @@ fn shadows_compare_per_window_and_promote_without_a_gap() {
     );
     let (code, _) = call(port, "GET", "/api/plugins/page-views/shadow", b"");
     assert_eq!(code, 404, "a promoted shadow is no longer a shadow");
+    // The same counts on /metrics.
+    let (_, text) = http(port, "GET", "/metrics", &[], b"").unwrap();
+    let count = |result: &str| -> u64 {
+        let prefix =
+            format!("rtap_shadow_compared_total{{plugin=\"page-views\",result=\"{result}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(prefix.as_str()))
+            .unwrap_or_else(|| panic!("no {prefix} in /metrics"))
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(count("different"), pr["different"].as_u64().unwrap());
+    assert_eq!(count("equal"), pr["equal"].as_u64().unwrap());
 
     feed(&mut stdin, &lines[200_000..250_000]);
     // A discarded shadow's last report, and the live version untouched.

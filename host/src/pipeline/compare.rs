@@ -306,6 +306,17 @@ impl ShadowBoard {
 }
 
 fn compare_sides(r: &mut ShadowRun, live: Vec<Item>, shadow: Vec<Item>) {
+    let (equal, different) = (r.equal, r.different);
+    compare_items(r, live, shadow);
+    let m = &crate::metrics::metrics().shadow_compared;
+    let plugin = r.start.plugin.as_str();
+    m.with_label_values(&[plugin, "equal"])
+        .inc_by(r.equal - equal);
+    m.with_label_values(&[plugin, "different"])
+        .inc_by(r.different - different);
+}
+
+fn compare_items(r: &mut ShadowRun, live: Vec<Item>, shadow: Vec<Item>) {
     let mut seen: HashMap<String, usize> = HashMap::new();
     let mut shadow_by: HashMap<(String, usize), Item> = HashMap::new();
     let mut shadow_order: Vec<(String, usize)> = Vec::new();
