@@ -168,9 +168,16 @@ fn run(config: Config) -> Result<Exit, Failure> {
         last_batch: None,
         shadows,
     };
+    let shadows = runner.shadows.clone();
     let exit = runner
         .run(feed)
         .map_err(|e| Failure::Run(crate::datadir::explain(e.to_string())))?;
+    if !shadows.is_empty() {
+        tracing::info!(
+            plugins = ?shadows.plugins(),
+            "shadow versions are not kept: the next start runs the live versions only"
+        );
+    }
     tracing::info!(?exit, "done");
     tokio.shutdown_timeout(std::time::Duration::from_millis(200));
     Ok(exit)

@@ -221,7 +221,7 @@ fn shadows_compare_per_window_and_promote_without_a_gap() {
         assert!(r["events"].as_u64().unwrap() >= 100_000, "{n}: {r}");
         assert_eq!(r["different"], 0, "{n}: {r}");
         assert_eq!(r["equal"], r["compared"], "{n}: {r}");
-        assert_eq!(r["dead_lettered"], 0, "{n}: {r}");
+        assert_eq!(r["failed_inputs"], 0, "{n}: {r}");
     }
     let er = report(port, "error-rate");
     assert!(
@@ -395,7 +395,8 @@ fn a_failing_shadow_is_reported_and_touches_nothing_live() {
     stdin.flush().unwrap();
     wait_events(port, lines.len() as u64);
     let r = report(port, "page-views");
-    assert!(r["dead_lettered"].as_u64().unwrap() > 0, "{r}");
+    assert!(r["failed_inputs"].as_u64().unwrap() > 0, "{r}");
+    assert_eq!(r["status"], "degraded", "{r}");
     let failure = r["failures"][0]["detail"].as_str().unwrap_or("");
     assert!(failure.contains("cannot count"), "the plugin's panic: {r}");
     assert!(

@@ -80,7 +80,10 @@ export function PluginsTable({ plugins, now }: Props) {
                       data-different={p.shadow.different}
                       title={`shadow ${p.shadow.version} (${shortHash(p.shadow.hash)}) beside the live version since ${fmtCompact(p.shadow.events)} events; state: ${p.shadow.state}`}
                     >
-                      <span className={`badge tone-${p.shadow.different > 0 ? 'warn' : 'ok'}`}>shadow {p.shadow.version}</span>{' '}
+                      <span className={`badge tone-${p.shadow.different > 0 || p.shadow.status !== 'running' ? 'warn' : 'ok'}`}>
+                        shadow {p.shadow.version}
+                        {p.shadow.status !== 'running' ? ` (${p.shadow.status})` : ''}
+                      </span>{' '}
                       <span className="muted">
                         {fmtCompact(p.shadow.compared)} compared, {fmtCompact(p.shadow.different)} different
                       </span>

@@ -38,7 +38,7 @@ describe('parsePluginList', () => {
   });
 
   it('parses a shadow version beside the live one', () => {
-    const shadow = { version: '1.2.0', hash: 'cd'.repeat(32), state: 'a copy of the live state (12 keys)', events: 5000, compared: 40, equal: 38, different: 2 };
+    const shadow = { version: '1.2.0', hash: 'cd'.repeat(32), state: 'a copy of the live state (12 keys)', status: 'degraded', events: 5000, compared: 40, equal: 38, different: 2 };
     const [p] = parsePluginList([{ ...raw, shadow }])!;
     expect(p!.shadow).toEqual(shadow);
     expect(parsePluginList([raw])![0]!.shadow).toBeNull();

@@ -29,6 +29,8 @@ export interface ShadowSummary {
   hash: string;
   /** How its state began: a copy of the live state, migrated, or empty and why. */
   state: string;
+  /** running or degraded */
+  status: string;
   events: number;
   compared: number;
   equal: number;
@@ -99,6 +101,7 @@ function parseShadow(v: unknown): ShadowSummary | null {
     version: v.version,
     hash: s(v.hash),
     state: s(v.state),
+    status: s(v.status, 'running'),
     events: num(v.events),
     compared: num(v.compared),
     equal: num(v.equal),

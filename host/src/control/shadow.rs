@@ -59,7 +59,7 @@ impl Control {
                 ),
             ));
         }
-        let (live, live_config) = {
+        let (live, live_config, replaced) = {
             let entries = self.entries.lock().expect("entries lock");
             let e = entries.get(name).ok_or_else(|| {
                 err(
@@ -67,7 +67,11 @@ impl Control {
                     format!("no plugin `{name}` to shadow: a shadow runs beside the live version; upload `{name}` first"),
                 )
             })?;
-            (e.current.loaded.clone(), e.current.config.clone())
+            let replaced = e
+                .shadow
+                .as_ref()
+                .map(|s| json!({"version": s.loaded.description.version, "hash": s.loaded.hash}));
+            (e.current.loaded.clone(), e.current.config.clone(), replaced)
         };
         let old = &live.description;
         // Promoting must be a swap the running windows and keys survive.
@@ -83,14 +87,26 @@ impl Control {
                         StateTransfer::Keep,
                         "a copy of the live state ({states} keys)".to_string(),
                     ),
-                    Err(e) => (StateTransfer::Reset, format!("empty: {}", e.message)),
+                    Err(_) => (
+                        StateTransfer::Reset,
+                        format!(
+                            "empty: the layout of its state differs from {}'s under the same state schema {}, so it could not read a copy",
+                            old.version, old.state_schema
+                        ),
+                    ),
                 },
                 Ok(StateTransfer::Migrate(from)) => (
                     StateTransfer::Migrate(from),
                     format!("the live state migrated from schema {from} ({{states}} keys)"),
                 ),
                 Ok(StateTransfer::Reset) => (StateTransfer::Reset, "empty".to_string()),
-                Err(e) => (StateTransfer::Reset, format!("empty: {}", e.message)),
+                Err(_) => (
+                    StateTransfer::Reset,
+                    format!(
+                        "empty: {} keeps its state in schema {}, this version uses schema {} and does not migrate from {}",
+                        old.version, old.state_schema, new.state_schema, old.state_schema
+                    ),
+                ),
             },
         };
         let config = config.unwrap_or(live_config);
@@ -150,7 +166,8 @@ impl Control {
             "live": {"version": old.version, "hash": live.hash},
             "shadow": {"version": new.version, "hash": loaded.hash},
             "state": report["state"],
-            "states": copied,
+            "states_copied": copied,
+            "replaced": replaced,
             "smoke": smoke,
             "compile_ms": compile_ms,
         }))
@@ -159,6 +176,14 @@ impl Control {
     /// The comparison of `name`'s shadow, with its first `limit`
     /// differences.
     pub fn shadow_report(&self, name: &str, limit: usize) -> Result<Value, ControlError> {
+        if !self
+            .entries
+            .lock()
+            .expect("entries lock")
+            .contains_key(name)
+        {
+            return Err(err(404, format!("no plugin `{name}`")));
+        }
         self.shadows
             .report(name, limit)
             .ok_or_else(|| no_shadow(name))
@@ -279,7 +304,7 @@ fn no_shadow(name: &str) -> ControlError {
     err(
         404,
         format!(
-            "`{name}` has no shadow version (start one with PUT /api/plugins/{name}?mode=shadow)"
+            "`{name}` has no shadow version (start one with `rtap deploy COMPONENT.wasm --shadow`, or PUT /api/plugins/{name}?mode=shadow)"
         ),
     )
 }

@@ -71,8 +71,8 @@ pub struct ShadowRun {
     pub only_live: u64,
     pub only_shadow: u64,
     pub differences: Vec<Difference>,
-    /// The shadow's failed inputs (dead letters it would have written).
-    pub dead_lettered: u64,
+    /// The inputs the shadow failed on (kept out of the dead letters).
+    pub failed_inputs: u64,
     pub failures: Vec<Value>,
     /// Its last lifecycle events (degraded, recovered).
     pub events_log: Vec<Value>,
@@ -90,7 +90,7 @@ impl ShadowRun {
             only_live: 0,
             only_shadow: 0,
             differences: Vec::new(),
-            dead_lettered: 0,
+            failed_inputs: 0,
             failures: Vec::new(),
             events_log: Vec::new(),
         }
@@ -113,8 +113,9 @@ impl ShadowRun {
             "only_shadow": self.only_shadow,
             "differences_kept": self.differences.len(),
             "first_differences": self.differences.iter().take(limit).collect::<Vec<_>>(),
+            "status": s.counters.status(),
             "counters": s.counters.snapshot(),
-            "dead_lettered": self.dead_lettered,
+            "failed_inputs": self.failed_inputs,
             "failures": self.failures,
             "health": self.events_log,
         })
@@ -126,6 +127,7 @@ impl ShadowRun {
             "version": self.start.version,
             "hash": self.start.hash,
             "state": self.start.state,
+            "status": self.start.counters.status(),
             "events": self.events,
             "compared": self.compared,
             "equal": self.equal,
@@ -217,6 +219,11 @@ impl ShadowBoard {
         self.lock().is_empty()
     }
 
+    /// The plugins with a shadow running.
+    pub fn plugins(&self) -> Vec<String> {
+        self.lock().keys().cloned().collect()
+    }
+
     /// The live version of `plugin` changed under its shadow.
     pub fn live_changed(&self, plugin: &str, version: &str, hash: &str) {
         if let Some(r) = self.lock().get_mut(plugin) {
@@ -291,7 +298,7 @@ impl ShadowBoard {
             let Some(r) = d.plugin.as_deref().and_then(|p| runs.get_mut(p)) else {
                 continue;
             };
-            r.dead_lettered += 1;
+            r.failed_inputs += 1;
             if r.failures.len() < KEPT_FAILURES {
                 r.failures.push(json!({"reason": d.reason, "detail": d.detail, "source": d.source, "partition": d.partition, "offset": d.offset}));
             }

@@ -28,7 +28,11 @@ use clap::{Parser, Subcommand};
 
 /// The plugin author's loop: new → test → build → run → deploy → logs.
 #[derive(Debug, Parser)]
-#[command(name = "rtap", version, about)]
+#[command(
+    name = "rtap",
+    version,
+    about = "The plugin author's command line: new, test, build, run, deploy (--shadow), shadow, plugins, config, rollback, logs"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,

@@ -203,6 +203,9 @@ pub fn deploy(
             r["smoke"]["states"],
             r["state"].as_str().unwrap_or("?"),
         );
+        if let Some(v) = r["replaced"]["version"].as_str() {
+            println!("it replaces the shadow {v} that ran until now");
+        }
         println!(
             "compare: rtap shadow {name}   make it live: rtap shadow {name} --promote   drop it: rtap shadow {name} --discard"
         );
@@ -376,9 +379,10 @@ pub fn shadow(
 
 fn print_shadow(r: &Value, limit: usize) {
     println!(
-        "{} {} (shadow) vs {} (live): {} events, {} compared, {} equal, {} different ({} live only, {} shadow only); dead-lettered {}",
+        "{} {} (shadow, {}) vs {} (live): {} events, {} compared, {} equal, {} different ({} live only, {} shadow only); inputs it failed on: {}",
         r["plugin"].as_str().unwrap_or("?"),
         r["shadow"]["version"].as_str().unwrap_or("?"),
+        r["status"].as_str().unwrap_or("?"),
         r["live"]["version"].as_str().unwrap_or("?"),
         r["events"],
         r["compared"],
@@ -386,7 +390,7 @@ fn print_shadow(r: &Value, limit: usize) {
         r["different"],
         r["only_live"],
         r["only_shadow"],
-        r["dead_lettered"],
+        r["failed_inputs"],
     );
     println!("state: {}", r["state"].as_str().unwrap_or("?"));
     for d in r["first_differences"]
@@ -409,10 +413,14 @@ fn print_shadow(r: &Value, limit: usize) {
         );
     }
     for f in r["failures"].as_array().into_iter().flatten() {
-        println!(
-            "  failed: {} {}",
-            f["reason"].as_str().unwrap_or(""),
-            f["detail"].as_str().unwrap_or("")
-        );
+        let at = match f["offset"].as_u64() {
+            Some(o) => format!(
+                " ({} partition {} offset {o})",
+                f["source"].as_str().unwrap_or(""),
+                f["partition"]
+            ),
+            None => String::new(),
+        };
+        println!("  failed{at}: {}", f["detail"].as_str().unwrap_or(""));
     }
 }
