@@ -369,6 +369,70 @@ fn swap_under_load_changes_no_output() {
 }
 
 #[test]
+fn the_api_s_changes_survive_a_restart() {
+    let plugins = plugins_dir(&["page-views", "bot-burst"]);
+    let data = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut host = start_host(
+        plugins.path(),
+        data.path(),
+        port,
+        &["--rate", "2000", "--no-watch"],
+    );
+    wait_ready(port);
+    let (code, body) = http(
+        port,
+        "PATCH",
+        "/api/plugins/bot-burst/config",
+        &auth(),
+        br#"{"min_page_views": 7, "within_ms": 10000}"#,
+    )
+    .unwrap();
+    assert_eq!(code, 200, "{body}");
+    let (code, body) = put(port, "page-views", "", &wasm("page-views-v2"));
+    assert_eq!(code, 200, "{body}");
+    sigterm(host.0.id());
+    assert!(host.0.wait().unwrap().success());
+
+    // The same folders again: the config the API set, the swapped-in
+    // version, and the version a rollback goes back to.
+    let port = free_port();
+    let _host = start_host(
+        plugins.path(),
+        data.path(),
+        port,
+        &["--rate", "2000", "--no-watch"],
+    );
+    wait_ready(port);
+    let bb = plugin(port, "bot-burst").unwrap();
+    assert_eq!(bb["config"]["min_page_views"], 7, "{bb}");
+    let pv = plugin(port, "page-views").unwrap();
+    assert_eq!(pv["version"], "1.1.1", "{pv}");
+    assert_eq!(pv["previous"]["version"], "1.1.0", "{pv}");
+    let (code, body) = http(
+        port,
+        "POST",
+        "/api/plugins/page-views/rollback",
+        &auth(),
+        b"",
+    )
+    .unwrap();
+    assert_eq!(code, 200, "{body}");
+    let pv = plugin(port, "page-views").unwrap();
+    assert_eq!(pv["version"], "1.1.0", "{pv}");
+    assert_eq!(pv["previous"]["version"], "1.1.1", "{pv}");
+
+    // A removed plugin leaves nothing behind in the plugins folder.
+    let (code, _) = http(port, "DELETE", "/api/plugins/page-views", &auth(), b"").unwrap();
+    assert_eq!(code, 200);
+    let left: Vec<String> = std::fs::read_dir(plugins.path().join(".rtap"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(left.iter().all(|f| f.starts_with("bot-burst.")), "{left:?}");
+}
+
+#[test]
 fn folder_watch_picks_up_a_new_build_once() {
     let plugins = plugins_dir(&["page-views", "error-rate"]);
     let data = tempfile::tempdir().unwrap();

@@ -206,10 +206,15 @@ impl Control {
                 );
             }
         }
-        let previous_meta = entries
-            .get(name)
-            .and_then(|e| e.previous.as_ref())
+        let previous = entries.get(name).and_then(|e| e.previous.as_ref());
+        let previous_meta = previous
             .map(|p| json!({"version": p.loaded.description.version, "hash": p.loaded.hash}));
+        // For the next start: this config, and what a rollback goes back to.
+        self.saved.save_config(name, config);
+        self.saved.save_previous(
+            name,
+            previous.and_then(|p| p.loaded.bytes.as_deref().map(|b| (b, &p.config))),
+        );
         drop(entries);
         self.shadows
             .live_changed(name, &loaded.description.version, &loaded.hash);

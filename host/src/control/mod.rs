@@ -22,6 +22,7 @@
 
 mod install;
 mod load;
+mod saved;
 mod shadow;
 pub mod smoke;
 pub mod watch;
@@ -142,6 +143,8 @@ pub struct Control {
     workers: usize,
     /// The shadow versions' comparisons.
     shadows: Arc<ShadowBoard>,
+    /// Configs and rollback targets kept for the next start.
+    saved: saved::Saved,
 }
 
 /// How long a caller waits for the processing thread to reach a barrier.
@@ -170,10 +173,11 @@ impl Control {
             commands,
             registry,
             hub,
-            plugins_dir,
+            plugins_dir: plugins_dir.clone(),
             entries: Mutex::new(Default::default()),
             busy: Mutex::new(()),
             shadows: Arc::default(),
+            saved: saved::Saved::new(&plugins_dir),
         }
     }
 
@@ -182,13 +186,15 @@ impl Control {
         self.shadows.clone()
     }
 
-    /// Register a plugin loaded at start.
+    /// Register a plugin loaded at start (with the version a rollback goes
+    /// back to, when one was saved).
     pub fn register(
         &self,
         loaded: Arc<Loaded>,
         config: Value,
         path: Option<PathBuf>,
         counters: Arc<PluginCounters>,
+        previous: Option<(Arc<Loaded>, Value)>,
     ) {
         let name = loaded.description.name.clone();
         self.entries.lock().expect("entries lock").insert(
@@ -199,7 +205,11 @@ impl Control {
                     config,
                     path,
                 },
-                previous: None,
+                previous: previous.map(|(loaded, config)| Version {
+                    loaded,
+                    config,
+                    path: None,
+                }),
                 shadow: None,
                 counters,
             },
@@ -494,6 +504,7 @@ impl Control {
         if let Some(p) = &entry.current.path {
             let _ = std::fs::remove_file(p);
         }
+        self.saved.forget(name);
         self.publish(
             "removed",
             name,
