@@ -5,9 +5,7 @@
 
 mod common;
 
-use std::io::Write;
 use std::path::Path;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -286,23 +284,15 @@ fn swap_under_load_changes_no_output() {
     let plugins = plugins_dir(&names);
     let data = tmp.path().join("swapped");
     let port = free_port();
-    let mut host = Running(
-        HostCmd::new(plugins.path())
-            .file_source("-")
-            .no_watch()
-            .jsonl_sink(data.join("out.jsonl"))
-            .listen(port)
-            .data_dir(&data)
-            .admin_token(TOKEN)
-            .args(["--workers", "2"])
-            .command()
-            .stdin(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let (mut host, mut stdin) = HostCmd::new(plugins.path())
+        .no_watch()
+        .jsonl_sink(data.join("out.jsonl"))
+        .listen(port)
+        .data_dir(&data)
+        .admin_token(TOKEN)
+        .args(["--workers", "2"])
+        .spawn_fed();
     wait_ready(port);
-    let mut stdin = host.0.stdin.take().unwrap();
     let builds = [
         ("page-views", ["page-views-v2", "page-views"]),
         ("bot-burst", ["bot-burst-v2", "bot-burst"]),
@@ -311,11 +301,7 @@ fn swap_under_load_changes_no_output() {
     let mut compiles = Vec::new();
     let mut switches = Vec::new();
     for (chunk_no, chunk) in lines.chunks(100_000).enumerate() {
-        for l in chunk {
-            stdin.write_all(l.as_bytes()).unwrap();
-            stdin.write_all(b"\n").unwrap();
-        }
-        stdin.flush().unwrap();
+        feed_lines(&mut stdin, chunk);
         // Wait until the pipeline has taken the whole chunk: the swap then
         // lands on a known event boundary.
         let want = (chunk_no as u64 + 1) * 100_000;

@@ -8,9 +8,7 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::Path;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -102,6 +100,22 @@ fn wait_events(port: u16, want: u64) {
     }
 }
 
+/// Its outputs, in its data dir.
+const OUT: &str = "out.jsonl";
+
+/// A host on two workers reading events from the pipe returned, its
+/// outputs in `data`/[`OUT`].
+fn shadowed_host(plugins: &Path, data: &Path, port: u16) -> (Running, std::process::ChildStdin) {
+    HostCmd::new(plugins)
+        .no_watch()
+        .jsonl_sink(data.join(OUT))
+        .listen(port)
+        .data_dir(data)
+        .admin_token(TOKEN)
+        .args(["--workers", "2"])
+        .spawn_fed()
+}
+
 #[test]
 fn shadows_compare_per_window_and_promote_without_a_gap() {
     let tmp = tempfile::tempdir().unwrap();
@@ -124,23 +138,9 @@ fn shadows_compare_per_window_and_promote_without_a_gap() {
 
     let plugins = plugins_dir(&names);
     let data = tmp.path().join("shadowed");
-    let out = data.join("out.jsonl");
+    let out = data.join(OUT);
     let port = free_port();
-    let mut host = Running(
-        HostCmd::new(plugins.path())
-            .file_source("-")
-            .no_watch()
-            .jsonl_sink(&out)
-            .listen(port)
-            .data_dir(&data)
-            .admin_token(TOKEN)
-            .args(["--workers", "2"])
-            .command()
-            .stdin(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let (mut host, mut stdin) = shadowed_host(plugins.path(), &data, port);
     wait_ready(port);
 
     // Refusals name what is wrong.
@@ -202,14 +202,9 @@ fn shadows_compare_per_window_and_promote_without_a_gap() {
     assert_eq!(pv["version"], "1.1.0", "the live version runs on");
     assert_eq!(pv["shadow"]["version"], "1.2.0-diff", "{pv}");
 
-    let mut stdin = host.0.stdin.take().unwrap();
     let mut fed = 0u64;
     let mut feed = |stdin: &mut std::process::ChildStdin, chunk: &[String]| {
-        for l in chunk {
-            stdin.write_all(l.as_bytes()).unwrap();
-            stdin.write_all(b"\n").unwrap();
-        }
-        stdin.flush().unwrap();
+        feed_lines(stdin, chunk);
         fed += chunk.len() as u64;
         wait_events(port, fed);
     };
@@ -360,23 +355,9 @@ fn a_failing_shadow_is_reported_and_touches_nothing_live() {
 
     let plugins = plugins_dir(&names);
     let data = tmp.path().join("shadowed");
-    let out = data.join("out.jsonl");
+    let out = data.join(OUT);
     let port = free_port();
-    let mut host = Running(
-        HostCmd::new(plugins.path())
-            .file_source("-")
-            .no_watch()
-            .jsonl_sink(&out)
-            .listen(port)
-            .data_dir(&data)
-            .admin_token(TOKEN)
-            .args(["--workers", "2"])
-            .command()
-            .stdin(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let (mut host, mut stdin) = shadowed_host(plugins.path(), &data, port);
     wait_ready(port);
     // Before any event, so the smoke test has no recent events to refuse
     // it on: this build panics on every event it is given.
@@ -387,12 +368,7 @@ fn a_failing_shadow_is_reported_and_touches_nothing_live() {
         &wasm("page-views-trap"),
     );
     assert_eq!(code, 200, "{r}");
-    let mut stdin = host.0.stdin.take().unwrap();
-    for l in &lines {
-        stdin.write_all(l.as_bytes()).unwrap();
-        stdin.write_all(b"\n").unwrap();
-    }
-    stdin.flush().unwrap();
+    feed_lines(&mut stdin, &lines);
     wait_events(port, lines.len() as u64);
     let r = report(port, "page-views");
     assert!(r["failed_inputs"].as_u64().unwrap() > 0, "{r}");

@@ -384,18 +384,9 @@ impl Control {
             counters,
             "swapped",
         )?;
-        // The folder holds what runs, so a restart runs the same code.
-        if from_path.as_deref() != Some(path.as_path()) {
-            write_atomically(&path, bytes).map_err(|e| {
-                err(
-                    500,
-                    format!("swapped, but cannot write {}: {e}", path.display()),
-                )
-            })?;
-        }
-        if let Some(e) = self.entries.lock().expect("entries lock").get_mut(name) {
-            e.current.path = Some(path);
-        }
+        // A file the folder watch read is already there.
+        let write = (from_path.as_deref() != Some(path.as_path())).then_some(bytes);
+        self.keep_running_file(name, path, write, "swapped")?;
         let mut v = report.to_json();
         v["compile_ms"] = json!(compile_ms);
         // From the upload being compiled to the new version taking over
@@ -467,17 +458,7 @@ impl Control {
         let path = prev
             .path
             .unwrap_or_else(|| self.plugins_dir.join(format!("{name}.wasm")));
-        if let Some(bytes) = &prev.loaded.bytes {
-            write_atomically(&path, bytes).map_err(|e| {
-                err(
-                    500,
-                    format!("rolled back, but cannot write {}: {e}", path.display()),
-                )
-            })?;
-        }
-        if let Some(e) = self.entries.lock().expect("entries lock").get_mut(name) {
-            e.current.path = Some(path);
-        }
+        self.keep_running_file(name, path, prev.loaded.bytes.as_deref(), "rolled back")?;
         Ok(report.to_json())
     }
 
@@ -512,6 +493,33 @@ impl Control {
             format!("{name} removed"),
         );
         Ok(json!({"plugin": name, "removed": true}))
+    }
+}
+
+impl Control {
+    /// The plugins folder holds what runs, so a restart runs the same code:
+    /// write the running version of `name` (`bytes`; `None`: the file is
+    /// already there) at `path` and remember it as the plugin's file. `done`
+    /// names the change, which has happened even when the write fails.
+    fn keep_running_file(
+        &self,
+        name: &str,
+        path: PathBuf,
+        bytes: Option<&[u8]>,
+        done: &str,
+    ) -> Result<(), ControlError> {
+        if let Some(bytes) = bytes {
+            write_atomically(&path, bytes).map_err(|e| {
+                err(
+                    500,
+                    format!("{done}, but cannot write {}: {e}", path.display()),
+                )
+            })?;
+        }
+        if let Some(e) = self.entries.lock().expect("entries lock").get_mut(name) {
+            e.current.path = Some(path);
+        }
+        Ok(())
     }
 }
 

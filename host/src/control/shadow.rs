@@ -13,7 +13,7 @@ use std::time::Instant;
 use serde_json::{Value, json};
 
 use super::install::{compatible, same_layout, transfer};
-use super::{Command, Control, ControlError, StatePolicy, Version, err, write_atomically};
+use super::{Command, Control, ControlError, StatePolicy, Version, err};
 use crate::pipeline::{ShadowStart, StateTransfer};
 use crate::plugin::{Identity, Instance, PluginCalls};
 use crate::status::PluginCounters;
@@ -232,19 +232,11 @@ impl Control {
             .with_label_values(&[name, "ok"])
             .inc();
         self.book(name, &shadow.loaded, &shadow.config, &counters);
-        let path = path.unwrap_or_else(|| self.plugins_dir.join(format!("{name}.wasm")));
-        if let Some(bytes) = &shadow.loaded.bytes {
-            write_atomically(&path, bytes).map_err(|e| {
-                err(
-                    500,
-                    format!("promoted, but cannot write {}: {e}", path.display()),
-                )
-            })?;
-        }
         if let Some(e) = self.entries.lock().expect("entries lock").get_mut(name) {
-            e.current.path = Some(path);
             e.shadow = None;
         }
+        let path = path.unwrap_or_else(|| self.plugins_dir.join(format!("{name}.wasm")));
+        self.keep_running_file(name, path, shadow.loaded.bytes.as_deref(), "promoted")?;
         let to = shadow.loaded.description.version.clone();
         self.publish(
             "promoted",

@@ -209,6 +209,20 @@ impl HostCmd {
         Running(self.0.stderr(Stdio::null()).spawn().expect("spawn host"))
     }
 
+    /// Start it reading events from a pipe the test writes (`--source
+    /// file:-`; [`feed_lines`]), stderr discarded; killed when dropped.
+    pub fn spawn_fed(self) -> (Running, std::process::ChildStdin) {
+        let mut child = self
+            .file_source("-")
+            .0
+            .stdin(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn host");
+        let stdin = child.stdin.take().expect("the host's stdin");
+        (Running(child), stdin)
+    }
+
     /// Start it with its stderr lines collected (the kill tests).
     pub fn watched(self) -> Watched {
         Watched::spawn(self.0)
@@ -219,6 +233,16 @@ impl HostCmd {
 /// options); panics with its stderr if it fails.
 pub fn run_file(plugins: &Path, input: &Path, data: &Path, extra: &[&str]) -> Output {
     HostCmd::file_job(plugins, input, data).args(extra).run()
+}
+
+/// Write `lines` to a host started with [`HostCmd::spawn_fed`], one event
+/// per line, and flush.
+pub fn feed_lines(stdin: &mut impl std::io::Write, lines: &[String]) {
+    for l in lines {
+        stdin.write_all(l.as_bytes()).unwrap();
+        stdin.write_all(b"\n").unwrap();
+    }
+    stdin.flush().unwrap();
 }
 
 /// Wait until `GET /health` answers.
