@@ -137,12 +137,20 @@ fn run(config: Config) -> Result<Exit, Failure> {
     });
     let tokio = api::serve(&config, server, stop.clone()).map_err(Failure::Start)?;
 
+    let changelog = match (&kafka, &restored.lineage) {
+        (Some(k), Some(l)) if k.changelog => Some(crate::checkpoint::changelog::Writer::new(
+            l.clone(),
+            restored.plugins.clone(),
+        )),
+        _ => None,
+    };
     let checkpoints = Checkpoints::start(
         Arc::new(store),
         kafka_sink,
         source_name.clone(),
         restored.commit_id,
         registry.clone(),
+        changelog,
     );
     let feed = Feed::spawn(opened, config.batch_size.max(1), 4, config.max_events);
     let names = pipelines[0].names();
@@ -214,6 +222,7 @@ fn restore(
         fresh: config.no_restore,
         source: &opened.name,
         kafka_partitions: opened.kafka.then_some(opened.partitions.as_slice()),
+        changelog: kafka.filter(|k| k.changelog),
     }
     .run(pipelines, registry)
     .map_err(start)?;

@@ -209,6 +209,13 @@ pub struct Config {
     #[arg(long, default_value = "rtap-commit-marker")]
     pub kafka_marker_topic: String,
 
+    /// Do not write each commit's state changes to `<group>-changelog` (one
+    /// partition per key group, in the commit's transaction). Without it a
+    /// host whose data dir is lost cannot restore from Kafka and refuses to
+    /// start.
+    #[arg(long)]
+    pub no_kafka_changelog: bool,
+
     /// The Kafka producer's transactional id (default `rtap-<group>`). Two
     /// hosts with the same id fence each other: the older one stops.
     #[arg(long, env = "KAFKA_TRANSACTIONAL_ID")]

@@ -29,6 +29,11 @@ pub struct KafkaConfig {
     /// The one-partition topic whose group offset is the commit marker of
     /// the transactional protocol (see `crate::checkpoint`).
     pub marker_topic: String,
+    /// `<group>-changelog`: every commit's state changes, one partition per
+    /// key group (see `crate::checkpoint::changelog`).
+    pub changelog_topic: String,
+    /// Whether commits write it (not with `--no-kafka-changelog`).
+    pub changelog: bool,
     /// The producer's `transactional.id` (one per pipeline: a second host
     /// with the same id fences the first).
     pub transactional_id: String,
@@ -85,6 +90,8 @@ impl KafkaConfig {
             dead_letter_topic: config.kafka_dead_letter_topic.clone(),
             late_topic: config.kafka_late_topic.clone(),
             marker_topic: config.kafka_marker_topic.clone(),
+            changelog_topic: format!("{}-changelog", config.kafka_group),
+            changelog: !config.no_kafka_changelog,
             transactional_id: config
                 .kafka_transactional_id
                 .clone()
@@ -190,14 +197,14 @@ fn reach(cfg: &KafkaConfig) -> Result<(), KafkaSetupError> {
 
 /// Create the seed's topics if missing: events 12 partitions, metrics 6
 /// (compacted), alerts 3; and rtap's: dead letters 3, late events 3, the
-/// commit marker 1 (compacted).
+/// commit marker 1 (compacted), the changelog one per key group (compacted).
 pub fn ensure_topics(cfg: &KafkaConfig) -> Result<(), KafkaSetupError> {
     reach(cfg)?;
     let admin: AdminClient<DefaultClientContext> = cfg
         .client(&[])
         .create()
         .map_err(setup_err("admin client"))?;
-    let topics = [
+    let mut topics = vec![
         NewTopic::new(&cfg.events_topic, 12, TopicReplication::Fixed(1)),
         NewTopic::new(&cfg.metrics_topic, 6, TopicReplication::Fixed(1))
             .set("cleanup.policy", "compact"),
@@ -207,6 +214,16 @@ pub fn ensure_topics(cfg: &KafkaConfig) -> Result<(), KafkaSetupError> {
         NewTopic::new(&cfg.marker_topic, 1, TopicReplication::Fixed(1))
             .set("cleanup.policy", "compact"),
     ];
+    if cfg.changelog {
+        topics.push(
+            NewTopic::new(
+                &cfg.changelog_topic,
+                crate::pipeline::exchange::KEY_GROUPS as i32,
+                TopicReplication::Fixed(1),
+            )
+            .set("cleanup.policy", "compact"),
+        );
+    }
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

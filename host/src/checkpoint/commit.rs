@@ -127,9 +127,10 @@ impl Checkpoints {
         source: String,
         id: u64,
         registry: Arc<Registry>,
+        changelog: Option<super::changelog::Writer>,
     ) -> Self {
         let pause = super::fault_pause_from_env();
-        let committer = kafka.map(|k| Committer::spawn(k, store.clone(), id, pause));
+        let committer = kafka.map(|k| Committer::spawn(k, store.clone(), id, pause, changelog));
         Checkpoints::new(store, committer, source, id, registry, pause)
     }
 

@@ -69,6 +69,7 @@ impl Committer {
         store: Arc<Store>,
         after: u64,
         pause: Option<Duration>,
+        mut changelog: Option<super::changelog::Writer>,
     ) -> Self {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Msg>(QUEUED_MESSAGES);
         let in_flight = Arc::new(AtomicU64::new(0));
@@ -117,6 +118,12 @@ impl Committer {
                                         log_ms = logging.elapsed().as_secs_f64() * 1e3,
                                         "commit logged"
                                     );
+                                    match changelog.as_mut() {
+                                        Some(w) => w.write(&mut sink, &c).map(|_| ()),
+                                        None => Ok(()),
+                                    }
+                                })
+                                .and_then(|()| {
                                     phase("prepared", id);
                                     sink.commit(&c.meta.positions, id)
                                         .map_err(|e| e.to_string())

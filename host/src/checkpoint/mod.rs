@@ -13,7 +13,9 @@
 //! - [`committer`]: the thread that runs the Kafka transactions;
 //! - [`folder`]: the thread that folds logged commits into the state;
 //! - [`restore`]: start-up — the Kafka marker check, the fold or discard of
-//!   logged commits, the state and positions to resume from.
+//!   logged commits, the state and positions to resume from;
+//! - [`changelog`]: every commit's changes on `<group>-changelog`, in the
+//!   transaction, so a lost or stale data dir is restored from Kafka.
 //!
 //! Operators track the keys they change, so a commit holds only those (a
 //! swapped-in plugin with a new or migrated state rewrites its prefix). Keys
@@ -62,7 +64,14 @@
 //! commit's positions; after it, its logged commit is folded in at restart.
 //! When the store and the marker disagree in any other way — another host
 //! committed for this group, the data dir was lost or restored from an old
-//! copy — the host refuses to start and says so, before fencing anyone.
+//! copy — the host watches the marker for a few seconds before fencing
+//! anyone: if it moves, another host is committing and the start is
+//! refused; else the store is rebuilt from the changelog ([`changelog`]),
+//! which every transaction also writes: each changed key, and the meta,
+//! tagged with the commit id. (With `--no-kafka-changelog` it refuses.)
+//! Commit ids are never reused across restarts, so a changelog record of a
+//! transaction that aborted — which tansu shows to `read_committed`
+//! readers — is told apart by its id alone.
 //!
 //! The WebSocket stream is not part of the transaction: it shows outputs at
 //! once (at-most-once per connection; after a crash, outputs of an aborted
@@ -70,6 +79,7 @@
 //! flushed at every commit and fsynced at every checkpoint; InfluxDB writes
 //! are idempotent (series + timestamp).
 
+pub mod changelog;
 pub mod commit;
 pub mod committer;
 pub mod folder;

@@ -12,6 +12,7 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 
+use super::changelog::{self, LINEAGE_KEY, Lineage};
 use super::{CommitMeta, Store};
 use crate::event::Position;
 use crate::pipeline::Pipeline;
@@ -49,7 +50,15 @@ pub struct Restore<'a> {
     pub source: &'a str,
     /// The partitions of the events topic, when the source is Kafka.
     pub kafka_partitions: Option<&'a [i32]>,
+    /// With the changelog: where to read it (a store that does not fit
+    /// the group's marker is rebuilt from it).
+    pub changelog: Option<&'a crate::kafka::KafkaConfig>,
 }
+
+/// How long a host whose store does not fit the group's marker watches
+/// the marker before it takes the group over: a marker that moves means
+/// another host is committing for the group.
+const LIVENESS_WATCH: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Where the run resumes.
 pub struct Restored {
@@ -62,6 +71,11 @@ pub struct Restored {
     pub restored: bool,
     /// The committed watermark.
     pub watermark: Option<Watermark>,
+    /// With Kafka: which commit ids count, this run's first one declared
+    /// (see `crate::checkpoint::changelog`).
+    pub lineage: Option<Lineage>,
+    /// The plugins of the commit the run starts from.
+    pub plugins: Vec<String>,
 }
 
 impl Restore<'_> {
@@ -76,18 +90,36 @@ impl Restore<'_> {
         if self.fresh {
             self.store.clear()?;
         }
-        let marker = self.settle()?;
+        let (marker, lineage) = self.settle()?;
         let last = self.store.last()?;
         let mut commit_id = last.as_ref().map_or(0, |m| m.id);
-        if self.kafka.is_some() {
-            commit_id = commit_id.max(marker.unwrap_or(0));
-        }
+        let lineage = match lineage {
+            Some(mut l) => {
+                // Ids are never reused (see `crate::checkpoint::changelog`):
+                // this run starts past any id a crashed run may have used.
+                let g = commit_id.max(marker.unwrap_or(0));
+                let start = if self.fresh {
+                    let (fresh, start) = Lineage::fresh(g, changelog::now_us());
+                    l = fresh;
+                    start
+                } else {
+                    l.restart(g, changelog::now_us())
+                };
+                let bytes = postcard::to_allocvec(&l).expect("a lineage serializes");
+                self.store.put_record(LINEAGE_KEY, &bytes)?;
+                commit_id = start - 1;
+                Some(l)
+            }
+            None => None,
+        };
         let Some(cp) = last else {
             return Ok(Restored {
                 commit_id,
                 positions: BTreeMap::new(),
                 restored: false,
                 watermark: None,
+                lineage,
+                plugins: Vec::new(),
             });
         };
         self.check_source(&cp)?;
@@ -115,37 +147,62 @@ impl Restore<'_> {
             positions: cp.positions.iter().copied().collect(),
             restored: true,
             watermark: Some(cp.watermark.clone()),
+            lineage,
+            plugins: cp.plugins.iter().map(|p| p.name.clone()).collect(),
         })
     }
 
     /// With Kafka: check the group's marker against the store, take the
     /// transactional id over, and fold the logged commits up to the marker
-    /// (discarding those after it). Returns the marker.
-    fn settle(&self) -> Result<Option<u64>, RestoreError> {
+    /// (discarding those after it) — or, when the store does not fit the
+    /// marker and the changelog is written, rebuild the store from the
+    /// changelog. Returns the marker and the lineage of commit ids (`None`
+    /// without Kafka).
+    fn settle(&self) -> Result<(Option<u64>, Option<Lineage>), RestoreError> {
+        let Some(k) = self.kafka else {
+            let logged = self.store.delta_ids()?;
+            if let (Some(first), Some(last)) = (logged.first(), logged.last()) {
+                return Err(RestoreError::Refused(format!(
+                    "the state in {} has commits #{first}..#{last} whose Kafka transactions can only be checked with --kafka-brokers: \
+                     start with the Kafka settings it ran with, or with --no-restore",
+                    self.store.path().display(),
+                )));
+            }
+            return Ok((None, None));
+        };
         // Check before taking the transactional id over, so a second host
         // started by mistake refuses without fencing the running one.
-        let marker = match self.kafka {
-            Some(k) => {
-                self.acceptable(k.committed_marker()?)?;
-                k.fence()?;
-                let m = k.committed_marker()?;
-                self.acceptable(m)?;
-                m
+        let seen = k.committed_marker()?;
+        let mut rebuild = false;
+        if !self.fits(seen)? {
+            if self.changelog.is_none() {
+                return Err(self.refusal(seen));
             }
-            None => None,
+            self.watch_marker(k, seen)?;
+            rebuild = true;
+        }
+        k.fence()?;
+        let marker = k.committed_marker()?;
+        if !rebuild && !self.fits(marker)? {
+            if self.changelog.is_none() {
+                return Err(self.refusal(marker));
+            }
+            rebuild = true;
+        }
+        if rebuild {
+            let g = marker.expect("a store that does not fit means a marker");
+            return Ok((marker, Some(self.rebuild(g)?)));
+        }
+        let lineage = match self.store.get_record(LINEAGE_KEY)? {
+            Some(b) => postcard::from_bytes(&b).map_err(|e| StateError::Corrupt {
+                path: self.store.path().to_path_buf(),
+                why: format!("the lineage of commit ids: {e}"),
+            })?,
+            None => Lineage::default(),
         };
         let logged = self.store.delta_ids()?;
         if logged.is_empty() {
-            return Ok(marker);
-        }
-        if self.kafka.is_none() {
-            return Err(RestoreError::Refused(format!(
-                "the state in {} has commits #{}..#{} whose Kafka transactions can only be checked with --kafka-brokers: \
-                 start with the Kafka settings it ran with, or with --no-restore",
-                self.store.path().display(),
-                logged[0],
-                logged[logged.len() - 1]
-            )));
+            return Ok((marker, Some(lineage)));
         }
         let g = marker.unwrap_or(0);
         let gone = self.store.discard_after(g)?;
@@ -163,34 +220,101 @@ impl Restore<'_> {
                 "rolled a prepared commit forward: its Kafka transaction committed"
             );
         }
-        Ok(marker)
+        Ok((marker, Some(lineage)))
     }
 
-    /// The marker must be the store's state or one of its logged commits.
-    fn acceptable(&self, marker: Option<u64>) -> Result<(), RestoreError> {
-        let Some(g) = marker else { return Ok(()) };
+    /// A store that does not fit the marker: another host may be
+    /// committing for the group. Watch the marker for a while; a marker
+    /// that moves refuses the start (nothing was fenced yet).
+    fn watch_marker(&self, k: &KafkaSink, seen: Option<u64>) -> Result<(), RestoreError> {
+        let until = std::time::Instant::now() + LIVENESS_WATCH;
+        while std::time::Instant::now() < until {
+            std::thread::sleep(std::time::Duration::from_millis(250));
+            let now = k.committed_marker()?;
+            if now != seen {
+                return Err(RestoreError::Refused(format!(
+                    "the Kafka consumer group `{}` is committing (its marker moved from transaction #{} to #{} while this host watched it): \
+                     another host runs this pipeline. Refusing to start rather than fence it; stop that host first (a host with \
+                     a lost or stale data dir then restores the group's state from the changelog `{}`), or use another --kafka-group",
+                    self.group,
+                    seen.unwrap_or(0),
+                    now.unwrap_or(0),
+                    self.changelog.map_or("", |c| c.changelog_topic.as_str()),
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Replace the store with the state the changelog holds at commit `g`.
+    fn rebuild(&self, g: u64) -> Result<Lineage, RestoreError> {
+        let cfg = self.changelog.expect("rebuild needs the changelog");
+        let local = self.store.last()?.map(|m| m.id);
+        let r = changelog::restore(cfg, g)
+            .map_err(RestoreError::Refused)?
+            .ok_or_else(|| {
+                RestoreError::Refused(format!(
+                    "the Kafka consumer group `{}` last committed transaction #{g}, but the state in {} {} and the changelog \
+                     `{}` has no record of #{g} (it was committed by an older rtap or with --no-kafka-changelog): use the data \
+                     dir of the host that committed #{g}, or start with --no-restore (empty state from the group's committed \
+                     offsets), or use another --kafka-group",
+                    self.group,
+                    self.store.path().display(),
+                    local.map_or("is empty".to_string(), |l| format!("is at transaction #{l}")),
+                    cfg.changelog_topic,
+                ))
+            })?;
+        self.store.clear()?;
+        self.store.apply(&r.commit, true)?;
+        tracing::info!(
+            id = g,
+            local = ?local,
+            records = r.records,
+            keys = r.commit.keys(),
+            took_ms = r.took.as_millis() as u64,
+            topic = %cfg.changelog_topic,
+            "restored the state from the changelog (the data dir was empty or did not fit the group's last commit)"
+        );
+        Ok(r.lineage)
+    }
+
+    /// Whether the store can resume from the marker: it is the store's
+    /// state or one of its logged commits (or there is nothing to resume).
+    fn fits(&self, marker: Option<u64>) -> Result<bool, RestoreError> {
+        let Some(g) = marker else { return Ok(true) };
         let last = self.store.last()?.filter(|m| m.transactional).map(|m| m.id);
         let logged = self.store.delta_ids()?;
         if last == Some(g) || logged.contains(&g) {
-            return Ok(());
+            return Ok(true);
         }
         let local = logged.last().copied().or(last);
-        if local.is_none() && (self.fresh || self.kafka_partitions.is_none()) {
-            return Ok(());
-        }
-        Err(RestoreError::Refused(format!(
+        Ok(local.is_none() && (self.fresh || self.kafka_partitions.is_none()))
+    }
+
+    /// Why a store that does not fit the marker refuses the start (without
+    /// the changelog).
+    fn refusal(&self, marker: Option<u64>) -> RestoreError {
+        let g = marker.unwrap_or(0);
+        let local = self
+            .store
+            .delta_ids()
+            .ok()
+            .and_then(|l| l.last().copied())
+            .or_else(|| self.store.last().ok().flatten().map(|m| m.id));
+        RestoreError::Refused(format!(
             "the Kafka consumer group `{}` last committed transaction #{g}, but the state in {} {}: \
              the group's offsets and this state do not belong together (another host runs or ran this pipeline, \
-             or this data dir was lost or restored from an older copy). Refusing to start rather than count \
-             events twice or not at all: use the data dir of the host that committed #{g}, or start with \
-             --no-restore (empty state from the group's committed offsets), or use another --kafka-group",
+             or this data dir was lost or restored from an older copy), and --no-kafka-changelog leaves no copy of \
+             the state in Kafka. Refusing to start rather than count events twice or not at all: use the data dir of \
+             the host that committed #{g}, or start with --no-restore (empty state from the group's committed offsets), \
+             or use another --kafka-group",
             self.group,
             self.store.path().display(),
             match local {
                 Some(l) => format!("is at transaction #{l}"),
                 None => "is empty".to_string(),
             }
-        )))
+        ))
     }
 
     /// The commit must come from this source (and, from Kafka, from

@@ -83,6 +83,8 @@ pub struct KafkaSink {
     dead_letter_topic: String,
     late_topic: String,
     marker_topic: String,
+    /// Where each commit's state changes go (`crate::checkpoint::changelog`).
+    changelog_topic: String,
     /// The input topic whose offsets go into the transaction (Kafka source).
     input_topic: Option<String>,
     in_txn: bool,
@@ -123,6 +125,7 @@ impl KafkaSink {
             dead_letter_topic: cfg.dead_letter_topic.clone(),
             late_topic: cfg.late_topic.clone(),
             marker_topic: cfg.marker_topic.clone(),
+            changelog_topic: cfg.changelog_topic.clone(),
             input_topic,
             in_txn: false,
             health: cfg.health.clone(),
@@ -186,6 +189,59 @@ impl KafkaSink {
             );
             record = record.headers(headers);
         }
+        self.produce(record, "queueing an output")
+    }
+
+    /// Abort the open transaction (its records stay on a broker that shows
+    /// aborted records, as tansu does).
+    pub fn abort(&mut self) -> Result<(), KafkaSinkError> {
+        if self.in_txn {
+            self.in_txn = false;
+            // librdkafka aborts only once every queued record is reported.
+            self.flush_fast()?;
+            self.producer
+                .abort_transaction(TXN_TIMEOUT)
+                .map_err(err("abort_transaction"))?;
+        }
+        Ok(())
+    }
+
+    /// Queue one changelog record of commit `id` (see
+    /// `crate::checkpoint::changelog`): `value` `None` is a tombstone.
+    pub fn changelog(
+        &mut self,
+        partition: i32,
+        key: &[u8],
+        value: Option<&[u8]>,
+        id: u64,
+    ) -> Result<(), KafkaSinkError> {
+        self.ensure_txn()?;
+        let id = id.to_string();
+        let headers = OwnedHeaders::new_with_capacity(1).insert(Header {
+            key: crate::checkpoint::changelog::ID_HEADER,
+            value: Some(id.as_bytes()),
+        });
+        let mut record = BaseRecord::<[u8], [u8]>::to(&self.changelog_topic)
+            .partition(partition)
+            .key(key)
+            .headers(headers);
+        if let Some(v) = value {
+            record = record.payload(v);
+        }
+        self.produce(record, "queueing a changelog record")
+    }
+
+    /// Queue a record in the open transaction; a full queue waits for the
+    /// broker (back-pressure).
+    fn produce<K, P>(
+        &self,
+        mut record: BaseRecord<'_, K, P>,
+        what: &'static str,
+    ) -> Result<(), KafkaSinkError>
+    where
+        K: rdkafka::message::ToBytes + ?Sized,
+        P: rdkafka::message::ToBytes + ?Sized,
+    {
         let mut waited = false;
         loop {
             match self.producer.send(record) {
@@ -212,10 +268,7 @@ impl KafkaSink {
                 }
                 Err((e, _)) => {
                     metrics().sink_errors.with_label_values(&["kafka"]).inc();
-                    return Err(KafkaSinkError {
-                        what: "queueing an output",
-                        source: e,
-                    });
+                    return Err(KafkaSinkError { what, source: e });
                 }
             }
         }

@@ -420,6 +420,8 @@ mod tests {
             dead_letter_topic: "d".into(),
             late_topic: "l".into(),
             marker_topic: "c".into(),
+            changelog_topic: "g-changelog".into(),
+            changelog: true,
             transactional_id: "t".into(),
             options: vec![opt("linger.ms", "10"), opt("client.id", "x")],
             producer_options: vec![opt("linger.ms", "25"), opt("batch.size", "262144")],

@@ -444,6 +444,18 @@ impl<M: Meta> StateStore<M> {
         Ok(out)
     }
 
+    /// A record of the store's own (`m/…`, beside the commit meta).
+    pub fn get_record(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
+        self.db.get(key).map_err(self.db_err())
+    }
+
+    /// Write a record of the store's own, synced.
+    pub fn put_record(&self, key: &[u8], value: &[u8]) -> Result<(), StateError> {
+        let mut w = WriteOptions::default();
+        w.set_sync(true);
+        self.db.put_opt(key, value, &w).map_err(self.db_err())
+    }
+
     /// Write the memtables to disk (bounds the log replayed at start).
     pub fn flush(&self) -> Result<(), StateError> {
         self.db.flush().map_err(self.db_err())

@@ -6,7 +6,8 @@
 //!   `$RTAP_TEST_PLUGINS`) and per-test plugins folders.
 //! - `events`: simulated events from the real `rtap-gen`.
 //! - `http`: plain HTTP/1.1 requests to a running host, free ports.
-//! - `broker`: a Kafka-protocol broker (tansu) on loopback.
+//! - `broker`: a Kafka-protocol broker (tansu) on loopback; `kafka_hosts`:
+//!   hosts on it, each with its own group and topics, and their outputs.
 //! - `victoria`: a time-series database (victoria-metrics) on loopback.
 //!
 //! Every test crate includes all of it (`mod common;`) and uses a part:
@@ -17,6 +18,7 @@ mod broker;
 mod events;
 mod host;
 mod http;
+mod kafka_hosts;
 mod plugins;
 mod victoria;
 
@@ -24,6 +26,7 @@ pub use broker::*;
 pub use events::*;
 pub use host::*;
 pub use http::*;
+pub use kafka_hosts::*;
 pub use plugins::*;
 pub use victoria::*;
 
