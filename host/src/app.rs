@@ -223,6 +223,8 @@ fn restore(
         source: &opened.name,
         kafka_partitions: opened.kafka.then_some(opened.partitions.as_slice()),
         changelog: kafka.filter(|k| k.changelog),
+        standby: config.standby,
+        takeover_after: config.takeover_after.0,
     }
     .run(pipelines, registry)
     .map_err(start)?;

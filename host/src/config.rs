@@ -221,6 +221,20 @@ pub struct Config {
     #[arg(long, env = "KAFKA_TRANSACTIONAL_ID")]
     pub kafka_transactional_id: Option<String>,
 
+    /// Wait while another host commits for the Kafka group, and take the
+    /// group over — restoring the state from the changelog — once it has
+    /// stopped committing for `--takeover-after` (a hot standby). Without
+    /// it, a host whose data dir does not fit the group's last commit
+    /// refuses to start while the group commits.
+    #[arg(long)]
+    pub standby: bool,
+
+    /// How long the group's commit marker must stand still before a host
+    /// whose data dir does not fit it takes the group over (a host on Kafka
+    /// commits at least once a second, events or not).
+    #[arg(long, default_value = "3s")]
+    pub takeover_after: HumanDuration,
+
     /// How often the Kafka transaction commits (outputs, input offsets and
     /// the state delta together); bounds the latency of committed outputs.
     #[arg(long, default_value = "100ms")]

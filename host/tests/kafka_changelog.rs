@@ -362,3 +362,134 @@ fn a_host_that_lost_its_data_dir_restores_from_the_changelog() {
     );
     assert_same_outputs(&want, &got);
 }
+
+/// Failover: two hosts of one group, each started with `--standby` and a
+/// data dir of its own, on a live stream (15 000 events/s into 12
+/// partitions). The first one processes, the other waits. The active host
+/// is SIGKILLed right after one of its commits, ten times; each time the
+/// standby takes over — its data dir does not fit the group's last commit,
+/// so it restores from the changelog — and the killed host is started again
+/// on its old data dir, as the new standby. Then the rest of the 1 200 000
+/// events arrive at once. The outputs equal an uninterrupted run's. The
+/// failover time of every kill (SIGKILL → the standby's first commit) is
+/// printed: BENCHMARKS.md, "Failover".
+#[test]
+fn a_standby_takes_over_when_the_active_host_dies() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let n = 1_200_000usize;
+    let broker = Arc::new(Broker::start());
+    broker.create_events_topic();
+    let lines = gen_events(n as u64, 29, 2000);
+    let feeding = Arc::new(AtomicBool::new(true));
+    let feeder = {
+        let (broker, feeding) = (broker.clone(), feeding.clone());
+        std::thread::spawn(move || {
+            let mut fed = 0;
+            while fed < lines.len() && feeding.load(Ordering::Relaxed) {
+                let end = (fed + 1_500).min(lines.len());
+                broker.produce_keyed(&lines[fed..end]);
+                fed = end;
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            broker.produce_keyed(&lines[fed..]);
+        })
+    };
+    let plugins = plugins_dir(&SHIPPED);
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let host = |i: usize| {
+        kafka_host(&broker, plugins.path(), dirs[i].path(), "rtap", "")
+            .args(["--standby"])
+            .fault_commit_pause_ms(1)
+            .watched()
+    };
+    let waiting = "standby: another host commits for the group";
+    let committed = "rtap-fault: committed commit";
+    let mut active = host(0);
+    assert!(
+        active.wait_for(committed, 1, Duration::from_secs(60)),
+        "{}",
+        active.log.join("\n")
+    );
+    let mut standby = host(1);
+    assert!(
+        standby.wait_for(waiting, 1, Duration::from_secs(60)),
+        "{}",
+        standby.log.join("\n")
+    );
+    let mut rng = Rng::from_env();
+    let mut a = 0usize;
+    let mut failovers = Vec::new();
+    for kill in 1..=10 {
+        assert!(
+            active.wait_for(
+                committed,
+                1 + rng.below(10) as usize,
+                Duration::from_secs(60)
+            ),
+            "{}",
+            active.log.join("\n")
+        );
+        let killed = Instant::now();
+        active.sigkill();
+        assert!(
+            standby.wait_for(committed, 1, Duration::from_secs(60)),
+            "the standby did not take over: {}",
+            standby.log.join("\n")
+        );
+        let took = killed.elapsed();
+        assert!(
+            standby
+                .log
+                .iter()
+                .any(|l| l.contains("restored the state from the changelog")),
+            "{}",
+            standby.log.join("\n")
+        );
+        failovers.push(took);
+        eprintln!(
+            "kill {kill}: host {} took over in {took:.1?}; {} of {n} events committed",
+            1 - a,
+            broker.committed("rtap")
+        );
+        a = 1 - a;
+        active = standby;
+        standby = host(1 - a);
+        assert!(
+            standby.wait_for(waiting, 1, Duration::from_secs(60)),
+            "the killed host did not come back as the standby: {}",
+            standby.log.join("\n")
+        );
+    }
+    assert!(
+        broker.committed("rtap") < n as i64,
+        "the stream ended before the last kill"
+    );
+    feeding.store(false, Ordering::Relaxed);
+    feeder.join().unwrap();
+    drop(standby);
+    run_to_end(active, &broker, "rtap", n as i64);
+    failovers.sort();
+    eprintln!(
+        "failover after 10 SIGKILLs: min {:.1?}, median {:.1?}, max {:.1?}",
+        failovers[0], failovers[5], failovers[9]
+    );
+
+    let ref_data = tempfile::tempdir().unwrap();
+    run_to_end(
+        kafka_host(
+            &broker,
+            plugins.path(),
+            ref_data.path(),
+            "reference",
+            "ref-",
+        )
+        .watched(),
+        &broker,
+        "reference",
+        n as i64,
+    );
+    let (want, _) = outputs(&broker, "ref-");
+    let (got, _) = outputs(&broker, "");
+    assert_same_outputs(&want, &got);
+}

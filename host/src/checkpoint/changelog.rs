@@ -49,7 +49,7 @@ use crate::sink::kafka::{KafkaSink, KafkaSinkError};
 use crate::state::{Changes, PluginChanges};
 
 /// The header holding a record's commit id (decimal).
-pub const ID_HEADER: &str = "rtap-commit";
+pub use crate::sink::kafka::CHANGELOG_ID_HEADER as ID_HEADER;
 /// The key of the meta records.
 const META_KEY: &[u8] = b"\0meta";
 /// The prefix of a clear record's key (then the plugin's name).
@@ -227,6 +227,8 @@ fn read_partitions(
             ("isolation.level", "read_committed"),
             ("auto.offset.reset", "earliest"),
             ("fetch.min.bytes", "1"),
+            // An empty or read partition must not hold its end back.
+            ("fetch.wait.max.ms", "10"),
         ])
         .create()
         .map_err(|e| read_err(topic, e))?;

@@ -33,7 +33,9 @@
 //!
 //! ## With the Kafka sink: commits in the transaction, checkpoints apart
 //!
-//! Every `--commit-interval` (100 ms) the processing thread hands a commit to
+//! Every `--commit-interval` (100 ms) while events arrive, and at least once
+//! a second without (so the group's marker shows the host alive), the
+//! processing thread hands a commit to
 //! the committer thread ([`Committer`]) and goes on. The
 //! committer, one commit after the other:
 //!
@@ -66,7 +68,8 @@
 //! committed for this group, the data dir was lost or restored from an old
 //! copy — the host watches the marker for a few seconds before fencing
 //! anyone: if it moves, another host is committing and the start is
-//! refused; else the store is rebuilt from the changelog ([`changelog`]),
+//! refused (with `--standby`: it waits, and watches again); else the store
+//! is rebuilt from the changelog ([`changelog`]),
 //! which every transaction also writes: each changed key, and the meta,
 //! tagged with the commit id. (With `--no-kafka-changelog` it refuses.)
 //! Commit ids are never reused across restarts, so a changelog record of a

@@ -53,12 +53,12 @@ pub struct Restore<'a> {
     /// With the changelog: where to read it (a store that does not fit
     /// the group's marker is rebuilt from it).
     pub changelog: Option<&'a crate::kafka::KafkaConfig>,
+    /// `--standby`: wait while another host commits for the group.
+    pub standby: bool,
+    /// How long the marker must stand still before this host, whose store
+    /// does not fit it, takes the group over.
+    pub takeover_after: std::time::Duration,
 }
-
-/// How long a host whose store does not fit the group's marker watches
-/// the marker before it takes the group over: a marker that moves means
-/// another host is committing for the group.
-const LIVENESS_WATCH: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Where the run resumes.
 pub struct Restored {
@@ -224,24 +224,49 @@ impl Restore<'_> {
     }
 
     /// A store that does not fit the marker: another host may be
-    /// committing for the group. Watch the marker for a while; a marker
-    /// that moves refuses the start (nothing was fenced yet).
+    /// committing for the group (a live host commits at least once a
+    /// second). Watch the marker until it has stood still for
+    /// `takeover_after`; a marker that moves refuses the start — nothing was
+    /// fenced yet — or, on a standby, restarts the watch.
     fn watch_marker(&self, k: &KafkaSink, seen: Option<u64>) -> Result<(), RestoreError> {
-        let until = std::time::Instant::now() + LIVENESS_WATCH;
-        while std::time::Instant::now() < until {
-            std::thread::sleep(std::time::Duration::from_millis(250));
+        use std::time::{Duration, Instant};
+        let (mut seen, mut still) = (seen, Instant::now());
+        let mut waited = false;
+        while still.elapsed() < self.takeover_after {
+            std::thread::sleep(Duration::from_millis(100).min(self.takeover_after));
             let now = k.committed_marker()?;
-            if now != seen {
+            if now == seen {
+                continue;
+            }
+            if !self.standby {
                 return Err(RestoreError::Refused(format!(
                     "the Kafka consumer group `{}` is committing (its marker moved from transaction #{} to #{} while this host watched it): \
-                     another host runs this pipeline. Refusing to start rather than fence it; stop that host first (a host with \
-                     a lost or stale data dir then restores the group's state from the changelog `{}`), or use another --kafka-group",
+                     another host runs this pipeline. Refusing to start rather than fence it: stop that host first (a host with \
+                     a lost or stale data dir then restores the group's state from the changelog `{}`), start this one with \
+                     --standby to take over when that host stops, or use another --kafka-group",
                     self.group,
                     seen.unwrap_or(0),
                     now.unwrap_or(0),
                     self.changelog.map_or("", |c| c.changelog_topic.as_str()),
                 )));
             }
+            if !waited {
+                tracing::info!(
+                    group = self.group,
+                    marker = now.unwrap_or(0),
+                    takeover_after = ?self.takeover_after,
+                    "standby: another host commits for the group; taking over once it stops"
+                );
+                waited = true;
+            }
+            (seen, still) = (now, Instant::now());
+        }
+        if waited {
+            tracing::info!(
+                group = self.group,
+                marker = seen.unwrap_or(0),
+                "standby: the group stopped committing; taking it over"
+            );
         }
         Ok(())
     }

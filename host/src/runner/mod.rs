@@ -45,6 +45,10 @@ use feed::Next;
 use status::StatusReport;
 use workers::{WorkerGone, count};
 
+/// With Kafka, a commit at least this often, events or not (see the
+/// commit condition in `Runner::run`).
+const HEARTBEAT: Duration = Duration::from_secs(1);
+
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     #[error(transparent)]
@@ -212,7 +216,11 @@ impl Runner {
                 k.check().map_err(RunError::Kafka)?;
                 // One commit in flight at a time: the interval stretches
                 // when the broker is slower than it.
-                if self.changed && last_commit.elapsed() >= self.commit_interval && !k.busy() {
+                // And at least once a second without events: a host whose
+                // data dir does not fit the group (a standby) tells a live
+                // host from a dead one by the group's marker moving.
+                let due = self.changed || last_commit.elapsed() >= HEARTBEAT;
+                if due && last_commit.elapsed() >= self.commit_interval && !k.busy() {
                     self.commit(false)?;
                     last_commit = Instant::now();
                 }

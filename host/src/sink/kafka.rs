@@ -32,6 +32,10 @@ use crate::metrics::metrics;
 use crate::output::{DeadLetter, LateEvent, Output};
 use crate::status::KafkaHealth;
 
+/// The header of a changelog record holding its commit id (decimal); see
+/// `crate::checkpoint::changelog`.
+pub const CHANGELOG_ID_HEADER: &str = "rtap-commit";
+
 const TXN_TIMEOUT: Duration = Duration::from_secs(30);
 /// The producer's `transaction.timeout.ms`: librdkafka fails a record not
 /// acknowledged within it (its `message.timeout.ms` is capped to it), and
@@ -218,7 +222,7 @@ impl KafkaSink {
         self.ensure_txn()?;
         let id = id.to_string();
         let headers = OwnedHeaders::new_with_capacity(1).insert(Header {
-            key: crate::checkpoint::changelog::ID_HEADER,
+            key: CHANGELOG_ID_HEADER,
             value: Some(id.as_bytes()),
         });
         let mut record = BaseRecord::<[u8], [u8]>::to(&self.changelog_topic)
