@@ -209,12 +209,13 @@ pub struct Config {
     #[arg(long, default_value = "rtap-commit-marker")]
     pub kafka_marker_topic: String,
 
-    /// Do not write each commit's state changes to `<group>-changelog` (one
-    /// partition per key group, in the commit's transaction). Without it a
-    /// host whose data dir is lost cannot restore from Kafka and refuses to
-    /// start.
-    #[arg(long)]
-    pub no_kafka_changelog: bool,
+    /// Write each commit's state changes to `<group>-changelog` (one
+    /// partition per key group, in the commit's transaction), so that a host
+    /// whose data dir is lost or stale, or a standby, restores the state
+    /// from Kafka; without it such a host refuses to start. `--standby`
+    /// turns it on. It costs broker and host CPU: see BENCHMARKS.md.
+    #[arg(long, env = "RTAP_KAFKA_CHANGELOG")]
+    pub kafka_changelog: bool,
 
     /// The Kafka producer's transactional id (default `rtap-<group>`). Two
     /// hosts with the same id fence each other: the older one stops.

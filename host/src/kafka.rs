@@ -32,7 +32,7 @@ pub struct KafkaConfig {
     /// `<group>-changelog`: every commit's state changes, one partition per
     /// key group (see `crate::checkpoint::changelog`).
     pub changelog_topic: String,
-    /// Whether commits write it (not with `--no-kafka-changelog`).
+    /// Whether commits write it (`--kafka-changelog`, or `--standby`).
     pub changelog: bool,
     /// The producer's `transactional.id` (one per pipeline: a second host
     /// with the same id fences the first).
@@ -91,7 +91,7 @@ impl KafkaConfig {
             late_topic: config.kafka_late_topic.clone(),
             marker_topic: config.kafka_marker_topic.clone(),
             changelog_topic: format!("{}-changelog", config.kafka_group),
-            changelog: !config.no_kafka_changelog,
+            changelog: config.kafka_changelog || config.standby,
             transactional_id: config
                 .kafka_transactional_id
                 .clone()

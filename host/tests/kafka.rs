@@ -393,7 +393,8 @@ fn kafka_outputs_survive_sigkills_exactly_once() {
 
 /// A second host started by mistake in the same consumer group (with its own,
 /// empty data dir) while the first commits refuses to start and does not
-/// disturb the running one; a restart after the events topic was recreated
+/// disturb the running one — at once without the changelog, after watching
+/// the group's marker move with it; a restart after the events topic was recreated
 /// with fewer partitions refuses too. Both name the problem. (A host with an
 /// empty data dir whose group is *not* committing restores from the
 /// changelog instead: `kafka_changelog.rs`.)
@@ -434,7 +435,22 @@ fn a_second_member_or_a_recreated_topic_is_refused() {
         })
     };
     let other = tempfile::tempdir().unwrap();
+    // Without the changelog there is nothing to take over with: refused at
+    // once.
     let out = kafka_host(&broker, plugins.path(), other.path(), "rtap", "").output();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("consumer group `rtap` last committed transaction"),
+        "{err}"
+    );
+    assert!(err.contains("is empty"), "{err}");
+    assert!(err.contains("without --kafka-changelog"), "{err}");
+    // With it, the second host watches the group's marker, sees it move,
+    // and refuses without fencing.
+    let out = kafka_host(&broker, plugins.path(), other.path(), "rtap", "")
+        .args(["--kafka-changelog"])
+        .output();
     feeding.store(false, std::sync::atomic::Ordering::Relaxed);
     let fed = feeder.join().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);

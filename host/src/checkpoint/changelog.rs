@@ -3,7 +3,9 @@
 //! data dir is lost, stale or someone else's restores the state from Kafka
 //! instead of refusing to start. The local RocksDB store stays the fast
 //! path (a restart on the same data dir reads nothing back); the changelog
-//! is what makes it a cache.
+//! is what makes it a cache. On with `--kafka-changelog` or `--standby`:
+//! it writes every changed key of every commit, which at 100 000 events/s
+//! is more records than the input (BENCHMARKS.md, "Changelog").
 //!
 //! ## Records
 //!

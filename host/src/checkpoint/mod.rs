@@ -71,7 +71,8 @@
 //! refused (with `--standby`: it waits, and watches again); else the store
 //! is rebuilt from the changelog ([`changelog`]),
 //! which every transaction also writes: each changed key, and the meta,
-//! tagged with the commit id. (With `--no-kafka-changelog` it refuses.)
+//! tagged with the commit id — with `--kafka-changelog` or `--standby`;
+//! without, the host refuses.
 //! Commit ids are never reused across restarts, so a changelog record of a
 //! transaction that aborted — which tansu shows to `read_committed`
 //! readers — is told apart by its id alone.

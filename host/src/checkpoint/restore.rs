@@ -280,7 +280,7 @@ impl Restore<'_> {
             .ok_or_else(|| {
                 RestoreError::Refused(format!(
                     "the Kafka consumer group `{}` last committed transaction #{g}, but the state in {} {} and the changelog \
-                     `{}` has no record of #{g} (it was committed by an older rtap or with --no-kafka-changelog): use the data \
+                     `{}` has no record of #{g} (it was committed by a host without --kafka-changelog): use the data \
                      dir of the host that committed #{g}, or start with --no-restore (empty state from the group's committed \
                      offsets), or use another --kafka-group",
                     self.group,
@@ -329,7 +329,7 @@ impl Restore<'_> {
         RestoreError::Refused(format!(
             "the Kafka consumer group `{}` last committed transaction #{g}, but the state in {} {}: \
              the group's offsets and this state do not belong together (another host runs or ran this pipeline, \
-             or this data dir was lost or restored from an older copy), and --no-kafka-changelog leaves no copy of \
+             or this data dir was lost or restored from an older copy), and without --kafka-changelog there is no copy of \
              the state in Kafka. Refusing to start rather than count events twice or not at all: use the data dir of \
              the host that committed #{g}, or start with --no-restore (empty state from the group's committed offsets), \
              or use another --kafka-group",
