@@ -137,6 +137,14 @@ fn run(config: Config) -> Result<Exit, Failure> {
     });
     let tokio = api::serve(&config, server, stop.clone()).map_err(Failure::Start)?;
 
+    // With the changelog, a standby may be waiting: beat while this host
+    // runs (dropped at the end of `run`).
+    let _heartbeat = match &kafka {
+        Some(k) if k.changelog => {
+            Some(crate::checkpoint::alive::Heartbeat::start(k).map_err(start)?)
+        }
+        _ => None,
+    };
     let changelog = match (&kafka, &restored.lineage) {
         (Some(k), Some(l)) if k.changelog => Some(crate::checkpoint::changelog::Writer::new(
             l.clone(),

@@ -91,6 +91,28 @@ fn map(entries: &[(&str, &[(&str, &str)])]) -> BTreeMap<String, BTreeMap<String,
         .collect()
 }
 
+/// The Kafka settings a host of `group` on `broker` runs with (the test
+/// runs' defaults, the changelog on).
+fn config(broker: &Broker, group: &str) -> KafkaConfig {
+    KafkaConfig {
+        brokers: broker.addr(),
+        group: group.into(),
+        events_topic: EVENTS.into(),
+        metrics_topic: "processed-metrics".into(),
+        alerts_topic: "cep-alerts".into(),
+        dead_letter_topic: "rtap-dead-letters".into(),
+        late_topic: "rtap-late-events".into(),
+        // `kafka_host`'s, with no prefix.
+        marker_topic: "commit-marker".into(),
+        changelog_topic: format!("{group}-changelog"),
+        changelog: true,
+        transactional_id: format!("rtap-{group}"),
+        options: Vec::new(),
+        producer_options: Vec::new(),
+        health: Default::default(),
+    }
+}
+
 /// What counts in the changelog, written by the host's own writer through
 /// its transactional sink: a transaction that aborted after its records
 /// reached the broker (tansu shows them to `read_committed` readers) is
@@ -100,22 +122,7 @@ fn map(entries: &[(&str, &[(&str, &str)])]) -> BTreeMap<String, BTreeMap<String,
 #[test]
 fn the_changelog_holds_the_committed_state_and_leaves_aborted_records_out() {
     let broker = Broker::start();
-    let cfg = KafkaConfig {
-        brokers: broker.addr(),
-        group: "g".into(),
-        events_topic: EVENTS.into(),
-        metrics_topic: "processed-metrics".into(),
-        alerts_topic: "cep-alerts".into(),
-        dead_letter_topic: "rtap-dead-letters".into(),
-        late_topic: "rtap-late-events".into(),
-        marker_topic: "rtap-commit-marker".into(),
-        changelog_topic: "g-changelog".into(),
-        changelog: true,
-        transactional_id: "rtap-g".into(),
-        options: Vec::new(),
-        producer_options: Vec::new(),
-        health: Default::default(),
-    };
+    let cfg = config(&broker, "g");
     rtap_host::kafka::ensure_topics(&cfg).unwrap();
     let run = |lineage: Lineage, plugins: Vec<String>, commits: Vec<(Commit, bool)>| {
         let mut sink = KafkaSink::new(&cfg, None).unwrap();
@@ -412,6 +419,14 @@ fn a_standby_takes_over_when_the_active_host_dies() {
         "{}",
         active.log.join("\n")
     );
+    // The active host beats.
+    let beats = rtap_host::checkpoint::alive::Watch::new(&config(&broker, "rtap")).unwrap();
+    let first = beats.last().expect("a heartbeat");
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        beats.last().expect("a heartbeat") > first,
+        "the heartbeat stopped"
+    );
     let mut standby = host(1);
     assert!(
         standby.wait_for(waiting, 1, Duration::from_secs(60)),
@@ -468,6 +483,22 @@ fn a_standby_takes_over_when_the_active_host_dies() {
     );
     feeding.store(false, Ordering::Relaxed);
     feeder.join().unwrap();
+    // The standby watched the active host drain the rest at once (commits
+    // of seconds under load): the heartbeat kept it from taking over.
+    standby.wait_for("\u{0}", 1, Duration::from_secs(1));
+    assert!(
+        standby.alive(),
+        "the standby stopped: {}",
+        standby.log.join("\n")
+    );
+    assert!(
+        !standby
+            .log
+            .iter()
+            .any(|l| l.contains("the group stopped committing")),
+        "the standby took over from a live host: {}",
+        standby.log.join("\n")
+    );
     drop(standby);
     run_to_end(active, &broker, "rtap", n as i64);
     failovers.sort();

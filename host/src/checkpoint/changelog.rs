@@ -205,6 +205,21 @@ pub struct Restored {
     pub took: Duration,
 }
 
+/// The reader's client context: a partition read to its end is what the
+/// reader waits for, not an error to log (librdkafka's default context logs
+/// every `PartitionEOF` at error level).
+struct Quiet;
+
+impl rdkafka::client::ClientContext for Quiet {
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        if !matches!(error, rdkafka::error::KafkaError::PartitionEOF(_)) {
+            tracing::warn!("Kafka client (changelog reader): {error}: {reason}");
+        }
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for Quiet {}
+
 /// Why the changelog could not be read.
 fn read_err(topic: &str, why: impl std::fmt::Display) -> String {
     format!("reading the changelog `{topic}`: {why}")
@@ -221,7 +236,7 @@ fn read_partitions(
     mut each: impl FnMut(Rec) -> Result<(), String>,
 ) -> Result<usize, String> {
     let topic = &cfg.changelog_topic;
-    let consumer: BaseConsumer = cfg
+    let consumer: BaseConsumer<Quiet> = cfg
         .client(&[
             ("group.id", &format!("{}-changelog-reader", cfg.group)),
             ("enable.auto.commit", "false"),
@@ -232,7 +247,7 @@ fn read_partitions(
             // An empty or read partition must not hold its end back.
             ("fetch.wait.max.ms", "10"),
         ])
-        .create()
+        .create_with_context(Quiet)
         .map_err(|e| read_err(topic, e))?;
     let mut tpl = TopicPartitionList::new();
     for p in partitions {

@@ -14,6 +14,7 @@
 //! - [`folder`]: the thread that folds logged commits into the state;
 //! - [`restore`]: start-up — the Kafka marker check, the fold or discard of
 //!   logged commits, the state and positions to resume from;
+//! - [`alive`]: the active host's heartbeat, which a standby watches;
 //! - [`changelog`]: every commit's changes on `<group>-changelog`, in the
 //!   transaction, so a lost or stale data dir is restored from Kafka.
 //!
@@ -83,6 +84,7 @@
 //! flushed at every commit and fsynced at every checkpoint; InfluxDB writes
 //! are idempotent (series + timestamp).
 
+pub mod alive;
 pub mod changelog;
 pub mod commit;
 pub mod committer;

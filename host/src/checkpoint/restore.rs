@@ -225,22 +225,30 @@ impl Restore<'_> {
 
     /// A store that does not fit the marker: another host may be
     /// committing for the group (a live host commits at least once a
-    /// second). Watch the marker until it has stood still for
+    /// second, and beats every 500 ms: `super::alive`). Watch the marker
+    /// and the heartbeat until both have stood still for
     /// `takeover_after`; a marker that moves refuses the start — nothing was
     /// fenced yet — or, on a standby, restarts the watch.
     fn watch_marker(&self, k: &KafkaSink, seen: Option<u64>) -> Result<(), RestoreError> {
         use std::time::{Duration, Instant};
-        let (mut seen, mut still) = (seen, Instant::now());
+        let beats = match self.changelog {
+            Some(cfg) => Some(super::alive::Watch::new(cfg).map_err(RestoreError::Refused)?),
+            None => None,
+        };
+        let beat = || beats.as_ref().and_then(super::alive::Watch::last);
+        let (mut seen, mut still, mut last_beat) = (seen, Instant::now(), beat());
         let mut waited = false;
         while still.elapsed() < self.takeover_after {
             std::thread::sleep(Duration::from_millis(100).min(self.takeover_after));
             let now = k.committed_marker()?;
-            if now == seen {
+            let b = beat();
+            if now == seen && b == last_beat {
                 continue;
             }
+            last_beat = b;
             if !self.standby {
                 return Err(RestoreError::Refused(format!(
-                    "the Kafka consumer group `{}` is committing (its marker moved from transaction #{} to #{} while this host watched it): \
+                    "the Kafka consumer group `{}` is committing (its marker moved from transaction #{} to #{}, or its heartbeat went on, while this host watched it): \
                      another host runs this pipeline. Refusing to start rather than fence it: stop that host first (a host with \
                      a lost or stale data dir then restores the group's state from the changelog `{}`), start this one with \
                      --standby to take over when that host stops, or use another --kafka-group",
