@@ -472,6 +472,24 @@ async function main() {
       return p.workers.map((w) => `worker ${w.worker}: ${Math.round(w.events_per_sec)}/s, busy ${(w.busy * 100).toFixed(0)} %, ${w.keys} keys`).join('; ');
     });
 
+    await check('pipeline view lists this host in its cluster panel, active with its partitions', async () => {
+      const res = await fetch(`${base}/api/cluster`, { signal: AbortSignal.timeout(5000), headers: { Authorization: `Bearer ${READ_TOKEN}` } });
+      const c = await res.json();
+      if (!Array.isArray(c.hosts) || c.hosts.length !== 1 || c.hosts[0].role !== 'active' || c.hosts[0].partitions.length === 0 || c.hosts[0].key_groups.length !== 128) {
+        throw new Error(`GET /api/cluster: ${JSON.stringify(c)}`);
+      }
+      const want = c.hosts[0].partitions.join(',');
+      try {
+        await page.waitForSelector(`[data-testid="cluster-host"][data-role="active"][data-status="live"][data-partitions="${want}"]`, { timeout: 15_000 });
+      } catch {
+        const rows = await page.$$eval('[data-testid="cluster-host"]', (rs) => rs.map((r) => r.outerHTML));
+        throw new Error(`cluster rows: ${JSON.stringify(rows)}`);
+      }
+      const text = await page.textContent('[data-testid="cluster"]');
+      if (!text.includes('no Kafka group') || !text.includes('last rebalance')) throw new Error(`cluster panel: ${text}`);
+      return `${c.hosts[0].id}: partitions ${want}, 128 key groups`;
+    });
+
     await check('plugins table lists every shipped plugin', async () => {
       try {
         await page.waitForFunction(

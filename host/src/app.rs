@@ -10,6 +10,7 @@ use crate::api::{self, AppState};
 use crate::checkpoint::restore::{Restore, Restored};
 use crate::checkpoint::{Checkpoints, Store};
 use crate::clock::now_ms;
+use crate::cluster::{Cluster, Identity};
 use crate::config::Config;
 use crate::control::{Control, watch};
 use crate::kafka::KafkaConfig;
@@ -20,7 +21,7 @@ use crate::sink::Hub;
 use crate::sink::kafka::KafkaSink;
 use crate::source::Opened;
 use crate::state::StoreConfig;
-use crate::status::Registry;
+use crate::status::{Registry, Role, Takeover};
 use crate::window::Watermark;
 
 /// Exit codes.
@@ -98,14 +99,59 @@ fn run(config: Config) -> Result<Exit, Failure> {
     let mut opened = spec.open(&config, kafka.as_ref()).map_err(start)?;
     let source_name = opened.name.clone();
 
+    // The group's hosts (`GET /api/cluster`); this host publishes itself
+    // from now on, a standby too.
+    let identity = Identity::from_config(&config);
+    let cluster = match &kafka {
+        Some(k) => Cluster::join(k, identity, registry.clone()).map_err(start)?,
+        None => Cluster::alone(identity, registry.clone()),
+    };
+    let _leave = Leave(cluster.clone());
+
+    // The server answers from here on: a standby serves its API, health
+    // and dashboard while it waits.
+    let stop = Arc::new(AtomicBool::new(false));
+    let server = (!config.no_server).then(|| {
+        AppState::new(
+            &config,
+            registry.clone(),
+            hub.clone(),
+            source_name.clone(),
+            control.clone(),
+            cluster.clone(),
+        )
+    });
+    let influx_status = server.as_ref().map(|s| s.influx.clone());
+    let tokio = api::serve(&config, server, stop.clone()).map_err(Failure::Start)?;
+
     // Restore the last commit (see `crate::checkpoint` for the protocol).
-    let (store, kafka_sink, restored) = restore(
+    let Some((store, kafka_sink, restored)) = restore(
         &config,
         kafka.as_ref(),
         &mut opened,
         &mut pipelines,
         &registry,
-    )?;
+        &stop,
+    )?
+    else {
+        tracing::info!("stopped while waiting as the standby");
+        tokio.shutdown_timeout(std::time::Duration::from_millis(200));
+        return Ok(Exit::Shutdown);
+    };
+    *registry.partitions.lock().expect("registry lock") = opened.partitions.clone();
+    *registry.takeover.lock().expect("registry lock") = Some(Takeover {
+        at: now_ms(),
+        state_from: if restored.rebuilt {
+            "changelog"
+        } else if restored.restored {
+            "local"
+        } else {
+            "empty"
+        }
+        .into(),
+        restore_ms: restored.began.elapsed().as_millis() as u64,
+        after_standby: restored.waited,
+    });
     let wm = event_time(restored.watermark.clone(), &pipelines[0], &opened);
     let lag_partitions = if opened.kafka {
         opened.partitions.clone()
@@ -115,7 +161,9 @@ fn run(config: Config) -> Result<Exit, Failure> {
 
     let server_hub = (!config.no_server).then(|| hub.clone());
     let outputs = Outputs::open(&config, server_hub, registry.clone()).map_err(Failure::Start)?;
-    let stop = Arc::new(AtomicBool::new(false));
+    if let (Some(slot), Some(st)) = (&influx_status, outputs.influx_status()) {
+        let _ = slot.set(st);
+    }
     if !config.no_watch {
         watch::spawn(
             control.clone(),
@@ -125,17 +173,6 @@ fn run(config: Config) -> Result<Exit, Failure> {
         );
     }
     let shadows = control.shadows();
-    let server = (!config.no_server).then(|| {
-        AppState::new(
-            &config,
-            registry.clone(),
-            hub,
-            source_name.clone(),
-            control,
-            outputs.influx_status(),
-        )
-    });
-    let tokio = api::serve(&config, server, stop.clone()).map_err(Failure::Start)?;
 
     // With the changelog, a standby may be waiting: beat while this host
     // runs (dropped at the end of `run`).
@@ -163,6 +200,7 @@ fn run(config: Config) -> Result<Exit, Failure> {
     let feed = Feed::spawn(opened, config.batch_size.max(1), 4, config.max_events);
     let names = pipelines[0].names();
     let router = pipelines[0].router();
+    registry.role.set(Role::Active);
     let runner = Runner {
         workers: Workers::start(pipelines, &registry),
         wm,
@@ -199,16 +237,26 @@ fn run(config: Config) -> Result<Exit, Failure> {
     Ok(exit)
 }
 
+/// Leaves the group's cluster view when the run ends, however it ends.
+struct Leave(Arc<Cluster>);
+
+impl Drop for Leave {
+    fn drop(&mut self) {
+        self.0.leave();
+    }
+}
+
 /// The state store, the transactional Kafka sink (with Kafka), and the
 /// last commit restored into `pipelines`, the source's readers moved to its
-/// positions.
+/// positions; `None` when stopped while waiting as the standby.
 fn restore(
     config: &Config,
     kafka: Option<&KafkaConfig>,
     opened: &mut Opened,
     pipelines: &mut [Pipeline],
     registry: &Registry,
-) -> Result<(Store, Option<KafkaSink>, Restored), Failure> {
+    stop: &AtomicBool,
+) -> Result<Option<(Store, Option<KafkaSink>, Restored)>, Failure> {
     let store = Store::open(
         &config.data_dir,
         &StoreConfig {
@@ -233,16 +281,20 @@ fn restore(
         changelog: kafka.filter(|k| k.changelog),
         standby: config.standby,
         takeover_after: config.takeover_after.0,
+        stop: Some(stop),
     }
-    .run(pipelines, registry)
-    .map_err(start)?;
+    .run(pipelines, registry);
+    let restored = match restored {
+        Err(crate::checkpoint::restore::RestoreError::Stopped) => return Ok(None),
+        r => r.map_err(start)?,
+    };
     if restored.restored {
         let positions: Vec<_> = restored.positions.iter().map(|(p, q)| (*p, *q)).collect();
         for r in &mut opened.readers {
             r.seek(&positions).map_err(start)?;
         }
     }
-    Ok((store, kafka_sink, restored))
+    Ok(Some((store, kafka_sink, restored)))
 }
 
 /// Event time at start: the restored watermark, or a fresh one; every

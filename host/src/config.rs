@@ -320,6 +320,16 @@ pub struct Config {
     #[arg(long)]
     pub no_server: bool,
 
+    /// This host's id in its group's `GET /api/cluster` (default
+    /// `<hostname>:<port of --listen>`); unique per host of a group.
+    #[arg(long, env = "RTAP_HOST_ID")]
+    pub host_id: Option<String>,
+
+    /// Where the other hosts of the group (and their users) reach this
+    /// host's API and dashboard (default `http://<hostname>:<port>`).
+    #[arg(long, env = "RTAP_ADVERTISE_URL")]
+    pub advertise_url: Option<String>,
+
     /// Built dashboard assets served at `/`.
     #[arg(long, env = "RTAP_DASHBOARD_DIR", default_value = "./dashboard/dist")]
     pub dashboard_dir: PathBuf,

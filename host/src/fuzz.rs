@@ -442,7 +442,8 @@ fn app_state(read_token: bool) -> crate::api::AppState {
         admin_token: Arc::from(ADMIN),
         read_token: read_token.then(|| Arc::from(READ)),
         rate_limit: Arc::new(crate::api::admin::RateLimit::new(1e9, 1e9)),
-        influx: None,
+        influx: Default::default(),
+        cluster: None,
         sinks: serde_json::json!({"jsonl": [], "kafka": null, "status": "ok"}),
     }
 }

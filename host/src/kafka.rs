@@ -34,6 +34,8 @@ pub struct KafkaConfig {
     pub changelog_topic: String,
     /// Whether commits write it (`--kafka-changelog`, or `--standby`).
     pub changelog: bool,
+    /// `<group>-cluster`: every host's record of itself (`crate::cluster`).
+    pub cluster_topic: String,
     /// The producer's `transactional.id` (one per pipeline: a second host
     /// with the same id fences the first).
     pub transactional_id: String,
@@ -92,6 +94,7 @@ impl KafkaConfig {
             marker_topic: config.kafka_marker_topic.clone(),
             changelog_topic: format!("{}-changelog", config.kafka_group),
             changelog: config.kafka_changelog || config.standby,
+            cluster_topic: format!("{}-cluster", config.kafka_group),
             transactional_id: config
                 .kafka_transactional_id
                 .clone()
@@ -197,7 +200,8 @@ fn reach(cfg: &KafkaConfig) -> Result<(), KafkaSetupError> {
 
 /// Create the seed's topics if missing: events 12 partitions, metrics 6
 /// (compacted), alerts 3; and rtap's: dead letters 3, late events 3, the
-/// commit marker 1 (compacted), the changelog one per key group (compacted).
+/// commit marker 1 (compacted), the hosts' records 1 (compacted), the
+/// changelog one per key group (compacted).
 pub fn ensure_topics(cfg: &KafkaConfig) -> Result<(), KafkaSetupError> {
     reach(cfg)?;
     let admin: AdminClient<DefaultClientContext> = cfg
@@ -212,6 +216,8 @@ pub fn ensure_topics(cfg: &KafkaConfig) -> Result<(), KafkaSetupError> {
         NewTopic::new(&cfg.dead_letter_topic, 3, TopicReplication::Fixed(1)),
         NewTopic::new(&cfg.late_topic, 3, TopicReplication::Fixed(1)),
         NewTopic::new(&cfg.marker_topic, 1, TopicReplication::Fixed(1))
+            .set("cleanup.policy", "compact"),
+        NewTopic::new(&cfg.cluster_topic, 1, TopicReplication::Fixed(1))
             .set("cleanup.policy", "compact"),
     ];
     if cfg.changelog {

@@ -71,6 +71,8 @@ pub mod source;
 pub mod checkpoint;
 pub mod control;
 
+pub mod cluster;
+
 pub mod api;
 pub mod runner;
 

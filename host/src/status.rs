@@ -112,6 +112,54 @@ impl SourceStatus {
     }
 }
 
+/// What this host does for its group, as `/health` and `/api/cluster`
+/// report it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Loading plugins, opening the source.
+    Starting,
+    /// Waiting while another host commits for the group (`--standby`).
+    Standby,
+    /// Restoring the state (from its data dir or the changelog).
+    Restoring,
+    /// Processing its partitions.
+    Active,
+}
+
+/// A [`Role`] shared between threads.
+#[derive(Debug, Default)]
+pub struct RoleStatus(AtomicU8);
+
+impl RoleStatus {
+    pub fn get(&self) -> Role {
+        match self.0.load(Ordering::Relaxed) {
+            0 => Role::Starting,
+            1 => Role::Standby,
+            2 => Role::Restoring,
+            _ => Role::Active,
+        }
+    }
+
+    pub fn set(&self, r: Role) {
+        self.0.store(r as u8, Ordering::Relaxed);
+    }
+}
+
+/// How this host came to process its partitions: its last rebalance.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct Takeover {
+    /// Wall-clock ms when it began processing.
+    pub at: i64,
+    /// Where its state came from: `local` (its data dir), `changelog`
+    /// (rebuilt from the group's changelog topic) or `empty`.
+    pub state_from: String,
+    /// How long the restore took (ms), standby wait excluded.
+    pub restore_ms: u64,
+    /// Whether it waited as a standby first.
+    pub after_standby: bool,
+}
+
 /// Pipeline-wide counters.
 #[derive(Debug, Default)]
 pub struct PipelineStats {
@@ -217,6 +265,12 @@ pub struct Registry {
     pub worker_status: Mutex<serde_json::Value>,
     /// The Kafka clients' view of the broker (with `--kafka-brokers`).
     pub kafka: std::sync::Arc<KafkaHealth>,
+    /// Standby, restoring or active.
+    pub role: RoleStatus,
+    /// The source partitions this host processes (empty until active).
+    pub partitions: Mutex<Vec<i32>>,
+    /// When and how this host began processing.
+    pub takeover: Mutex<Option<Takeover>>,
 }
 
 #[cfg(test)]

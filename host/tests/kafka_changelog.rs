@@ -106,6 +106,7 @@ fn config(broker: &Broker, group: &str) -> KafkaConfig {
         marker_topic: "commit-marker".into(),
         changelog_topic: format!("{group}-changelog"),
         changelog: true,
+        cluster_topic: format!("{group}-cluster"),
         transactional_id: format!("rtap-{group}"),
         options: Vec::new(),
         producer_options: Vec::new(),

@@ -134,13 +134,16 @@ async fn each_worker_shows_in_the_status_the_api_and_the_metrics() {
     let workers = loop {
         let (_, body) = http(port, "GET", "/api/pipeline", &[], b"").unwrap();
         let p: serde_json::Value = serde_json::from_str(&body).unwrap();
+        // The server answers from start-up on (a standby's while it
+        // waits); the workers show from the first status, a second in.
         let w = p["workers"].as_array().cloned().unwrap_or_default();
-        assert_eq!(w.len(), 3, "/api/pipeline workers: {}", p["workers"]);
-        let all_busy = w.iter().all(|w| {
-            w["events_per_sec"].as_f64().unwrap() > 0.0
-                && w["keys"].as_u64().unwrap() > 0
-                && w["busy"].as_f64().unwrap() > 0.0
-        });
+        assert!(w.len() <= 3, "/api/pipeline workers: {}", p["workers"]);
+        let all_busy = w.len() == 3
+            && w.iter().all(|w| {
+                w["events_per_sec"].as_f64().unwrap() > 0.0
+                    && w["keys"].as_u64().unwrap() > 0
+                    && w["busy"].as_f64().unwrap() > 0.0
+            });
         if all_busy {
             break w;
         }

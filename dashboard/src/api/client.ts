@@ -2,6 +2,7 @@
 // result carrying either the data or a human-readable error: the plugin
 // control endpoints may not exist yet, and the UI shows their error text.
 
+import { parseCluster, type ClusterView } from '../stream/cluster';
 import { parsePluginList, type PluginInfo } from '../stream/plugins';
 
 export type ApiResult<T> = { ok: true; status: number; data: T } | { ok: false; status: number; error: string };
@@ -106,6 +107,11 @@ export class ApiClient {
 
   plugins(): Promise<ApiResult<PluginInfo[]>> {
     return this.request('/api/plugins', { method: 'GET' }, parsePluginList);
+  }
+
+  /** Every host of the group (`GET /api/cluster`). */
+  cluster(): Promise<ApiResult<ClusterView>> {
+    return this.request('/api/cluster', { method: 'GET' }, parseCluster);
   }
 
   uploadPlugin(name: string, wasm: Blob | ArrayBuffer, token: string, opts: UploadOptions = {}): Promise<ApiResult<unknown>> {

@@ -2,6 +2,7 @@ import type { ApiClient } from '../api/client';
 import { usePlugins } from '../hooks/usePolling';
 import { fmtAge, fmtClock, fmtCompact, fmtDuration, fmtNumber, shortHash } from '../stream/format';
 import type { DashboardView } from '../stream/view';
+import { ClusterPanel } from './ClusterPanel';
 import { PluginAdmin } from './PluginAdmin';
 import { PluginsTable } from './PluginsTable';
 import { StatBox } from './StatBox';
@@ -140,6 +141,8 @@ export function PipelineView({ view, api, theme, chartHeight }: Props) {
           )}
         </div>
       </div>
+
+      <ClusterPanel api={api} now={view.now} />
 
       <div className="panel" data-testid="workers" data-count={p?.workers.length ?? 0}>
         <h3>

@@ -1,5 +1,6 @@
 import { useCallback, useEffect, useRef, useState } from 'react';
 import type { ApiClient, Health } from '../api/client';
+import type { ClusterView } from '../stream/cluster';
 import { computeRows, type PluginRow, type PluginSnapshot } from '../stream/plugins';
 
 export interface PluginsState {
@@ -89,6 +90,32 @@ export function useHealth(api: ApiClient, intervalMs = 5000): HealthState {
       const res = await api.health();
       if (cancelled) return;
       setState(res.ok ? { health: res.data, error: null } : { health: null, error: res.error });
+    };
+    const first = setTimeout(() => void poll(), 0);
+    const id = setInterval(() => void poll(), intervalMs);
+    return () => {
+      cancelled = true;
+      clearTimeout(first);
+      clearInterval(id);
+    };
+  }, [api, intervalMs]);
+  return state;
+}
+
+export interface ClusterState {
+  cluster: ClusterView | null;
+  error: string | null;
+}
+
+/** Polls `/api/cluster`: the group's hosts, their roles and partitions. */
+export function useCluster(api: ApiClient, intervalMs = 2000): ClusterState {
+  const [state, setState] = useState<ClusterState>({ cluster: null, error: null });
+  useEffect(() => {
+    let cancelled = false;
+    const poll = async () => {
+      const res = await api.cluster();
+      if (cancelled) return;
+      setState((s) => (res.ok ? { cluster: res.data, error: null } : { cluster: s.cluster, error: res.error }));
     };
     const first = setTimeout(() => void poll(), 0);
     const id = setInterval(() => void poll(), intervalMs);

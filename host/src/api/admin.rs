@@ -75,6 +75,19 @@ fn admit(state: &AppState, headers: &HeaderMap) -> Result<Arc<Control>, Box<Resp
     if !state.rate_limit.take() {
         return Err(Box::new(error(429, "too many plugin changes; slow down")));
     }
+    if state.registry.role.get() == crate::status::Role::Standby {
+        let active = state.cluster.as_ref().and_then(|c| c.active_elsewhere());
+        return Err(reject(
+            409,
+            match active {
+                Some(m) => format!(
+                    "this host is the group's standby: change plugins through the active host `{}` ({}); a standby runs the plugins of its own --plugins directory when it takes over",
+                    m.id, m.api
+                ),
+                None => "this host is the group's standby: change plugins through the active host; a standby runs the plugins of its own --plugins directory when it takes over".to_string(),
+            },
+        ));
+    }
     state
         .control
         .clone()

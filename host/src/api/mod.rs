@@ -37,7 +37,11 @@ pub struct AppState {
     /// `--read-token`: what reading needs, when set (see [`access`]).
     pub read_token: Option<Arc<str>>,
     pub rate_limit: Arc<admin::RateLimit>,
-    pub influx: Option<Arc<crate::sink::influx::InfluxStatus>>,
+    /// Set once the outputs are open (the server answers before: a
+    /// standby serves while it waits).
+    pub influx: Arc<std::sync::OnceLock<Arc<crate::sink::influx::InfluxStatus>>>,
+    /// The group's hosts (`GET /api/cluster`); `None` only in tests.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
     /// The other configured sinks (JSONL files, Kafka topics): a write
     /// failure there stops the process, so while it answers they are fine.
     pub sinks: Value,
@@ -52,7 +56,7 @@ impl AppState {
         hub: Hub,
         source: String,
         control: Arc<crate::control::Control>,
-        influx: Option<Arc<crate::sink::influx::InfluxStatus>>,
+        cluster: Arc<crate::cluster::Cluster>,
     ) -> Self {
         let admin_token: Arc<str> = match &config.admin_token {
             Some(t) if !t.0.is_empty() => Arc::from(t.0.as_str()),
@@ -78,7 +82,8 @@ impl AppState {
                 .filter(|t| !t.0.is_empty())
                 .map(|t| Arc::from(t.0.as_str())),
             rate_limit: Arc::new(admin::RateLimit::new(20.0, 5.0)),
-            influx,
+            influx: Default::default(),
+            cluster: Some(cluster),
             sinks: json!({
                 "jsonl": config.sinks.iter().map(|s| match s { crate::config::SinkSpec::Jsonl(p) => p.clone() }).collect::<Vec<_>>(),
                 "kafka": kafka,
@@ -215,6 +220,7 @@ pub fn router(state: AppState, dashboard: PathBuf) -> Router {
         )
         .layer(axum::extract::DefaultBodyLimit::max(admin::MAX_BODY))
         .route("/api/pipeline", get(pipeline))
+        .route("/api/cluster", get(cluster))
         .route("/api/history", get(history::get))
         .route("/ws", get(ws))
         .route_layer(axum::middleware::from_fn_with_state(
@@ -366,6 +372,18 @@ async fn pipeline(State(state): State<AppState>) -> Json<Value> {
     Json(pipeline_status(&state))
 }
 
+/// `GET /api/cluster`: every host of the group (see `crate::cluster`).
+async fn cluster(State(state): State<AppState>) -> Response {
+    match &state.cluster {
+        Some(c) => Json(c.view()).into_response(),
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"error": "no cluster view in this server"})),
+        )
+            .into_response(),
+    }
+}
+
 /// Readiness for orchestration: 200 once plugins are loaded and the
 /// pipeline has processed a batch (or finished its input).
 async fn ready(State(state): State<AppState>) -> Response {
@@ -431,7 +449,7 @@ async fn health(State(state): State<AppState>) -> Response {
             .values()
             .any(|v| *v == serde_json::to_value(st).expect("status"))
     };
-    let influx = state.influx.as_ref().map(|st| {
+    let influx = state.influx.get().map(|st| {
         let failing = st.failing.load(Ordering::Relaxed);
         json!({
             "status": if failing { "down" } else { "ok" },
@@ -477,6 +495,10 @@ async fn health(State(state): State<AppState>) -> Response {
     };
     let body = json!({
         "status": overall,
+        // `standby`: waiting while another host processes the group;
+        // `restoring`: loading the state (from its data dir or the
+        // changelog) before it processes; `active`.
+        "role": state.registry.role.get(),
         "components": {
             "source": source_json,
             "plugins": plugins,

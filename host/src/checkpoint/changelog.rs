@@ -207,13 +207,13 @@ pub struct Restored {
 
 /// The reader's client context: a partition read to its end is what the
 /// reader waits for, not an error to log (librdkafka's default context logs
-/// every `PartitionEOF` at error level).
-struct Quiet;
+/// every `PartitionEOF` at error level). Also the cluster view's reader.
+pub struct Quiet;
 
 impl rdkafka::client::ClientContext for Quiet {
     fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
         if !matches!(error, rdkafka::error::KafkaError::PartitionEOF(_)) {
-            tracing::warn!("Kafka client (changelog reader): {error}: {reason}");
+            tracing::warn!("Kafka client (reader): {error}: {reason}");
         }
     }
 }

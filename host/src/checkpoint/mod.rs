@@ -73,7 +73,10 @@
 //! is rebuilt from the changelog ([`changelog`]),
 //! which every transaction also writes: each changed key, and the meta,
 //! tagged with the commit id — with `--kafka-changelog` or `--standby`;
-//! without, the host refuses.
+//! without, the host refuses. A store that fits the marker is watched the
+//! same way when the group's heartbeat ([`alive`]) is younger than
+//! `--takeover-after`: a host that has just taken over has not moved the
+//! marker yet, and must not be fenced by the one it replaced.
 //! Commit ids are never reused across restarts, so a changelog record of a
 //! transaction that aborted — which tansu shows to `read_committed`
 //! readers — is told apart by its id alone.

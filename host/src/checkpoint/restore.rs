@@ -19,7 +19,7 @@ use crate::pipeline::Pipeline;
 use crate::pipeline::exchange::owner_of;
 use crate::sink::kafka::{KafkaSink, KafkaSinkError};
 use crate::state::StateError;
-use crate::status::Registry;
+use crate::status::{Registry, Role};
 use crate::window::Watermark;
 
 /// Why the host cannot start from this state.
@@ -35,6 +35,21 @@ pub enum RestoreError {
     /// version): the message says which and what to do.
     #[error("{0}")]
     Refused(String),
+    /// Asked to stop (SIGINT/SIGTERM) while waiting as a standby.
+    #[error("stopped while waiting as the standby")]
+    Stopped,
+}
+
+/// The store checked against the group's marker.
+#[derive(Default)]
+struct Settled {
+    marker: Option<u64>,
+    /// `None` without Kafka.
+    lineage: Option<Lineage>,
+    rebuilt: bool,
+    waited: bool,
+    /// When the standby wait ended.
+    began: Option<std::time::Instant>,
 }
 
 /// What recovery works with.
@@ -58,6 +73,8 @@ pub struct Restore<'a> {
     /// How long the marker must stand still before this host, whose store
     /// does not fit it, takes the group over.
     pub takeover_after: std::time::Duration,
+    /// Set on SIGINT/SIGTERM: a standby stops waiting.
+    pub stop: Option<&'a std::sync::atomic::AtomicBool>,
 }
 
 /// Where the run resumes.
@@ -76,6 +93,12 @@ pub struct Restored {
     pub lineage: Option<Lineage>,
     /// The plugins of the commit the run starts from.
     pub plugins: Vec<String>,
+    /// Whether the store was rebuilt from the changelog.
+    pub rebuilt: bool,
+    /// Whether this host waited as a standby first.
+    pub waited: bool,
+    /// When the restore began (after any standby wait).
+    pub began: std::time::Instant,
 }
 
 impl Restore<'_> {
@@ -90,7 +113,16 @@ impl Restore<'_> {
         if self.fresh {
             self.store.clear()?;
         }
-        let (marker, lineage) = self.settle()?;
+        registry.role.set(Role::Restoring);
+        let began = std::time::Instant::now();
+        let Settled {
+            marker,
+            lineage,
+            rebuilt,
+            waited,
+            began: after_wait,
+        } = self.settle(registry)?;
+        let began = after_wait.unwrap_or(began);
         let last = self.store.last()?;
         let mut commit_id = last.as_ref().map_or(0, |m| m.id);
         let lineage = match lineage {
@@ -120,6 +152,9 @@ impl Restore<'_> {
                 watermark: None,
                 lineage,
                 plugins: Vec::new(),
+                rebuilt,
+                waited,
+                began,
             });
         };
         self.check_source(&cp)?;
@@ -149,6 +184,9 @@ impl Restore<'_> {
             watermark: Some(cp.watermark.clone()),
             lineage,
             plugins: cp.plugins.iter().map(|p| p.name.clone()).collect(),
+            rebuilt,
+            waited,
+            began,
         })
     }
 
@@ -158,7 +196,7 @@ impl Restore<'_> {
     /// marker and the changelog is written, rebuild the store from the
     /// changelog. Returns the marker and the lineage of commit ids (`None`
     /// without Kafka).
-    fn settle(&self) -> Result<(Option<u64>, Option<Lineage>), RestoreError> {
+    fn settle(&self, registry: &Registry) -> Result<Settled, RestoreError> {
         let Some(k) = self.kafka else {
             let logged = self.store.delta_ids()?;
             if let (Some(first), Some(last)) = (logged.first(), logged.last()) {
@@ -168,30 +206,40 @@ impl Restore<'_> {
                     self.store.path().display(),
                 )));
             }
-            return Ok((None, None));
+            return Ok(Settled::default());
         };
         // Check before taking the transactional id over, so a second host
         // started by mistake refuses without fencing the running one.
         let seen = k.committed_marker()?;
-        let mut rebuild = false;
-        if !self.fits(seen)? {
+        let mut waited = false;
+        let mut began = None;
+        let fits = self.fits(seen)?;
+        // A store that fits the marker is not enough: a host that took the
+        // group over has not committed yet in its first second, so the
+        // marker is still the last one of this store. Its heartbeat says it
+        // lives (with the changelog every active host beats).
+        if !fits || self.beat_is_recent() {
             if self.changelog.is_none() {
                 return Err(self.refusal(seen));
             }
-            self.watch_marker(k, seen)?;
-            rebuild = true;
+            waited = self.watch_marker(k, seen, registry)?;
+            began = Some(std::time::Instant::now());
         }
         k.fence()?;
         let marker = k.committed_marker()?;
-        if !rebuild && !self.fits(marker)? {
-            if self.changelog.is_none() {
-                return Err(self.refusal(marker));
-            }
-            rebuild = true;
+        let rebuild = !self.fits(marker)?;
+        if rebuild && self.changelog.is_none() {
+            return Err(self.refusal(marker));
         }
         if rebuild {
             let g = marker.expect("a store that does not fit means a marker");
-            return Ok((marker, Some(self.rebuild(g)?)));
+            return Ok(Settled {
+                marker,
+                lineage: Some(self.rebuild(g)?),
+                rebuilt: true,
+                waited,
+                began,
+            });
         }
         let lineage = match self.store.get_record(LINEAGE_KEY)? {
             Some(b) => postcard::from_bytes(&b).map_err(|e| StateError::Corrupt {
@@ -202,7 +250,13 @@ impl Restore<'_> {
         };
         let logged = self.store.delta_ids()?;
         if logged.is_empty() {
-            return Ok((marker, Some(lineage)));
+            return Ok(Settled {
+                marker,
+                lineage: Some(lineage),
+                rebuilt: false,
+                waited,
+                began,
+            });
         }
         let g = marker.unwrap_or(0);
         let gone = self.store.discard_after(g)?;
@@ -220,7 +274,13 @@ impl Restore<'_> {
                 "rolled a prepared commit forward: its Kafka transaction committed"
             );
         }
-        Ok((marker, Some(lineage)))
+        Ok(Settled {
+            marker,
+            lineage: Some(lineage),
+            rebuilt: false,
+            waited,
+            began,
+        })
     }
 
     /// A store that does not fit the marker: another host may be
@@ -229,7 +289,23 @@ impl Restore<'_> {
     /// and the heartbeat until both have stood still for
     /// `takeover_after`; a marker that moves refuses the start — nothing was
     /// fenced yet — or, on a standby, restarts the watch.
-    fn watch_marker(&self, k: &KafkaSink, seen: Option<u64>) -> Result<(), RestoreError> {
+    /// Whether another host beat for the group within `takeover_after`
+    /// (only hosts with the changelog beat; without it, `false`).
+    fn beat_is_recent(&self) -> bool {
+        let Some(cfg) = self.changelog else {
+            return false;
+        };
+        let last = super::alive::Watch::new(cfg).ok().and_then(|w| w.last());
+        last.is_some_and(|b| crate::clock::now_ms() - b < self.takeover_after.as_millis() as i64)
+    }
+
+    /// Returns whether it waited.
+    fn watch_marker(
+        &self,
+        k: &KafkaSink,
+        seen: Option<u64>,
+        registry: &Registry,
+    ) -> Result<bool, RestoreError> {
         use std::time::{Duration, Instant};
         let beats = match self.changelog {
             Some(cfg) => Some(super::alive::Watch::new(cfg).map_err(RestoreError::Refused)?),
@@ -240,6 +316,9 @@ impl Restore<'_> {
         let mut waited = false;
         while still.elapsed() < self.takeover_after {
             std::thread::sleep(Duration::from_millis(100).min(self.takeover_after));
+            if self.stop.is_some_and(|s| s.load(Ordering::Relaxed)) {
+                return Err(RestoreError::Stopped);
+            }
             let now = k.committed_marker()?;
             let b = beat();
             if now == seen && b == last_beat {
@@ -265,6 +344,7 @@ impl Restore<'_> {
                     takeover_after = ?self.takeover_after,
                     "standby: another host commits for the group; taking over once it stops"
                 );
+                registry.role.set(Role::Standby);
                 waited = true;
             }
             (seen, still) = (now, Instant::now());
@@ -275,8 +355,9 @@ impl Restore<'_> {
                 marker = seen.unwrap_or(0),
                 "standby: the group stopped committing; taking it over"
             );
+            registry.role.set(Role::Restoring);
         }
-        Ok(())
+        Ok(waited)
     }
 
     /// Replace the store with the state the changelog holds at commit `g`.

@@ -422,6 +422,7 @@ mod tests {
             marker_topic: "c".into(),
             changelog_topic: "g-changelog".into(),
             changelog: true,
+            cluster_topic: "g-cluster".into(),
             transactional_id: "t".into(),
             options: vec![opt("linger.ms", "10"), opt("client.id", "x")],
             producer_options: vec![opt("linger.ms", "25"), opt("batch.size", "262144")],

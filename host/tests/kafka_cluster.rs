@@ -1,0 +1,216 @@
+//! The group's hosts as the API shows them, against a real Kafka-protocol
+//! broker: `GET /api/cluster` on any host lists every host of the group
+//! (from the `<group>-cluster` topic), `/health` gives each host's role, a
+//! standby serves its API while it waits and refuses plugin changes, and
+//! the view follows a SIGKILL, a takeover, a restart and clean stops.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+
+const ADMIN: &str = "cluster-admin-token";
+
+fn get(port: u16, path: &str) -> Option<(u16, Value)> {
+    let (code, body) = http(port, "GET", path, &[], b"")?;
+    Some((code, serde_json::from_str(&body).ok()?))
+}
+
+/// Poll `GET /api/cluster` on `port` until `ok` holds for it.
+fn cluster_until(port: u16, what: &str, ok: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut last = Value::Null;
+    while Instant::now() < deadline {
+        if let Some((200, v)) = get(port, "/api/cluster") {
+            if ok(&v) {
+                return v;
+            }
+            last = v;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!("GET /api/cluster on :{port}: not {what} after 60 s: {last:#}");
+}
+
+fn host_of<'a>(v: &'a Value, id: &str) -> Option<&'a Value> {
+    v["hosts"].as_array()?.iter().find(|h| h["id"] == id)
+}
+
+fn role(v: &Value, id: &str) -> (String, String) {
+    host_of(v, id).map_or((String::new(), String::new()), |h| {
+        (
+            h["role"].as_str().unwrap_or("").to_string(),
+            h["status"].as_str().unwrap_or("").to_string(),
+        )
+    })
+}
+
+fn partitions(v: &Value, id: &str) -> Vec<i64> {
+    host_of(v, id)
+        .and_then(|h| h["partitions"].as_array())
+        .map(|a| a.iter().filter_map(Value::as_i64).collect())
+        .unwrap_or_default()
+}
+
+fn is(v: &Value, id: &str, r: &str, st: &str) -> bool {
+    role(v, id) == (r.to_string(), st.to_string())
+}
+
+#[test]
+fn every_host_of_a_group_shows_in_the_cluster_view() {
+    let broker = Broker::start();
+    broker.create_events_topic();
+    broker.produce_keyed(&gen_events(20_000, 41, 2000));
+    let plugins = plugins_dir(&SHIPPED);
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let host = |i: usize| {
+        HostCmd::new(plugins.path())
+            .kafka_brokers(&broker.addr())
+            .kafka_group("web")
+            .out_of_orderness("60s")
+            .no_watch()
+            .jsonl_sink("/dev/null")
+            .listen(ports[i])
+            .admin_token(ADMIN)
+            .data_dir(dirs[i].path())
+            .args([
+                "--standby",
+                "--host-id",
+                &format!("host-{i}"),
+                "--advertise-url",
+                &format!("http://127.0.0.1:{}", ports[i]),
+            ])
+            .watched()
+    };
+    let all: Vec<i64> = (0..12).collect();
+    let (a, b, c) = ("host-0", "host-1", "host-2");
+
+    // host-0 processes, host-1 waits: both in either host's view.
+    let active = host(0);
+    wait_ready(ports[0]);
+    let mut standby = host(1);
+    assert!(
+        standby.wait_for(
+            "standby: another host commits for the group",
+            1,
+            Duration::from_secs(60)
+        ),
+        "{}",
+        standby.log.join("\n")
+    );
+    for port in [ports[0], ports[1]] {
+        let v = cluster_until(port, "host-0 active, host-1 standby", |v| {
+            is(v, a, "active", "live") && is(v, b, "standby", "live")
+        });
+        assert_eq!(v["group"], "web");
+        assert_eq!(partitions(&v, a), all, "{v:#}");
+        assert!(partitions(&v, b).is_empty(), "{v:#}");
+        let kgs = host_of(&v, a).unwrap()["key_groups"].as_array().unwrap();
+        assert_eq!(kgs.len(), 128, "{v:#}");
+        assert_eq!(
+            host_of(&v, a).unwrap()["api"],
+            format!("http://127.0.0.1:{}", ports[0])
+        );
+        assert_eq!(v["last_rebalance"]["host"], a, "{v:#}");
+        assert_eq!(v["last_rebalance"]["after_standby"], false, "{v:#}");
+        assert_eq!(
+            host_of(&v, if port == ports[0] { a } else { b }).unwrap()["this"],
+            true
+        );
+    }
+
+    // The standby answers, says what it is, is not ready, and sends plugin
+    // changes to the active host.
+    let (code, h) = get(ports[1], "/health").unwrap();
+    assert_eq!((code, h["role"].as_str()), (200, Some("standby")), "{h:#}");
+    assert_eq!(get(ports[1], "/ready").unwrap().0, 503);
+    assert_eq!(get(ports[0], "/health").unwrap().1["role"], "active");
+    let auth = format!("Bearer {ADMIN}");
+    let (code, body) = http(
+        ports[1],
+        "PUT",
+        "/api/plugins/page-views",
+        &[("Authorization", &auth)],
+        b"\0asm",
+    )
+    .unwrap();
+    assert_eq!(code, 409, "{body}");
+    assert!(
+        body.contains("standby") && body.contains(a) && body.contains(&ports[0].to_string()),
+        "the refusal names the active host: {body}"
+    );
+
+    // SIGKILL the active host: the standby takes over, the dead host shows
+    // lost, and the last rebalance is the takeover.
+    let killed = Instant::now();
+    active.sigkill();
+    let v = cluster_until(ports[1], "host-1 active, host-0 lost", |v| {
+        is(v, b, "active", "live") && is(v, a, "active", "lost")
+    });
+    eprintln!(
+        "SIGKILL → the view shows host-1 active and host-0 lost: {:.1?}",
+        killed.elapsed()
+    );
+    assert_eq!(partitions(&v, b), all, "{v:#}");
+    let r = &v["last_rebalance"];
+    assert_eq!(
+        (
+            r["host"].as_str(),
+            r["state_from"].as_str(),
+            r["after_standby"].as_bool()
+        ),
+        (Some(b), Some("changelog"), Some(true)),
+        "{v:#}"
+    );
+    assert_eq!(get(ports[1], "/health").unwrap().1["role"], "active");
+
+    // The killed host comes back as the standby; a third host joins as a
+    // standby too, then stops cleanly while it waits: it leaves the view.
+    let mut back = host(0);
+    assert!(
+        back.wait_for(
+            "standby: another host commits for the group",
+            1,
+            Duration::from_secs(60)
+        ),
+        "{}",
+        back.log.join("\n")
+    );
+    let mut third = host(2);
+    assert!(
+        third.wait_for(
+            "standby: another host commits for the group",
+            1,
+            Duration::from_secs(60)
+        ),
+        "{}",
+        third.log.join("\n")
+    );
+    cluster_until(ports[1], "three hosts, two standbys", |v| {
+        is(v, a, "standby", "live") && is(v, b, "active", "live") && is(v, c, "standby", "live")
+    });
+    sigterm(third.child.id());
+    let (st, log) = third.finish(Duration::from_secs(20));
+    assert!(
+        st.success(),
+        "a standby stopped with SIGTERM: {}",
+        log.join("\n")
+    );
+    cluster_until(ports[0], "host-2 gone", |v| {
+        host_of(v, c).is_none() && is(v, b, "active", "live")
+    });
+
+    // The active host stops cleanly: the standby takes over, and the
+    // stopped host leaves the view at once.
+    sigterm(standby.child.id());
+    standby.wait_for("done", 1, Duration::from_secs(30));
+    let v = cluster_until(ports[0], "host-0 active alone", |v| {
+        is(v, a, "active", "live") && host_of(v, b).is_none()
+    });
+    assert_eq!(v["hosts"].as_array().unwrap().len(), 1, "{v:#}");
+    assert_eq!(v["last_rebalance"]["host"], a, "{v:#}");
+    drop(back);
+}
