@@ -12,6 +12,7 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 
+use super::alive::Watch;
 use super::changelog::{self, LINEAGE_KEY, Lineage};
 use super::{CommitMeta, Store};
 use crate::event::Position;
@@ -214,15 +215,21 @@ impl Restore<'_> {
         let mut waited = false;
         let mut began = None;
         let fits = self.fits(seen)?;
+        // With the changelog every active host beats (`super::alive`).
+        let beats = self
+            .changelog
+            .map(Watch::new)
+            .transpose()
+            .map_err(RestoreError::Refused)?;
         // A store that fits the marker is not enough: a host that took the
         // group over has not committed yet in its first second, so the
         // marker is still the last one of this store. Its heartbeat says it
-        // lives (with the changelog every active host beats).
-        if !fits || self.beat_is_recent() {
+        // lives.
+        if !fits || self.beat_is_recent(beats.as_ref()) {
             if self.changelog.is_none() {
                 return Err(self.refusal(seen));
             }
-            waited = self.watch_marker(k, seen, registry)?;
+            waited = self.watch_marker(k, seen, beats.as_ref(), registry)?;
             began = Some(std::time::Instant::now());
         }
         k.fence()?;
@@ -283,35 +290,30 @@ impl Restore<'_> {
         })
     }
 
-    /// A store that does not fit the marker: another host may be
-    /// committing for the group (a live host commits at least once a
-    /// second, and beats every 500 ms: `super::alive`). Watch the marker
-    /// and the heartbeat until both have stood still for
-    /// `takeover_after`; a marker that moves refuses the start — nothing was
-    /// fenced yet — or, on a standby, restarts the watch.
-    /// Whether another host beat for the group within `takeover_after`
-    /// (only hosts with the changelog beat; without it, `false`).
-    fn beat_is_recent(&self) -> bool {
-        let Some(cfg) = self.changelog else {
-            return false;
-        };
-        let last = super::alive::Watch::new(cfg).ok().and_then(|w| w.last());
-        last.is_some_and(|b| crate::clock::now_ms() - b < self.takeover_after.as_millis() as i64)
+    /// Whether the group's heartbeat (`beats`, with the changelog) is
+    /// younger than `takeover_after`.
+    fn beat_is_recent(&self, beats: Option<&Watch>) -> bool {
+        beats
+            .and_then(Watch::last)
+            .is_some_and(|b| crate::clock::now_ms() - b < self.takeover_after.as_millis() as i64)
     }
 
+    /// A store that does not fit the marker, or a heartbeat that is recent:
+    /// another host may be committing for the group (a live host commits at
+    /// least once a second, and beats every 500 ms: `super::alive`). Watch
+    /// the marker and the heartbeat (`beats`) until both have stood still
+    /// for `takeover_after`; a marker that moves refuses the start —
+    /// nothing was fenced yet — or, on a standby, restarts the watch.
     /// Returns whether it waited.
     fn watch_marker(
         &self,
         k: &KafkaSink,
         seen: Option<u64>,
+        beats: Option<&Watch>,
         registry: &Registry,
     ) -> Result<bool, RestoreError> {
         use std::time::{Duration, Instant};
-        let beats = match self.changelog {
-            Some(cfg) => Some(super::alive::Watch::new(cfg).map_err(RestoreError::Refused)?),
-            None => None,
-        };
-        let beat = || beats.as_ref().and_then(super::alive::Watch::last);
+        let beat = || beats.and_then(Watch::last);
         let (mut seen, mut still, mut last_beat) = (seen, Instant::now(), beat());
         let mut waited = false;
         while still.elapsed() < self.takeover_after {
