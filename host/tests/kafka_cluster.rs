@@ -58,6 +58,19 @@ fn is(v: &Value, id: &str, r: &str, st: &str) -> bool {
     role(v, id) == (r.to_string(), st.to_string())
 }
 
+/// Wait until `h` logs that it waits as the group's standby.
+fn wait_standby(h: &mut Watched) {
+    assert!(
+        h.wait_for(
+            "standby: another host commits for the group",
+            1,
+            Duration::from_secs(60)
+        ),
+        "{}",
+        h.log.join("\n")
+    );
+}
+
 #[test]
 fn every_host_of_a_group_shows_in_the_cluster_view() {
     let broker = Broker::start();
@@ -92,15 +105,7 @@ fn every_host_of_a_group_shows_in_the_cluster_view() {
     let active = host(0);
     wait_ready(ports[0]);
     let mut standby = host(1);
-    assert!(
-        standby.wait_for(
-            "standby: another host commits for the group",
-            1,
-            Duration::from_secs(60)
-        ),
-        "{}",
-        standby.log.join("\n")
-    );
+    wait_standby(&mut standby);
     for port in [ports[0], ports[1]] {
         let v = cluster_until(port, "host-0 active, host-1 standby", |v| {
             is(v, a, "active", "live") && is(v, b, "standby", "live")
@@ -170,25 +175,9 @@ fn every_host_of_a_group_shows_in_the_cluster_view() {
     // The killed host comes back as the standby; a third host joins as a
     // standby too, then stops cleanly while it waits: it leaves the view.
     let mut back = host(0);
-    assert!(
-        back.wait_for(
-            "standby: another host commits for the group",
-            1,
-            Duration::from_secs(60)
-        ),
-        "{}",
-        back.log.join("\n")
-    );
+    wait_standby(&mut back);
     let mut third = host(2);
-    assert!(
-        third.wait_for(
-            "standby: another host commits for the group",
-            1,
-            Duration::from_secs(60)
-        ),
-        "{}",
-        third.log.join("\n")
-    );
+    wait_standby(&mut third);
     cluster_until(ports[1], "three hosts, two standbys", |v| {
         is(v, a, "standby", "live") && is(v, b, "active", "live") && is(v, c, "standby", "live")
     });
