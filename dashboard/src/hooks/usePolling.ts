@@ -1,5 +1,5 @@
 import { useCallback, useEffect, useRef, useState } from 'react';
-import type { ApiClient, Health } from '../api/client';
+import type { ApiClient, ApiResult, Health } from '../api/client';
 import type { ClusterView } from '../stream/cluster';
 import { computeRows, type PluginRow, type PluginSnapshot } from '../stream/plugins';
 
@@ -77,19 +77,24 @@ export function usePlugins(api: ApiClient, signal: number, intervalMs = 3000): P
   return { ...state, refresh };
 }
 
-export interface HealthState {
-  health: Health | null;
+interface Polled<T> {
+  data: T | null;
   error: string | null;
 }
 
-export function useHealth(api: ApiClient, intervalMs = 5000): HealthState {
-  const [state, setState] = useState<HealthState>({ health: null, error: null });
+/**
+ * Calls `call` at once and every `intervalMs`; the last result, until
+ * unmounted. A failed poll keeps the last data when `keepOnError`, else
+ * clears it.
+ */
+function usePolled<T>(call: () => Promise<ApiResult<T>>, intervalMs: number, keepOnError: boolean): Polled<T> {
+  const [state, setState] = useState<Polled<T>>({ data: null, error: null });
   useEffect(() => {
     let cancelled = false;
     const poll = async () => {
-      const res = await api.health();
+      const res = await call();
       if (cancelled) return;
-      setState(res.ok ? { health: res.data, error: null } : { health: null, error: res.error });
+      setState((s) => (res.ok ? { data: res.data, error: null } : { data: keepOnError ? s.data : null, error: res.error }));
     };
     const first = setTimeout(() => void poll(), 0);
     const id = setInterval(() => void poll(), intervalMs);
@@ -98,8 +103,19 @@ export function useHealth(api: ApiClient, intervalMs = 5000): HealthState {
       clearTimeout(first);
       clearInterval(id);
     };
-  }, [api, intervalMs]);
+  }, [call, intervalMs, keepOnError]);
   return state;
+}
+
+export interface HealthState {
+  health: Health | null;
+  error: string | null;
+}
+
+export function useHealth(api: ApiClient, intervalMs = 5000): HealthState {
+  const call = useCallback(() => api.health(), [api]);
+  const { data, error } = usePolled(call, intervalMs, false);
+  return { health: data, error };
 }
 
 export interface ClusterState {
@@ -107,25 +123,11 @@ export interface ClusterState {
   error: string | null;
 }
 
-/** Polls `/api/cluster`: the group's hosts, their roles and partitions. */
+/** Polls `/api/cluster`: the group's hosts, their roles and partitions (the last view stays on a failed poll). */
 export function useCluster(api: ApiClient, intervalMs = 2000): ClusterState {
-  const [state, setState] = useState<ClusterState>({ cluster: null, error: null });
-  useEffect(() => {
-    let cancelled = false;
-    const poll = async () => {
-      const res = await api.cluster();
-      if (cancelled) return;
-      setState((s) => (res.ok ? { cluster: res.data, error: null } : { cluster: s.cluster, error: res.error }));
-    };
-    const first = setTimeout(() => void poll(), 0);
-    const id = setInterval(() => void poll(), intervalMs);
-    return () => {
-      cancelled = true;
-      clearTimeout(first);
-      clearInterval(id);
-    };
-  }, [api, intervalMs]);
-  return state;
+  const call = useCallback(() => api.cluster(), [api]);
+  const { data, error } = usePolled(call, intervalMs, true);
+  return { cluster: data, error };
 }
 
 const TOKEN_KEY = 'rtap.adminToken';
