@@ -121,6 +121,17 @@ fn run(config: Config) -> Result<Exit, Failure> {
             cluster.clone(),
         )
     });
+    // The folder watch starts from the folder as loaded, before anyone can
+    // be told the host is up: a build copied in once `/health` answers is
+    // a change it sees (its commands wait for the runner).
+    if !config.no_watch {
+        watch::spawn(
+            control.clone(),
+            config.plugins.clone(),
+            config.watch_interval.0,
+            stop.clone(),
+        );
+    }
     let influx_status = server.as_ref().map(|s| s.influx.clone());
     let tokio = api::serve(&config, server, stop.clone()).map_err(Failure::Start)?;
 
@@ -163,14 +174,6 @@ fn run(config: Config) -> Result<Exit, Failure> {
     let outputs = Outputs::open(&config, server_hub, registry.clone()).map_err(Failure::Start)?;
     if let (Some(slot), Some(st)) = (&influx_status, outputs.influx_status()) {
         let _ = slot.set(st);
-    }
-    if !config.no_watch {
-        watch::spawn(
-            control.clone(),
-            config.plugins.clone(),
-            config.watch_interval.0,
-            stop.clone(),
-        );
     }
     let shadows = control.shadows();
 
