@@ -30,7 +30,7 @@ use crate::checkpoint::changelog::Quiet;
 use crate::clock::now_ms;
 use crate::kafka::KafkaConfig;
 use crate::metrics::metrics;
-use crate::pipeline::exchange::KEY_GROUPS;
+use crate::state::keygroup::KEY_GROUPS;
 use crate::status::{Registry, Role, Takeover};
 
 /// How often a host publishes its record.

@@ -224,7 +224,7 @@ pub fn ensure_topics(cfg: &KafkaConfig) -> Result<(), KafkaSetupError> {
         topics.push(
             NewTopic::new(
                 &cfg.changelog_topic,
-                crate::pipeline::exchange::KEY_GROUPS as i32,
+                crate::state::keygroup::KEY_GROUPS as i32,
                 TopicReplication::Fixed(1),
             )
             .set("cleanup.policy", "compact"),

@@ -6,6 +6,7 @@
 mod common;
 
 use std::collections::BTreeMap;
+use std::ops::Range;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -13,8 +14,27 @@ use rtap_host::checkpoint::changelog::{self, Lineage, Writer};
 use rtap_host::checkpoint::{Commit, CommitMeta, FORMAT, PluginMeta};
 use rtap_host::kafka::KafkaConfig;
 use rtap_host::sink::kafka::KafkaSink;
-use rtap_host::state::{Changes, PluginChanges};
+use rtap_host::state::keygroup::key_group;
+use rtap_host::state::{Changes, PluginChanges, StoreConfig};
 use rtap_host::window::Watermark;
+
+/// Plugin → key → entry.
+type State = BTreeMap<String, BTreeMap<String, String>>;
+
+/// The key groups `kgs` of a state.
+fn only(state: &State, kgs: Range<u32>) -> State {
+    state
+        .iter()
+        .map(|(p, keys)| {
+            let keys = keys
+                .iter()
+                .filter(|(k, _)| kgs.contains(&key_group(k)))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            (p.clone(), keys)
+        })
+        .collect()
+}
 
 /// One plugin's part of a test commit: name, rewrite, (key, entry) pairs.
 type Part<'a> = (&'a str, bool, &'a [(&'a str, Option<&'a str>)]);
@@ -60,21 +80,45 @@ fn commit(id: u64, plugins: &[Part]) -> Commit {
 }
 
 /// The state the changelog holds at commit `g`: plugin → key → entry.
-fn state_at(cfg: &KafkaConfig, g: u64) -> BTreeMap<String, BTreeMap<String, String>> {
-    let r = changelog::restore(cfg, g).unwrap().expect("a meta record");
+fn state_at(cfg: &KafkaConfig, g: u64) -> State {
+    state_of(cfg, g, 0..128)
+}
+
+/// The entries of the key groups `kgs` the changelog holds at commit `g`:
+/// plugin → key → stored entry.
+fn entries_of(cfg: &KafkaConfig, g: u64, kgs: Range<u32>) -> BTreeMap<String, Entries> {
+    let r = changelog::restore_key_groups(cfg, g, kgs.clone())
+        .unwrap()
+        .expect("a meta record");
     assert_eq!(r.meta.id, g);
+    assert_eq!(r.key_groups, kgs);
     let mut out = BTreeMap::new();
     for p in &r.commit.plugins {
-        let keys: &mut BTreeMap<String, String> = out.entry(p.name.clone()).or_default();
+        let keys: &mut Entries = out.entry(p.name.clone()).or_default();
         for c in p.changes.iter() {
             let (k, v) = c.unwrap();
-            keys.insert(
-                k.to_string(),
-                String::from_utf8(v.unwrap().to_vec()).unwrap(),
-            );
+            keys.insert(k.to_string(), v.unwrap().to_vec());
         }
     }
     out
+}
+
+/// Key → stored entry.
+type Entries = BTreeMap<String, Vec<u8>>;
+
+/// The state of the key groups `kgs` the changelog holds at commit `g`
+/// (the test commits' entries are text).
+fn state_of(cfg: &KafkaConfig, g: u64, kgs: Range<u32>) -> State {
+    entries_of(cfg, g, kgs)
+        .into_iter()
+        .map(|(p, keys)| {
+            let keys = keys
+                .into_iter()
+                .map(|(k, v)| (k, String::from_utf8(v).unwrap()))
+                .collect();
+            (p, keys)
+        })
+        .collect()
 }
 
 fn map(entries: &[(&str, &[(&str, &str)])]) -> BTreeMap<String, BTreeMap<String, String>> {
@@ -239,6 +283,65 @@ fn the_changelog_holds_the_committed_state_and_leaves_aborted_records_out() {
         ])
     );
     assert!(changelog::restore(&cfg, 99).unwrap().is_none());
+    // One key group, or a range of them, is its partitions alone: what a
+    // host that gains those key groups reads.
+    let whole = state_at(&cfg, 14);
+    let mut kgs: Vec<u32> = whole
+        .values()
+        .flat_map(|keys| keys.keys().map(|k| key_group(k)))
+        .collect();
+    kgs.sort();
+    kgs.dedup();
+    for kg in kgs {
+        assert_eq!(
+            state_of(&cfg, 14, kg..kg + 1),
+            only(&whole, kg..kg + 1),
+            "key group {kg}"
+        );
+    }
+    assert_eq!(state_of(&cfg, 14, 0..64), only(&whole, 0..64));
+    assert_eq!(
+        state_of(&cfg, 11, 64..128),
+        only(&state_at(&cfg, 11), 64..128)
+    );
+}
+
+/// The state of a host's data dir after it stopped (its logged commits
+/// folded) is, key group by key group, what the changelog holds at the
+/// group's marker.
+fn assert_store_is_the_changelog(cfg: &KafkaConfig, data: &std::path::Path) {
+    let g = KafkaSink::new(cfg, None)
+        .unwrap()
+        .committed_marker()
+        .unwrap()
+        .expect("a marker");
+    let store = rtap_host::checkpoint::Store::open(data, &StoreConfig::default()).unwrap();
+    if !store.delta_ids().unwrap().is_empty() {
+        store.compact(g).unwrap();
+    }
+    let meta = store.last().unwrap().expect("a commit");
+    assert_eq!(meta.id, g, "the store is at the group's marker");
+    for kgs in [0..1, 37..45, 127..128] {
+        let from_changelog = entries_of(cfg, g, kgs.clone());
+        let mut keys = 0;
+        for p in &meta.plugins {
+            let local: Entries = store
+                .entries_in(&p.name, kgs.clone())
+                .unwrap()
+                .into_iter()
+                .collect();
+            keys += local.len();
+            let logged = from_changelog.get(&p.name).cloned().unwrap_or_default();
+            assert!(
+                local == logged,
+                "plugin `{}`, key groups {kgs:?}: {} keys in the store, {} in the changelog",
+                p.name,
+                local.len(),
+                logged.len()
+            );
+        }
+        eprintln!("key groups {kgs:?}: {keys} keys, the same in the store and the changelog");
+    }
 }
 
 /// Exactly-once when the data dir is lost at every crash: 1 200 000 events
@@ -370,6 +473,7 @@ fn a_host_that_lost_its_data_dir_restores_from_the_changelog() {
         got.len()
     );
     assert_same_outputs(&want, &got);
+    assert_store_is_the_changelog(&config(&broker, "rtap"), data.path());
 }
 
 /// Failover: two hosts of one group, each started with `--standby` and a

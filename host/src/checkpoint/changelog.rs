@@ -46,8 +46,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{Commit, CommitMeta};
 use crate::kafka::KafkaConfig;
-use crate::pipeline::exchange::{KEY_GROUPS, key_group};
 use crate::sink::kafka::{KafkaSink, KafkaSinkError};
+use crate::state::keygroup::{self, KEY_GROUPS, key_group};
 use crate::state::{Changes, PluginChanges};
 
 /// The header holding a record's commit id (decimal).
@@ -199,7 +199,10 @@ impl Writer {
 pub struct Restored {
     pub meta: CommitMeta,
     pub lineage: Lineage,
-    /// Every plugin of the meta with its keys, ready for the store.
+    /// The key groups read.
+    pub key_groups: std::ops::Range<u32>,
+    /// Every plugin of the meta with its keys (of those key groups), ready
+    /// for the store.
     pub commit: Commit,
     pub records: usize,
     pub took: Duration,
@@ -306,6 +309,18 @@ fn read_partitions(
 /// docs). `Ok(None)`: the changelog has no meta record of `g` (it was
 /// committed without a changelog).
 pub fn restore(cfg: &KafkaConfig, g: u64) -> Result<Option<Restored>, String> {
+    restore_key_groups(cfg, g, keygroup::all())
+}
+
+/// The state of the key groups `kgs` at commit `g`: the meta record of
+/// `g`, then the records that count of those key groups' partitions only
+/// — what a host that gains key groups reads
+/// ([`crate::state::StateStore::put_key_groups`] stores them).
+pub fn restore_key_groups(
+    cfg: &KafkaConfig,
+    g: u64,
+    kgs: std::ops::Range<u32>,
+) -> Result<Option<Restored>, String> {
     let started = Instant::now();
     let topic = &cfg.changelog_topic;
     let mut found: Option<MetaIn> = None;
@@ -322,8 +337,8 @@ pub fn restore(cfg: &KafkaConfig, g: u64) -> Result<Option<Restored>, String> {
     };
     // Per partition: a clear record clears what came before it there only.
     let mut state: HashMap<i32, HashMap<Vec<u8>, Vec<u8>>> = HashMap::new();
-    let all: Vec<i32> = (0..KEY_GROUPS as i32).collect();
-    let records = read_partitions(cfg, &all, |(p, id, key, payload)| {
+    let partitions: Vec<i32> = kgs.clone().map(|kg| kg as i32).collect();
+    let records = read_partitions(cfg, &partitions, |(p, id, key, payload)| {
         if !lineage.counts(id, g) || key == META_KEY {
             return Ok(());
         }
@@ -376,6 +391,7 @@ pub fn restore(cfg: &KafkaConfig, g: u64) -> Result<Option<Restored>, String> {
         },
         meta,
         lineage,
+        key_groups: kgs,
         records,
         took: started.elapsed(),
     }))

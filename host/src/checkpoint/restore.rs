@@ -17,7 +17,7 @@ use super::changelog::{self, LINEAGE_KEY, Lineage};
 use super::{CommitMeta, Store};
 use crate::event::Position;
 use crate::pipeline::Pipeline;
-use crate::pipeline::exchange::owner_of;
+use crate::pipeline::exchange::owned;
 use crate::sink::kafka::{KafkaSink, KafkaSinkError};
 use crate::state::StateError;
 use crate::status::{Registry, Role};
@@ -485,8 +485,12 @@ impl Restore<'_> {
                 }
                 continue;
             }
-            let entries = self.store.entries(&pm.name)?;
+            // The worker's key groups are one range of the store: it reads
+            // its own keys only, whatever the worker count of the commit.
             let shard = pipeline.shard;
+            let entries = self
+                .store
+                .entries_in(&pm.name, owned(shard.worker, shard.workers))?;
             let slot = pipeline
                 .slots
                 .iter_mut()
@@ -494,10 +498,7 @@ impl Restore<'_> {
                 .expect("found above");
             slot.restore_entries(
                 &pm.op_meta,
-                entries
-                    .iter()
-                    .filter(|(k, _)| owner_of(k, shard.workers) == shard.worker)
-                    .map(|(k, v)| (k.as_str(), v.as_slice())),
+                entries.iter().map(|(k, v)| (k.as_str(), v.as_slice())),
             )
             .map_err(RestoreError::Refused)?;
             let d = slot.identity.description.clone();

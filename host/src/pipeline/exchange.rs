@@ -18,27 +18,17 @@ use crate::event::EventBatch;
 use crate::operator::aggregate::PartialStates;
 use crate::window::{RunPlan, Watermark};
 
-/// Key groups: the unit state is sharded and moved by.
-pub const KEY_GROUPS: u32 = 128;
-
-/// A key's key group: a stable hash (FNV-1a, then a 64-bit finalizer) of
-/// its bytes — the same on every host and every build.
-pub fn key_group(key: &str) -> u32 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in key.as_bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h ^= h >> 33;
-    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
-    h ^= h >> 33;
-    (h % u64::from(KEY_GROUPS)) as u32
-}
+pub use crate::state::keygroup::{KEY_GROUPS, key_group};
 
 /// The worker (of `workers`) that owns key group `kg`: contiguous ranges,
 /// as Flink assigns key groups to operator instances.
 pub fn owner(kg: u32, workers: usize) -> usize {
-    kg as usize * workers / KEY_GROUPS as usize
+    crate::state::keygroup::part_of(kg, workers)
+}
+
+/// The key groups worker `worker` (of `workers`) owns.
+pub fn owned(worker: usize, workers: usize) -> std::ops::Range<u32> {
+    crate::state::keygroup::range_of(worker, workers)
 }
 
 /// The worker that owns `key`.
@@ -192,23 +182,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn key_groups_are_stable_and_spread() {
-        // Fixed values: hosts and builds must agree on them.
-        let kgs: Vec<u32> = ["", "/", "user-1", "user-2"]
-            .iter()
-            .map(|k| key_group(k))
-            .collect();
-        assert_eq!(kgs, vec![82, 74, 45, 47]);
-        let mut hits = [0u32; KEY_GROUPS as usize];
-        for i in 0..100_000 {
-            hits[key_group(&format!("user-{i}")) as usize] += 1;
-        }
-        let (lo, hi) = (hits.iter().min().unwrap(), hits.iter().max().unwrap());
-        assert!(*lo > 600 && *hi < 960, "uneven: {lo}..{hi}");
+    fn every_worker_owns_key_groups() {
         for w in 1..=16 {
             let owners: std::collections::BTreeSet<usize> =
                 (0..KEY_GROUPS).map(|kg| owner(kg, w)).collect();
             assert_eq!(owners.len(), w, "every worker owns key groups");
+            for i in 0..w {
+                assert!(owned(i, w).all(|kg| owner(kg, w) == i));
+            }
         }
     }
 }

@@ -1,5 +1,7 @@
 //! Keyed state and its durable store.
 //!
+//! - [`keygroup`]: the key groups keys hash into, the unit state is
+//!   stored and moved by;
 //! - [`keyed`]: the in-memory per-key table every operator keeps its state
 //!   in, marking the keys each change touches;
 //! - [`table`]: what the window and detector operators share on top of it
@@ -14,6 +16,7 @@
 pub mod codec;
 pub mod fold;
 pub mod keyed;
+pub mod keygroup;
 pub mod store;
 pub mod table;
 

@@ -6,11 +6,21 @@
 //!
 //! Layout (one column family, byte-ordered keys):
 //!
-//! | key                  | value                                           |
-//! |----------------------|-------------------------------------------------|
-//! | `m/commit`           | the meta of the state in `s/`                   |
-//! | `s/<plugin>\0<key>`  | that key's entry (its windows, or state+timers) |
-//! | `d/<id>`             | a logged [`Commit`] not yet folded into `s/`    |
+//! | key                       | value                                      |
+//! |---------------------------|--------------------------------------------|
+//! | `m/commit`                | the meta of the state in `g/`              |
+//! | `g/<plugin>\0<kg><key>`   | that key's entry (its windows, or state+timers) |
+//! | `d/<id>`                  | a logged [`Commit`] not yet folded into `g/` |
+//!
+//! `<kg>` is the key's key group ([`super::keygroup`], two bytes,
+//! big-endian), so a plugin's keys of one key group — or of a range of
+//! them, such as a worker's — are one range of the store: read at restore
+//! by the worker that owns them, dropped or replaced as a whole when the
+//! key group leaves or joins a host. A plugin's keys are one range too
+//! (dropped when it is removed or its state rewritten), as with Flink's
+//! key-group-prefixed keys in a column family per state. Stores of builds
+//! before key groups (`s/<plugin>\0<key>`) are rewritten into this layout
+//! when opened ([`StateStore::open`]).
 //!
 //! Two ways in: [`StateStore::apply`] writes a commit straight into `s/`
 //! (one synced batch); [`StateStore::log_commit`] appends it to the commit
@@ -18,6 +28,7 @@
 //! the log) merges the logged commits into `s/` in one write.
 
 use std::marker::PhantomData;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use rocksdb::{DB, IteratorMode, Options, WriteBatch, WriteOptions};
@@ -27,6 +38,7 @@ use serde::{Deserialize, Serialize};
 use super::StateError;
 use super::codec::Changes;
 use super::fold::{Fold, newest_changes};
+use super::keygroup::{self, key_group};
 use super::prefetch;
 use super::table::StateDelta;
 
@@ -57,6 +69,7 @@ fn write_changes<'a>(
     for c in changes {
         let (k, v) = c?;
         key.truncate(base);
+        key.extend_from_slice(&kg_bytes(key_group(k)));
         key.extend_from_slice(k.as_bytes());
         match v {
             Some(v) => batch.put(&key, v),
@@ -123,17 +136,42 @@ pub struct StateStore<M> {
     meta: PhantomData<fn() -> M>,
 }
 
+/// The per-key state: `g/<plugin>\0<kg><key>`.
+const STATE: &[u8] = b"g/";
+/// The per-key state as builds before key groups kept it:
+/// `s/<plugin>\0<key>`, rewritten into [`STATE`] when the store opens.
+const LEGACY_STATE: &[u8] = b"s/";
+/// How many keys one write of the rewrite into key groups moves.
+const MIGRATE_CHUNK: usize = 100_000;
+
+/// A plugin's keys: `g/<plugin>\0`.
 fn prefix(plugin: &str) -> Vec<u8> {
-    let mut k = Vec::with_capacity(plugin.len() + 3);
-    k.extend_from_slice(b"s/");
+    let mut k = Vec::with_capacity(plugin.len() + 5);
+    k.extend_from_slice(STATE);
     k.extend_from_slice(plugin.as_bytes());
     k.push(0);
     k
 }
 
+/// The end of a plugin's keys (exclusive).
 fn prefix_end(plugin: &str) -> Vec<u8> {
     let mut k = prefix(plugin);
     *k.last_mut().expect("non-empty") = 1;
+    k
+}
+
+/// A key group as it is written into a key.
+fn kg_bytes(kg: u32) -> [u8; 2] {
+    u16::try_from(kg)
+        .expect("key groups fit two bytes")
+        .to_be_bytes()
+}
+
+/// Where a plugin's keys of key group `kg` begin: its keys of a range of
+/// key groups `a..b` lie from `kg_start(p, a)` to `kg_start(p, b)`.
+fn kg_start(plugin: &str, kg: u32) -> Vec<u8> {
+    let mut k = prefix(plugin);
+    k.extend_from_slice(&kg_bytes(kg));
     k
 }
 
@@ -179,11 +217,70 @@ impl<M: Meta> StateStore<M> {
         if old.exists() {
             tracing::warn!(path = %old.display(), "ignoring a checkpoint file of an older rtap (state now lives in RocksDB)");
         }
-        Ok(StateStore {
+        let store = StateStore {
             db,
             path,
             meta: PhantomData,
-        })
+        };
+        store.migrate_to_key_groups()?;
+        Ok(store)
+    }
+
+    /// Rewrite the keys of a store written before key groups
+    /// (`s/<plugin>\0<key>`) into `g/<plugin>\0<kg><key>`. Each write
+    /// moves a chunk of keys — puts the new ones and deletes the old in one
+    /// batch — so a crash midway leaves every key in one layout or the
+    /// other, and the next open goes on where it stopped.
+    fn migrate_to_key_groups(&self) -> Result<(), StateError> {
+        let started = std::time::Instant::now();
+        let mut moved = 0usize;
+        loop {
+            let mut batch = WriteBatch::default();
+            let mut n = 0;
+            let mut key = Vec::new();
+            for item in self.db.iterator(IteratorMode::From(
+                LEGACY_STATE,
+                rocksdb::Direction::Forward,
+            )) {
+                let (k, v) = item.map_err(self.db_err())?;
+                if !k.starts_with(LEGACY_STATE) || n == MIGRATE_CHUNK {
+                    break;
+                }
+                let rest = &k[LEGACY_STATE.len()..];
+                let cut = rest
+                    .iter()
+                    .position(|&b| b == 0)
+                    .ok_or_else(|| self.corrupt("a state key without a plugin name".into()))?;
+                let (plugin, name) = (&rest[..cut], &rest[cut + 1..]);
+                let name = std::str::from_utf8(name)
+                    .map_err(|e| self.corrupt(format!("a state key is not UTF-8: {e}")))?;
+                key.clear();
+                key.extend_from_slice(STATE);
+                key.extend_from_slice(plugin);
+                key.push(0);
+                key.extend_from_slice(&kg_bytes(key_group(name)));
+                key.extend_from_slice(name.as_bytes());
+                batch.put(&key, &v);
+                batch.delete(&k);
+                n += 1;
+            }
+            if n == 0 {
+                break;
+            }
+            let mut w = WriteOptions::default();
+            w.set_sync(true);
+            self.db.write_opt(batch, &w).map_err(self.db_err())?;
+            moved += n;
+        }
+        if moved > 0 {
+            tracing::info!(
+                path = %self.path.display(),
+                keys = moved,
+                took_ms = started.elapsed().as_millis() as u64,
+                "rewrote the state store's keys into key groups (a store of an older rtap)"
+            );
+        }
+        Ok(())
     }
 
     pub fn path(&self) -> &Path {
@@ -427,21 +524,88 @@ impl<M: Meta> StateStore<M> {
 
     /// Every stored entry of a plugin: (key, entry).
     pub fn entries(&self, plugin: &str) -> Result<Vec<(String, Vec<u8>)>, StateError> {
-        let pre = prefix(plugin);
+        self.entries_in(plugin, keygroup::all())
+    }
+
+    /// A plugin's stored entries of the key groups `kgs`, key group by key
+    /// group: one range of the store.
+    pub fn entries_in(
+        &self,
+        plugin: &str,
+        kgs: Range<u32>,
+    ) -> Result<Vec<(String, Vec<u8>)>, StateError> {
+        let (from, to) = (kg_start(plugin, kgs.start), kg_start(plugin, kgs.end));
+        let skip = from.len();
         let mut out = Vec::new();
         let it = self
             .db
-            .iterator(IteratorMode::From(&pre, rocksdb::Direction::Forward));
+            .iterator(IteratorMode::From(&from, rocksdb::Direction::Forward));
         for item in it {
             let (k, v) = item.map_err(self.db_err())?;
-            if !k.starts_with(&pre) {
+            if *k >= *to || !k.starts_with(&from[..skip - 2]) {
                 break;
             }
-            let key = std::str::from_utf8(&k[pre.len()..])
+            let key = std::str::from_utf8(&k[skip..])
                 .map_err(|e| self.corrupt(format!("plugin `{plugin}`: a key is not UTF-8: {e}")))?;
             out.push((key.to_string(), v.to_vec()));
         }
         Ok(out)
+    }
+
+    /// Drop every key of the key groups `kgs` (of `plugins`): the key
+    /// groups left this host. Synced.
+    pub fn drop_key_groups<'a>(
+        &self,
+        plugins: impl IntoIterator<Item = &'a str>,
+        kgs: Range<u32>,
+    ) -> Result<(), StateError> {
+        let mut batch = WriteBatch::default();
+        for p in plugins {
+            batch.delete_range(kg_start(p, kgs.start), kg_start(p, kgs.end));
+        }
+        let mut w = WriteOptions::default();
+        w.set_sync(true);
+        self.db.write_opt(batch, &w).map_err(self.db_err())
+    }
+
+    /// Replace the state of the key groups `kgs` with `plugins`' keys (as a
+    /// changelog holds them), in one synced write: what was stored of those
+    /// key groups goes, for every plugin given. The meta is not touched: the
+    /// caller restores key groups to the commit the store is at. A key of
+    /// another key group is refused, and nothing is written.
+    pub fn put_key_groups(
+        &self,
+        kgs: Range<u32>,
+        plugins: &[PluginChanges],
+    ) -> Result<usize, StateError> {
+        let mut batch = WriteBatch::default();
+        let mut n = 0;
+        for p in plugins {
+            batch.delete_range(kg_start(&p.name, kgs.start), kg_start(&p.name, kgs.end));
+            let mut outside = None;
+            let changes = p.changes.iter().filter(|c| {
+                if let Ok((k, _)) = c
+                    && !kgs.contains(&key_group(k))
+                {
+                    outside.get_or_insert_with(|| k.to_string());
+                }
+                outside.is_none()
+            });
+            write_changes(&mut batch, &p.name, false, changes)
+                .map_err(|e| self.corrupt(format!("plugin `{}`: {e}", p.name)))?;
+            if let Some(k) = outside {
+                return Err(self.corrupt(format!(
+                    "plugin `{}`: key `{k}` is in key group {}, not in {kgs:?}",
+                    p.name,
+                    key_group(&k)
+                )));
+            }
+            n += p.changes.len();
+        }
+        let mut w = WriteOptions::default();
+        w.set_sync(true);
+        self.db.write_opt(batch, &w).map_err(self.db_err())?;
+        Ok(n)
     }
 
     /// A record of the store's own (`m/…`, beside the commit meta).
@@ -513,12 +677,159 @@ pub(crate) mod tests {
         }
     }
 
+    /// A plugin's stored keys, in key order (the store keeps them in key
+    /// group order).
     pub(crate) fn keys<M: Meta>(s: &StateStore<M>, p: &str) -> Vec<(String, String)> {
-        s.entries(p)
+        let mut out: Vec<(String, String)> = s
+            .entries(p)
             .unwrap()
             .into_iter()
             .map(|(k, v)| (k, String::from_utf8(v).unwrap()))
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// `n` keys of a plugin, each with its value (`<key>=<tag>`).
+    fn many(name: &str, n: usize, tag: &str) -> (PluginChanges, Vec<(String, String)>) {
+        let kv: Vec<(String, String)> = (0..n)
+            .map(|i| (format!("user-{i}"), format!("user-{i}={tag}")))
+            .collect();
+        let refs: Vec<(&str, Option<&str>)> = kv
+            .iter()
+            .map(|(k, v)| (k.as_str(), Some(v.as_str())))
+            .collect();
+        (change(name, true, &refs), kv)
+    }
+
+    fn in_groups(kv: &[(String, String)], kgs: Range<u32>) -> Vec<(String, String)> {
+        let mut out: Vec<_> = kv
+            .iter()
+            .filter(|(k, _)| kgs.contains(&key_group(k)))
+            .cloned()
+            .collect();
+        out.sort();
+        out
+    }
+
+    fn sorted(mut v: Vec<(String, Vec<u8>)>) -> Vec<(String, String)> {
+        v.sort();
+        v.into_iter()
+            .map(|(k, v)| (k, String::from_utf8(v).unwrap()))
             .collect()
+    }
+
+    /// A plugin's keys of a range of key groups are read, dropped and
+    /// replaced as one range, without touching other key groups or other
+    /// plugins (one named like a prefix of it included).
+    #[test]
+    fn key_groups_are_read_dropped_and_replaced_as_ranges() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = StateStore::<TestMeta>::open(dir.path(), &StoreConfig::default()).unwrap();
+        let (a, a_kv) = many("a", 2_000, "1");
+        let (ab, ab_kv) = many("ab", 500, "x");
+        s.apply(
+            &Commit {
+                meta: meta(1, &["a", "ab"]),
+                plugins: vec![a, ab],
+            },
+            true,
+        )
+        .unwrap();
+        assert_eq!(keys(&s, "a"), in_groups(&a_kv, keygroup::all()));
+        for kgs in [0..1, 5..9, 64..128, 127..128, 3..3] {
+            assert_eq!(
+                sorted(s.entries_in("a", kgs.clone()).unwrap()),
+                in_groups(&a_kv, kgs.clone()),
+                "{kgs:?}"
+            );
+        }
+        // A worker's key groups: the owner ranges of 3 workers.
+        let mut read = 0;
+        for w in 0..3 {
+            read += s.entries_in("a", keygroup::range_of(w, 3)).unwrap().len();
+        }
+        assert_eq!(read, 2_000, "three workers read every key once");
+
+        s.drop_key_groups(["a", "ab"], 10..70).unwrap();
+        let kept = |kv: &[(String, String)]| {
+            let mut v = in_groups(kv, 0..10);
+            v.extend(in_groups(kv, 70..128));
+            v.sort();
+            v
+        };
+        assert_eq!(keys(&s, "a"), kept(&a_kv));
+        assert_eq!(keys(&s, "ab"), kept(&ab_kv));
+
+        // Key groups 20..30 come back with other values (as a changelog
+        // holds them), for plugin `a` only.
+        let (a2, a2_kv) = many("a", 2_000, "2");
+        let a2_in: Vec<(&str, Option<&str>)> = a2_kv
+            .iter()
+            .filter(|(k, _)| (20..30).contains(&key_group(k)))
+            .map(|(k, v)| (k.as_str(), Some(v.as_str())))
+            .collect();
+        drop(a2);
+        let n = s
+            .put_key_groups(20..30, &[change("a", true, &a2_in)])
+            .unwrap();
+        assert_eq!(n, a2_in.len());
+        let mut want = kept(&a_kv);
+        want.extend(in_groups(&a2_kv, 20..30));
+        want.sort();
+        assert_eq!(keys(&s, "a"), want);
+        assert_eq!(keys(&s, "ab"), kept(&ab_kv));
+
+        // A key of another key group is refused, and nothing is written.
+        let stray = (0..)
+            .map(|i| format!("user-{i}"))
+            .find(|k| !(20..30).contains(&key_group(k)))
+            .unwrap();
+        let err = s
+            .put_key_groups(20..30, &[change("a", true, &[(&stray, Some("z"))])])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(&stray) && err.contains("20..30"), "{err}");
+        assert_eq!(keys(&s, "a"), want);
+    }
+
+    /// A store of a build before key groups (`s/<plugin>\0<key>`) is
+    /// rewritten into key groups when opened, also when an earlier open
+    /// stopped midway (some keys moved, some not).
+    #[test]
+    fn an_older_store_is_rewritten_into_key_groups() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, a_kv) = many("a", 250_000, "1");
+        {
+            let s = StateStore::<TestMeta>::open(dir.path(), &StoreConfig::default()).unwrap();
+            let mut batch = WriteBatch::default();
+            for (i, (k, v)) in a_kv.iter().enumerate() {
+                if i % 10 == 0 {
+                    // Already moved by an open that was cut off.
+                    let mut key = kg_start("a", key_group(k));
+                    key.extend_from_slice(k.as_bytes());
+                    batch.put(key, v);
+                } else {
+                    batch.put(format!("s/a\0{k}"), v);
+                }
+            }
+            batch.put("s/b\0only", "b");
+            batch.put(META, postcard::to_allocvec(&meta(7, &["a", "b"])).unwrap());
+            s.db.write(batch).unwrap();
+        }
+        let s = StateStore::<TestMeta>::open(dir.path(), &StoreConfig::default()).unwrap();
+        assert_eq!(keys(&s, "a"), in_groups(&a_kv, keygroup::all()));
+        assert_eq!(keys(&s, "b"), vec![("only".into(), "b".into())]);
+        assert_eq!(s.last().unwrap().unwrap().id, 7);
+        let legacy =
+            s.db.iterator(IteratorMode::From(
+                LEGACY_STATE,
+                rocksdb::Direction::Forward,
+            ))
+            .filter_map(Result::ok)
+            .take_while(|(k, _)| k.starts_with(LEGACY_STATE))
+            .count();
+        assert_eq!(legacy, 0, "no key left in the old layout");
     }
 
     #[test]
