@@ -1,6 +1,8 @@
 //! Start-up: each component builds itself from the config, in order —
-//! plugins, pipeline, source, state (restored), outputs, server — then the
-//! runner takes over. Any problem found at start is one clear message
+//! Kafka topics, plugins (the group's, with the changelog), pipeline,
+//! source, server, state (restored), outputs — then the runner takes
+//! over. A standby loads its plugins and builds its pipeline only once it
+//! took the group over. Any problem found at start is one clear message
 //! naming what and where, and a non-zero exit.
 
 use std::sync::Arc;
@@ -12,7 +14,7 @@ use crate::checkpoint::{Checkpoints, Store};
 use crate::clock::now_ms;
 use crate::cluster::{Cluster, Identity};
 use crate::config::Config;
-use crate::control::{Control, watch};
+use crate::control::{Control, group, watch};
 use crate::kafka::KafkaConfig;
 use crate::pipeline::{Pipeline, TimeConfig};
 use crate::plugin::Runtime;
@@ -87,14 +89,33 @@ fn run(config: Config) -> Result<Exit, Failure> {
         config.plugins.clone(),
         workers,
     ));
-    let mut pipelines = control
-        .load_pipelines(&config, time, workers)
-        .map_err(Failure::Start)?;
-
     let kafka = KafkaConfig::from_config(&config).map(|k| k.reporting_to(registry.kafka.clone()));
     if let Some(k) = &kafka {
         crate::kafka::ensure_topics(k).map_err(start)?;
     }
+    // With the changelog the group's hosts run the group's plugins
+    // (`crate::control::group`). A standby loads them once it takes over,
+    // the group's as they are then; any other host now.
+    let shared = kafka.as_ref().filter(|k| k.changelog);
+    let load = |control: &Control| -> Result<_, Failure> {
+        let group = shared.map(group::read).transpose().map_err(start)?;
+        let pipelines = control
+            .load_pipelines(&config, time, workers, group.as_ref())
+            .map_err(Failure::Start)?;
+        Ok((pipelines, group))
+    };
+    let late = config.standby && shared.is_some();
+    if late && !config.no_compile_cache {
+        let (runtime, dir, k) = (runtime.clone(), config.plugins.clone(), shared.cloned());
+        let _ = std::thread::Builder::new()
+            .name("plugin-warm".into())
+            .spawn(move || group::warm(&runtime, &dir, k.as_ref()));
+    }
+    let (mut pipelines, mut group) = if late {
+        (Vec::new(), None)
+    } else {
+        load(&control)?
+    };
     let spec = config.source_spec();
     let mut opened = spec.open(&config, kafka.as_ref()).map_err(start)?;
     let source_name = opened.name.clone();
@@ -102,6 +123,7 @@ fn run(config: Config) -> Result<Exit, Failure> {
     // The group's hosts (`GET /api/cluster`); this host publishes itself
     // from now on, a standby too.
     let identity = Identity::from_config(&config);
+    let host_id = identity.id.clone();
     let cluster = match &kafka {
         Some(k) => Cluster::join(k, identity, registry.clone()).map_err(start)?,
         None => Cluster::alone(identity, registry.clone()),
@@ -124,31 +146,52 @@ fn run(config: Config) -> Result<Exit, Failure> {
     // The folder watch starts from the folder as loaded, before anyone can
     // be told the host is up: a build copied in once `/health` answers is
     // a change it sees (its commands wait for the runner).
-    if !config.no_watch {
-        watch::spawn(
-            control.clone(),
-            config.plugins.clone(),
-            config.watch_interval.0,
-            stop.clone(),
-        );
+    let watch = || {
+        if !config.no_watch {
+            watch::spawn(
+                control.clone(),
+                config.plugins.clone(),
+                config.watch_interval.0,
+                stop.clone(),
+            );
+        }
+    };
+    if !late {
+        watch();
     }
     let influx_status = server.as_ref().map(|s| s.influx.clone());
     let tokio = api::serve(&config, server, stop.clone()).map_err(Failure::Start)?;
 
-    // Restore the last commit (see `crate::checkpoint` for the protocol).
-    let Some((store, kafka_sink, restored)) = restore(
+    // Restore the last commit (see `crate::checkpoint` for the protocol);
+    // a standby loads its plugins once it took the group over.
+    let Some((store, kafka_sink, restored, _heartbeat)) = restore(
         &config,
         kafka.as_ref(),
         &mut opened,
         &mut pipelines,
         &registry,
         &stop,
+        || {
+            if !late {
+                return Ok(None);
+            }
+            let (p, g) = load(&control)?;
+            group = g;
+            watch();
+            Ok(Some(p))
+        },
     )?
     else {
         tracing::info!("stopped while waiting as the standby");
         tokio.shutdown_timeout(std::time::Duration::from_millis(200));
         return Ok(Exit::Shutdown);
     };
+    // Active now: this host's plugins are the group's, and every change
+    // is shared.
+    if let (Some(k), Some(g)) = (shared, &group) {
+        let publisher = group::Publisher::new(k, &host_id, g).map_err(start)?;
+        control.share_with_group(publisher, g);
+    }
     *registry.partitions.lock().expect("registry lock") = opened.partitions.clone();
     *registry.takeover.lock().expect("registry lock") = Some(Takeover {
         at: now_ms(),
@@ -177,14 +220,6 @@ fn run(config: Config) -> Result<Exit, Failure> {
     }
     let shadows = control.shadows();
 
-    // With the changelog, a standby may be waiting: beat while this host
-    // runs (dropped at the end of `run`).
-    let _heartbeat = match &kafka {
-        Some(k) if k.changelog => {
-            Some(crate::checkpoint::alive::Heartbeat::start(k).map_err(start)?)
-        }
-        _ => None,
-    };
     let changelog = match (&kafka, &restored.lineage) {
         (Some(k), Some(l)) if k.changelog => Some(crate::checkpoint::changelog::Writer::new(
             l.clone(),
@@ -249,17 +284,30 @@ impl Drop for Leave {
     }
 }
 
-/// The state store, the transactional Kafka sink (with Kafka), and the
-/// last commit restored into `pipelines`, the source's readers moved to its
-/// positions; `None` when stopped while waiting as the standby.
+/// What [`restore`] hands the run.
+type Restoring = (
+    Store,
+    Option<KafkaSink>,
+    Restored,
+    Option<crate::checkpoint::alive::Heartbeat>,
+);
+
+/// The state store, the transactional Kafka sink (with Kafka), the last
+/// commit restored into `pipelines`, the source's readers moved to its
+/// positions, and the group's heartbeat (with the changelog); `None` when
+/// stopped while waiting as the standby.
+///
+/// `late`: runs once the store is settled (a standby took the group over);
+/// the pipelines it returns replace `pipelines`.
 fn restore(
     config: &Config,
     kafka: Option<&KafkaConfig>,
     opened: &mut Opened,
-    pipelines: &mut [Pipeline],
+    pipelines: &mut Vec<Pipeline>,
     registry: &Registry,
     stop: &AtomicBool,
-) -> Result<Option<(Store, Option<KafkaSink>, Restored)>, Failure> {
+    late: impl FnOnce() -> Result<Option<Vec<Pipeline>>, Failure>,
+) -> Result<Option<Restoring>, Failure> {
     let store = Store::open(
         &config.data_dir,
         &StoreConfig {
@@ -274,7 +322,7 @@ fn restore(
         }
         None => None,
     };
-    let restored = Restore {
+    let restore = Restore {
         store: &store,
         kafka: kafka_sink.as_ref(),
         group: &config.kafka_group,
@@ -285,19 +333,30 @@ fn restore(
         standby: config.standby,
         takeover_after: config.takeover_after.0,
         stop: Some(stop),
-    }
-    .run(pipelines, registry);
-    let restored = match restored {
+    };
+    let settled = match restore.settle_store(registry) {
         Err(crate::checkpoint::restore::RestoreError::Stopped) => return Ok(None),
         r => r.map_err(start)?,
     };
+    // This host took the group over: with the changelog it beats from now
+    // on (while it runs: dropped at the end of `run`), before it loads
+    // anything, so a host that starts meanwhile waits as the standby.
+    let heartbeat = kafka
+        .filter(|k| k.changelog)
+        .map(crate::checkpoint::alive::Heartbeat::start)
+        .transpose()
+        .map_err(start)?;
+    if let Some(p) = late()? {
+        *pipelines = p;
+    }
+    let restored = restore.load(settled, pipelines, registry).map_err(start)?;
     if restored.restored {
         let positions: Vec<_> = restored.positions.iter().map(|(p, q)| (*p, *q)).collect();
         for r in &mut opened.readers {
             r.seek(&positions).map_err(start)?;
         }
     }
-    Ok(Some((store, kafka_sink, restored)))
+    Ok(Some((store, kafka_sink, restored, heartbeat)))
 }
 
 /// Event time at start: the restored watermark, or a fresh one; every

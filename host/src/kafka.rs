@@ -36,6 +36,9 @@ pub struct KafkaConfig {
     pub changelog: bool,
     /// `<group>-cluster`: every host's record of itself (`crate::cluster`).
     pub cluster_topic: String,
+    /// `<group>-control`: the group's plugins, with their components
+    /// (`crate::control::group`), with the changelog.
+    pub control_topic: String,
     /// The producer's `transactional.id` (one per pipeline: a second host
     /// with the same id fences the first).
     pub transactional_id: String,
@@ -95,6 +98,7 @@ impl KafkaConfig {
             changelog_topic: format!("{}-changelog", config.kafka_group),
             changelog: config.kafka_changelog || config.standby,
             cluster_topic: format!("{}-cluster", config.kafka_group),
+            control_topic: format!("{}-control", config.kafka_group),
             transactional_id: config
                 .kafka_transactional_id
                 .clone()
@@ -200,8 +204,9 @@ fn reach(cfg: &KafkaConfig) -> Result<(), KafkaSetupError> {
 
 /// Create the seed's topics if missing: events 12 partitions, metrics 6
 /// (compacted), alerts 3; and rtap's: dead letters 3, late events 3, the
-/// commit marker 1 (compacted), the hosts' records 1 (compacted), the
-/// changelog one per key group (compacted).
+/// commit marker 1 (compacted), the hosts' records 1 (compacted); with the
+/// changelog, the group's plugins 1 (compacted) and the changelog one per
+/// key group (compacted).
 pub fn ensure_topics(cfg: &KafkaConfig) -> Result<(), KafkaSetupError> {
     reach(cfg)?;
     let admin: AdminClient<DefaultClientContext> = cfg
@@ -221,6 +226,10 @@ pub fn ensure_topics(cfg: &KafkaConfig) -> Result<(), KafkaSetupError> {
             .set("cleanup.policy", "compact"),
     ];
     if cfg.changelog {
+        topics.push(
+            NewTopic::new(&cfg.control_topic, 1, TopicReplication::Fixed(1))
+                .set("cleanup.policy", "compact"),
+        );
         topics.push(
             NewTopic::new(
                 &cfg.changelog_topic,

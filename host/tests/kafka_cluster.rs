@@ -102,8 +102,8 @@ fn every_host_of_a_group_shows_in_the_cluster_view() {
     let (a, b, c) = ("host-0", "host-1", "host-2");
 
     // host-0 processes, host-1 waits: both in either host's view.
-    let active = host(0);
-    wait_ready(ports[0]);
+    let mut active = host(0);
+    wait_active(ports[0], &mut active);
     let mut standby = host(1);
     wait_standby(&mut standby);
     for port in [ports[0], ports[1]] {
@@ -202,4 +202,161 @@ fn every_host_of_a_group_shows_in_the_cluster_view() {
     assert_eq!(v["hosts"].as_array().unwrap().len(), 1, "{v:#}");
     assert_eq!(v["last_rebalance"]["host"], a, "{v:#}");
     drop(back);
+}
+
+/// The plugins `port` runs (`GET /api/plugins`), by name.
+fn running(port: u16) -> std::collections::BTreeMap<String, Value> {
+    let (code, v) = get(port, "/api/plugins").expect("GET /api/plugins");
+    assert_eq!(code, 200, "{v}");
+    let list = v
+        .as_array()
+        .cloned()
+        .or_else(|| v["plugins"].as_array().cloned())
+        .unwrap_or_else(|| panic!("not a plugin list: {v}"));
+    list.into_iter()
+        .map(|p| (p["name"].as_str().unwrap().to_string(), p))
+        .collect()
+}
+
+/// Wait until `port` says it is the group's active host.
+fn wait_active(port: u16, h: &mut Watched) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if get(port, "/health").is_some_and(|(_, v)| v["role"] == "active") {
+            return;
+        }
+        h.wait_for("\u{0}", 1, Duration::from_millis(200));
+    }
+    panic!("not active after 60 s: {}", h.log.join("\n"));
+}
+
+/// The `.wasm` files of a plugins folder.
+fn wasm_files(dir: &std::path::Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|f| f.ends_with(".wasm"))
+        .collect();
+    v.sort();
+    v
+}
+
+/// Plugins are the group's, not a host's: a swap, a config change and a
+/// removal through the active host's API are what the standby runs when
+/// it takes over — though its own plugins folder still held the old
+/// versions — and a host that joins later with an empty plugins folder
+/// runs the group's plugins, the rollback target included, when it takes
+/// over in turn. The active host is SIGKILLed right after the API
+/// answered: what the API acknowledged is on `<group>-control`.
+#[test]
+fn a_host_that_takes_over_runs_the_groups_plugins() {
+    let broker = Broker::start();
+    broker.create_events_topic();
+    broker.produce_keyed(&gen_events(20_000, 43, 2000));
+    let folders = [
+        plugins_dir(&SHIPPED),
+        plugins_dir(&SHIPPED),
+        tempfile::tempdir().unwrap(),
+    ];
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let host = |i: usize| {
+        HostCmd::new(folders[i].path())
+            .kafka_brokers(&broker.addr())
+            .kafka_group("shop")
+            .out_of_orderness("60s")
+            .no_watch()
+            .jsonl_sink("/dev/null")
+            .listen(ports[i])
+            .admin_token(ADMIN)
+            .data_dir(dirs[i].path())
+            .args(["--standby", "--host-id", &format!("host-{i}")])
+            .watched()
+    };
+    let auth = format!("Bearer {ADMIN}");
+    let call = |port: u16, method: &str, path: &str, body: &[u8]| {
+        let (code, body) = http(port, method, path, &[("Authorization", &auth)], body).unwrap();
+        assert_eq!(code, 200, "{method} {path}: {body}");
+    };
+    let v2 = std::fs::read(test_plugins().join("page-views-v2.wasm")).unwrap();
+    let v1 = std::fs::read(test_plugins().join("page-views.wasm")).unwrap();
+
+    let mut active = host(0);
+    wait_active(ports[0], &mut active);
+    let mut standby = host(1);
+    wait_standby(&mut standby);
+    // A standby loads no plugins while it waits.
+    assert!(running(ports[1]).is_empty());
+
+    call(ports[0], "PUT", "/api/plugins/page-views", &v2);
+    call(
+        ports[0],
+        "PATCH",
+        "/api/plugins/bot-burst/config",
+        br#"{"min_page_views": 5, "within_ms": 10000}"#,
+    );
+    call(ports[0], "DELETE", "/api/plugins/conversion-rate", b"");
+    let killed = Instant::now();
+    active.sigkill();
+
+    wait_active(ports[1], &mut standby);
+    eprintln!("SIGKILL → host-1 active: {:.1?}", killed.elapsed());
+    let on_b = running(ports[1]);
+    assert_eq!(on_b.len(), SHIPPED.len() - 1, "{:?}", on_b.keys());
+    assert!(!on_b.contains_key("conversion-rate"));
+    let pv = &on_b["page-views"];
+    assert_eq!(
+        (pv["version"].as_str(), pv["previous"]["version"].as_str()),
+        (Some("1.1.1"), Some("1.1.0")),
+        "{pv:#}"
+    );
+    assert_eq!(on_b["bot-burst"]["config"]["min_page_views"], 5);
+    // Its folder now holds the group's versions.
+    let b = folders[1].path();
+    assert_eq!(std::fs::read(b.join("page-views.wasm")).unwrap(), v2);
+    assert!(!b.join("conversion-rate.wasm").exists());
+    assert!(
+        standby
+            .log
+            .iter()
+            .any(|l| l.contains("loaded the group's version")),
+        "{}",
+        standby.log.join("\n")
+    );
+
+    // A host with an empty plugins folder joins; host-1 rolls page-views
+    // back; host-1 dies; the newcomer runs the group's plugins.
+    let mut newcomer = host(2);
+    wait_standby(&mut newcomer);
+    call(ports[1], "POST", "/api/plugins/page-views/rollback", b"");
+    standby.sigkill();
+    wait_active(ports[2], &mut newcomer);
+    let on_c = running(ports[2]);
+    assert_eq!(
+        on_c.keys().collect::<Vec<_>>(),
+        on_b.keys().collect::<Vec<_>>()
+    );
+    let pv = &on_c["page-views"];
+    assert_eq!(
+        (pv["version"].as_str(), pv["previous"]["version"].as_str()),
+        (Some("1.1.0"), Some("1.1.1")),
+        "{pv:#}"
+    );
+    assert_eq!(on_c["bot-burst"]["config"]["min_page_views"], 5);
+    let c = folders[2].path();
+    assert_eq!(
+        wasm_files(c).len(),
+        SHIPPED.len() - 1,
+        "{:?}",
+        wasm_files(c)
+    );
+    assert_eq!(std::fs::read(c.join("page-views.wasm")).unwrap(), v1);
+    // It goes on processing: the group commits on.
+    let before = broker.committed("shop");
+    broker.produce_keyed(&gen_events(5_000, 44, 2000));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while broker.committed("shop") <= before {
+        assert!(Instant::now() < deadline, "host-2 commits nothing");
+        newcomer.wait_for("\u{0}", 1, Duration::from_millis(200));
+    }
 }

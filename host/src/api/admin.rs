@@ -81,10 +81,10 @@ fn admit(state: &AppState, headers: &HeaderMap) -> Result<Arc<Control>, Box<Resp
             409,
             match active {
                 Some(m) => format!(
-                    "this host is the group's standby: change plugins through the active host `{}` ({}); a standby runs the plugins of its own --plugins directory when it takes over",
+                    "this host is the group's standby: change plugins through the active host `{}` ({}), which shares them with every host of the group (a standby runs the group's plugins when it takes over)",
                     m.id, m.api
                 ),
-                None => "this host is the group's standby: change plugins through the active host; a standby runs the plugins of its own --plugins directory when it takes over".to_string(),
+                None => "this host is the group's standby: change plugins through the active host, which shares them with every host of the group (a standby runs the group's plugins when it takes over)".to_string(),
             },
         ));
     }

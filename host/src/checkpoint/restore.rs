@@ -43,7 +43,7 @@ pub enum RestoreError {
 
 /// The store checked against the group's marker.
 #[derive(Default)]
-struct Settled {
+pub struct Settled {
     marker: Option<u64>,
     /// `None` without Kafka.
     lineage: Option<Lineage>,
@@ -111,19 +111,41 @@ impl Restore<'_> {
         pipelines: &mut [Pipeline],
         registry: &Registry,
     ) -> Result<Restored, RestoreError> {
+        let settled = self.settle_store(registry)?;
+        self.load(settled, pipelines, registry)
+    }
+
+    /// The first half of [`Restore::run`]: settle the store with the
+    /// group (a standby waits here, and the host fences the group's last
+    /// one), before the pipelines are built — a standby loads the group's
+    /// plugins only once it takes over.
+    pub fn settle_store(&self, registry: &Registry) -> Result<Settled, RestoreError> {
         if self.fresh {
             self.store.clear()?;
         }
         registry.role.set(Role::Restoring);
         let began = std::time::Instant::now();
+        let mut settled = self.settle(registry)?;
+        settled.began.get_or_insert(began);
+        Ok(settled)
+    }
+
+    /// The second half of [`Restore::run`]: load the settled store's last
+    /// commit into the workers' `pipelines`.
+    pub fn load(
+        self,
+        settled: Settled,
+        pipelines: &mut [Pipeline],
+        registry: &Registry,
+    ) -> Result<Restored, RestoreError> {
         let Settled {
             marker,
             lineage,
             rebuilt,
             waited,
-            began: after_wait,
-        } = self.settle(registry)?;
-        let began = after_wait.unwrap_or(began);
+            began,
+        } = settled;
+        let began = began.unwrap_or_else(std::time::Instant::now);
         let last = self.store.last()?;
         let mut commit_id = last.as_ref().map_or(0, |m| m.id);
         let lineage = match lineage {

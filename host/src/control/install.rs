@@ -224,6 +224,8 @@ impl Control {
             Some(slot) => slot.0 = meta,
             None => reg.push((meta, counters.clone())),
         }
+        drop(reg);
+        self.share(name);
     }
 }
 

@@ -1,11 +1,13 @@
 //! Start-up: every plugin of the plugins folder loaded, registered with the
 //! lifecycle service and the API, and put in the pipeline.
 
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use serde_json::Value;
 
+use super::group::{self, GroupPlugins, Shared};
 use super::{Control, meta_of};
 use crate::config::Config;
 use crate::output::Output;
@@ -19,15 +21,29 @@ impl Control {
     /// operator's, else its own default), register each, and build the
     /// pipelines that run them: one per worker, each with its own instances
     /// (a plugin's slots share its counters and its health).
+    ///
+    /// `group`: the group's plugins as its control topic holds them
+    /// (`super::group`, with the changelog): the folder is brought in line
+    /// with them first.
     pub fn load_pipelines(
         &self,
         config: &Config,
         time: TimeConfig,
         workers: usize,
+        group: Option<&GroupPlugins>,
     ) -> Result<Vec<Pipeline>, String> {
         let started = Instant::now();
-        let loaded =
-            crate::plugin::load_dir(&self.runtime, &config.plugins).map_err(|e| e.to_string())?;
+        // A host may join a group with an empty folder: the group's
+        // plugins fill it.
+        let empty = crate::plugin::wasm_files(&config.plugins).is_ok_and(|f| f.is_empty());
+        let mut loaded = if empty && group.is_some_and(GroupPlugins::has_plugins) {
+            Vec::new()
+        } else {
+            crate::plugin::load_dir(&self.runtime, &config.plugins).map_err(|e| e.to_string())?
+        };
+        if let Some(g) = group {
+            loaded = self.adopt(loaded, g, &config.plugins);
+        }
         tracing::info!(plugins = loaded.len(), took_ms = started.elapsed().as_millis() as u64, dir = %config.plugins.display(), "plugins compiled");
         for c in &config.plugin_configs {
             if !loaded.iter().any(|(l, _)| l.description.name == c.name) {
@@ -144,6 +160,100 @@ impl Control {
                 tracing::warn!(plugin = %name, "the saved previous version does not load: {e}");
                 None
             }
+        }
+    }
+
+    /// Bring the folder's plugins (`loaded`) in line with the group's (see
+    /// `super::group` for which version wins); returns what to run. A
+    /// group's version that cannot be written or loaded here is logged and
+    /// the folder's is kept.
+    fn adopt(
+        &self,
+        mut loaded: Vec<(Loaded, PathBuf)>,
+        g: &GroupPlugins,
+        dir: &Path,
+    ) -> Vec<(Loaded, PathBuf)> {
+        for (name, shared) in &g.plugins {
+            let at = loaded.iter().position(|(l, _)| l.description.name == *name);
+            let newer = at.is_some_and(|i| group::modified_ms(&loaded[i].1) > shared.at);
+            let Some(current) = &shared.current else {
+                if let Some(i) = at {
+                    if newer {
+                        tracing::info!(plugin = %name, file = %loaded[i].1.display(), "the group removed this plugin, but its file is newer: it runs, and is shared");
+                    } else {
+                        let (_, path) = loaded.remove(i);
+                        let _ = std::fs::remove_file(&path);
+                        self.saved.forget(name);
+                        tracing::info!(plugin = %name, file = %path.display(), by = %shared.host, "removed: the group removed it");
+                    }
+                }
+                continue;
+            };
+            if at.is_some_and(|i| loaded[i].0.hash != current.hash) && newer {
+                let i = at.expect("checked");
+                tracing::info!(plugin = %name, file = %loaded[i].1.display(), group = %current.hash, "the folder's version is newer than the group's: it runs, and is shared");
+                continue;
+            }
+            if at.is_none_or(|i| loaded[i].0.hash != current.hash) {
+                let path = group::path_for(dir, name, at.map(|i| loaded[i].1.as_path()));
+                match self.fetch(g, name, &current.hash, &path) {
+                    Ok(l) => {
+                        tracing::info!(plugin = %name, version = %l.description.version, hash = %l.hash, by = %shared.host, file = %path.display(), "loaded the group's version");
+                        match at {
+                            Some(i) => loaded[i] = (l, path),
+                            None => loaded.push((l, path)),
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(plugin = %name, "cannot run the group's version: {e}");
+                        continue;
+                    }
+                }
+            }
+            self.adopt_saved(g, shared);
+        }
+        loaded
+    }
+
+    /// The group's version `hash` of `name`, written at `path` and loaded.
+    fn fetch(
+        &self,
+        g: &GroupPlugins,
+        name: &str,
+        hash: &str,
+        path: &Path,
+    ) -> Result<Loaded, String> {
+        let bytes = g.component(hash)?;
+        let l = self
+            .runtime
+            .load(&bytes, &format!("the group's version of `{name}`"))
+            .map_err(|e| e.to_string())?;
+        if l.description.name != name {
+            return Err(format!(
+                "the component describes itself as `{}`",
+                l.description.name
+            ));
+        }
+        super::write_atomically(path, &bytes)
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        Ok(l)
+    }
+
+    /// The group's config and rollback target of a plugin, saved as the
+    /// API would have saved them here.
+    fn adopt_saved(&self, g: &GroupPlugins, shared: &Shared) {
+        let name = &shared.name;
+        if let Some(c) = &shared.current {
+            self.saved.save_config(name, &c.config);
+        }
+        match &shared.previous {
+            Some(p) => match g.component(&p.hash) {
+                Ok(bytes) => self.saved.save_previous(name, Some((&bytes, &p.config))),
+                Err(e) => {
+                    tracing::warn!(plugin = %name, "the group's rollback target is not available: {e}")
+                }
+            },
+            None => self.saved.save_previous(name, None),
         }
     }
 }

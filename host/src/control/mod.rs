@@ -20,6 +20,7 @@
 //! Any failure leaves the old version running and says why, with the HTTP
 //! status to answer.
 
+pub mod group;
 mod install;
 mod load;
 mod saved;
@@ -145,6 +146,9 @@ pub struct Control {
     shadows: Arc<ShadowBoard>,
     /// Configs and rollback targets kept for the next start.
     saved: saved::Saved,
+    /// With the changelog, once the host is active: shares every change
+    /// with the group's other hosts (`group`).
+    group: std::sync::OnceLock<group::Publisher>,
 }
 
 /// How long a caller waits for the processing thread to reach a barrier.
@@ -178,6 +182,103 @@ impl Control {
             busy: Mutex::new(()),
             shadows: Arc::default(),
             saved: saved::Saved::new(&plugins_dir),
+            group: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// From now on, share every change on the group's control topic; first
+    /// share what this host runs and `known` (the topic as read at start)
+    /// does not say.
+    pub fn share_with_group(&self, publisher: group::Publisher, known: &group::GroupPlugins) {
+        let names: Vec<String> = self
+            .entries
+            .lock()
+            .expect("entries lock")
+            .keys()
+            .cloned()
+            .collect();
+        let mut shared = Vec::new();
+        for name in names {
+            let (current, previous) = self.versions(&name);
+            let same = known.plugins.get(&name).is_some_and(|s| {
+                s.current == current.as_ref().map(|(_, v)| v.clone())
+                    && s.previous == previous.as_ref().map(|(_, v)| v.clone())
+            });
+            if same {
+                continue;
+            }
+            let queued = publisher.queue(
+                &name,
+                current.as_ref().map(|(b, v)| (&b[..], v.clone())),
+                previous.as_ref().map(|(b, v)| (&b[..], v.clone())),
+            );
+            match queued {
+                Ok(()) => shared.push(name),
+                Err(e) => {
+                    tracing::warn!(plugin = %name, "not shared with the group's other hosts: {e}")
+                }
+            }
+        }
+        match publisher.flush() {
+            Ok(()) if !shared.is_empty() => {
+                tracing::info!(plugins = ?shared, "shared with the group's hosts")
+            }
+            Ok(()) => {}
+            Err(e) => {
+                tracing::warn!(plugins = ?shared, "not shared with the group's other hosts: {e}")
+            }
+        }
+        let _ = self.group.set(publisher);
+    }
+
+    /// The running and previous versions of `name`, as shared.
+    #[allow(clippy::type_complexity)]
+    fn versions(
+        &self,
+        name: &str,
+    ) -> (
+        Option<(Arc<[u8]>, group::Version)>,
+        Option<(Arc<[u8]>, group::Version)>,
+    ) {
+        let entries = self.entries.lock().expect("entries lock");
+        let Some(e) = entries.get(name) else {
+            return (None, None);
+        };
+        let of = |v: &Version| {
+            v.loaded.bytes.clone().map(|b| {
+                (
+                    b,
+                    group::Version {
+                        hash: v.loaded.hash.clone(),
+                        config: v.config.clone(),
+                    },
+                )
+            })
+        };
+        (of(&e.current), e.previous.as_ref().and_then(of))
+    }
+
+    /// Share `name` as it runs now (removed when it does not run) with the
+    /// group, when this host shares; a failure is logged — the change has
+    /// happened here, and the other hosts get it with the next one.
+    fn share(&self, name: &str) {
+        let Some(p) = self.group.get() else { return };
+        let (current, previous) = self.versions(name);
+        let res = p.share(
+            name,
+            current.as_ref().map(|(b, v)| (&b[..], v.clone())),
+            previous.as_ref().map(|(b, v)| (&b[..], v.clone())),
+        );
+        match res {
+            Ok(()) => tracing::info!(
+                plugin = name,
+                hash = current.as_ref().map_or("", |(_, v)| v.hash.as_str()),
+                "shared with the group's hosts"
+            ),
+            Err(e) => tracing::warn!(
+                plugin = name,
+                "the change is not shared with the group's other hosts: {e}"
+            ),
         }
     }
 
@@ -486,6 +587,7 @@ impl Control {
             let _ = std::fs::remove_file(p);
         }
         self.saved.forget(name);
+        self.share(name);
         self.publish(
             "removed",
             name,

@@ -41,8 +41,12 @@ pub fn spawn(control: Arc<Control>, dir: PathBuf, interval: Duration, stop: Arc<
     std::thread::Builder::new()
         .name("plugin-watch".into())
         .spawn(move || {
-            let mut known = scan(&dir);
-            let mut last = known.clone();
+            // Every file counts as unseen at first: one that already runs
+            // is skipped by its content hash below, and one copied in
+            // between the plugins' loading and this first scan (the server
+            // may answer before it) is still a change.
+            let mut known: HashMap<PathBuf, Signature> = HashMap::new();
+            let mut last = scan(&dir);
             while !stop.load(Ordering::Relaxed) {
                 std::thread::sleep(interval);
                 let now = scan(&dir);

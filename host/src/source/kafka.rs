@@ -423,6 +423,7 @@ mod tests {
             changelog_topic: "g-changelog".into(),
             changelog: true,
             cluster_topic: "g-cluster".into(),
+            control_topic: "g-control".into(),
             transactional_id: "t".into(),
             options: vec![opt("linger.ms", "10"), opt("client.id", "x")],
             producer_options: vec![opt("linger.ms", "25"), opt("batch.size", "262144")],

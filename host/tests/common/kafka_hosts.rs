@@ -15,6 +15,31 @@ pub fn kafka_host(
     group: &str,
     prefix: &str,
 ) -> HostCmd {
+    kafka_host_cmd(broker, plugins, data, group, prefix).no_server()
+}
+
+/// [`kafka_host`] with its HTTP API on `port`, changes allowed with the
+/// admin token `token`.
+pub fn kafka_host_api(
+    broker: &Broker,
+    plugins: &std::path::Path,
+    data: &std::path::Path,
+    (group, prefix): (&str, &str),
+    port: u16,
+    token: &str,
+) -> HostCmd {
+    kafka_host_cmd(broker, plugins, data, group, prefix)
+        .listen(port)
+        .admin_token(token)
+}
+
+fn kafka_host_cmd(
+    broker: &Broker,
+    plugins: &std::path::Path,
+    data: &std::path::Path,
+    group: &str,
+    prefix: &str,
+) -> HostCmd {
     HostCmd::new(plugins)
         .kafka_brokers(&broker.addr())
         .kafka_group(group)
@@ -23,7 +48,6 @@ pub fn kafka_host(
         .kafka_marker_topic(&format!("{prefix}commit-marker"))
         .out_of_orderness("60s")
         .no_watch()
-        .no_server()
         .jsonl_sink("/dev/null")
         .data_dir(data)
 }

@@ -1,0 +1,403 @@
+//! The group's plugins: every host of a `--kafka-group` runs the same
+//! plugins, whichever host's API or plugins folder changed them, because
+//! the active host shares each change on the compacted `<group>-control`
+//! topic (with the changelog on: `--kafka-changelog` or `--standby`) and a
+//! host that starts or takes over loads what the topic says.
+//!
+//! ## Records (one partition, compacted)
+//!
+//! - `plugin/<name>` → a [`Shared`] record (JSON): the running version's
+//!   content hash and config, the version a rollback goes back to, when
+//!   and by which host it changed — or `removed`, kept (not a tombstone) so
+//!   that a host whose folder still holds the plugin does not bring it
+//!   back;
+//! - `blob/<hash>/<i>/<n>` → chunk `i` of `n` of a component's bytes
+//!   ([`CHUNK`] each), written before any record names the hash. Content
+//!   addressed: a version is written once, and a host rebuilds it from
+//!   the topic alone, even when the host that took the upload is gone
+//!   (the case a failover is for). The bytes are checked against the hash.
+//!
+//! ## Which version wins at start
+//!
+//! Before loading its plugins folder, a host reads the topic to its end.
+//! For each plugin the group names, the group's version is written into
+//! the folder (`<name>.wasm`, or the file that held the plugin) with its
+//! saved config and rollback target — unless the folder's file changed
+//! after the group's record (a newer build copied in while the host was
+//! down: it wins, and is shared once the host is active). A plugin the
+//! group removed leaves the folder, unless its file is newer than the
+//! removal. A plugin only the folder has is shared. Once active, the host
+//! shares every change it applies, after its barrier and before the API
+//! answers: a change the API acknowledged is on the topic.
+//!
+//! A shadow version (`…/shadow`) is not shared: it runs on the host that
+//! started it until it is promoted (then the promoted version is shared)
+//! or discarded.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use rdkafka::Message;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{Offset, TopicPartitionList};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::checkpoint::changelog::Quiet;
+use crate::kafka::KafkaConfig;
+
+/// The most bytes of a component one record carries (below the brokers'
+/// default 1 MB message limit).
+pub const CHUNK: usize = 512 << 10;
+/// How long reading the topic at start may take at most.
+const READ_FOR: Duration = Duration::from_secs(60);
+/// How long sharing a change may wait for the broker.
+const SEND_FOR: Duration = Duration::from_secs(10);
+
+/// A version of a plugin as the group knows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Version {
+    pub hash: String,
+    pub config: Value,
+}
+
+/// A plugin's record on the control topic.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Shared {
+    pub name: String,
+    /// The running version (`None`: removed).
+    pub current: Option<Version>,
+    /// The version a rollback goes back to.
+    pub previous: Option<Version>,
+    /// When the change was applied (ms since the epoch).
+    pub at: i64,
+    /// The host that applied it.
+    pub host: String,
+}
+
+/// The control topic as read at start: every plugin's record and the
+/// components' chunks.
+#[derive(Default)]
+pub struct GroupPlugins {
+    pub plugins: BTreeMap<String, Shared>,
+    /// Per content hash: its chunks, by index.
+    chunks: HashMap<String, BTreeMap<u32, Vec<u8>>>,
+    /// Per content hash: how many chunks it has.
+    counts: HashMap<String, u32>,
+}
+
+impl GroupPlugins {
+    /// Whether the group runs any plugin.
+    pub fn has_plugins(&self) -> bool {
+        self.plugins.values().any(|s| s.current.is_some())
+    }
+
+    /// The bytes of the component with content hash `hash`, checked.
+    pub fn component(&self, hash: &str) -> Result<Vec<u8>, String> {
+        let n = *self
+            .counts
+            .get(hash)
+            .ok_or_else(|| format!("the control topic has no component {hash}"))?;
+        let chunks = self.chunks.get(hash).map_or(0, BTreeMap::len);
+        if chunks != n as usize {
+            return Err(format!(
+                "the control topic has {chunks} of the {n} chunks of component {hash}"
+            ));
+        }
+        let bytes: Vec<u8> = self.chunks[hash].values().flatten().copied().collect();
+        let got = hex::encode(Sha256::digest(&bytes));
+        if got != hash {
+            return Err(format!(
+                "component {hash} on the control topic hashes to {got}: refused"
+            ));
+        }
+        Ok(bytes)
+    }
+}
+
+fn plugin_key(name: &str) -> String {
+    format!("plugin/{name}")
+}
+
+fn blob_key(hash: &str, i: usize, n: usize) -> String {
+    format!("blob/{hash}/{i}/{n}")
+}
+
+/// Read the control topic from its start to its end.
+pub fn read(cfg: &KafkaConfig) -> Result<GroupPlugins, String> {
+    let topic = &cfg.control_topic;
+    let fail = |why: String| format!("reading the group's plugins from `{topic}`: {why}");
+    let consumer: BaseConsumer<Quiet> = cfg
+        .client(&[
+            ("group.id", &format!("{}-control-reader", cfg.group)),
+            ("enable.auto.commit", "false"),
+            ("enable.partition.eof", "true"),
+            ("auto.offset.reset", "earliest"),
+            ("fetch.wait.max.ms", "10"),
+        ])
+        .create_with_context(Quiet)
+        .map_err(|e| fail(e.to_string()))?;
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, Offset::Beginning)
+        .and_then(|_| consumer.assign(&tpl))
+        .map_err(|e| fail(e.to_string()))?;
+    let mut out = GroupPlugins::default();
+    let deadline = Instant::now() + READ_FOR;
+    loop {
+        if Instant::now() > deadline {
+            return Err(fail(format!("not read to its end within {READ_FOR:?}")));
+        }
+        let Some(m) = consumer.poll(Duration::from_millis(200)) else {
+            continue;
+        };
+        let m = match m {
+            Err(rdkafka::error::KafkaError::PartitionEOF(_)) => break,
+            Err(e) => return Err(fail(e.to_string())),
+            Ok(m) => m,
+        };
+        let Some(key) = m.key().and_then(|k| std::str::from_utf8(k).ok()) else {
+            continue;
+        };
+        if let Some(name) = key.strip_prefix("plugin/") {
+            match m.payload().map(serde_json::from_slice::<Shared>) {
+                Some(Ok(s)) => {
+                    out.plugins.insert(name.to_string(), s);
+                }
+                Some(Err(e)) => tracing::warn!(
+                    topic = %topic,
+                    offset = m.offset(),
+                    plugin = name,
+                    "an unreadable record of the group's plugins (another rtap version?), ignored: {e}"
+                ),
+                None => {
+                    out.plugins.remove(name);
+                }
+            }
+        } else if let Some(rest) = key.strip_prefix("blob/") {
+            let mut parts = rest.split('/');
+            let (Some(hash), Some(Ok(i)), Some(Ok(n))) = (
+                parts.next(),
+                parts.next().map(str::parse::<u32>),
+                parts.next().map(str::parse::<u32>),
+            ) else {
+                continue;
+            };
+            out.counts.insert(hash.to_string(), n);
+            out.chunks
+                .entry(hash.to_string())
+                .or_default()
+                .insert(i, m.payload().unwrap_or_default().to_vec());
+        }
+    }
+    Ok(out)
+}
+
+/// The active host's side: shares each change it applies.
+pub struct Publisher {
+    producer: BaseProducer,
+    topic: String,
+    host: String,
+    /// The components already on the topic (by hash).
+    written: std::sync::Mutex<std::collections::HashSet<String>>,
+}
+
+impl Publisher {
+    /// `known`: the topic as read at start (its components are not written
+    /// again).
+    pub fn new(cfg: &KafkaConfig, host: &str, known: &GroupPlugins) -> Result<Self, String> {
+        let producer: BaseProducer = cfg
+            .client(&[
+                ("linger.ms", "0"),
+                ("enable.idempotence", "true"),
+                ("message.timeout.ms", "10000"),
+                ("message.max.bytes", "1000000"),
+            ])
+            .create()
+            .map_err(|e| format!("the control topic's producer: {e}"))?;
+        let written = known
+            .counts
+            .keys()
+            .filter(|h| known.component(h).is_ok())
+            .cloned()
+            .collect();
+        Ok(Publisher {
+            producer,
+            topic: cfg.control_topic.clone(),
+            host: host.to_string(),
+            written: std::sync::Mutex::new(written),
+        })
+    }
+
+    fn send(&self, key: &str, payload: &[u8]) -> Result<(), String> {
+        let mut record = BaseRecord::<str, [u8]>::to(&self.topic)
+            .key(key)
+            .payload(payload);
+        let deadline = Instant::now() + SEND_FOR;
+        loop {
+            match self.producer.send(record) {
+                Ok(()) => return Ok(()),
+                Err((e, r))
+                    if e.rdkafka_error_code()
+                        == Some(rdkafka::types::RDKafkaErrorCode::QueueFull)
+                        && Instant::now() < deadline =>
+                {
+                    self.producer.poll(Duration::from_millis(50));
+                    record = r;
+                }
+                Err((e, _)) => return Err(format!("sending `{key}` to `{}`: {e}", self.topic)),
+            }
+        }
+    }
+
+    /// Write a component's chunks unless the topic has them.
+    fn component(&self, hash: &str, bytes: &[u8]) -> Result<(), String> {
+        if self.written.lock().expect("written lock").contains(hash) {
+            return Ok(());
+        }
+        let n = bytes.len().div_ceil(CHUNK).max(1);
+        for i in 0..n {
+            let part = &bytes[(i * CHUNK).min(bytes.len())..((i + 1) * CHUNK).min(bytes.len())];
+            self.send(&blob_key(hash, i, n), part)?;
+        }
+        Ok(())
+    }
+
+    /// Share a plugin's versions: `current` and `previous` as (bytes,
+    /// version); `None` for `current`: removed. Returns once the broker
+    /// has the records.
+    pub fn share(
+        &self,
+        name: &str,
+        current: Option<(&[u8], Version)>,
+        previous: Option<(&[u8], Version)>,
+    ) -> Result<(), String> {
+        self.queue(name, current, previous)?;
+        self.flush()
+    }
+
+    /// Wait until the broker has every queued record.
+    pub fn flush(&self) -> Result<(), String> {
+        self.producer
+            .flush(SEND_FOR)
+            .map_err(|e| format!("sharing plugins on `{}`: {e}", self.topic))
+    }
+
+    /// [`Publisher::share`] without waiting for the broker.
+    pub fn queue(
+        &self,
+        name: &str,
+        current: Option<(&[u8], Version)>,
+        previous: Option<(&[u8], Version)>,
+    ) -> Result<(), String> {
+        for (bytes, v) in current.iter().chain(previous.iter()) {
+            self.component(&v.hash, bytes)?;
+        }
+        let record = Shared {
+            name: name.to_string(),
+            current: current.as_ref().map(|(_, v)| v.clone()),
+            previous: previous.as_ref().map(|(_, v)| v.clone()),
+            at: crate::clock::now_ms(),
+            host: self.host.clone(),
+        };
+        let body = serde_json::to_vec(&record).expect("a record serializes");
+        self.send(&plugin_key(name), &body)?;
+        let mut written = self.written.lock().expect("written lock");
+        for (_, v) in current.iter().chain(previous.iter()) {
+            written.insert(v.hash.clone());
+        }
+        Ok(())
+    }
+}
+
+/// Compile what a standby will likely load when it takes over — its
+/// folder's plugins and the group's versions (`cfg`: the control topic) —
+/// so that the takeover finds them in the compile cache (under the data
+/// dir) instead of compiling them then: on two cores, compiling the seed's
+/// eleven plugins takes ~2.5 s, which would add to the failover time.
+pub fn warm(runtime: &crate::plugin::Runtime, dir: &Path, cfg: Option<&KafkaConfig>) {
+    let started = Instant::now();
+    let mut n = 0;
+    for f in crate::plugin::wasm_files(dir).unwrap_or_default() {
+        let loaded = std::fs::read(&f).map_err(|e| e.to_string()).and_then(|b| {
+            runtime
+                .load(&b, &f.display().to_string())
+                .map_err(|e| e.to_string())
+        });
+        match loaded {
+            Ok(_) => n += 1,
+            // Said now, not only when the group needs this host.
+            Err(e) => tracing::warn!(
+                file = %f.display(),
+                "standby: this plugin does not load, and taking the group over will fail on it: {e}"
+            ),
+        }
+    }
+    if let Some(g) = cfg.and_then(|c| read(c).ok()) {
+        let versions = g
+            .plugins
+            .values()
+            .flat_map(|s| s.current.iter().chain(s.previous.iter()));
+        for v in versions {
+            if let Ok(bytes) = g.component(&v.hash)
+                && runtime.load(&bytes, "the group's plugins").is_ok()
+            {
+                n += 1;
+            }
+        }
+    }
+    tracing::info!(
+        components = n,
+        took_ms = started.elapsed().as_millis() as u64,
+        "standby: plugins compiled ahead of a takeover"
+    );
+}
+
+/// When a file last changed (ms since the epoch; 0 when unknown).
+pub fn modified_ms(path: &Path) -> i64 {
+    std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Where the group's version of `name` goes in the plugins folder: the
+/// file that holds the plugin now, else `<name>.wasm`.
+pub fn path_for(dir: &Path, name: &str, now: Option<&Path>) -> PathBuf {
+    now.map_or_else(|| dir.join(format!("{name}.wasm")), Path::to_path_buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_component_is_checked_against_its_hash_and_needs_every_chunk() {
+        let bytes: Vec<u8> = (0..(CHUNK * 2 + 10)).map(|i| (i % 251) as u8).collect();
+        let hash = hex::encode(Sha256::digest(&bytes));
+        let mut g = GroupPlugins::default();
+        g.counts.insert(hash.clone(), 3);
+        for (i, part) in bytes.chunks(CHUNK).enumerate() {
+            if i != 1 {
+                g.chunks
+                    .entry(hash.clone())
+                    .or_default()
+                    .insert(i as u32, part.to_vec());
+            }
+        }
+        let e = g.component(&hash).unwrap_err();
+        assert!(e.contains("2 of the 3 chunks"), "{e}");
+        g.chunks
+            .get_mut(&hash)
+            .unwrap()
+            .insert(1, bytes[CHUNK..2 * CHUNK].to_vec());
+        assert_eq!(g.component(&hash).unwrap(), bytes);
+        g.chunks.get_mut(&hash).unwrap().insert(2, vec![0; 10]);
+        let e = g.component(&hash).unwrap_err();
+        assert!(e.contains("refused"), "{e}");
+        assert!(g.component("nope").is_err());
+    }
+}
