@@ -360,3 +360,93 @@ fn a_host_that_takes_over_runs_the_groups_plugins() {
         newcomer.wait_for("\u{0}", 1, Duration::from_millis(200));
     }
 }
+
+/// Which version wins when a host starts: a build copied into the folder
+/// while the host was down is newer than the group's record, so it runs
+/// (and is shared: the next host runs it too); a plugin file deleted while
+/// the host was down comes back from the group; a plugin the group removed
+/// leaves a folder that still holds an older copy.
+#[test]
+fn a_newer_file_wins_over_the_group_and_an_older_one_does_not() {
+    let broker = Broker::start();
+    broker.create_events_topic();
+    broker.produce_keyed(&gen_events(5_000, 47, 2000));
+    let folder = plugins_dir(&SHIPPED);
+    let other = plugins_dir(&SHIPPED);
+    let data = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let host = |plugins: &std::path::Path, data: &std::path::Path| {
+        HostCmd::new(plugins)
+            .kafka_brokers(&broker.addr())
+            .kafka_group("rules")
+            .out_of_orderness("60s")
+            .no_watch()
+            .jsonl_sink("/dev/null")
+            .listen(port)
+            .admin_token(ADMIN)
+            .data_dir(data)
+            .args(["--kafka-changelog"])
+            .watched()
+    };
+    let stop = |mut h: Watched| {
+        sigterm(h.child.id());
+        let (st, log) = h.finish(Duration::from_secs(30));
+        assert!(st.success(), "{}", log.join("\n"));
+        log
+    };
+    let auth = format!("Bearer {ADMIN}");
+    let v2 = std::fs::read(test_plugins().join("page-views-v2.wasm")).unwrap();
+    let v1 = std::fs::read(test_plugins().join("page-views.wasm")).unwrap();
+
+    // The group runs v2 and has no conversion-rate.
+    let mut h = host(folder.path(), data.path());
+    wait_active(port, &mut h);
+    for (method, path, body) in [
+        ("PUT", "/api/plugins/page-views", &v2[..]),
+        ("DELETE", "/api/plugins/conversion-rate", &b""[..]),
+    ] {
+        let (code, reply) = http(port, method, path, &[("Authorization", &auth)], body).unwrap();
+        assert_eq!(code, 200, "{method} {path}: {reply}");
+    }
+    stop(h);
+
+    // While the host is down: v1 copied over page-views (newer than the
+    // group's record), bot-burst deleted.
+    std::thread::sleep(Duration::from_millis(20));
+    std::fs::write(folder.path().join("page-views.wasm"), &v1).unwrap();
+    std::fs::remove_file(folder.path().join("bot-burst.wasm")).unwrap();
+    let mut h = host(folder.path(), data.path());
+    wait_active(port, &mut h);
+    let on = running(port);
+    assert_eq!(on["page-views"]["version"], "1.1.0", "the newer file runs");
+    assert!(on.contains_key("bot-burst"), "bot-burst comes back");
+    assert!(folder.path().join("bot-burst.wasm").is_file());
+    assert!(!on.contains_key("conversion-rate"));
+    let log = stop(h);
+    assert!(
+        log.iter()
+            .any(|l| l.contains("the folder's version is newer than the group's")),
+        "{}",
+        log.join("\n")
+    );
+
+    // Another folder, older than every record, with conversion-rate still
+    // in it: the group's plugins, v1 (shared by the last start) included.
+    let data2 = tempfile::tempdir().unwrap();
+    let old = std::time::SystemTime::now() - Duration::from_secs(3600);
+    for f in wasm_files(other.path()) {
+        std::fs::File::options()
+            .write(true)
+            .open(other.path().join(f))
+            .and_then(|f| f.set_modified(old))
+            .unwrap();
+    }
+    let mut h = host(other.path(), data2.path());
+    wait_active(port, &mut h);
+    let on = running(port);
+    assert_eq!(on["page-views"]["version"], "1.1.0");
+    assert!(!on.contains_key("conversion-rate"), "{:?}", on.keys());
+    assert!(!other.path().join("conversion-rate.wasm").exists());
+    assert_eq!(on.len(), SHIPPED.len() - 1);
+    stop(h);
+}
