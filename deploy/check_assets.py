@@ -57,7 +57,7 @@ SEED_TOPICS = {  # name: (partitions, compacted)
 BROKERS = ["kafka-1", "kafka-2", "kafka-3"]
 BOOTSTRAP = "kafka-1:29092,kafka-2:29092,kafka-3:29092"
 PUBLISHED = {  # host port: (service, container port)
-    3000: ("host", 3000), 3002: ("host-standby", 3000), 8080: ("kafka-ui", 8080), 8086: ("influxdb", 8086),
+    3000: ("host", 3000), 3002: ("host-standby", 3000), 3003: ("host-standby-2", 3000), 8080: ("kafka-ui", 8080), 8086: ("influxdb", 8086),
     3001: ("grafana", 3000), 9090: ("prometheus", 9090),
     9092: ("kafka-1", 9092), 9093: ("kafka-2", 9093), 9094: ("kafka-3", 9094),
 }
