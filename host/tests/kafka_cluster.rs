@@ -388,7 +388,7 @@ fn a_newer_file_wins_over_the_group_and_an_older_one_does_not() {
             .args(["--kafka-changelog"])
             .watched()
     };
-    let stop = |mut h: Watched| {
+    let stop = |h: Watched| {
         sigterm(h.child.id());
         let (st, log) = h.finish(Duration::from_secs(30));
         assert!(st.success(), "{}", log.join("\n"));

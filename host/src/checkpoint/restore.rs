@@ -410,6 +410,7 @@ impl Restore<'_> {
             records = r.records,
             keys = r.commit.keys(),
             took_ms = r.took.as_millis() as u64,
+            meta_ms = r.meta_took.as_millis() as u64,
             topic = %cfg.changelog_topic,
             "restored the state from the changelog (the data dir was empty or did not fit the group's last commit)"
         );

@@ -140,6 +140,11 @@ pub fn read(cfg: &KafkaConfig) -> Result<GroupPlugins, String> {
         ])
         .create_with_context(Quiet)
         .map_err(|e| fail(e.to_string()))?;
+    // Its metadata first, or the first records come ~500 ms later (as
+    // the changelog's reader found).
+    consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .map_err(|e| fail(e.to_string()))?;
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition_offset(topic, 0, Offset::Beginning)
         .and_then(|_| consumer.assign(&tpl))
