@@ -217,7 +217,12 @@ pub struct Quiet;
 
 impl rdkafka::client::ClientContext for Quiet {
     fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
-        if !matches!(error, rdkafka::error::KafkaError::PartitionEOF(_)) {
+        use rdkafka::error::KafkaError::{Global, PartitionEOF};
+        use rdkafka::types::RDKafkaErrorCode;
+        if !matches!(
+            error,
+            PartitionEOF(_) | Global(RDKafkaErrorCode::PartitionEOF)
+        ) {
             tracing::warn!("Kafka client (reader): {error}: {reason}");
         }
     }
