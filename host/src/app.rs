@@ -97,24 +97,40 @@ fn run(config: Config) -> Result<Exit, Failure> {
     // (`crate::control::group`). A standby loads them once it takes over,
     // the group's as they are then; any other host now.
     let shared = kafka.as_ref().filter(|k| k.changelog);
-    let load = |control: &Control| -> Result<_, Failure> {
-        let group = shared.map(group::read).transpose().map_err(start)?;
+    let load = |control: &Control, late: bool| -> Result<_, Failure> {
+        let group = match shared.map(group::read).transpose() {
+            Ok(g) => g,
+            // A host that took the group over runs its folder's plugins
+            // rather than leave the group without an active host.
+            Err(e) if late => {
+                tracing::warn!("{e}: running this host's plugins folder as it is");
+                None
+            }
+            Err(e) => return Err(start(e)),
+        };
         let pipelines = control
             .load_pipelines(&config, time, workers, group.as_ref())
             .map_err(Failure::Start)?;
         Ok((pipelines, group))
     };
     let late = config.standby && shared.is_some();
-    if late && !config.no_compile_cache {
-        let (runtime, dir, k) = (runtime.clone(), config.plugins.clone(), shared.cloned());
-        let _ = std::thread::Builder::new()
-            .name("plugin-warm".into())
-            .spawn(move || group::warm(&runtime, &dir, k.as_ref()));
+    if late {
+        // The folder is checked now, as any host's at start: a plugin that
+        // does not load stops this standby here, not when the group needs
+        // it. That also compiles them into the cache; the group's versions
+        // are compiled in the background.
+        group::check_folder(&runtime, &config).map_err(Failure::Start)?;
+        if !config.no_compile_cache {
+            let (runtime, k) = (runtime.clone(), shared.cloned());
+            let _ = std::thread::Builder::new()
+                .name("plugin-warm".into())
+                .spawn(move || group::warm(&runtime, k.as_ref()));
+        }
     }
     let (mut pipelines, mut group) = if late {
         (Vec::new(), None)
     } else {
-        load(&control)?
+        load(&control, false)?
     };
     let spec = config.source_spec();
     let mut opened = spec.open(&config, kafka.as_ref()).map_err(start)?;
@@ -143,9 +159,10 @@ fn run(config: Config) -> Result<Exit, Failure> {
             cluster.clone(),
         )
     });
-    // The folder watch starts from the folder as loaded, before anyone can
-    // be told the host is up: a build copied in once `/health` answers is
-    // a change it sees (its commands wait for the runner).
+    // The folder watch starts once the plugins are loaded, from the files
+    // they were loaded from: a build copied in (or a file deleted) after
+    // the load is a change it sees, even when `/health` answered before
+    // its first scan (its commands wait for the runner).
     let watch = || {
         if !config.no_watch {
             watch::spawn(
@@ -175,7 +192,7 @@ fn run(config: Config) -> Result<Exit, Failure> {
             if !late {
                 return Ok(None);
             }
-            let (p, g) = load(&control)?;
+            let (p, g) = load(&control, true)?;
             group = g;
             watch();
             Ok(Some(p))

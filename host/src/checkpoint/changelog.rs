@@ -201,8 +201,10 @@ pub struct Restored {
     pub lineage: Lineage,
     /// The key groups read.
     pub key_groups: std::ops::Range<u32>,
-    /// Every plugin of the meta with its keys (of those key groups), ready
-    /// for the store.
+    /// Every plugin of the meta with its keys (of those key groups). Whole
+    /// (every key group), it is ready for `StateStore::apply` (each plugin
+    /// `rewrite`); a part goes through `StateStore::put_key_groups`, which
+    /// leaves the other key groups alone.
     pub commit: Commit,
     pub records: usize,
     pub took: Duration,

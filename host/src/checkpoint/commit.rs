@@ -23,7 +23,14 @@ use crate::window::Watermark;
 /// (`crate::state::Changes`).
 /// 5: sliding windows are kept as panes; a window operator's meta holds the
 /// watermark of its last firing round.
-pub const FORMAT: u32 = 5;
+/// 6: the store's keys are grouped by key group (`crate::state::store`).
+/// The meta itself is as in 5, which is still read (the store rewrites
+/// its keys when it opens); an older build refuses 6 instead of reading a
+/// store whose keys it cannot find as empty.
+pub const FORMAT: u32 = 6;
+
+/// The oldest format this build reads.
+const READS_FROM: u32 = 5;
 
 /// A plugin as the last commit saw it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -64,10 +71,13 @@ impl state::Meta for CommitMeta {
     }
 
     fn check(&self) -> Result<(), String> {
-        if self.format == FORMAT {
+        if (READS_FROM..=FORMAT).contains(&self.format) {
             Ok(())
         } else {
-            Err(format!("format {} (expected {FORMAT})", self.format))
+            Err(format!(
+                "format {} (this build reads {READS_FROM} to {FORMAT})",
+                self.format
+            ))
         }
     }
 }

@@ -207,6 +207,8 @@ pub struct Publisher {
     host: String,
     /// The components already on the topic (by hash).
     written: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// Components sent since the last flush.
+    queued: std::sync::Mutex<Vec<String>>,
 }
 
 impl Publisher {
@@ -233,6 +235,7 @@ impl Publisher {
             topic: cfg.control_topic.clone(),
             host: host.to_string(),
             written: std::sync::Mutex::new(written),
+            queued: std::sync::Mutex::default(),
         })
     }
 
@@ -283,11 +286,19 @@ impl Publisher {
         self.flush()
     }
 
-    /// Wait until the broker has every queued record.
+    /// Wait until the broker has every queued record. Only then do the
+    /// components count as written: after a failed flush they are sent
+    /// again with the next change that names them.
     pub fn flush(&self) -> Result<(), String> {
-        self.producer
+        let res = self
+            .producer
             .flush(SEND_FOR)
-            .map_err(|e| format!("sharing plugins on `{}`: {e}", self.topic))
+            .map_err(|e| format!("sharing plugins on `{}`: {e}", self.topic));
+        let queued = std::mem::take(&mut *self.queued.lock().expect("written lock"));
+        if res.is_ok() {
+            self.written.lock().expect("written lock").extend(queued);
+        }
+        res
     }
 
     /// [`Publisher::share`] without waiting for the broker.
@@ -309,37 +320,61 @@ impl Publisher {
         };
         let body = serde_json::to_vec(&record).expect("a record serializes");
         self.send(&plugin_key(name), &body)?;
-        let mut written = self.written.lock().expect("written lock");
+        let mut queued = self.queued.lock().expect("written lock");
         for (_, v) in current.iter().chain(previous.iter()) {
-            written.insert(v.hash.clone());
+            queued.push(v.hash.clone());
         }
         Ok(())
     }
 }
 
-/// Compile what a standby will likely load when it takes over — its
-/// folder's plugins and the group's versions (`cfg`: the control topic) —
-/// so that the takeover finds them in the compile cache (under the data
-/// dir) instead of compiling them then: on two cores, compiling the seed's
-/// eleven plugins takes ~2.5 s, which would add to the failover time.
-pub fn warm(runtime: &crate::plugin::Runtime, dir: &Path, cfg: Option<&KafkaConfig>) {
+/// A standby's plugins folder, checked at its start as any host's is when
+/// it loads it: every `.wasm` loads (compiled into the compile cache, so
+/// the takeover does not wait for the compiler: ~2.5 s for the seed's
+/// eleven plugins on two cores), and every `--plugin-config` names one
+/// of them or one of the group's. An empty folder is fine: the group's
+/// plugins fill it.
+pub fn check_folder(
+    runtime: &crate::plugin::Runtime,
+    config: &crate::config::Config,
+) -> Result<(), String> {
     let started = Instant::now();
-    let mut n = 0;
-    for f in crate::plugin::wasm_files(dir).unwrap_or_default() {
-        let loaded = std::fs::read(&f).map_err(|e| e.to_string()).and_then(|b| {
-            runtime
-                .load(&b, &f.display().to_string())
-                .map_err(|e| e.to_string())
-        });
-        match loaded {
-            Ok(_) => n += 1,
-            // Said now, not only when the group needs this host.
-            Err(e) => tracing::warn!(
-                file = %f.display(),
-                "standby: this plugin does not load, and taking the group over will fail on it: {e}"
-            ),
+    let group = crate::kafka::KafkaConfig::from_config(config)
+        .and_then(|k| read(&k).ok())
+        .unwrap_or_default();
+    let empty = crate::plugin::wasm_files(&config.plugins).is_ok_and(|f| f.is_empty());
+    let loaded = if empty && group.has_plugins() {
+        Vec::new()
+    } else {
+        crate::plugin::load_dir(runtime, &config.plugins).map_err(|e| e.to_string())?
+    };
+    for c in &config.plugin_configs {
+        let known = loaded.iter().any(|(l, _)| l.description.name == c.name)
+            || group
+                .plugins
+                .get(&c.name)
+                .is_some_and(|s| s.current.is_some());
+        if !known {
+            return Err(format!(
+                "--plugin-config names `{}`, which is neither in {} nor one of the group's plugins",
+                c.name,
+                config.plugins.display()
+            ));
         }
     }
+    tracing::info!(
+        plugins = loaded.len(),
+        took_ms = started.elapsed().as_millis() as u64,
+        "standby: the plugins folder loads (compiled ahead of a takeover)"
+    );
+    Ok(())
+}
+
+/// Compile the group's versions (`cfg`: its control topic) into the compile
+/// cache, so that a standby taking over does not compile them then.
+pub fn warm(runtime: &crate::plugin::Runtime, cfg: Option<&KafkaConfig>) {
+    let started = Instant::now();
+    let mut n = 0;
     if let Some(g) = cfg.and_then(|c| read(c).ok()) {
         let versions = g
             .plugins
@@ -356,7 +391,7 @@ pub fn warm(runtime: &crate::plugin::Runtime, dir: &Path, cfg: Option<&KafkaConf
     tracing::info!(
         components = n,
         took_ms = started.elapsed().as_millis() as u64,
-        "standby: plugins compiled ahead of a takeover"
+        "standby: the group's plugins compiled ahead of a takeover"
     );
 }
 
@@ -370,9 +405,21 @@ pub fn modified_ms(path: &Path) -> i64 {
 }
 
 /// Where the group's version of `name` goes in the plugins folder: the
-/// file that holds the plugin now, else `<name>.wasm`.
-pub fn path_for(dir: &Path, name: &str, now: Option<&Path>) -> PathBuf {
-    now.map_or_else(|| dir.join(format!("{name}.wasm")), Path::to_path_buf)
+/// file that holds the plugin now, else `<name>.wasm` (`<name>-<hash>.wasm`
+/// when that file holds another plugin).
+pub fn path_for(dir: &Path, name: &str, now: Option<&Path>, hash: &str) -> PathBuf {
+    match now {
+        Some(p) => p.to_path_buf(),
+        None => {
+            let plain = dir.join(format!("{name}.wasm"));
+            // Never over a file that holds another plugin.
+            if plain.exists() {
+                dir.join(format!("{name}-{}.wasm", &hash[..12.min(hash.len())]))
+            } else {
+                plain
+            }
+        }
+    }
 }
 
 #[cfg(test)]

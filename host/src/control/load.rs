@@ -42,7 +42,7 @@ impl Control {
             crate::plugin::load_dir(&self.runtime, &config.plugins).map_err(|e| e.to_string())?
         };
         if let Some(g) = group {
-            loaded = self.adopt(loaded, g, &config.plugins);
+            loaded = self.adopt(loaded, g, &config.plugins)?;
         }
         tracing::info!(plugins = loaded.len(), took_ms = started.elapsed().as_millis() as u64, dir = %config.plugins.display(), "plugins compiled");
         for c in &config.plugin_configs {
@@ -165,14 +165,14 @@ impl Control {
 
     /// Bring the folder's plugins (`loaded`) in line with the group's (see
     /// `super::group` for which version wins); returns what to run. A
-    /// group's version that cannot be written or loaded here is logged and
-    /// the folder's is kept.
+    /// group's version that cannot be written or loaded here: the folder's
+    /// runs, not shared; without one in the folder, an error.
     fn adopt(
         &self,
         mut loaded: Vec<(Loaded, PathBuf)>,
         g: &GroupPlugins,
         dir: &Path,
-    ) -> Vec<(Loaded, PathBuf)> {
+    ) -> Result<Vec<(Loaded, PathBuf)>, String> {
         for (name, shared) in &g.plugins {
             let at = loaded.iter().position(|(l, _)| l.description.name == *name);
             let newer = at.is_some_and(|i| group::modified_ms(&loaded[i].1) > shared.at);
@@ -195,7 +195,8 @@ impl Control {
                 continue;
             }
             if at.is_none_or(|i| loaded[i].0.hash != current.hash) {
-                let path = group::path_for(dir, name, at.map(|i| loaded[i].1.as_path()));
+                let path =
+                    group::path_for(dir, name, at.map(|i| loaded[i].1.as_path()), &current.hash);
                 match self.fetch(g, name, &current.hash, &path) {
                     Ok(l) => {
                         tracing::info!(plugin = %name, version = %l.description.version, hash = %l.hash, by = %shared.host, file = %path.display(), "loaded the group's version");
@@ -204,15 +205,30 @@ impl Control {
                             None => loaded.push((l, path)),
                         }
                     }
+                    // Without it this host would drop the plugin and its
+                    // committed state: refused.
+                    Err(e) if at.is_none() => {
+                        return Err(format!(
+                            "plugin `{name}`: the group runs version {} (changed by {}), which this host cannot run: {e}; \
+                             refusing to start without it rather than drop its state",
+                            current.hash, shared.host
+                        ));
+                    }
+                    // The folder's version runs here, and is not shared over
+                    // the group's newer one.
                     Err(e) => {
-                        tracing::warn!(plugin = %name, "cannot run the group's version: {e}");
+                        tracing::warn!(plugin = %name, "cannot run the group's version, running the folder's (not shared): {e}");
+                        self.held_back
+                            .lock()
+                            .expect("held back lock")
+                            .insert(name.clone());
                         continue;
                     }
                 }
             }
             self.adopt_saved(g, shared);
         }
-        loaded
+        Ok(loaded)
     }
 
     /// The group's version `hash` of `name`, written at `path` and loaded.

@@ -149,6 +149,9 @@ pub struct Control {
     /// With the changelog, once the host is active: shares every change
     /// with the group's other hosts (`group`).
     group: std::sync::OnceLock<group::Publisher>,
+    /// Plugins whose group version could not run here at start: their
+    /// folder version runs, and is not shared over the group's.
+    held_back: Mutex<std::collections::BTreeSet<String>>,
 }
 
 /// How long a caller waits for the processing thread to reach a barrier.
@@ -183,6 +186,7 @@ impl Control {
             shadows: Arc::default(),
             saved: saved::Saved::new(&plugins_dir),
             group: std::sync::OnceLock::new(),
+            held_back: Mutex::default(),
         }
     }
 
@@ -204,7 +208,13 @@ impl Control {
                 s.current == current.as_ref().map(|(_, v)| v.clone())
                     && s.previous == previous.as_ref().map(|(_, v)| v.clone())
             });
-            if same {
+            if same
+                || self
+                    .held_back
+                    .lock()
+                    .expect("held back lock")
+                    .contains(&name)
+            {
                 continue;
             }
             let queued = publisher.queue(
@@ -329,6 +339,15 @@ impl Control {
             .expect("entries lock")
             .get(name)
             .map(|e| e.current.loaded.hash.clone())
+    }
+
+    /// The files the running plugins were loaded from.
+    pub fn loaded_paths(&self) -> Vec<PathBuf> {
+        let entries = self.entries.lock().expect("entries lock");
+        entries
+            .values()
+            .filter_map(|e| e.current.path.clone())
+            .collect()
     }
 
     /// Which running plugin was loaded from `path`.

@@ -41,11 +41,18 @@ pub fn spawn(control: Arc<Control>, dir: PathBuf, interval: Duration, stop: Arc<
     std::thread::Builder::new()
         .name("plugin-watch".into())
         .spawn(move || {
-            // Every file counts as unseen at first: one that already runs
-            // is skipped by its content hash below, and one copied in
-            // between the plugins' loading and this first scan (the server
-            // may answer before it) is still a change.
-            let mut known: HashMap<PathBuf, Signature> = HashMap::new();
+            // The files the plugins were loaded from, each with a signature
+            // no file has: every file is looked at once (one that already
+            // runs is skipped by its content hash below), so one copied in
+            // or changed between the plugins' loading and this first scan
+            // (the server may answer before it) is still a change, and one
+            // deleted meanwhile is still a removal.
+            let unseen: Signature = (u64::MAX, SystemTime::UNIX_EPOCH);
+            let mut known: HashMap<PathBuf, Signature> = control
+                .loaded_paths()
+                .into_iter()
+                .map(|p| (p, unseen))
+                .collect();
             let mut last = scan(&dir);
             while !stop.load(Ordering::Relaxed) {
                 std::thread::sleep(interval);

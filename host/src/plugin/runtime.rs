@@ -316,7 +316,11 @@ impl Runtime {
         let component = Component::new(&self.engine, bytes)?;
         let stored = component.serialize().and_then(|code| {
             std::fs::create_dir_all(dir)?;
-            let tmp = path.with_extension("tmp");
+            // A temporary file of this writer's own: a standby's warm-up
+            // and its takeover may compile the same component at once.
+            static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let tmp = path.with_extension(format!("{}-{n}.tmp", std::process::id()));
             std::fs::write(&tmp, code)?;
             std::fs::rename(&tmp, &path)?;
             Ok(())
