@@ -119,12 +119,14 @@ fn run(config: Config) -> Result<Exit, Failure> {
         // does not load stops this standby here, not when the group needs
         // it. That also compiles them into the cache; the group's versions
         // are compiled in the background.
-        group::check_folder(&runtime, &config).map_err(Failure::Start)?;
+        // The group as it is now (read again at the takeover).
+        let now = shared.and_then(|k| group::read(k).ok()).unwrap_or_default();
+        group::check_folder(&runtime, &config, &now).map_err(Failure::Start)?;
         if !config.no_compile_cache {
-            let (runtime, k) = (runtime.clone(), shared.cloned());
+            let runtime = runtime.clone();
             let _ = std::thread::Builder::new()
                 .name("plugin-warm".into())
-                .spawn(move || group::warm(&runtime, k.as_ref()));
+                .spawn(move || group::warm(&runtime, &now));
         }
     }
     let (mut pipelines, mut group) = if late {

@@ -26,9 +26,9 @@ use rdkafka::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::checkpoint::changelog::Quiet;
 use crate::clock::now_ms;
 use crate::kafka::KafkaConfig;
+use crate::kafka::Quiet;
 use crate::metrics::metrics;
 use crate::state::keygroup::KEY_GROUPS;
 use crate::status::{Registry, Role, Takeover};

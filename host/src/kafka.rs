@@ -264,3 +264,57 @@ pub fn ensure_topics(cfg: &KafkaConfig) -> Result<(), KafkaSetupError> {
     }
     Ok(())
 }
+
+/// A reader's client context: a partition read to its end is what the
+/// reader waits for, not an error to log (librdkafka's default context logs
+/// every `PartitionEOF` at error level). The changelog's, the control
+/// topic's and the cluster view's readers.
+pub struct Quiet;
+
+impl rdkafka::client::ClientContext for Quiet {
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        use rdkafka::error::KafkaError::{Global, PartitionEOF};
+        use rdkafka::types::RDKafkaErrorCode;
+        if !matches!(
+            error,
+            PartitionEOF(_) | Global(RDKafkaErrorCode::PartitionEOF)
+        ) {
+            tracing::warn!("Kafka client (reader): {error}: {reason}");
+        }
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for Quiet {}
+
+impl KafkaConfig {
+    /// A reader of `topic` (assigned by the caller, outside any group: the
+    /// group id `<group>-<role>` commits nothing) that reads partitions
+    /// from their start and reports their ends; `options` after these.
+    /// It has the topic's metadata before it returns: assigned without it,
+    /// its first records came ~500 ms later (librdkafka waits for a
+    /// metadata refresh of its own); with it, after ~15 ms.
+    pub fn topic_reader(
+        &self,
+        topic: &str,
+        role: &str,
+        options: &[(&str, &str)],
+    ) -> Result<rdkafka::consumer::BaseConsumer<Quiet>, String> {
+        use rdkafka::consumer::Consumer;
+        let group = format!("{}-{role}", self.group);
+        let mut defaults = vec![
+            ("group.id", group.as_str()),
+            ("enable.auto.commit", "false"),
+            ("enable.partition.eof", "true"),
+            ("auto.offset.reset", "earliest"),
+        ];
+        defaults.extend_from_slice(options);
+        let consumer: rdkafka::consumer::BaseConsumer<Quiet> = self
+            .client(&defaults)
+            .create_with_context(Quiet)
+            .map_err(|e| e.to_string())?;
+        consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .map_err(|e| e.to_string())?;
+        Ok(consumer)
+    }
+}

@@ -218,6 +218,21 @@ fn running(port: u16) -> std::collections::BTreeMap<String, Value> {
         .collect()
 }
 
+/// A running plugin's version and the version a rollback goes back to.
+fn assert_versions(
+    running: &std::collections::BTreeMap<String, Value>,
+    plugin: &str,
+    version: &str,
+    previous: &str,
+) {
+    let p = &running[plugin];
+    assert_eq!(
+        (p["version"].as_str(), p["previous"]["version"].as_str()),
+        (Some(version), Some(previous)),
+        "{p:#}"
+    );
+}
+
 /// Wait until `port` says it is the group's active host.
 fn wait_active(port: u16, h: &mut Watched) {
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -304,12 +319,7 @@ fn a_host_that_takes_over_runs_the_groups_plugins() {
     let on_b = running(ports[1]);
     assert_eq!(on_b.len(), SHIPPED.len() - 1, "{:?}", on_b.keys());
     assert!(!on_b.contains_key("conversion-rate"));
-    let pv = &on_b["page-views"];
-    assert_eq!(
-        (pv["version"].as_str(), pv["previous"]["version"].as_str()),
-        (Some("1.1.1"), Some("1.1.0")),
-        "{pv:#}"
-    );
+    assert_versions(&on_b, "page-views", "1.1.1", "1.1.0");
     assert_eq!(on_b["bot-burst"]["config"]["min_page_views"], 5);
     // Its folder now holds the group's versions.
     let b = folders[1].path();
@@ -336,12 +346,7 @@ fn a_host_that_takes_over_runs_the_groups_plugins() {
         on_c.keys().collect::<Vec<_>>(),
         on_b.keys().collect::<Vec<_>>()
     );
-    let pv = &on_c["page-views"];
-    assert_eq!(
-        (pv["version"].as_str(), pv["previous"]["version"].as_str()),
-        (Some("1.1.0"), Some("1.1.1")),
-        "{pv:#}"
-    );
+    assert_versions(&on_c, "page-views", "1.1.0", "1.1.1");
     assert_eq!(on_c["bot-burst"]["config"]["min_page_views"], 5);
     let c = folders[2].path();
     assert_eq!(

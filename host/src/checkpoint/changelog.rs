@@ -45,7 +45,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 
 use super::{Commit, CommitMeta};
-use crate::kafka::KafkaConfig;
+use crate::kafka::{KafkaConfig, Quiet};
 use crate::sink::kafka::{KafkaSink, KafkaSinkError};
 use crate::state::keygroup::{self, KEY_GROUPS, key_group};
 use crate::state::{Changes, PluginChanges};
@@ -212,26 +212,6 @@ pub struct Restored {
     pub meta_took: Duration,
 }
 
-/// The reader's client context: a partition read to its end is what the
-/// reader waits for, not an error to log (librdkafka's default context logs
-/// every `PartitionEOF` at error level). Also the cluster view's reader.
-pub struct Quiet;
-
-impl rdkafka::client::ClientContext for Quiet {
-    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
-        use rdkafka::error::KafkaError::{Global, PartitionEOF};
-        use rdkafka::types::RDKafkaErrorCode;
-        if !matches!(
-            error,
-            PartitionEOF(_) | Global(RDKafkaErrorCode::PartitionEOF)
-        ) {
-            tracing::warn!("Kafka client (reader): {error}: {reason}");
-        }
-    }
-}
-
-impl rdkafka::consumer::ConsumerContext for Quiet {}
-
 /// Why the changelog could not be read.
 fn read_err(topic: &str, why: impl std::fmt::Display) -> String {
     format!("reading the changelog `{topic}`: {why}")
@@ -243,26 +223,17 @@ type Rec = (i32, u64, Vec<u8>, Option<Vec<u8>>);
 /// The changelog's reader: one client for both passes of a restore.
 fn reader(cfg: &KafkaConfig) -> Result<BaseConsumer<Quiet>, String> {
     let topic = &cfg.changelog_topic;
-    let consumer: BaseConsumer<Quiet> = cfg
-        .client(&[
-            ("group.id", &format!("{}-changelog-reader", cfg.group)),
-            ("enable.auto.commit", "false"),
-            ("enable.partition.eof", "true"),
+    cfg.topic_reader(
+        topic,
+        "changelog-reader",
+        &[
             ("isolation.level", "read_committed"),
-            ("auto.offset.reset", "earliest"),
             ("fetch.min.bytes", "1"),
             // An empty or read partition must not hold its end back.
             ("fetch.wait.max.ms", "10"),
-        ])
-        .create_with_context(Quiet)
-        .map_err(|e| read_err(topic, e))?;
-    // The topic's metadata first: assigned without it, the first records
-    // came ~500 ms later (librdkafka waits for a metadata refresh of its
-    // own); with it, after ~15 ms.
-    consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .map_err(|e| read_err(topic, e))?;
-    Ok(consumer)
+        ],
+    )
+    .map_err(|e| read_err(topic, e))
 }
 
 /// Read `partitions` of the changelog from the beginning to their ends,

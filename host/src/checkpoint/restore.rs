@@ -103,22 +103,10 @@ pub struct Restored {
 }
 
 impl Restore<'_> {
-    /// Settle the store with the Kafka marker, then load the last commit
-    /// into the workers' `pipelines`, each key into the one that owns its
-    /// key group.
-    pub fn run(
-        self,
-        pipelines: &mut [Pipeline],
-        registry: &Registry,
-    ) -> Result<Restored, RestoreError> {
-        let settled = self.settle_store(registry)?;
-        self.load(settled, pipelines, registry)
-    }
-
-    /// The first half of [`Restore::run`]: settle the store with the
-    /// group (a standby waits here, and the host fences the group's last
+    /// A restore's first half: settle the store with the group's Kafka
+    /// marker (a standby waits here, and the host fences the group's last
     /// one), before the pipelines are built — a standby loads the group's
-    /// plugins only once it takes over.
+    /// plugins only once it takes over. Then [`Restore::load`].
     pub fn settle_store(&self, registry: &Registry) -> Result<Settled, RestoreError> {
         if self.fresh {
             self.store.clear()?;
@@ -130,8 +118,9 @@ impl Restore<'_> {
         Ok(settled)
     }
 
-    /// The second half of [`Restore::run`]: load the settled store's last
-    /// commit into the workers' `pipelines`.
+    /// A restore's second half: load the settled store's last commit into
+    /// the workers' `pipelines`, each key into the one that owns its key
+    /// group.
     pub fn load(
         self,
         settled: Settled,

@@ -39,14 +39,13 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use rdkafka::Message;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::Consumer;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::checkpoint::changelog::Quiet;
 use crate::kafka::KafkaConfig;
 
 /// The most bytes of a component one record carries (below the brokers'
@@ -130,21 +129,9 @@ fn blob_key(hash: &str, i: usize, n: usize) -> String {
 pub fn read(cfg: &KafkaConfig) -> Result<GroupPlugins, String> {
     let topic = &cfg.control_topic;
     let fail = |why: String| format!("reading the group's plugins from `{topic}`: {why}");
-    let consumer: BaseConsumer<Quiet> = cfg
-        .client(&[
-            ("group.id", &format!("{}-control-reader", cfg.group)),
-            ("enable.auto.commit", "false"),
-            ("enable.partition.eof", "true"),
-            ("auto.offset.reset", "earliest"),
-            ("fetch.wait.max.ms", "10"),
-        ])
-        .create_with_context(Quiet)
-        .map_err(|e| fail(e.to_string()))?;
-    // Its metadata first, or the first records come ~500 ms later (as
-    // the changelog's reader found).
-    consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .map_err(|e| fail(e.to_string()))?;
+    let consumer = cfg
+        .topic_reader(topic, "control-reader", &[("fetch.wait.max.ms", "10")])
+        .map_err(fail)?;
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition_offset(topic, 0, Offset::Beginning)
         .and_then(|_| consumer.assign(&tpl))
@@ -328,26 +315,33 @@ impl Publisher {
     }
 }
 
+/// The plugins of a folder, loaded (any bad file is an error naming it);
+/// an empty folder is fine when the group (`group`) has plugins to fill
+/// it.
+pub fn load_folder(
+    runtime: &crate::plugin::Runtime,
+    dir: &Path,
+    group: Option<&GroupPlugins>,
+) -> Result<Vec<(crate::plugin::Loaded, PathBuf)>, String> {
+    let empty = crate::plugin::wasm_files(dir).is_ok_and(|f| f.is_empty());
+    if empty && group.is_some_and(GroupPlugins::has_plugins) {
+        return Ok(Vec::new());
+    }
+    crate::plugin::load_dir(runtime, dir).map_err(|e| e.to_string())
+}
+
 /// A standby's plugins folder, checked at its start as any host's is when
 /// it loads it: every `.wasm` loads (compiled into the compile cache, so
 /// the takeover does not wait for the compiler: ~2.5 s for the seed's
 /// eleven plugins on two cores), and every `--plugin-config` names one
-/// of them or one of the group's. An empty folder is fine: the group's
-/// plugins fill it.
+/// of them or one of the group's (`group`, the control topic as read now).
 pub fn check_folder(
     runtime: &crate::plugin::Runtime,
     config: &crate::config::Config,
+    group: &GroupPlugins,
 ) -> Result<(), String> {
     let started = Instant::now();
-    let group = crate::kafka::KafkaConfig::from_config(config)
-        .and_then(|k| read(&k).ok())
-        .unwrap_or_default();
-    let empty = crate::plugin::wasm_files(&config.plugins).is_ok_and(|f| f.is_empty());
-    let loaded = if empty && group.has_plugins() {
-        Vec::new()
-    } else {
-        crate::plugin::load_dir(runtime, &config.plugins).map_err(|e| e.to_string())?
-    };
+    let loaded = load_folder(runtime, &config.plugins, Some(group))?;
     for c in &config.plugin_configs {
         let known = loaded.iter().any(|(l, _)| l.description.name == c.name)
             || group
@@ -370,22 +364,20 @@ pub fn check_folder(
     Ok(())
 }
 
-/// Compile the group's versions (`cfg`: its control topic) into the compile
-/// cache, so that a standby taking over does not compile them then.
-pub fn warm(runtime: &crate::plugin::Runtime, cfg: Option<&KafkaConfig>) {
+/// Compile the group's versions into the compile cache, so that a standby
+/// taking over does not compile them then.
+pub fn warm(runtime: &crate::plugin::Runtime, group: &GroupPlugins) {
     let started = Instant::now();
     let mut n = 0;
-    if let Some(g) = cfg.and_then(|c| read(c).ok()) {
-        let versions = g
-            .plugins
-            .values()
-            .flat_map(|s| s.current.iter().chain(s.previous.iter()));
-        for v in versions {
-            if let Ok(bytes) = g.component(&v.hash)
-                && runtime.load(&bytes, "the group's plugins").is_ok()
-            {
-                n += 1;
-            }
+    let versions = group
+        .plugins
+        .values()
+        .flat_map(|s| s.current.iter().chain(s.previous.iter()));
+    for v in versions {
+        if let Ok(bytes) = group.component(&v.hash)
+            && runtime.load(&bytes, "the group's plugins").is_ok()
+        {
+            n += 1;
         }
     }
     tracing::info!(

@@ -35,12 +35,7 @@ impl Control {
         let started = Instant::now();
         // A host may join a group with an empty folder: the group's
         // plugins fill it.
-        let empty = crate::plugin::wasm_files(&config.plugins).is_ok_and(|f| f.is_empty());
-        let mut loaded = if empty && group.is_some_and(GroupPlugins::has_plugins) {
-            Vec::new()
-        } else {
-            crate::plugin::load_dir(&self.runtime, &config.plugins).map_err(|e| e.to_string())?
-        };
+        let mut loaded = group::load_folder(&self.runtime, &config.plugins, group)?;
         if let Some(g) = group {
             loaded = self.adopt(loaded, g, &config.plugins)?;
         }
