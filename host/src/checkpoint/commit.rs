@@ -25,8 +25,9 @@ use crate::window::Watermark;
 /// watermark of its last firing round.
 /// 6: the store's keys are grouped by key group (`crate::state::store`).
 /// The meta itself is as in 5, which is still read (the store rewrites
-/// its keys when it opens); an older build refuses 6 instead of reading a
-/// store whose keys it cannot find as empty.
+/// its keys when it opens, after marking its meta 6); an older build
+/// refuses 6 instead of reading a store whose keys it cannot find as
+/// empty.
 pub const FORMAT: u32 = 6;
 
 /// The oldest format this build reads.
@@ -79,6 +80,10 @@ impl state::Meta for CommitMeta {
                 self.format
             ))
         }
+    }
+
+    fn upgrade(&mut self) {
+        self.format = FORMAT;
     }
 }
 

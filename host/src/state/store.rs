@@ -51,6 +51,10 @@ pub trait Meta: Serialize + DeserializeOwned {
     fn plugins(&self) -> impl Iterator<Item = &str>;
     /// Refuse a record this build cannot read (another format).
     fn check(&self) -> Result<(), String>;
+    /// Mark the record as this build's (its format): done before the store
+    /// rewrites an older layout, so that an older build refuses the store
+    /// from then on instead of missing the keys it no longer finds.
+    fn upgrade(&mut self);
 }
 
 /// Write one plugin's changes into `batch`: its whole prefix first when it
@@ -259,6 +263,26 @@ impl<M: Meta> StateStore<M> {
     /// other, and the next open goes on where it stopped.
     fn migrate_to_key_groups(&self) -> Result<(), StateError> {
         let started = std::time::Instant::now();
+        let first = self
+            .db
+            .iterator(IteratorMode::From(
+                LEGACY_STATE,
+                rocksdb::Direction::Forward,
+            ))
+            .next()
+            .transpose()
+            .map_err(self.db_err())?;
+        if !first.is_some_and(|(k, _)| k.starts_with(LEGACY_STATE)) {
+            return Ok(());
+        }
+        if let Some(mut meta) = self.last()? {
+            meta.upgrade();
+            let bytes = postcard::to_allocvec(&meta)
+                .map_err(|e| self.corrupt(format!("commit record: {e}")))?;
+            let mut w = WriteOptions::default();
+            w.set_sync(true);
+            self.db.put_opt(META, bytes, &w).map_err(self.db_err())?;
+        }
         let mut moved = 0usize;
         // Each chunk seeks to the last key the one before moved (deleted by
         // then), not to `s/`: scanning from `s/` would step over every
@@ -670,6 +694,8 @@ pub(crate) mod tests {
     pub(crate) struct TestMeta {
         pub id: u64,
         pub plugins: Vec<String>,
+        /// 1 once upgraded.
+        pub format: u32,
     }
 
     impl Meta for TestMeta {
@@ -682,12 +708,16 @@ pub(crate) mod tests {
         fn check(&self) -> Result<(), String> {
             Ok(())
         }
+        fn upgrade(&mut self) {
+            self.format = 1;
+        }
     }
 
     pub(crate) fn meta(id: u64, plugins: &[&str]) -> TestMeta {
         TestMeta {
             id,
             plugins: plugins.iter().map(|p| p.to_string()).collect(),
+            format: 0,
         }
     }
 
@@ -846,7 +876,12 @@ pub(crate) mod tests {
         let s = StateStore::<TestMeta>::open(dir.path(), &StoreConfig::default()).unwrap();
         assert_eq!(keys(&s, "a"), in_groups(&a_kv, keygroup::all()));
         assert_eq!(keys(&s, "b"), vec![("only".into(), "b".into())]);
-        assert_eq!(s.last().unwrap().unwrap().id, 7);
+        let m = s.last().unwrap().unwrap();
+        assert_eq!(
+            (m.id, m.format),
+            (7, 1),
+            "the meta is marked as this build's"
+        );
         let legacy =
             s.db.iterator(IteratorMode::From(
                 LEGACY_STATE,
