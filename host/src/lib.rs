@@ -33,10 +33,12 @@
 //! | `operator`   | the window and detector operators that call plugins                  |
 //! | `pipeline`   | the DAG of plugins: one batch at a time, in event-time order; swaps  |
 //! | `kafka`      | the Kafka settings shared by source, sink and topic set-up           |
+//! | `exchange`   | the exchange topic between hosts: task producers, the receiver's gate|
 //! | `source`     | simulator, file, Kafka; decoding                                     |
 //! | `sink`       | JSONL, WebSocket hub, InfluxDB, the transactional Kafka producer     |
 //! | `checkpoint` | the commit protocol: commits, the Kafka committer, folds, restore    |
 //! | `control`    | the plugin lifecycle: upload, config, rollback, removal, folder watch|
+//! | `cluster`    | the group's hosts: each one's record on `<group>-cluster`            |
 //! | `api`        | the HTTP server: dashboard, `/ws`, `/api`, `/health`, `/metrics`     |
 //! | `runner`     | the processing thread and the fan-out to every sink                  |
 //! | `app`        | start-up: every component built from the config, then the runner    |
@@ -64,6 +66,7 @@ pub mod state;
 pub mod operator;
 pub mod pipeline;
 
+pub mod exchange;
 pub mod kafka;
 pub mod sink;
 pub mod source;

@@ -14,6 +14,14 @@
 //!   another. The plan therefore fences with transactional ids, not with
 //!   `send_offsets_to_transaction`'s group metadata. If this test starts
 //!   failing, tansu has learnt KIP-447 and the plan can use it.
+//! - **tansu holds a committed transaction's offsets back while a
+//!   transaction that wrote to the same partitions earlier is still open**
+//!   (its `txn_end` completes only transactions whose overlapping ones are
+//!   all prepared). Kafka applies them at the commit. So two transactional
+//!   producers that share partitions see each other delay their offsets,
+//!   for seconds under load, and an offset read just after a commit can be
+//!   an older one: the exchange topic gives every partition one writer
+//!   (`crate::exchange`).
 
 mod common;
 
@@ -260,4 +268,39 @@ fn tansu_does_not_fence_a_member_that_left_the_group() {
         Err(e) => panic!("unexpected error: {e}"),
     }
     drop(a);
+}
+
+#[test]
+fn tansu_holds_a_transactions_offsets_while_an_earlier_one_on_its_partitions_is_open() {
+    let broker = Broker::start();
+    create(&broker, "overlap-out", 1);
+    create(&broker, "overlap-in", 1);
+    let group: BaseConsumer = broker.client().set("group.id", "overlap").create().unwrap();
+    let meta = group.group_metadata().unwrap();
+    let early = producer(&broker, "overlap-early");
+    early.begin_transaction().unwrap();
+    early
+        .send(BaseRecord::<(), str>::to("overlap-out").payload("early"))
+        .unwrap();
+    early.flush(Duration::from_secs(10)).unwrap();
+    let late = producer(&broker, "overlap-late");
+    late.begin_transaction().unwrap();
+    late.send(BaseRecord::<(), str>::to("overlap-out").payload("late"))
+        .unwrap();
+    late.send_offsets_to_transaction(&offsets("overlap-in", 0, 5), &meta, TXN)
+        .unwrap();
+    late.commit_transaction(TXN).unwrap();
+    let held = committed(&broker, "overlap", "overlap-in", 0);
+    early.commit_transaction(TXN).unwrap();
+    let after = committed(&broker, "overlap", "overlap-in", 0);
+    println!(
+        "the later transaction's offset: {held:?} while the earlier was open, {after:?} after"
+    );
+    assert_eq!(after, Some(5));
+    assert_eq!(
+        held, None,
+        "tansu now applies a committed transaction's offsets while an earlier one on the same \
+         partitions is open (as Kafka does): the exchange need not give each task its own \
+         partitions any more (crate::exchange, docs/kafka-exactly-once-plan.md)"
+    );
 }

@@ -1,0 +1,351 @@
+//! The sender's side of the exchange topic: a task's transactional
+//! producer, and the reader of the tasks' committed markers (see the module
+//! doc of `crate::exchange`).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerGroupMetadata};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Header as KafkaHeader, OwnedHeaders};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{Offset, TopicPartitionList};
+
+use super::{HEADER, Header};
+
+/// How long a transactional call may wait for the broker.
+const TXN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Where the exchange lives. The topic has a partition per task and
+/// range of key groups, so that every partition has one writer: tansu
+/// applies a transaction's offsets only once no transaction that wrote to
+/// the same partitions before it is still open (`kafka_broker.rs`), so
+/// tasks that shared partitions would see each other's commits hold their
+/// markers back.
+#[derive(Debug, Clone)]
+pub struct ExchangeTopics {
+    /// `<group>-exchange`, with `tasks × ranges` partitions.
+    pub topic: String,
+    /// The upstream tasks (the input topic's partitions).
+    pub tasks: u32,
+    /// The ranges of key groups (the stage-2 owners' unit).
+    pub ranges: u32,
+    /// The topic whose partition *t* holds task *t*'s marker (an offset of
+    /// `marker_group`; the topic holds no records).
+    pub marker_topic: String,
+    pub marker_group: String,
+    /// Task *t* commits with the transactional id `<prefix>-task-<t>`.
+    pub transactional_prefix: String,
+}
+
+impl ExchangeTopics {
+    /// The partitions the topic needs.
+    pub fn partitions(&self) -> i32 {
+        (self.tasks * self.ranges) as i32
+    }
+
+    /// The partition task `task` writes range `range`'s records to.
+    pub fn partition(&self, task: u32, range: u32) -> i32 {
+        (task * self.ranges + range) as i32
+    }
+
+    /// The partitions the owner of `range` reads: one per task.
+    pub fn of_range(&self, range: u32) -> Vec<i32> {
+        (0..self.tasks).map(|t| self.partition(t, range)).collect()
+    }
+}
+
+/// The exchange topic failed for a task.
+#[derive(Debug, thiserror::Error)]
+pub enum ExchangeError {
+    #[error("exchange task {task}: {what}: {source}")]
+    Kafka {
+        task: u32,
+        what: &'static str,
+        source: KafkaError,
+    },
+    #[error("exchange task {task}: {why}")]
+    Refused { task: u32, why: String },
+}
+
+/// A task's transactional producer: an incarnation of the task. Opening it
+/// fences the task's previous producer; after a failed call it must be
+/// opened again, which begins a new incarnation.
+pub struct TaskProducer {
+    task: u32,
+    topics: ExchangeTopics,
+    producer: BaseProducer,
+    group: BaseConsumer,
+    group_meta: ConsumerGroupMetadata,
+    /// The first id of this incarnation.
+    start: u64,
+    /// The committed marker it found.
+    prev: u64,
+    /// The id of the open (or next) transaction.
+    id: u64,
+    /// Records sent in the open transaction, per partition.
+    sent: Vec<u32>,
+    in_txn: bool,
+    /// A call failed: no more transactions with this producer.
+    broken: bool,
+}
+
+impl TaskProducer {
+    /// Take task `task` over: initialise its transactional id (the broker
+    /// fences the producer that had it and aborts its open transaction),
+    /// then read the committed marker and begin above it and above every
+    /// id used so far (`now_us`: the time in µs).
+    pub fn open(
+        client: &ClientConfig,
+        topics: &ExchangeTopics,
+        task: u32,
+        now_us: u64,
+    ) -> Result<TaskProducer, ExchangeError> {
+        let err = |what| move |source| ExchangeError::Kafka { task, what, source };
+        if task >= topics.tasks {
+            return Err(ExchangeError::Refused {
+                task,
+                why: format!("the exchange has {} tasks", topics.tasks),
+            });
+        }
+        let producer: BaseProducer = client
+            .clone()
+            .set(
+                "transactional.id",
+                format!("{}-task-{task}", topics.transactional_prefix),
+            )
+            .set("transaction.timeout.ms", "60000")
+            .set("linger.ms", "5")
+            .create()
+            .map_err(err("creating the producer"))?;
+        producer
+            .init_transactions(TXN_TIMEOUT)
+            .map_err(err("init_transactions"))?;
+        let group: BaseConsumer = client
+            .clone()
+            .set("group.id", &topics.marker_group)
+            .set("enable.auto.commit", "false")
+            .create()
+            .map_err(err("creating the marker group's client"))?;
+        let group_meta = group
+            .group_metadata()
+            .ok_or_else(|| ExchangeError::Refused {
+                task,
+                why: format!("no group metadata for `{}`", topics.marker_group),
+            })?;
+        let prev = read_markers(&group, topics, &[task])
+            .map_err(err("reading the committed marker"))?
+            .remove(&task)
+            .unwrap_or(0);
+        let start = (prev + 1).max(now_us);
+        Ok(TaskProducer {
+            task,
+            topics: topics.clone(),
+            producer,
+            group,
+            group_meta,
+            start,
+            prev,
+            id: start,
+            sent: vec![0; topics.ranges as usize],
+            in_txn: false,
+            broken: false,
+        })
+    }
+
+    /// The first id of this incarnation.
+    pub fn start(&self) -> u64 {
+        self.start
+    }
+
+    /// The id the open (or next) transaction commits as.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// `r`, with a failure named and the producer marked broken.
+    fn check<T>(
+        &mut self,
+        r: Result<T, KafkaError>,
+        what: &'static str,
+    ) -> Result<T, ExchangeError> {
+        r.map_err(|source| {
+            self.broken = true;
+            ExchangeError::Kafka {
+                task: self.task,
+                what,
+                source,
+            }
+        })
+    }
+
+    fn begin(&mut self) -> Result<(), ExchangeError> {
+        if self.broken {
+            return Err(ExchangeError::Refused {
+                task: self.task,
+                why: "a call failed: open the task again".into(),
+            });
+        }
+        if !self.in_txn {
+            let r = self.producer.begin_transaction();
+            self.check(r, "begin_transaction")?;
+            self.in_txn = true;
+        }
+        Ok(())
+    }
+
+    fn header(&self, range: u32, seal: bool) -> OwnedHeaders {
+        let h = Header {
+            task: self.task,
+            start: self.start,
+            prev: self.prev,
+            id: self.id,
+            n: self.sent[range as usize],
+            seal,
+        };
+        OwnedHeaders::new().insert(KafkaHeader {
+            key: HEADER,
+            value: Some(&h.encode()[..]),
+        })
+    }
+
+    fn produce(&mut self, range: u32, payload: &[u8], seal: bool) -> Result<(), ExchangeError> {
+        let headers = self.header(range, seal);
+        let mut rec = BaseRecord::<(), [u8]>::to(&self.topics.topic)
+            .partition(self.topics.partition(self.task, range))
+            .payload(payload)
+            .headers(headers);
+        loop {
+            match self.producer.send(rec) {
+                Ok(()) => break,
+                Err((
+                    KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
+                    r,
+                )) => {
+                    self.producer.poll(Duration::from_millis(5));
+                    rec = r;
+                }
+                Err((e, _)) => return self.check(Err(e), "sending a record"),
+            }
+        }
+        self.sent[range as usize] += 1;
+        Ok(())
+    }
+
+    /// A record for the owner of key-group range `range`, in the open
+    /// transaction (begun if none is).
+    pub fn send(&mut self, range: u32, payload: &[u8]) -> Result<(), ExchangeError> {
+        if range >= self.topics.ranges {
+            return Err(ExchangeError::Refused {
+                task: self.task,
+                why: format!(
+                    "key-group range {range} (the exchange has {})",
+                    self.topics.ranges
+                ),
+            });
+        }
+        self.begin()?;
+        self.produce(range, payload, false)
+    }
+
+    /// Wait until the records sent so far reached the broker (still in the
+    /// open transaction).
+    pub fn flush(&mut self) -> Result<(), ExchangeError> {
+        let r = self.producer.flush(TXN_TIMEOUT);
+        self.check(r, "flush")
+    }
+
+    /// Commit the open transaction: a seal to each of the task's partitions,
+    /// the task's marker, and `offsets` of other groups (the input's), all
+    /// in it. Returns the committed id.
+    pub fn commit(
+        &mut self,
+        offsets: &[(&TopicPartitionList, &ConsumerGroupMetadata)],
+    ) -> Result<u64, ExchangeError> {
+        self.begin()?;
+        for r in 0..self.topics.ranges {
+            self.produce(r, &[], true)?;
+        }
+        let mut marker = TopicPartitionList::new();
+        let r = marker.add_partition_offset(
+            &self.topics.marker_topic,
+            self.task as i32,
+            Offset::Offset(self.id as i64),
+        );
+        self.check(r, "the marker")?;
+        let r = self
+            .producer
+            .send_offsets_to_transaction(&marker, &self.group_meta, TXN_TIMEOUT);
+        self.check(r, "send_offsets_to_transaction (marker)")?;
+        for (tpl, meta) in offsets {
+            let r = self
+                .producer
+                .send_offsets_to_transaction(tpl, meta, TXN_TIMEOUT);
+            self.check(r, "send_offsets_to_transaction")?;
+        }
+        let r = self.producer.commit_transaction(TXN_TIMEOUT);
+        self.check(r, "commit_transaction")?;
+        self.in_txn = false;
+        self.sent.iter_mut().for_each(|n| *n = 0);
+        let id = self.id;
+        self.id += 1;
+        Ok(id)
+    }
+
+    /// The task's committed marker, as the broker has it now.
+    pub fn committed(&self) -> Result<Option<u64>, ExchangeError> {
+        read_markers(&self.group, &self.topics, &[self.task])
+            .map(|mut m| m.remove(&self.task))
+            .map_err(|source| ExchangeError::Kafka {
+                task: self.task,
+                what: "reading the committed marker",
+                source,
+            })
+    }
+}
+
+fn read_markers(
+    group: &BaseConsumer,
+    topics: &ExchangeTopics,
+    tasks: &[u32],
+) -> Result<BTreeMap<u32, u64>, KafkaError> {
+    let mut tpl = TopicPartitionList::new();
+    for t in tasks {
+        tpl.add_partition(&topics.marker_topic, *t as i32);
+    }
+    let got = group.committed_offsets(tpl, Duration::from_secs(10))?;
+    Ok(got
+        .elements()
+        .iter()
+        .filter_map(|e| match e.offset() {
+            Offset::Offset(o) if o > 0 => Some((e.partition() as u32, o as u64)),
+            _ => None,
+        })
+        .collect())
+}
+
+/// Reads the tasks' committed markers, for the gates.
+pub struct MarkerReader {
+    group: BaseConsumer,
+    topics: ExchangeTopics,
+}
+
+impl MarkerReader {
+    pub fn new(client: &ClientConfig, topics: &ExchangeTopics) -> Result<Self, KafkaError> {
+        let group: BaseConsumer = client
+            .clone()
+            .set("group.id", &topics.marker_group)
+            .set("enable.auto.commit", "false")
+            .create()?;
+        Ok(MarkerReader {
+            group,
+            topics: topics.clone(),
+        })
+    }
+
+    /// The committed marker of each of `tasks` that has one.
+    pub fn read(&self, tasks: &[u32]) -> Result<BTreeMap<u32, u64>, KafkaError> {
+        read_markers(&self.group, &self.topics, tasks)
+    }
+}
