@@ -14,8 +14,9 @@
 //!   another. The plan therefore fences with transactional ids, not with
 //!   `send_offsets_to_transaction`'s group metadata. If this test starts
 //!   failing, tansu has learnt KIP-447 and the plan can use it.
-//! - **tansu holds a committed transaction's offsets back while a
-//!   transaction that wrote to the same partitions earlier is still open**
+//! - **tansu holds a committed transaction's offsets, and its records on
+//!   every partition, back while a transaction that wrote to the same
+//!   partitions earlier is still open**
 //!   (its `txn_end` completes only transactions whose overlapping ones are
 //!   all prepared). Kafka applies them at the commit. So two transactional
 //!   producers that share partitions see each other delay their offsets,
@@ -271,10 +272,11 @@ fn tansu_does_not_fence_a_member_that_left_the_group() {
 }
 
 #[test]
-fn tansu_holds_a_transactions_offsets_while_an_earlier_one_on_its_partitions_is_open() {
+fn tansu_holds_a_transactions_offsets_and_records_while_an_earlier_one_on_its_partitions_is_open() {
     let broker = Broker::start();
     create(&broker, "overlap-out", 1);
     create(&broker, "overlap-in", 1);
+    create(&broker, "overlap-own", 1);
     let group: BaseConsumer = broker.client().set("group.id", "overlap").create().unwrap();
     let meta = group.group_metadata().unwrap();
     let early = producer(&broker, "overlap-early");
@@ -287,16 +289,25 @@ fn tansu_holds_a_transactions_offsets_while_an_earlier_one_on_its_partitions_is_
     late.begin_transaction().unwrap();
     late.send(BaseRecord::<(), str>::to("overlap-out").payload("late"))
         .unwrap();
+    late.send(BaseRecord::<(), str>::to("overlap-own").payload("own"))
+        .unwrap();
     late.send_offsets_to_transaction(&offsets("overlap-in", 0, 5), &meta, TXN)
         .unwrap();
     late.commit_transaction(TXN).unwrap();
     let held = committed(&broker, "overlap", "overlap-in", 0);
+    let own_held = broker.read_records("overlap-own", 1).len();
     early.commit_transaction(TXN).unwrap();
     let after = committed(&broker, "overlap", "overlap-in", 0);
+    let own_after = broker.read_records("overlap-own", 1).len();
     println!(
-        "the later transaction's offset: {held:?} while the earlier was open, {after:?} after"
+        "the later transaction's offset: {held:?} while the earlier was open, {after:?} after; \
+         its record on a partition of its own: {own_held} then {own_after}"
     );
-    assert_eq!(after, Some(5));
+    assert_eq!((after, own_after), (Some(5), 1));
+    assert_eq!(
+        own_held, 0,
+        "tansu now shows a committed transaction's records while an earlier overlapping one is open"
+    );
     assert_eq!(
         held, None,
         "tansu now applies a committed transaction's offsets while an earlier one on the same \
