@@ -118,17 +118,16 @@ fn run(config: Config) -> Result<Exit, Failure> {
         // The folder is checked now, as any host's at start: a plugin that
         // does not load stops this standby here, not when the group needs
         // it. That also compiles them into the cache; the group's versions
-        // are compiled in the background.
+        // are compiled as the follower (below) reads them.
         // The group as it is now (read again at the takeover).
         let now = shared.and_then(|k| group::read(k).ok()).unwrap_or_default();
         group::check_folder(&runtime, &config, &now).map_err(Failure::Start)?;
-        if !config.no_compile_cache {
-            let runtime = runtime.clone();
-            let _ = std::thread::Builder::new()
-                .name("plugin-warm".into())
-                .spawn(move || group::warm(&runtime, &now));
-        }
     }
+    // While it waits, a standby follows the group's plugins: compiles each
+    // version as it appears and lists them (`standby`) in its API.
+    let follower = shared
+        .filter(|_| late)
+        .map(|k| group::Follower::start(k, runtime.clone(), registry.clone()));
     let (mut pipelines, mut group) = if late {
         (Vec::new(), None)
     } else {
@@ -193,6 +192,9 @@ fn run(config: Config) -> Result<Exit, Failure> {
         || {
             if !late {
                 return Ok(None);
+            }
+            if let Some(f) = &follower {
+                f.stop();
             }
             let (p, g) = load(&control, true)?;
             group = g;

@@ -13,6 +13,9 @@ pub enum PluginStatus {
     Degraded,
     Swapping,
     Failed,
+    /// Listed by a standby: the group runs it on the active host; this
+    /// host runs it once it takes over.
+    Standby,
 }
 
 /// Per-plugin counters.
@@ -39,6 +42,7 @@ impl PluginCounters {
             1 => PluginStatus::Degraded,
             2 => PluginStatus::Swapping,
             3 => PluginStatus::Failed,
+            4 => PluginStatus::Standby,
             _ => PluginStatus::Running,
         }
     }

@@ -218,6 +218,33 @@ fn running(port: u16) -> std::collections::BTreeMap<String, Value> {
         .collect()
 }
 
+/// A standby's plugin list once `done` holds for it (within 30 s), each
+/// plugin with the status `standby`.
+fn listed_as_standby(
+    port: u16,
+    done: impl Fn(&std::collections::BTreeMap<String, Value>) -> bool,
+) -> std::collections::BTreeMap<String, Value> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let listed = running(port);
+        if done(&listed) {
+            for (name, p) in &listed {
+                assert_eq!(p["status"], "standby", "{name}: {p:#}");
+            }
+            return listed;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the standby's list: {:#?}",
+            listed
+                .iter()
+                .map(|(n, p)| (n, p["version"].clone(), p["status"].clone()))
+                .collect::<Vec<_>>()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// A running plugin's version and the version a rollback goes back to.
 fn assert_versions(
     running: &std::collections::BTreeMap<String, Value>,
@@ -300,8 +327,9 @@ fn a_host_that_takes_over_runs_the_groups_plugins() {
     wait_active(ports[0], &mut active);
     let mut standby = host(1);
     wait_standby(&mut standby);
-    // A standby loads no plugins while it waits.
-    assert!(running(ports[1]).is_empty());
+    // A standby runs no plugin while it waits, and lists the group's.
+    let listed = listed_as_standby(ports[1], |l| l.len() == SHIPPED.len());
+    assert_eq!(listed["page-views"]["version"], "1.1.0");
 
     call(ports[0], "PUT", "/api/plugins/page-views", &v2);
     call(
@@ -311,6 +339,13 @@ fn a_host_that_takes_over_runs_the_groups_plugins() {
         br#"{"min_page_views": 5, "within_ms": 10000}"#,
     );
     call(ports[0], "DELETE", "/api/plugins/conversion-rate", b"");
+    // It follows the group's changes (and compiles v2 ahead of a takeover).
+    let listed = listed_as_standby(ports[1], |l| {
+        !l.contains_key("conversion-rate")
+            && l["page-views"]["version"] == "1.1.1"
+            && l["bot-burst"]["config"]["min_page_views"] == 5
+    });
+    assert_versions(&listed, "page-views", "1.1.1", "1.1.0");
     let killed = Instant::now();
     active.sigkill();
 
@@ -318,6 +353,10 @@ fn a_host_that_takes_over_runs_the_groups_plugins() {
     eprintln!("SIGKILL → host-1 active: {:.1?}", killed.elapsed());
     let on_b = running(ports[1]);
     assert_eq!(on_b.len(), SHIPPED.len() - 1, "{:?}", on_b.keys());
+    assert!(
+        on_b.values().all(|p| p["status"] == "running"),
+        "after the takeover: {on_b:#?}"
+    );
     assert!(!on_b.contains_key("conversion-rate"));
     assert_versions(&on_b, "page-views", "1.1.1", "1.1.0");
     assert_eq!(on_b["bot-burst"]["config"]["min_page_views"], 5);

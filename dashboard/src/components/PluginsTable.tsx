@@ -11,6 +11,7 @@ const STATUS_TONE: Record<string, string> = {
   running: 'ok',
   degraded: 'warn',
   swapping: 'info',
+  standby: 'info',
   failed: 'crit',
 };
 

@@ -30,6 +30,9 @@
 //! shares every change it applies, after its barrier and before the API
 //! answers: a change the API acknowledged is on the topic.
 //!
+//! A standby follows the topic while it waits ([`Follower`]): it compiles
+//! each version as it appears and lists the group's plugins.
+//!
 //! A shadow version (`…/shadow`) is not shared: it runs on the host that
 //! started it until it is promoted (then the promoted version is shared)
 //! or discarded.
@@ -46,7 +49,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use crate::kafka::KafkaConfig;
+use crate::status::{PluginCounters, PluginStatus, Registry};
 
 /// The most bytes of a component one record carries (below the brokers'
 /// default 1 MB message limit).
@@ -117,6 +124,45 @@ impl GroupPlugins {
     }
 }
 
+impl GroupPlugins {
+    /// One record of the control topic, read in order.
+    fn apply(&mut self, topic: &str, m: &rdkafka::message::BorrowedMessage<'_>) {
+        let Some(key) = m.key().and_then(|k| std::str::from_utf8(k).ok()) else {
+            return;
+        };
+        if let Some(name) = key.strip_prefix("plugin/") {
+            match m.payload().map(serde_json::from_slice::<Shared>) {
+                Some(Ok(s)) => {
+                    self.plugins.insert(name.to_string(), s);
+                }
+                Some(Err(e)) => tracing::warn!(
+                    topic = %topic,
+                    offset = m.offset(),
+                    plugin = name,
+                    "an unreadable record of the group's plugins (another rtap version?), ignored: {e}"
+                ),
+                None => {
+                    self.plugins.remove(name);
+                }
+            }
+        } else if let Some(rest) = key.strip_prefix("blob/") {
+            let mut parts = rest.split('/');
+            let (Some(hash), Some(Ok(i)), Some(Ok(n))) = (
+                parts.next(),
+                parts.next().map(str::parse::<u32>),
+                parts.next().map(str::parse::<u32>),
+            ) else {
+                return;
+            };
+            self.counts.insert(hash.to_string(), n);
+            self.chunks
+                .entry(hash.to_string())
+                .or_default()
+                .insert(i, m.payload().unwrap_or_default().to_vec());
+        }
+    }
+}
+
 fn plugin_key(name: &str) -> String {
     format!("plugin/{name}")
 }
@@ -150,39 +196,7 @@ pub fn read(cfg: &KafkaConfig) -> Result<GroupPlugins, String> {
             Err(e) => return Err(fail(e.to_string())),
             Ok(m) => m,
         };
-        let Some(key) = m.key().and_then(|k| std::str::from_utf8(k).ok()) else {
-            continue;
-        };
-        if let Some(name) = key.strip_prefix("plugin/") {
-            match m.payload().map(serde_json::from_slice::<Shared>) {
-                Some(Ok(s)) => {
-                    out.plugins.insert(name.to_string(), s);
-                }
-                Some(Err(e)) => tracing::warn!(
-                    topic = %topic,
-                    offset = m.offset(),
-                    plugin = name,
-                    "an unreadable record of the group's plugins (another rtap version?), ignored: {e}"
-                ),
-                None => {
-                    out.plugins.remove(name);
-                }
-            }
-        } else if let Some(rest) = key.strip_prefix("blob/") {
-            let mut parts = rest.split('/');
-            let (Some(hash), Some(Ok(i)), Some(Ok(n))) = (
-                parts.next(),
-                parts.next().map(str::parse::<u32>),
-                parts.next().map(str::parse::<u32>),
-            ) else {
-                continue;
-            };
-            out.counts.insert(hash.to_string(), n);
-            out.chunks
-                .entry(hash.to_string())
-                .or_default()
-                .insert(i, m.payload().unwrap_or_default().to_vec());
-        }
+        out.apply(topic, &m);
     }
     Ok(out)
 }
@@ -364,27 +378,161 @@ pub fn check_folder(
     Ok(())
 }
 
-/// Compile the group's versions into the compile cache, so that a standby
-/// taking over does not compile them then.
-pub fn warm(runtime: &crate::plugin::Runtime, group: &GroupPlugins) {
-    let started = Instant::now();
-    let mut n = 0;
-    let versions = group
-        .plugins
-        .values()
-        .flat_map(|s| s.current.iter().chain(s.previous.iter()));
-    for v in versions {
-        if let Ok(bytes) = group.component(&v.hash)
-            && runtime.load(&bytes, "the group's plugins").is_ok()
-        {
-            n += 1;
+/// A standby's view of the group's plugins while it waits: it follows the
+/// control topic, compiles every version the group names as it appears
+/// (into the compile cache, so that a takeover does not wait for the
+/// compiler, also for a version uploaded after the standby started), and
+/// lists them in the registry (`GET /api/plugins`) with the status
+/// `standby`. Stopped when the standby takes over, before it loads.
+pub struct Follower {
+    stop: Arc<AtomicBool>,
+    registry: Arc<Registry>,
+}
+
+impl Follower {
+    pub fn start(
+        cfg: &KafkaConfig,
+        runtime: Arc<crate::plugin::Runtime>,
+        registry: Arc<Registry>,
+    ) -> Follower {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (cfg, flag, reg) = (cfg.clone(), stop.clone(), registry.clone());
+        let _ = std::thread::Builder::new()
+            .name("plugin-follow".into())
+            .spawn(move || follow(&cfg, &runtime, &reg, &flag));
+        Follower { stop, registry }
+    }
+
+    /// Stop following and take the standby's list out of the registry:
+    /// the plugins the host now loads replace it.
+    pub fn stop(&self) {
+        let mut plugins = self.registry.plugins.lock().expect("registry lock");
+        self.stop.store(true, Ordering::Relaxed);
+        plugins.clear();
+    }
+}
+
+fn follow(
+    cfg: &KafkaConfig,
+    runtime: &crate::plugin::Runtime,
+    registry: &Registry,
+    stop: &AtomicBool,
+) {
+    let topic = &cfg.control_topic;
+    let consumer =
+        match cfg.topic_reader(topic, "control-follower", &[("fetch.wait.max.ms", "100")]) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(topic = %topic, "standby: not following the group's plugins: {e}");
+                return;
+            }
+        };
+    let mut tpl = TopicPartitionList::new();
+    if let Err(e) = tpl
+        .add_partition_offset(topic, 0, Offset::Beginning)
+        .and_then(|_| consumer.assign(&tpl))
+    {
+        tracing::warn!(topic = %topic, "standby: not following the group's plugins: {e}");
+        return;
+    }
+    let mut group = GroupPlugins::default();
+    let mut compiled: HashMap<String, Arc<crate::plugin::Loaded>> = HashMap::new();
+    let mut refused: std::collections::HashSet<String> = Default::default();
+    let mut changed = false;
+    let mut last_error = Instant::now() - Duration::from_secs(60);
+    while !stop.load(Ordering::Relaxed) {
+        match consumer.poll(Duration::from_millis(200)) {
+            None => {}
+            Some(Ok(m)) => {
+                group.apply(topic, &m);
+                changed = true;
+            }
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) if changed => {
+                changed = false;
+                let started = Instant::now();
+                let before = compiled.len();
+                compile(runtime, &group, &mut compiled, &mut refused);
+                if compiled.len() > before {
+                    tracing::info!(
+                        components = compiled.len() - before,
+                        took_ms = started.elapsed().as_millis() as u64,
+                        "standby: compiled the group's plugins ahead of a takeover"
+                    );
+                }
+                let list = standby_list(&group, &compiled);
+                let mut plugins = registry.plugins.lock().expect("registry lock");
+                if stop.load(Ordering::Relaxed) {
+                    return;
+                }
+                *plugins = list;
+            }
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => {}
+            Some(Err(e)) if last_error.elapsed() >= Duration::from_secs(30) => {
+                tracing::warn!(topic = %topic, "standby: following the group's plugins: {e}");
+                last_error = Instant::now();
+            }
+            Some(Err(_)) => {}
         }
     }
-    tracing::info!(
-        components = n,
-        took_ms = started.elapsed().as_millis() as u64,
-        "standby: the group's plugins compiled ahead of a takeover"
-    );
+}
+
+/// Compile every version the group names (running and rollback target)
+/// that is complete on the topic and not compiled yet.
+fn compile(
+    runtime: &crate::plugin::Runtime,
+    group: &GroupPlugins,
+    compiled: &mut HashMap<String, Arc<crate::plugin::Loaded>>,
+    refused: &mut std::collections::HashSet<String>,
+) {
+    let versions = group.plugins.iter().flat_map(|(name, s)| {
+        s.current
+            .iter()
+            .chain(s.previous.iter())
+            .map(move |v| (name, v))
+    });
+    for (name, v) in versions {
+        if compiled.contains_key(&v.hash) || refused.contains(&v.hash) {
+            continue;
+        }
+        let Ok(bytes) = group.component(&v.hash) else {
+            continue; // not all its chunks read yet
+        };
+        match runtime.load(&bytes, "the group's plugins") {
+            Ok(l) => {
+                compiled.insert(v.hash.clone(), Arc::new(l));
+            }
+            Err(e) => {
+                tracing::warn!(plugin = %name, hash = %v.hash, "standby: the group's version does not load here: {e}");
+                refused.insert(v.hash.clone());
+            }
+        }
+    }
+}
+
+/// The registry's list on a standby: each plugin the group runs, as its
+/// compiled running version describes it, with the status `standby`.
+fn standby_list(
+    group: &GroupPlugins,
+    compiled: &HashMap<String, Arc<crate::plugin::Loaded>>,
+) -> Vec<(crate::status::PluginMeta, Arc<PluginCounters>)> {
+    group
+        .plugins
+        .values()
+        .filter_map(|s| {
+            let v = s.current.as_ref()?;
+            let l = compiled.get(&v.hash)?;
+            let previous = s
+                .previous
+                .as_ref()
+                .and_then(|p| compiled.get(&p.hash))
+                .map(|p| serde_json::json!({"version": p.description.version, "hash": p.hash}));
+            let mut meta = super::install::meta_of(l, v.config.clone(), previous);
+            meta.loaded_at = s.at;
+            let counters = Arc::new(PluginCounters::default());
+            counters.set_status(PluginStatus::Standby);
+            Some((meta, counters))
+        })
+        .collect()
 }
 
 /// When a file last changed (ms since the epoch; 0 when unknown).
