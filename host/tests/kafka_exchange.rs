@@ -324,3 +324,81 @@ fn every_committed_record_comes_through_once_and_no_aborted_one() {
         "no aborted record was read: the test did not exercise the gate"
     );
 }
+
+/// User + system CPU seconds of process `pid` (`self` for this one).
+fn cpu_seconds(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let f: Vec<&str> = stat.rsplit_once(") ").unwrap().1.split(' ').collect();
+    let ticks: f64 = f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
+    ticks / 100.0
+}
+
+/// What the exchange topic costs per record: one task sends `records`
+/// records of 220 bytes (an event as JSON is ~215) to two ranges in
+/// transactions of 5 000 (about what a host commits per interval at
+/// 100 000 events/s), two owners read them through their gates, in this
+/// process; prints records/s and the CPU per record here (both ends) and
+/// in the broker. BENCHMARKS.md, "The exchange topic". Run with
+/// `cargo test --release -p rtap-host --test kafka_exchange -- --ignored --nocapture`.
+#[test]
+#[ignore = "a benchmark"]
+fn exchange_throughput() {
+    let records: u64 = std::env::var("BENCH_RECORDS").map_or(400_000, |v| v.parse().unwrap());
+    const PER_TXN: u64 = 5_000;
+    let broker = Arc::new(Broker::start());
+    let topics = ExchangeTopics {
+        topic: "bench-exchange".into(),
+        tasks: 1,
+        ranges: 2,
+        marker_topic: "bench-exchange-tasks".into(),
+        marker_group: "bench-exchange-tasks".into(),
+        transactional_prefix: "bench".into(),
+    };
+    create(&broker, &topics.topic, topics.partitions());
+    create(&broker, &topics.marker_topic, 1);
+    let (cpu0, broker0) = (cpu_seconds("self"), cpu_seconds(&broker.pid().to_string()));
+    let started = Instant::now();
+    let sender = {
+        let (broker, topics) = (broker.clone(), topics.clone());
+        std::thread::spawn(move || {
+            let started = Instant::now();
+            let mut p = TaskProducer::open(&broker.client(), &topics, 0, now_us()).unwrap();
+            let payload = [b'x'; 220];
+            for i in 0..records {
+                p.send((i % 2) as u32, &payload).unwrap();
+                if (i + 1) % PER_TXN == 0 {
+                    p.commit(&[]).unwrap();
+                    if std::env::var("BENCH_DEBUG").is_ok() {
+                        eprintln!("committed {} at {:?}", i + 1, started.elapsed());
+                    }
+                }
+            }
+        })
+    };
+    let fresh = vec![(BTreeMap::new(), 0); 1];
+    let mut owners: Vec<Receiver> = (0..2)
+        .map(|r| Receiver::start(&broker, &topics, r, &fresh))
+        .collect();
+    let mut released = Vec::new();
+    while (released.len() as u64) < records {
+        for o in &mut owners {
+            o.pump(Duration::from_millis(50), &mut released);
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(300),
+            "{} of {records}",
+            released.len()
+        );
+    }
+    sender.join().unwrap();
+    let wall = started.elapsed().as_secs_f64();
+    let here = cpu_seconds("self") - cpu0;
+    let there = cpu_seconds(&broker.pid().to_string()) - broker0;
+    println!(
+        "{records} records of 220 B in transactions of {PER_TXN}: {:.0} records/s; CPU per record: \
+         {:.2} µs here (sender and owners), {:.2} µs in the broker",
+        records as f64 / wall,
+        here * 1e6 / records as f64,
+        there * 1e6 / records as f64
+    );
+}

@@ -75,12 +75,14 @@ impl TaskView {
 /// One exchange partition's gate: records go in as they are read, in
 /// partition order ([`Gate::offer`]); the tasks' committed markers as they
 /// are read ([`Gate::markers`]); [`Gate::release`] gives back what is
-/// known committed, each task's records in order, each once.
+/// known committed, each task's records in order, each once. A release
+/// looks at each task's first undecided record only, so its cost does not
+/// grow with what waits.
 #[derive(Debug)]
 pub struct Gate {
     tasks: BTreeMap<u32, TaskView>,
-    /// Read and not decided yet, in partition order.
-    pending: VecDeque<Released>,
+    /// Read and not decided yet, per task, in partition order.
+    pending: BTreeMap<u32, VecDeque<Released>>,
     /// The offset after the last record offered.
     next: i64,
 }
@@ -103,7 +105,7 @@ impl Gate {
                     )
                 })
                 .collect(),
-            pending: VecDeque::new(),
+            pending: BTreeMap::new(),
             next: from,
         }
     }
@@ -122,11 +124,14 @@ impl Gate {
             });
         inc.last = inc.last.max(header.id);
         self.next = self.next.max(offset + 1);
-        self.pending.push_back(Released {
-            offset,
-            header,
-            payload,
-        });
+        self.pending
+            .entry(header.task)
+            .or_default()
+            .push_back(Released {
+                offset,
+                header,
+                payload,
+            });
     }
 
     /// The tasks' committed markers (each only ever moves forward).
@@ -142,31 +147,26 @@ impl Gate {
     /// transactions, and records applied before, are dropped.
     pub fn release(&mut self) -> Vec<Released> {
         let mut out = Vec::new();
-        let mut blocked: Vec<u32> = Vec::new();
-        let mut keep = VecDeque::with_capacity(self.pending.len());
-        for r in self.pending.drain(..) {
-            let t = r.header.task;
-            if blocked.contains(&t) {
-                keep.push_back(r);
-                continue;
-            }
-            let v = self.tasks.get_mut(&t).expect("offered");
-            match v.verdict(&r.header) {
-                Verdict::Apply => {
-                    v.applied = Some(Applied {
-                        id: r.header.id,
-                        n: r.header.n,
-                    });
-                    out.push(r);
-                }
-                Verdict::Drop => {}
-                Verdict::Wait => {
-                    blocked.push(t);
-                    keep.push_back(r);
+        for (t, queue) in &mut self.pending {
+            let v = self.tasks.get_mut(t).expect("offered");
+            while let Some(r) = queue.front() {
+                match v.verdict(&r.header) {
+                    Verdict::Apply => {
+                        v.applied = Some(Applied {
+                            id: r.header.id,
+                            n: r.header.n,
+                        });
+                        out.push(queue.pop_front().expect("a front"));
+                    }
+                    Verdict::Drop => {
+                        queue.pop_front();
+                    }
+                    Verdict::Wait => break,
                 }
             }
         }
-        self.pending = keep;
+        self.pending.retain(|_, q| !q.is_empty());
+        out.sort_by_key(|r| r.offset);
         out
     }
 
@@ -174,7 +174,11 @@ impl Gate {
     /// released so far: the first undecided record's (read again after a
     /// restart), else the offset after the last one read.
     pub fn commit_offset(&self) -> i64 {
-        self.pending.front().map_or(self.next, |r| r.offset)
+        self.pending
+            .values()
+            .filter_map(|q| q.front().map(|r| r.offset))
+            .min()
+            .unwrap_or(self.next)
     }
 
     /// The last record applied per task: stored with the state.
@@ -187,7 +191,7 @@ impl Gate {
 
     /// Records read and not decided yet.
     pub fn waiting(&self) -> usize {
-        self.pending.len()
+        self.pending.values().map(VecDeque::len).sum()
     }
 }
 

@@ -123,6 +123,11 @@ impl Broker {
         }
     }
 
+    /// The broker's process id (for its CPU time).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// `127.0.0.1:PORT`, for `--kafka-brokers`.
     pub fn addr(&self) -> String {
         format!("127.0.0.1:{}", self.port)
