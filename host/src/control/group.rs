@@ -387,6 +387,7 @@ pub fn check_folder(
 pub struct Follower {
     stop: Arc<AtomicBool>,
     registry: Arc<Registry>,
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Follower {
@@ -397,18 +398,34 @@ impl Follower {
     ) -> Follower {
         let stop = Arc::new(AtomicBool::new(false));
         let (cfg, flag, reg) = (cfg.clone(), stop.clone(), registry.clone());
-        let _ = std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("plugin-follow".into())
-            .spawn(move || follow(&cfg, &runtime, &reg, &flag));
-        Follower { stop, registry }
+            .spawn(move || follow(&cfg, &runtime, &reg, &flag))
+            .ok();
+        Follower {
+            stop,
+            registry,
+            thread,
+        }
     }
 
     /// Stop following and take the standby's list out of the registry:
-    /// the plugins the host now loads replace it.
+    /// the plugins the host now loads replace it. Not waited for: it stops
+    /// after the version it may be compiling (the takeover's load finds
+    /// that one in the compile cache, or compiles it too).
     pub fn stop(&self) {
         let mut plugins = self.registry.plugins.lock().expect("registry lock");
         self.stop.store(true, Ordering::Relaxed);
         plugins.clear();
+    }
+}
+
+impl Drop for Follower {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
 }
 
@@ -451,7 +468,7 @@ fn follow(
                 changed = false;
                 let started = Instant::now();
                 let before = compiled.len();
-                compile(runtime, &group, &mut compiled, &mut refused);
+                compile(runtime, &group, &mut compiled, &mut refused, stop);
                 if compiled.len() > before {
                     tracing::info!(
                         components = compiled.len() - before,
@@ -477,13 +494,22 @@ fn follow(
 }
 
 /// Compile every version the group names (running and rollback target)
-/// that is complete on the topic and not compiled yet.
+/// that is complete on the topic and not compiled yet (until `stop`); keep
+/// only the versions it names.
 fn compile(
     runtime: &crate::plugin::Runtime,
     group: &GroupPlugins,
     compiled: &mut HashMap<String, Arc<crate::plugin::Loaded>>,
     refused: &mut std::collections::HashSet<String>,
+    stop: &AtomicBool,
 ) {
+    let named: std::collections::HashSet<&str> = group
+        .plugins
+        .values()
+        .flat_map(|s| s.current.iter().chain(s.previous.iter()))
+        .map(|v| v.hash.as_str())
+        .collect();
+    compiled.retain(|hash, _| named.contains(hash.as_str()));
     let versions = group.plugins.iter().flat_map(|(name, s)| {
         s.current
             .iter()
@@ -491,6 +517,9 @@ fn compile(
             .map(move |v| (name, v))
     });
     for (name, v) in versions {
+        if stop.load(Ordering::Relaxed) {
+            return;
+        }
         if compiled.contains_key(&v.hash) || refused.contains(&v.hash) {
             continue;
         }

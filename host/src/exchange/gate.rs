@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
-use super::Header;
+use super::{Header, Kind, Progress};
 
 /// The last record of a task the owner applied: kept with its state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -26,6 +26,8 @@ pub struct Released {
 /// An incarnation of a task, as one partition has shown it.
 #[derive(Debug, Clone, Copy)]
 struct Incarnation {
+    /// Its first id (its claim's).
+    start: u64,
     /// The task's marker when it began.
     prev: u64,
     /// The highest id of it read here.
@@ -34,11 +36,15 @@ struct Incarnation {
 
 #[derive(Debug, Default)]
 struct TaskView {
-    /// The task's incarnations seen in this partition, by their first id.
-    incarnations: BTreeMap<u64, Incarnation>,
+    /// The task's incarnations in the order they first showed in this
+    /// partition (the order they began: each fenced the ones before it
+    /// before it wrote).
+    incarnations: Vec<Incarnation>,
     /// The task's committed marker, as last read.
     marker: Option<u64>,
     applied: Option<Applied>,
+    /// What its last released seal said.
+    progress: Option<Progress>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,10 +59,13 @@ impl TaskView {
         if self.applied.is_some_and(|a| (h.id, h.n) <= (a.id, a.n)) {
             return Verdict::Drop;
         }
-        // A later incarnation fenced this one, then read the marker: what
+        let Some(at) = self.incarnations.iter().position(|i| i.start == h.start) else {
+            return Verdict::Wait; // not offered: cannot happen
+        };
+        // The next incarnation fenced this one, then read the marker: what
         // this one committed is at most that, the rest was aborted.
-        if let Some((_, later)) = self.incarnations.range(h.start + 1..).next() {
-            return if h.id <= later.prev {
+        if let Some(next) = self.incarnations.get(at + 1) {
+            return if h.id <= next.prev {
                 Verdict::Apply
             } else {
                 Verdict::Drop
@@ -64,10 +73,21 @@ impl TaskView {
         }
         // The marker is this incarnation's once the partition has shown an
         // id of it at least as high (incarnations' ids do not overlap).
-        let last = self.incarnations.get(&h.start).map_or(0, |i| i.last);
         match self.marker {
-            Some(m) if h.id <= m && m <= last => Verdict::Apply,
+            Some(m) if h.id <= m && m <= self.incarnations[at].last => Verdict::Apply,
             _ => Verdict::Wait,
+        }
+    }
+
+    /// Note a record of incarnation `h.start`, a new one after the others.
+    fn saw(&mut self, h: &Header) {
+        match self.incarnations.iter_mut().find(|i| i.start == h.start) {
+            Some(i) => i.last = i.last.max(h.id),
+            None => self.incarnations.push(Incarnation {
+                start: h.start,
+                prev: h.prev,
+                last: h.id,
+            }),
         }
     }
 }
@@ -85,6 +105,9 @@ pub struct Gate {
     pending: BTreeMap<u32, VecDeque<Released>>,
     /// The offset after the last record offered.
     next: i64,
+    /// Records dropped as of aborted transactions, and claims read.
+    aborted: u64,
+    claims: u64,
 }
 
 impl Gate {
@@ -107,23 +130,20 @@ impl Gate {
                 .collect(),
             pending: BTreeMap::new(),
             next: from,
+            aborted: 0,
+            claims: 0,
         }
     }
 
     /// A record read at `offset`.
     pub fn offer(&mut self, offset: i64, header: Header, payload: Vec<u8>) {
-        let inc = self
-            .tasks
-            .entry(header.task)
-            .or_default()
-            .incarnations
-            .entry(header.start)
-            .or_insert(Incarnation {
-                prev: header.prev,
-                last: header.id,
-            });
-        inc.last = inc.last.max(header.id);
+        self.tasks.entry(header.task).or_default().saw(&header);
         self.next = self.next.max(offset + 1);
+        if header.kind == Kind::Claim {
+            // It tells the gate that an incarnation began, nothing else.
+            self.claims += 1;
+            return;
+        }
         self.pending
             .entry(header.task)
             .or_default()
@@ -156,9 +176,31 @@ impl Gate {
                             id: r.header.id,
                             n: r.header.n,
                         });
+                        if r.header.kind == Kind::Seal {
+                            match Progress::decode(&r.payload) {
+                                Ok(p) => {
+                                    v.progress = Some(Progress {
+                                        watermark: p
+                                            .watermark
+                                            .max(v.progress.map_or(i64::MIN, |q| q.watermark)),
+                                        idle: p.idle,
+                                    });
+                                }
+                                Err(e) => tracing::warn!(
+                                    task = t,
+                                    offset = r.offset,
+                                    "exchange: {e}; its watermark is ignored"
+                                ),
+                            }
+                        }
                         out.push(queue.pop_front().expect("a front"));
                     }
                     Verdict::Drop => {
+                        if v.applied
+                            .is_none_or(|a| (r.header.id, r.header.n) > (a.id, a.n))
+                        {
+                            self.aborted += 1;
+                        }
                         queue.pop_front();
                     }
                     Verdict::Wait => break,
@@ -166,6 +208,21 @@ impl Gate {
             }
         }
         self.pending.retain(|_, q| !q.is_empty());
+        // An incarnation is needed while it has records waiting, and the
+        // one after it to judge them; the newest always.
+        for (t, v) in &mut self.tasks {
+            let waiting: Vec<u64> = self
+                .pending
+                .get(t)
+                .map(|q| q.iter().map(|r| r.header.start).collect())
+                .unwrap_or_default();
+            let first = v
+                .incarnations
+                .iter()
+                .position(|i| waiting.contains(&i.start))
+                .unwrap_or(v.incarnations.len().saturating_sub(1));
+            v.incarnations.drain(..first);
+        }
         out.sort_by_key(|r| r.offset);
         out
     }
@@ -189,10 +246,36 @@ impl Gate {
             .collect()
     }
 
+    /// What task `task`'s last committed seal here said (none yet: it
+    /// holds the owner back).
+    pub fn progress(&self, task: u32) -> Option<Progress> {
+        self.tasks.get(&task).and_then(|v| v.progress)
+    }
+
+    /// Records dropped because their transaction was aborted (tansu shows
+    /// them), and incarnations' claims read.
+    pub fn dropped(&self) -> (u64, u64) {
+        (self.aborted, self.claims)
+    }
+
     /// Records read and not decided yet.
     pub fn waiting(&self) -> usize {
         self.pending.values().map(VecDeque::len).sum()
     }
+}
+
+/// The watermark an owner fires by, from each of its tasks' progress: the
+/// least watermark of the tasks that are not idle (of all, when every one
+/// is); none while a task has sealed nothing yet.
+pub fn owner_watermark(tasks: impl IntoIterator<Item = Option<Progress>>) -> Option<i64> {
+    let mut busy: Option<i64> = None;
+    let mut idle: Option<i64> = None;
+    for p in tasks {
+        let p = p?;
+        let slot = if p.idle { &mut idle } else { &mut busy };
+        *slot = Some(slot.map_or(p.watermark, |w| w.min(p.watermark)));
+    }
+    busy.or(idle)
 }
 
 #[cfg(test)]
@@ -208,7 +291,7 @@ mod tests {
             prev,
             id,
             n,
-            seal: false,
+            kind: Kind::Data,
         }
     }
 
@@ -300,6 +383,33 @@ mod tests {
         assert_eq!(ids(&g.release()), vec![(0, 90, 0)]);
     }
 
+    /// Incarnations are ordered by where they show in the partition, not
+    /// by their starts: a host's clock ahead gave an incarnation whose
+    /// claim aborted a start above the next one's.
+    #[test]
+    fn incarnations_follow_the_partition_not_the_clock() {
+        let claim = |start, prev| Header {
+            kind: Kind::Claim,
+            ..rec(0, start, prev, start, 0)
+        };
+        let mut g = Gate::new(BTreeMap::new(), 0);
+        feed(
+            &mut g,
+            &[
+                claim(100, 0),
+                rec(0, 100, 0, 105, 0),
+                rec(0, 100, 0, 106, 0), // open when its producer died
+                claim(900, 105),        // clock ahead; its claim aborted
+                claim(107, 105),
+                rec(0, 107, 105, 108, 0),
+            ],
+        );
+        g.markers(&marks(&[(0, 108)]));
+        assert_eq!(ids(&g.release()), vec![(0, 105, 0), (0, 108, 0)]);
+        assert_eq!(g.dropped(), (1, 3));
+        assert_eq!(g.waiting(), 0);
+    }
+
     /// A marker of this incarnation that the partition has not shown yet
     /// (its seal not read): the record waits rather than guess.
     #[test]
@@ -310,6 +420,53 @@ mod tests {
         assert!(g.release().is_empty());
         feed(&mut g, &[rec(0, 10, 0, 11, 0)]);
         assert_eq!(ids(&g.release()), vec![(0, 10, 0), (0, 11, 0)]);
+    }
+
+    fn seal(task: u32, start: u64, prev: u64, id: u64, n: u32) -> Header {
+        Header {
+            kind: Kind::Seal,
+            ..rec(task, start, prev, id, n)
+        }
+    }
+
+    fn progress(watermark: i64, idle: bool) -> Vec<u8> {
+        Progress { watermark, idle }.encode().to_vec()
+    }
+
+    /// A seal's watermark counts once its transaction committed; one of an
+    /// aborted transaction never does.
+    #[test]
+    fn watermarks_come_from_committed_seals_only() {
+        let mut g = Gate::new(BTreeMap::new(), 0);
+        g.offer(0, seal(0, 10, 0, 10, 0), progress(1_000, false));
+        g.offer(1, seal(0, 10, 0, 11, 0), progress(2_000, false));
+        g.markers(&marks(&[(0, 10)]));
+        g.release();
+        assert_eq!(g.progress(0).map(|p| p.watermark), Some(1_000));
+        // 11 was aborted: the next incarnation found 10 committed.
+        g.offer(2, seal(0, 50, 10, 50, 0), progress(1_500, true));
+        g.markers(&marks(&[(0, 50)]));
+        g.release();
+        assert_eq!(
+            g.progress(0),
+            Some(Progress {
+                watermark: 1_500,
+                idle: true
+            })
+        );
+        assert_eq!(g.progress(1), None);
+    }
+
+    #[test]
+    fn an_owner_fires_by_its_slowest_busy_task() {
+        let p = |watermark, idle| Some(Progress { watermark, idle });
+        assert_eq!(
+            owner_watermark([p(5, false), p(3, false), p(1, true)]),
+            Some(3)
+        );
+        assert_eq!(owner_watermark([p(5, true), p(3, true)]), Some(3));
+        assert_eq!(owner_watermark([p(5, false), None]), None);
+        assert_eq!(owner_watermark(Vec::new()), None);
     }
 
     /// One task waiting does not hold another's records back, and a

@@ -11,37 +11,47 @@
 //! own transactional producer ([`TaskProducer`]): opening one fences the
 //! task's previous producer, wherever it runs (tansu does not fence by
 //! consumer-group metadata, `host/tests/kafka_broker.rs`).
-//! - Every transaction has an **id**, never reused: a producer (an
-//!   *incarnation* of the task) starts at `max(marker + 1, now in µs)`,
-//!   where the marker is the task's last committed id, and counts up by one
-//!   per transaction. Each record carries its incarnation's **start** and
-//!   the marker it found (**prev**). As with the changelog's commit ids
-//!   (`crate::checkpoint::changelog`), this takes a clock that does not
-//!   step back across a restart and fewer than a transaction per µs.
+//! - An *incarnation* of a task (a producer) begins by committing a
+//!   **claim**: it reads the task's committed marker *m* (the last committed
+//!   id), takes `start = max(m + 2, now in µs)` and commits a claim record
+//!   to each of its partitions with the marker set to `start`, before it
+//!   sends anything else. Its transactions then have the ids `start + 1`,
+//!   `start + 2`, …. Each record carries its incarnation's start and the
+//!   marker it found (**prev**).
+//! - So ids are never reused, whatever the hosts' clocks say: an
+//!   incarnation that sent records had its claim committed, the next one
+//!   finds a marker at least that claim and at most one id above it is
+//!   still open (aborted), and begins two above. (The clock only spreads
+//!   the starts out.) A claim that itself aborted leaves claim records and
+//!   nothing else.
+//! - A transaction writes records for any ranges, numbered per partition,
+//!   then a **seal** to each of its partitions: every owner hears of every
+//!   transaction, and of the task's [`Progress`] after it (its watermark,
+//!   or that its input is idle). An owner fires by the least watermark of
+//!   its tasks' committed seals ([`owner_watermark`]): watermarks travel as
+//!   records, and one of an aborted transaction never counts.
+//! - It commits the task's **marker** (its id) as the offset of the task's
+//!   partition of the marker topic in the marker group: a transactional
+//!   offset commit is what tansu applies atomically with the transaction.
 //! - The topic has a partition per task and range of key groups
 //!   ([`ExchangeTopics`]): each partition has one writer, and the owner of a
 //!   range reads one partition per task. (tansu defers a transaction's
 //!   offsets while another transaction that wrote to the same partitions
 //!   is open; with shared partitions the tasks' markers lagged by seconds,
 //!   and the marker a new incarnation reads must be current.)
-//! - A transaction writes records for any ranges, numbered per partition,
-//!   then a **seal** to each of its partitions: every owner hears of every
-//!   transaction (and, later, of the task's watermark).
-//! - It commits the task's **marker** (its id) as the offset of the task's
-//!   partition of the marker topic in the marker group: a transactional
-//!   offset commit is what tansu applies atomically with the transaction.
 //!
 //! The **receiver** of an exchange partition (the owner of its key groups)
-//! passes what it reads through a [`Gate`], which releases a record once it
-//! knows its transaction committed:
-//! - a later incarnation of the task has shown itself in the partition: the
-//!   record committed if its id is at most that incarnation's *prev*, and
-//!   was aborted otherwise (an incarnation fenced every earlier one before
-//!   it read the marker);
+//! passes what it reads through a [`Gate`], which orders a task's
+//! incarnations by where each first shows in the partition (an incarnation
+//! writes only after it fenced the ones before it: the order does not
+//! depend on clocks) and releases a record once it knows its transaction
+//! committed:
+//! - a later incarnation has shown itself: the record committed if its id
+//!   is at most the next incarnation's *prev*, and was aborted otherwise
+//!   (that incarnation fenced this one, then read the marker);
 //! - or the task's committed marker is at least the record's id, and the
 //!   partition has shown a record of the same incarnation with an id at
-//!   least the marker's (so the marker is that incarnation's: ids of
-//!   incarnations do not overlap).
+//!   least the marker's (so the marker is that incarnation's).
 //!
 //! The receiver stores, with its state, the last record applied per task
 //! (id, then number), and commits as its exchange offset the first record
@@ -53,7 +63,7 @@
 mod gate;
 mod task;
 
-pub use gate::{Applied, Gate, Released};
+pub use gate::{Applied, Gate, Released, owner_watermark};
 pub use task::{ExchangeError, ExchangeTopics, MarkerReader, TaskProducer};
 
 /// What every exchange record carries (the `rtap-x` header).
@@ -69,12 +79,54 @@ pub struct Header {
     /// The record's number among the transaction's records in its
     /// partition; the seal is the last.
     pub n: u32,
-    /// Whether it is the seal (no payload).
-    pub seal: bool,
+    pub kind: Kind,
+}
+
+/// What an exchange record is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// For the owner to apply.
+    Data,
+    /// A transaction's last record in the partition: the task's
+    /// [`Progress`].
+    Seal,
+    /// An incarnation's first transaction (no payload): never released.
+    Claim,
 }
 
 /// The header's name.
 pub const HEADER: &str = "rtap-x";
+
+/// What a seal says of its task's input after the transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    /// The task's watermark (event time, ms).
+    pub watermark: i64,
+    /// Its input has had nothing for the idle timeout: it does not hold
+    /// the owners' watermark back.
+    pub idle: bool,
+}
+
+impl Progress {
+    /// A seal's payload: the watermark (8 bytes, big-endian), then 1 when
+    /// idle.
+    pub fn encode(&self) -> [u8; 9] {
+        let mut b = [0u8; 9];
+        b[..8].copy_from_slice(&self.watermark.to_be_bytes());
+        b[8] = u8::from(self.idle);
+        b
+    }
+
+    pub fn decode(b: &[u8]) -> Result<Progress, String> {
+        match b {
+            [w @ .., idle @ (0 | 1)] if w.len() == 8 => Ok(Progress {
+                watermark: i64::from_be_bytes(w.try_into().expect("8 bytes")),
+                idle: *idle == 1,
+            }),
+            _ => Err(format!("a seal of {} bytes that is not one", b.len())),
+        }
+    }
+}
 
 /// The header's length.
 const HEADER_LEN: usize = 33;
@@ -87,7 +139,11 @@ impl Header {
         b[12..20].copy_from_slice(&self.prev.to_be_bytes());
         b[20..28].copy_from_slice(&self.id.to_be_bytes());
         b[28..32].copy_from_slice(&self.n.to_be_bytes());
-        b[32] = u8::from(self.seal);
+        b[32] = match self.kind {
+            Kind::Data => 0,
+            Kind::Seal => 1,
+            Kind::Claim => 2,
+        };
         b
     }
 
@@ -106,9 +162,13 @@ impl Header {
             prev: u64_at(12),
             id: u64_at(20),
             n: u32_at(28),
-            seal: b[32] == 1,
+            kind: match b[32] {
+                0 => Kind::Data,
+                1 => Kind::Seal,
+                _ => Kind::Claim,
+            },
         };
-        if b[32] > 1 || h.id < h.start || h.prev >= h.start || h.id > i64::MAX as u64 {
+        if b[32] > 2 || h.id < h.start || h.prev >= h.start || h.id > i64::MAX as u64 {
             return Err(format!("an `{HEADER}` header that is not one: {h:?}"));
         }
         Ok(h)
@@ -127,14 +187,22 @@ mod tests {
             prev: 40,
             id: 1_700_000_000_000_007,
             n: 7,
-            seal: true,
+            kind: Kind::Seal,
         };
         assert_eq!(Header::decode(&h.encode()), Ok(h));
         assert!(Header::decode(&h.encode()[..32]).is_err());
         let mut bad = h.encode();
-        bad[32] = 2;
+        bad[32] = 3;
         assert!(Header::decode(&bad).is_err());
         let before_start = Header { id: 3, ..h };
         assert!(Header::decode(&before_start.encode()).is_err());
+        let p = Progress {
+            watermark: -5,
+            idle: true,
+        };
+        assert_eq!(Progress::decode(&p.encode()), Ok(p));
+        assert!(Progress::decode(&p.encode()[..8]).is_err());
+        assert!(Progress::decode(&[0; 9][..]).is_ok());
+        assert!(Progress::decode(&[[0; 8].as_slice(), &[2]].concat()).is_err());
     }
 }

@@ -12,7 +12,7 @@ use rdkafka::message::{Header as KafkaHeader, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 
-use super::{HEADER, Header};
+use super::{HEADER, Header, Kind, Progress};
 
 /// How long a transactional call may wait for the broker.
 const TXN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -94,8 +94,9 @@ pub struct TaskProducer {
 impl TaskProducer {
     /// Take task `task` over: initialise its transactional id (the broker
     /// fences the producer that had it and aborts its open transaction),
-    /// then read the committed marker and begin above it and above every
-    /// id used so far (`now_us`: the time in µs).
+    /// read the committed marker *m*, and commit this incarnation's claim
+    /// as `max(m + 2, now_us)` (`now_us`: the time in µs) before anything
+    /// else.
     pub fn open(
         client: &ClientConfig,
         topics: &ExchangeTopics,
@@ -138,8 +139,8 @@ impl TaskProducer {
             .map_err(err("reading the committed marker"))?
             .remove(&task)
             .unwrap_or(0);
-        let start = (prev + 1).max(now_us);
-        Ok(TaskProducer {
+        let start = (prev + 2).max(now_us);
+        let mut p = TaskProducer {
             task,
             topics: topics.clone(),
             producer,
@@ -151,12 +152,30 @@ impl TaskProducer {
             sent: vec![0; topics.ranges as usize],
             in_txn: false,
             broken: false,
-        })
+        };
+        p.claim()?;
+        Ok(p)
     }
 
-    /// The first id of this incarnation.
+    /// Commit the claim: a claim record to each of the task's partitions
+    /// and the marker at `start` (tansu drops the offsets of a transaction
+    /// that wrote no record).
+    fn claim(&mut self) -> Result<(), ExchangeError> {
+        self.begin()?;
+        for r in 0..self.topics.ranges {
+            self.produce(r, &[], Kind::Claim)?;
+        }
+        self.finish(&[])
+    }
+
+    /// The first id of this incarnation (its claim's).
     pub fn start(&self) -> u64 {
         self.start
+    }
+
+    /// The task's committed marker when this incarnation began.
+    pub fn prev(&self) -> u64 {
+        self.prev
     }
 
     /// The id the open (or next) transaction commits as.
@@ -195,14 +214,14 @@ impl TaskProducer {
         Ok(())
     }
 
-    fn header(&self, range: u32, seal: bool) -> OwnedHeaders {
+    fn header(&self, range: u32, kind: Kind) -> OwnedHeaders {
         let h = Header {
             task: self.task,
             start: self.start,
             prev: self.prev,
             id: self.id,
             n: self.sent[range as usize],
-            seal,
+            kind,
         };
         OwnedHeaders::new().insert(KafkaHeader {
             key: HEADER,
@@ -210,8 +229,8 @@ impl TaskProducer {
         })
     }
 
-    fn produce(&mut self, range: u32, payload: &[u8], seal: bool) -> Result<(), ExchangeError> {
-        let headers = self.header(range, seal);
+    fn produce(&mut self, range: u32, payload: &[u8], kind: Kind) -> Result<(), ExchangeError> {
+        let headers = self.header(range, kind);
         let mut rec = BaseRecord::<(), [u8]>::to(&self.topics.topic)
             .partition(self.topics.partition(self.task, range))
             .payload(payload)
@@ -246,7 +265,7 @@ impl TaskProducer {
             });
         }
         self.begin()?;
-        self.produce(range, payload, false)
+        self.produce(range, payload, Kind::Data)
     }
 
     /// Wait until the records sent so far reached the broker (still in the
@@ -256,17 +275,29 @@ impl TaskProducer {
         self.check(r, "flush")
     }
 
-    /// Commit the open transaction: a seal to each of the task's partitions,
-    /// the task's marker, and `offsets` of other groups (the input's), all
-    /// in it. Returns the committed id.
+    /// Commit the open transaction: a seal with the task's `progress` to
+    /// each of its partitions, the task's marker, and `offsets` of other
+    /// groups (the input's), all in it. Returns the committed id.
     pub fn commit(
         &mut self,
+        progress: Progress,
         offsets: &[(&TopicPartitionList, &ConsumerGroupMetadata)],
     ) -> Result<u64, ExchangeError> {
         self.begin()?;
+        let seal = progress.encode();
         for r in 0..self.topics.ranges {
-            self.produce(r, &[], true)?;
+            self.produce(r, &seal, Kind::Seal)?;
         }
+        let id = self.id;
+        self.finish(offsets)?;
+        Ok(id)
+    }
+
+    /// The marker and `offsets` into the open transaction, and commit it.
+    fn finish(
+        &mut self,
+        offsets: &[(&TopicPartitionList, &ConsumerGroupMetadata)],
+    ) -> Result<(), ExchangeError> {
         let mut marker = TopicPartitionList::new();
         let r = marker.add_partition_offset(
             &self.topics.marker_topic,
@@ -288,9 +319,8 @@ impl TaskProducer {
         self.check(r, "commit_transaction")?;
         self.in_txn = false;
         self.sent.iter_mut().for_each(|n| *n = 0);
-        let id = self.id;
         self.id += 1;
-        Ok(id)
+        Ok(())
     }
 
     /// The task's committed marker, as the broker has it now.
@@ -315,14 +345,19 @@ fn read_markers(
         tpl.add_partition(&topics.marker_topic, *t as i32);
     }
     let got = group.committed_offsets(tpl, Duration::from_secs(10))?;
-    Ok(got
-        .elements()
-        .iter()
-        .filter_map(|e| match e.offset() {
-            Offset::Offset(o) if o > 0 => Some((e.partition() as u32, o as u64)),
-            _ => None,
-        })
-        .collect())
+    let mut out = BTreeMap::new();
+    for e in got.elements() {
+        // A partition's own error (the coordinator not ready, an unstable
+        // offset) is not "no marker": a marker read as none would make a
+        // new incarnation take its predecessor's commits for aborted ones.
+        e.error()?;
+        if let Offset::Offset(o) = e.offset()
+            && o > 0
+        {
+            out.insert(e.partition() as u32, o as u64);
+        }
+    }
+    Ok(out)
 }
 
 /// Reads the tasks' committed markers, for the gates.

@@ -252,7 +252,7 @@ impl<M: Meta> StateStore<M> {
             path,
             meta: PhantomData,
         };
-        store.migrate_to_key_groups()?;
+        store.migrate_to_key_groups(usize::MAX)?;
         Ok(store)
     }
 
@@ -261,7 +261,9 @@ impl<M: Meta> StateStore<M> {
     /// moves a chunk of keys — puts the new ones and deletes the old in one
     /// batch — so a crash midway leaves every key in one layout or the
     /// other, and the next open goes on where it stopped.
-    fn migrate_to_key_groups(&self) -> Result<(), StateError> {
+    /// `cut_after`: return after that many chunks, as a crash would (all,
+    /// but for a test of an interrupted rewrite).
+    fn migrate_to_key_groups(&self, cut_after: usize) -> Result<(), StateError> {
         let started = std::time::Instant::now();
         let first = self
             .db
@@ -288,7 +290,10 @@ impl<M: Meta> StateStore<M> {
         // then), not to `s/`: scanning from `s/` would step over every
         // deletion of the chunks before it again.
         let mut from = LEGACY_STATE.to_vec();
-        loop {
+        for chunk in 0.. {
+            if chunk == cut_after {
+                return Ok(());
+            }
             let mut batch = WriteBatch::default();
             let mut n = 0;
             let mut key = Vec::new();
@@ -891,6 +896,27 @@ pub(crate) mod tests {
             .take_while(|(k, _)| k.starts_with(LEGACY_STATE))
             .count();
         assert_eq!(legacy, 0, "no key left in the old layout");
+        // Marked before the first key moves: an older build refuses the
+        // store from the start of the rewrite.
+        let dir = tempfile::tempdir().unwrap();
+        let s = StateStore::<TestMeta>::open(dir.path(), &StoreConfig::default()).unwrap();
+        let mut batch = WriteBatch::default();
+        for (k, v) in a_kv.iter().take(MIGRATE_CHUNK + 10) {
+            batch.put(format!("s/a\0{k}"), v);
+        }
+        batch.put(META, postcard::to_allocvec(&meta(7, &["a"])).unwrap());
+        s.db.write(batch).unwrap();
+        s.migrate_to_key_groups(1).unwrap();
+        assert_eq!(s.last().unwrap().unwrap().format, 1);
+        let left =
+            s.db.iterator(IteratorMode::From(
+                LEGACY_STATE,
+                rocksdb::Direction::Forward,
+            ))
+            .filter_map(Result::ok)
+            .take_while(|(k, _)| k.starts_with(LEGACY_STATE))
+            .count();
+        assert_eq!(left, 10, "one chunk moved, the rest left for the next open");
     }
 
     #[test]
