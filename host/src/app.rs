@@ -6,7 +6,7 @@
 //! naming what and where, and a non-zero exit.
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::api::{self, AppState};
 use crate::checkpoint::restore::{Restore, Restored};
@@ -212,6 +212,17 @@ fn run(config: Config) -> Result<Exit, Failure> {
     if let (Some(k), Some(g)) = (shared, &group) {
         let publisher = group::Publisher::new(k, &host_id, g).map_err(start)?;
         control.share_with_group(publisher, g);
+        // A change that could not be shared (the broker away) is shared
+        // once it can be.
+        let (control, stop) = (control.clone(), stop.clone());
+        let _ = std::thread::Builder::new()
+            .name("plugin-share".into())
+            .spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(crate::control::SHARE_AGAIN);
+                    control.share_again();
+                }
+            });
     }
     *registry.partitions.lock().expect("registry lock") = opened.partitions.clone();
     *registry.takeover.lock().expect("registry lock") = Some(Takeover {

@@ -494,3 +494,71 @@ fn a_newer_file_wins_over_the_group_and_an_older_one_does_not() {
     assert_eq!(on.len(), SHIPPED.len() - 1);
     stop(h);
 }
+
+/// A change made through the API while the broker cannot be reached: it
+/// runs at once, its record cannot reach the broker (a record waits 10 s
+/// at most), and the host shares it again once the broker is back, so a
+/// host that takes over later runs it too.
+#[test]
+fn a_change_made_while_the_broker_is_away_is_shared_once_it_is_back() {
+    use sha2::Digest;
+    let broker = Broker::start_behind_proxy();
+    broker.create_events_topic();
+    broker.produce_keyed(&gen_events(5_000, 45, 2000));
+    let folder = plugins_dir(&SHIPPED);
+    let data = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut active = HostCmd::new(folder.path())
+        .kafka_brokers(&broker.addr())
+        .kafka_group("away")
+        .out_of_orderness("60s")
+        .no_watch()
+        .jsonl_sink("/dev/null")
+        .listen(port)
+        .admin_token(ADMIN)
+        .data_dir(data.path())
+        .args(["--standby", "--host-id", "host-0"])
+        .watched();
+    wait_active(port, &mut active);
+    let v2 = std::fs::read(test_plugins().join("page-views-v2.wasm")).unwrap();
+    let v2_hash = hex::encode(sha2::Sha256::digest(&v2));
+    let group_hash = |broker: &Broker| {
+        broker
+            .read_records("away-control", 1)
+            .iter()
+            .rfind(|r| r.key == "plugin/page-views")
+            .and_then(|r| serde_json::from_slice::<Value>(&r.value).ok())
+            .and_then(|v| v["current"]["hash"].as_str().map(str::to_string))
+    };
+    assert_ne!(group_hash(&broker).as_deref(), Some(v2_hash.as_str()));
+
+    broker.cut();
+    let auth = format!("Bearer {ADMIN}");
+    let (code, body) = http(
+        port,
+        "PUT",
+        "/api/plugins/page-views",
+        &[("Authorization", &auth)],
+        &v2,
+    )
+    .expect("PUT answered");
+    assert_eq!(code, 200, "{body}");
+    let warning = "not shared with the group's other hosts yet";
+    let warned = active.log.iter().any(|l| l.contains(warning))
+        || active.wait_for(warning, 1, Duration::from_secs(30));
+    assert!(warned, "{}", active.log.join("\n"));
+    broker.mend();
+    let back = Instant::now();
+    let deadline = back + Duration::from_secs(60);
+    while group_hash(&broker).as_deref() != Some(v2_hash.as_str()) {
+        active.wait_for("\u{0}", 1, Duration::from_millis(200));
+        assert!(
+            Instant::now() < deadline,
+            "the change never reached the group: {}",
+            active.log.join("\n")
+        );
+    }
+    eprintln!("shared {:.1?} after the broker came back", back.elapsed());
+    // And the host still runs (its transactions went on after the cut).
+    assert!(get(port, "/health").is_some_and(|(_, v)| v["role"] == "active"));
+}

@@ -201,9 +201,30 @@ pub fn read(cfg: &KafkaConfig) -> Result<GroupPlugins, String> {
     Ok(out)
 }
 
+/// The control topic producer's context: the first delivery that failed
+/// since the last flush.
+#[derive(Default)]
+struct Deliveries {
+    failed: std::sync::Mutex<Option<String>>,
+}
+
+impl rdkafka::client::ClientContext for Deliveries {}
+
+impl rdkafka::producer::ProducerContext for Deliveries {
+    type DeliveryOpaque = ();
+    fn delivery(&self, result: &rdkafka::message::DeliveryResult<'_>, _: ()) {
+        if let Err((e, _)) = result {
+            self.failed
+                .lock()
+                .expect("deliveries lock")
+                .get_or_insert_with(|| e.to_string());
+        }
+    }
+}
+
 /// The active host's side: shares each change it applies.
 pub struct Publisher {
-    producer: BaseProducer,
+    producer: BaseProducer<Deliveries>,
     topic: String,
     host: String,
     /// The components already on the topic (by hash).
@@ -216,14 +237,20 @@ impl Publisher {
     /// `known`: the topic as read at start (its components are not written
     /// again).
     pub fn new(cfg: &KafkaConfig, host: &str, known: &GroupPlugins) -> Result<Self, String> {
-        let producer: BaseProducer = cfg
+        // Not idempotent: after a record timed out (the broker away longer
+        // than `message.timeout.ms`), librdkafka's idempotent producer
+        // could not go on with tansu, and every later change was lost. One
+        // request in flight keeps the records in order; a record sent twice
+        // is the same record (compacted by key).
+        let producer: BaseProducer<Deliveries> = cfg
             .client(&[
                 ("linger.ms", "0"),
-                ("enable.idempotence", "true"),
+                ("enable.idempotence", "false"),
+                ("max.in.flight.requests.per.connection", "1"),
                 ("message.timeout.ms", "10000"),
                 ("message.max.bytes", "1000000"),
             ])
-            .create()
+            .create_with_context(Deliveries::default())
             .map_err(|e| format!("the control topic's producer: {e}"))?;
         let written = known
             .counts
@@ -294,6 +321,22 @@ impl Publisher {
         let res = self
             .producer
             .flush(SEND_FOR)
+            .map_err(|e| e.to_string())
+            .and_then(|()| {
+                match self
+                    .producer
+                    .context()
+                    .failed
+                    .lock()
+                    .expect("deliveries lock")
+                    .take()
+                {
+                    // A flush returns once every record is done with, delivered
+                    // or not.
+                    Some(e) => Err(format!("a record was not delivered: {e}")),
+                    None => Ok(()),
+                }
+            })
             .map_err(|e| format!("sharing plugins on `{}`: {e}", self.topic));
         let queued = std::mem::take(&mut *self.queued.lock().expect("written lock"));
         if res.is_ok() {

@@ -152,7 +152,14 @@ pub struct Control {
     /// Plugins whose group version could not run here at start: their
     /// folder version runs, and is not shared over the group's.
     held_back: Mutex<std::collections::BTreeSet<String>>,
+    /// Plugins whose last change could not be shared (the broker away
+    /// longer than a record may wait): shared again until it is
+    /// ([`Control::share_again`]).
+    unshared: Mutex<std::collections::BTreeSet<String>>,
 }
+
+/// How often a change that could not be shared is tried again.
+pub const SHARE_AGAIN: Duration = Duration::from_secs(3);
 
 /// How long a caller waits for the processing thread to reach a barrier.
 const BARRIER_TIMEOUT: Duration = Duration::from_secs(30);
@@ -187,6 +194,7 @@ impl Control {
             saved: saved::Saved::new(&plugins_dir),
             group: std::sync::OnceLock::new(),
             held_back: Mutex::default(),
+            unshared: Mutex::default(),
         }
     }
 
@@ -225,7 +233,8 @@ impl Control {
             match queued {
                 Ok(()) => shared.push(name),
                 Err(e) => {
-                    tracing::warn!(plugin = %name, "not shared with the group's other hosts: {e}")
+                    tracing::warn!(plugin = %name, "not shared with the group's other hosts yet: {e}");
+                    self.unshared.lock().expect("unshared lock").insert(name);
                 }
             }
         }
@@ -235,7 +244,8 @@ impl Control {
             }
             Ok(()) => {}
             Err(e) => {
-                tracing::warn!(plugins = ?shared, "not shared with the group's other hosts: {e}")
+                tracing::warn!(plugins = ?shared, "not shared with the group's other hosts yet: {e}");
+                self.unshared.lock().expect("unshared lock").extend(shared);
             }
         }
         let _ = self.group.set(publisher);
@@ -279,16 +289,46 @@ impl Control {
             current.as_ref().map(|(b, v)| (&b[..], v.clone())),
             previous.as_ref().map(|(b, v)| (&b[..], v.clone())),
         );
+        let mut unshared = self.unshared.lock().expect("unshared lock");
         match res {
-            Ok(()) => tracing::info!(
-                plugin = name,
-                hash = current.as_ref().map_or("", |(_, v)| v.hash.as_str()),
-                "shared with the group's hosts"
-            ),
-            Err(e) => tracing::warn!(
-                plugin = name,
-                "the change is not shared with the group's other hosts: {e}"
-            ),
+            Ok(()) => {
+                unshared.remove(name);
+                tracing::info!(
+                    plugin = name,
+                    hash = current.as_ref().map_or("", |(_, v)| v.hash.as_str()),
+                    "shared with the group's hosts"
+                )
+            }
+            Err(e) => {
+                unshared.insert(name.to_string());
+                tracing::warn!(
+                    plugin = name,
+                    "the change is not shared with the group's other hosts yet (tried again every {:?}): {e}",
+                    SHARE_AGAIN
+                )
+            }
+        }
+    }
+
+    /// Share again what could not be shared (a change made while the
+    /// broker was away): the versions running now, between lifecycle
+    /// operations (skipped while one runs; the next try comes).
+    pub fn share_again(&self) {
+        if self.unshared.lock().expect("unshared lock").is_empty() {
+            return;
+        }
+        let Ok(_busy) = self.busy.try_lock() else {
+            return;
+        };
+        let names: Vec<String> = self
+            .unshared
+            .lock()
+            .expect("unshared lock")
+            .iter()
+            .cloned()
+            .collect();
+        for name in names {
+            self.share(&name);
         }
     }
 

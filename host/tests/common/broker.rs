@@ -44,6 +44,61 @@ pub struct Broker {
     front: Vec<Child>,
     /// librdkafka options every client of the tests needs (TLS).
     options: Vec<(String, String)>,
+    /// The proxy in front of it, if any.
+    proxy: Option<Proxy>,
+}
+
+/// A TCP proxy on loopback: a thread accepts on `outer` and pumps each
+/// connection to `inner` and back; while cut, it closes every connection
+/// it had and each new one at once.
+struct Proxy {
+    open: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    conns: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
+}
+
+impl Proxy {
+    fn open(outer: u16, inner: u16) -> Proxy {
+        use std::sync::atomic::Ordering;
+        let open = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let conns: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>> =
+            std::sync::Arc::default();
+        let listener = std::net::TcpListener::bind(("127.0.0.1", outer)).expect("bind the proxy");
+        let (o, c) = (open.clone(), conns.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                if !o.load(Ordering::SeqCst) {
+                    let _ = client.shutdown(std::net::Shutdown::Both);
+                    continue;
+                }
+                let Ok(server) = std::net::TcpStream::connect(("127.0.0.1", inner)) else {
+                    continue;
+                };
+                let mut list = c.lock().unwrap();
+                for (from, to) in [(&client, &server), (&server, &client)] {
+                    let (mut from, mut to) = (from.try_clone().unwrap(), to.try_clone().unwrap());
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+                list.push(client);
+                list.push(server);
+            }
+        });
+        Proxy { open, conns }
+    }
+
+    fn cut(&self) {
+        self.open.store(false, std::sync::atomic::Ordering::SeqCst);
+        for s in self.conns.lock().unwrap().drain(..) {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    fn mend(&self) {
+        self.open.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 fn wait_listening(port: u16, what: &str) {
@@ -90,6 +145,7 @@ impl Broker {
             port,
             front: Vec::new(),
             options: Vec::new(),
+            proxy: None,
         }
     }
 
@@ -120,12 +176,42 @@ impl Broker {
                 ("security.protocol".into(), "ssl".into()),
                 ("ssl.ca.location".into(), ca.display().to_string()),
             ],
+            proxy: None,
         }
     }
 
     /// The broker's process id (for its CPU time).
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// tansu reached only through a TCP proxy in this process that
+    /// [`Broker::cut`] breaks and [`Broker::mend`] opens again on the same
+    /// port: a network cut, not a paused broker (a paused one still takes
+    /// what was written to its sockets).
+    pub fn start_behind_proxy() -> Broker {
+        let (inner, outer) = (free_port(), free_port());
+        let child = tansu(inner, outer, &[]);
+        let b = Broker {
+            child,
+            port: outer,
+            front: Vec::new(),
+            options: Vec::new(),
+            proxy: Some(Proxy::open(outer, inner)),
+        };
+        wait_listening(outer, "the proxy");
+        b
+    }
+
+    /// Break every connection through the proxy and refuse new ones.
+    pub fn cut(&self) {
+        self.proxy.as_ref().expect("a broker behind a proxy").cut();
+    }
+
+    /// Take connections again.
+    pub fn mend(&self) {
+        self.proxy.as_ref().expect("a broker behind a proxy").mend();
+        wait_listening(self.port, "the proxy");
     }
 
     /// `127.0.0.1:PORT`, for `--kafka-brokers`.
