@@ -30,27 +30,10 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use common::*;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
-
-fn create(broker: &Broker, topic: &str, partitions: i32) {
-    let admin: AdminClient<DefaultClientContext> = broker.client().create().unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let t = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
-    for r in rt
-        .block_on(admin.create_topics([&t], &AdminOptions::new()))
-        .unwrap()
-    {
-        r.unwrap();
-    }
-}
 
 /// A member of `group` subscribed to `topic` with cooperative-sticky
 /// assignment, as a host in shared mode would be.
@@ -119,7 +102,7 @@ fn balanced(sets: &[BTreeSet<i32>], n: i32) -> bool {
 fn cooperative_sticky_hands_over_partitions_and_the_others_keep_the_rest() {
     let broker = Broker::start();
     let topic = "coop-in";
-    create(&broker, topic, 12);
+    broker.create_topic(topic, 12);
     let a = member(&broker, "coop", topic);
     let took = settle(&[&a], Duration::from_secs(30), |s| s[0].len() == 12);
     println!("one member: all 12 partitions after {took:?}");
@@ -180,8 +163,8 @@ const TXN: Duration = Duration::from_secs(30);
 #[test]
 fn one_transaction_commits_the_offsets_of_two_groups() {
     let broker = Broker::start();
-    create(&broker, "two-in", 2);
-    create(&broker, "two-out", 1);
+    broker.create_topic("two-in", 2);
+    broker.create_topic("two-out", 1);
     let input = member(&broker, "two-a", "two-in");
     settle(&[&input], Duration::from_secs(30), |s| s[0].len() == 2);
     let exchange: BaseConsumer = broker.client().set("group.id", "two-b").create().unwrap();
@@ -209,8 +192,8 @@ fn one_transaction_commits_the_offsets_of_two_groups() {
 #[test]
 fn a_producer_whose_transactional_id_was_taken_over_cannot_commit() {
     let broker = Broker::start();
-    create(&broker, "tid-in", 1);
-    create(&broker, "tid-out", 1);
+    broker.create_topic("tid-in", 1);
+    broker.create_topic("tid-out", 1);
     let group: BaseConsumer = broker.client().set("group.id", "tid").create().unwrap();
     let meta = group.group_metadata().unwrap();
     let old = producer(&broker, "tid-task-3");
@@ -240,8 +223,8 @@ fn a_producer_whose_transactional_id_was_taken_over_cannot_commit() {
 #[test]
 fn tansu_does_not_fence_a_member_that_left_the_group() {
     let broker = Broker::start();
-    create(&broker, "kip447-in", 4);
-    create(&broker, "kip447-out", 1);
+    broker.create_topic("kip447-in", 4);
+    broker.create_topic("kip447-out", 1);
     let a = member(&broker, "kip447", "kip447-in");
     settle(&[&a], Duration::from_secs(30), |s| s[0].len() == 4);
     let zombie_meta = a.group_metadata().unwrap();
@@ -274,9 +257,9 @@ fn tansu_does_not_fence_a_member_that_left_the_group() {
 #[test]
 fn tansu_holds_a_transactions_offsets_and_records_while_an_earlier_one_on_its_partitions_is_open() {
     let broker = Broker::start();
-    create(&broker, "overlap-out", 1);
-    create(&broker, "overlap-in", 1);
-    create(&broker, "overlap-own", 1);
+    broker.create_topic("overlap-out", 1);
+    broker.create_topic("overlap-in", 1);
+    broker.create_topic("overlap-own", 1);
     let group: BaseConsumer = broker.client().set("group.id", "overlap").create().unwrap();
     let meta = group.group_metadata().unwrap();
     let early = producer(&broker, "overlap-early");

@@ -71,6 +71,26 @@ fn wait_standby(h: &mut Watched) {
     );
 }
 
+/// A host of `group` on `broker`: its plugins folder, API port and data
+/// dir, outputs to `/dev/null`, the folder not watched.
+fn group_host(
+    broker: &Broker,
+    plugins: &std::path::Path,
+    group: &str,
+    port: u16,
+    data: &std::path::Path,
+) -> HostCmd {
+    HostCmd::new(plugins)
+        .kafka_brokers(&broker.addr())
+        .kafka_group(group)
+        .out_of_orderness("60s")
+        .no_watch()
+        .jsonl_sink("/dev/null")
+        .listen(port)
+        .admin_token(ADMIN)
+        .data_dir(data)
+}
+
 #[test]
 fn every_host_of_a_group_shows_in_the_cluster_view() {
     let broker = Broker::start();
@@ -80,15 +100,7 @@ fn every_host_of_a_group_shows_in_the_cluster_view() {
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
     let host = |i: usize| {
-        HostCmd::new(plugins.path())
-            .kafka_brokers(&broker.addr())
-            .kafka_group("web")
-            .out_of_orderness("60s")
-            .no_watch()
-            .jsonl_sink("/dev/null")
-            .listen(ports[i])
-            .admin_token(ADMIN)
-            .data_dir(dirs[i].path())
+        group_host(&broker, plugins.path(), "web", ports[i], dirs[i].path())
             .args([
                 "--standby",
                 "--host-id",
@@ -303,15 +315,7 @@ fn a_host_that_takes_over_runs_the_groups_plugins() {
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
     let host = |i: usize| {
-        HostCmd::new(folders[i].path())
-            .kafka_brokers(&broker.addr())
-            .kafka_group("shop")
-            .out_of_orderness("60s")
-            .no_watch()
-            .jsonl_sink("/dev/null")
-            .listen(ports[i])
-            .admin_token(ADMIN)
-            .data_dir(dirs[i].path())
+        group_host(&broker, folders[i].path(), "shop", ports[i], dirs[i].path())
             .args(["--standby", "--host-id", &format!("host-{i}")])
             .watched()
     };
@@ -420,15 +424,7 @@ fn a_newer_file_wins_over_the_group_and_an_older_one_does_not() {
     let data = tempfile::tempdir().unwrap();
     let port = free_port();
     let host = |plugins: &std::path::Path, data: &std::path::Path| {
-        HostCmd::new(plugins)
-            .kafka_brokers(&broker.addr())
-            .kafka_group("rules")
-            .out_of_orderness("60s")
-            .no_watch()
-            .jsonl_sink("/dev/null")
-            .listen(port)
-            .admin_token(ADMIN)
-            .data_dir(data)
+        group_host(&broker, plugins, "rules", port, data)
             .args(["--kafka-changelog"])
             .watched()
     };
@@ -508,15 +504,7 @@ fn a_change_made_while_the_broker_is_away_is_shared_once_it_is_back() {
     let folder = plugins_dir(&SHIPPED);
     let data = tempfile::tempdir().unwrap();
     let port = free_port();
-    let mut active = HostCmd::new(folder.path())
-        .kafka_brokers(&broker.addr())
-        .kafka_group("away")
-        .out_of_orderness("60s")
-        .no_watch()
-        .jsonl_sink("/dev/null")
-        .listen(port)
-        .admin_token(ADMIN)
-        .data_dir(data.path())
+    let mut active = group_host(&broker, folder.path(), "away", port, data.path())
         .args(["--standby", "--host-id", "host-0"])
         .watched();
     wait_active(port, &mut active);

@@ -15,8 +15,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
@@ -29,21 +27,6 @@ const TASKS: u32 = 3;
 /// Ranges of key groups: each has its own owner.
 const RANGES: u32 = 2;
 const BATCHES: u32 = 40;
-
-fn create(broker: &Broker, topic: &str, partitions: i32) {
-    let admin: AdminClient<DefaultClientContext> = broker.client().create().unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let t = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
-    for r in rt
-        .block_on(admin.create_topics([&t], &AdminOptions::new()))
-        .unwrap()
-    {
-        r.unwrap();
-    }
-}
 
 /// Task `task`'s watermark after batch `batch`.
 fn progress(task: u32, batch: u32) -> Progress {
@@ -246,8 +229,8 @@ fn every_committed_record_comes_through_once_and_no_aborted_one() {
         marker_group: "x-exchange-tasks".into(),
         transactional_prefix: "x".into(),
     };
-    create(&broker, &topics.topic, topics.partitions());
-    create(&broker, &topics.marker_topic, TASKS as i32);
+    broker.create_topic(&topics.topic, topics.partitions());
+    broker.create_topic(&topics.marker_topic, TASKS as i32);
 
     let senders: Vec<_> = (0..TASKS)
         .map(|t| {
@@ -392,8 +375,8 @@ fn exchange_throughput() {
         marker_group: "bench-exchange-tasks".into(),
         transactional_prefix: "bench".into(),
     };
-    create(&broker, &topics.topic, topics.partitions());
-    create(&broker, &topics.marker_topic, 1);
+    broker.create_topic(&topics.topic, topics.partitions());
+    broker.create_topic(&topics.marker_topic, 1);
     let (cpu0, broker0) = (cpu_seconds("self"), cpu_seconds(&broker.pid().to_string()));
     let started = Instant::now();
     let sender = {

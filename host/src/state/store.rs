@@ -854,6 +854,17 @@ pub(crate) mod tests {
         assert_eq!(keys(&s, "a"), want);
     }
 
+    /// The keys still in the layout before key groups.
+    fn legacy_keys<M: Meta>(s: &StateStore<M>) -> usize {
+        s.db.iterator(IteratorMode::From(
+            LEGACY_STATE,
+            rocksdb::Direction::Forward,
+        ))
+        .filter_map(Result::ok)
+        .take_while(|(k, _)| k.starts_with(LEGACY_STATE))
+        .count()
+    }
+
     /// A store of a build before key groups (`s/<plugin>\0<key>`) is
     /// rewritten into key groups when opened, also when an earlier open
     /// stopped midway (some keys moved, some not).
@@ -887,14 +898,7 @@ pub(crate) mod tests {
             (7, 1),
             "the meta is marked as this build's"
         );
-        let legacy =
-            s.db.iterator(IteratorMode::From(
-                LEGACY_STATE,
-                rocksdb::Direction::Forward,
-            ))
-            .filter_map(Result::ok)
-            .take_while(|(k, _)| k.starts_with(LEGACY_STATE))
-            .count();
+        let legacy = legacy_keys(&s);
         assert_eq!(legacy, 0, "no key left in the old layout");
         // Marked before the first key moves: an older build refuses the
         // store from the start of the rewrite.
@@ -908,14 +912,7 @@ pub(crate) mod tests {
         s.db.write(batch).unwrap();
         s.migrate_to_key_groups(1).unwrap();
         assert_eq!(s.last().unwrap().unwrap().format, 1);
-        let left =
-            s.db.iterator(IteratorMode::From(
-                LEGACY_STATE,
-                rocksdb::Direction::Forward,
-            ))
-            .filter_map(Result::ok)
-            .take_while(|(k, _)| k.starts_with(LEGACY_STATE))
-            .count();
+        let left = legacy_keys(&s);
         assert_eq!(left, 10, "one chunk moved, the rest left for the next open");
     }
 

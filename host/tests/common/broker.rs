@@ -231,14 +231,32 @@ impl Broker {
 
     /// The events topic with 12 partitions.
     pub fn create_events_topic(&self) {
+        // As before: the request must succeed, the topic's own result (one
+        // that exists already) is not looked at.
+        let _ = self.create_topic_results(EVENTS, 12);
+    }
+
+    /// A topic with `partitions`, created now (an error if it cannot be,
+    /// or exists).
+    pub fn create_topic(&self, topic: &str, partitions: i32) {
+        for r in self.create_topic_results(topic, partitions) {
+            r.unwrap();
+        }
+    }
+
+    fn create_topic_results(
+        &self,
+        topic: &str,
+        partitions: i32,
+    ) -> Vec<rdkafka::admin::TopicResult> {
         let admin: AdminClient<DefaultClientContext> = self.client().create().unwrap();
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap();
-        let t = NewTopic::new(EVENTS, 12, TopicReplication::Fixed(1));
+        let t = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
         rt.block_on(admin.create_topics([&t], &AdminOptions::new()))
-            .unwrap();
+            .unwrap()
     }
 
     /// Round-robin over the 12 partitions, in order.
