@@ -291,8 +291,10 @@ fn run(config: Config) -> Result<Exit, Failure> {
         time,
         last_batch: None,
         shadows,
+        exchange: config.exchange,
     };
     let shadows = runner.shadows.clone();
+    let registry = runner.registry.clone();
     let exit = runner
         .run(feed)
         .map_err(|e| Failure::Run(crate::datadir::explain(e.to_string())))?;
@@ -301,6 +303,23 @@ fn run(config: Config) -> Result<Exit, Failure> {
             plugins = ?shadows.plugins(),
             "shadow versions are not kept: the next start runs the live versions only"
         );
+    }
+    if config.exchange == crate::config::ExchangeMode::Wire {
+        let m = crate::metrics::metrics();
+        let counters = registry.workers.lock().expect("registry lock").clone();
+        let (mut bytes, mut records) = (0, 0);
+        for (w, c) in counters.iter().enumerate() {
+            bytes += m
+                .worker_exchange_bytes
+                .with_label_values(&[&w.to_string()])
+                .get();
+            records += c.exchange_in.load(std::sync::atomic::Ordering::Relaxed);
+        }
+        let events = registry
+            .stats
+            .events_in
+            .load(std::sync::atomic::Ordering::Relaxed);
+        tracing::info!(events, records, bytes, "exchange on the wire");
     }
     tracing::info!(?exit, "done");
     tokio.shutdown_timeout(std::time::Duration::from_millis(200));

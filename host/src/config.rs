@@ -101,6 +101,29 @@ impl FromStr for SourceSpec {
     }
 }
 
+/// How the exchange between one host's workers carries its records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ExchangeMode {
+    /// The records themselves, moved between threads.
+    #[default]
+    Memory,
+    /// Encoded as for a stage 2 on another host and decoded at their owner
+    /// (`crate::pipeline::wire`): the outputs are the same, at the cost of
+    /// the encoding, which this measures.
+    Wire,
+}
+
+impl FromStr for ExchangeMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "memory" => Ok(ExchangeMode::Memory),
+            "wire" => Ok(ExchangeMode::Wire),
+            _ => Err(format!("unknown exchange `{s}`: use `memory` or `wire`")),
+        }
+    }
+}
+
 /// Where outputs go (besides the WebSocket).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SinkSpec {
@@ -367,6 +390,12 @@ pub struct Config {
     /// stage 2 for a share of the key groups. Default: the cores available.
     #[arg(long, env = "RTAP_WORKERS")]
     pub workers: Option<usize>,
+
+    /// How records cross between workers: `memory`, or `wire` (encoded as
+    /// for a stage 2 on another host, and decoded at their owner; the same
+    /// outputs, to test and measure the encoding: BENCHMARKS.md).
+    #[arg(long, env = "RTAP_EXCHANGE", default_value = "memory")]
+    pub exchange: ExchangeMode,
 
     /// Read a file source as line-aligned splits of about this size, each an
     /// input partition read in parallel (the same splits whatever

@@ -39,6 +39,7 @@ pub struct Metrics {
     pub worker_busy: prometheus::CounterVec,
     pub worker_keys: IntGaugeVec,
     pub worker_exchange_records: IntCounterVec,
+    pub worker_exchange_bytes: IntCounterVec,
     pub worker_exchange_queue: IntGaugeVec,
 }
 
@@ -296,6 +297,12 @@ impl Metrics {
                 &r,
                 "rtap_worker_exchange_records_total",
                 "Exchange records (partial states, routed events) each worker's stage 2 applied.",
+                &["worker"],
+            ),
+            worker_exchange_bytes: counter_vec(
+                &r,
+                "rtap_worker_exchange_bytes_total",
+                "Encoded exchange bytes each worker's stage 2 decoded (`--exchange wire`; 0 with the in-memory exchange).",
                 &["worker"],
             ),
             worker_exchange_queue: gauge_vec(

@@ -120,10 +120,12 @@ fn golden_cases_straight_through() {
         let plugins = plugins_dir(&names.iter().map(String::as_str).collect::<Vec<_>>());
         let args = words(&case.join("args"));
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        for workers in ["1", "3"] {
+        // The exchange on the wire: every record between the workers
+        // encoded as for another host (`pipeline::wire`), the same outputs.
+        for (workers, exchange) in [("1", "memory"), ("3", "memory"), ("3", "wire")] {
             let data = tempfile::tempdir().unwrap();
             let mut with = args.clone();
-            with.extend(["--workers", workers]);
+            with.extend(["--workers", workers, "--exchange", exchange]);
             run_file(
                 plugins.path(),
                 &case.join("input.jsonl"),
@@ -135,7 +137,8 @@ fn golden_cases_straight_through() {
             if workers == "1" {
                 check(&case, "straight, 1 worker", got, late);
             } else {
-                check_per_window(&case, "straight, 3 workers", got, late);
+                let what = format!("straight, 3 workers, exchange in {exchange}");
+                check_per_window(&case, &what, got, late);
             }
         }
     }

@@ -58,8 +58,9 @@ fn first_difference(want: &[String], got: &[String]) -> String {
 /// (whose batches are cut into runs for every worker's stage 1) or in four
 /// splits — any number of workers gives exactly the outputs of one worker,
 /// for every shipped plugin: stage 2 applies each round's records in the
-/// same canonical order whichever worker sent them. The worker counts are
-/// drawn (`RTAP_SPLIT_SEED` replays them).
+/// same canonical order whichever worker sent them, and whether the
+/// records crossed in memory or encoded as for another host (`--exchange
+/// wire`). The worker counts are drawn (`RTAP_SPLIT_SEED` replays them).
 #[test]
 fn any_number_of_workers_gives_the_outputs_of_one() {
     let tmp = tempfile::tempdir().unwrap();
@@ -70,16 +71,20 @@ fn any_number_of_workers_gives_the_outputs_of_one() {
     let mut rng = Rng::from_var("RTAP_SPLIT_SEED");
     let seed = rng.seed;
     for (parts, split) in [("1 partition", None), ("4 partitions", Some(&quarter))] {
-        let run = |workers: &str, data: &Path| {
+        let run = |workers: &str, exchange: &str, data: &Path| {
             let mut a = vec!["--out-of-orderness", "60s", "--batch-size", "500"];
             if let Some(s) = split {
                 a.extend(["--file-split-size", s.as_str()]);
             }
-            a.extend(["--workers", workers]);
+            a.extend(["--workers", workers, "--exchange", exchange]);
             run_file(plugins.path(), &events, data, &a);
             sorted_outputs(data)
         };
-        let want = run("1", &tmp.path().join(format!("{parts}-reference")));
+        let want = run(
+            "1",
+            "memory",
+            &tmp.path().join(format!("{parts}-reference")),
+        );
         assert!(want.len() > 2_000, "only {} reference outputs", want.len());
         assert!(
             want.iter()
@@ -87,15 +92,24 @@ fn any_number_of_workers_gives_the_outputs_of_one() {
                 && want.iter().any(|l| l.contains("\"plugin\":\"bot-burst\"")),
             "the event detectors have no outputs to compare"
         );
-        for case in 0..2 {
+        // The second case sends every record between the workers on the
+        // wire, encoded as for another host (`pipeline::wire`).
+        for (case, exchange) in ["memory", "wire"].into_iter().enumerate() {
             let workers = (2 + rng.below(3)).to_string();
-            let got = run(&workers, &tmp.path().join(format!("{parts}-{case}")));
+            let got = run(
+                &workers,
+                exchange,
+                &tmp.path().join(format!("{parts}-{case}")),
+            );
             assert!(
                 got == want,
-                "RTAP_SPLIT_SEED={seed}: {parts}, {workers} workers: {}",
+                "RTAP_SPLIT_SEED={seed}: {parts}, {workers} workers, exchange in {exchange}: {}",
                 first_difference(&want, &got)
             );
-            eprintln!("{parts}, {workers} workers: {} outputs, equal", got.len());
+            eprintln!(
+                "{parts}, {workers} workers, exchange in {exchange}: {} outputs, equal",
+                got.len()
+            );
         }
     }
 }

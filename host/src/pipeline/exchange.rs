@@ -162,6 +162,10 @@ pub struct Partial {
 pub struct Routed {
     pub pos: Pos,
     pub batch: u32,
+    /// The event's index in its batch: `pos.event` in the round it was
+    /// read in; another in a round decoded from the wire
+    /// (`super::wire::Inbox`), whose batches hold only the owner's events.
+    pub index: u32,
     /// The watermark the event arrived under, and the one after it.
     pub wm: i64,
     pub wm_after: i64,

@@ -43,6 +43,7 @@ mod stage1;
 mod stage2;
 mod stage3;
 mod swap;
+pub mod wire;
 
 pub use compare::{ShadowBoard, ShadowStart};
 pub use slot::{DEGRADE_AFTER, Health, PROBE_AFTER, RECENT_CALLS, Slot};
@@ -203,6 +204,14 @@ impl Pipeline {
                 let d = s.state_delta();
                 (!s.shadow).then_some(d)
             })
+            .collect()
+    }
+
+    /// The slots as the exchange's wire names them, in slot order.
+    pub fn slot_ids(&self) -> Vec<wire::SlotId> {
+        self.slots
+            .iter()
+            .map(|s| wire::SlotId::new(s.name.clone(), s.shadow, &s.identity.hash))
             .collect()
     }
 

@@ -235,6 +235,7 @@ impl Pipeline {
                                 event: i,
                             },
                             batch: run.batch,
+                            index: i,
                             wm: wm_of[k],
                             wm_after: wm_of[k + 1],
                             slots: mask,

@@ -102,7 +102,7 @@ impl Pipeline {
     /// detectors in `e.slots`, as one stage does it: a late update sees its
     /// window fired first, a key's due timers fire before its next event.
     fn apply_event(&mut self, batch: &EventBatch, e: Routed, any_lateness: bool) {
-        let i = e.pos.event as usize;
+        let i = e.index as usize;
         let wm = e.wm;
         // A late update must see its window fired first (firing is lazy).
         if any_lateness

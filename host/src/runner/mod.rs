@@ -7,6 +7,7 @@
 //! commits and checkpoints between rounds: every cut is consistent across
 //! workers (`crate::checkpoint`). Publishes the status once a second.
 
+mod exchange;
 mod feed;
 mod outputs;
 mod status;
@@ -25,12 +26,13 @@ use std::time::{Duration, Instant};
 use crate::checkpoint::Checkpoints;
 use crate::checkpoint::commit::{CheckpointError, PluginState};
 use crate::clock::now_ms;
+use crate::config::ExchangeMode;
 use crate::control::Command;
 use crate::event::{EventBatch, Position};
 use crate::metrics::metrics;
 use crate::operator::aggregate::combine_meta;
 use crate::output::{DeadLetter, Output};
-use crate::pipeline::exchange::{LateMark, Record, Round};
+use crate::pipeline::exchange::{LateMark, Round};
 use crate::pipeline::{
     FINISH_ROUNDS, Health, MetricRouter, Pipeline, ShadowBoard, Stage1Out, StateTransfer,
     SwapReport, TimeConfig, late_events, malformed,
@@ -41,6 +43,7 @@ use crate::source::SourceError;
 use crate::state::StateDelta;
 use crate::status::{Registry, SourceState};
 use crate::window::Watermark;
+use exchange::{Inbox, Sent};
 use feed::Next;
 use status::StatusReport;
 use workers::{WorkerGone, count};
@@ -63,6 +66,11 @@ pub enum RunError {
     Kafka(String),
     #[error("the source thread stopped unexpectedly")]
     SourceGone,
+    #[error("worker {worker}'s stage 2: {error}")]
+    Exchange {
+        worker: usize,
+        error: crate::pipeline::wire::WireError,
+    },
 }
 
 /// How long the coordinator waits for a batch before it looks at
@@ -159,6 +167,8 @@ pub struct Runner {
     /// The shadow versions' comparisons (shared with the lifecycle service
     /// and the API).
     pub shadows: Arc<ShadowBoard>,
+    /// How records cross between workers (`--exchange`).
+    pub exchange: ExchangeMode,
 }
 
 impl Runner {
@@ -314,27 +324,28 @@ impl Runner {
             runs[w].push(ri);
         }
         let inputs = runs.into_iter().map(|r| (round.clone(), r)).collect();
-        let stage1 = self
-            .workers
-            .each(inputs, |p, (round, runs): (Arc<Round>, Vec<usize>)| {
-                let mut out = Stage1Out::new(p.shard.workers);
-                p.stage1(&round, &runs, &mut out);
-                (out, Emitted::take(p))
-            })?;
+        let wire = self.exchange == ExchangeMode::Wire;
+        let stage1 =
+            self.workers
+                .each(inputs, move |p, (round, runs): (Arc<Round>, Vec<usize>)| {
+                    let mut out = Stage1Out::new(p.shard.workers);
+                    p.stage1(&round, &runs, &mut out);
+                    let sent = Sent::of(p, &round, std::mem::take(&mut out.records), wire);
+                    (sent, out.late, Emitted::take(p))
+                })?;
         // The exchange.
-        let mut inbox: Vec<Vec<Record>> = (0..n).map(|_| Vec::new()).collect();
-        for (out, e) in stage1 {
-            for (w, records) in out.records.into_iter().enumerate() {
-                inbox[w].extend(records);
+        let mut inbox: Vec<Inbox> = (0..n).map(|_| Inbox::default()).collect();
+        for (sent, late, e) in stage1 {
+            for (w, s) in sent.into_iter().enumerate() {
+                inbox[w].take(s);
             }
-            emitted.late.extend(out.late);
+            emitted.late.extend(late);
             emitted.append(e);
         }
-        for (w, records) in inbox.iter().enumerate() {
+        for (w, i) in inbox.iter().enumerate() {
             let c = self.workers.counters(w);
-            c.exchange_queue
-                .store(records.len() as u64, Ordering::Relaxed);
-            count(&c.exchange_in, records.len() as u64);
+            c.exchange_queue.store(i.records, Ordering::Relaxed);
+            count(&c.exchange_in, i.records);
         }
         self.stages_2_and_3(round, inbox, &mut emitted)?;
         let late = late_events(round, std::mem::take(&mut emitted.late), &self.names);
@@ -352,18 +363,18 @@ impl Runner {
     fn stages_2_and_3(
         &mut self,
         round: &Arc<Round>,
-        inbox: Vec<Vec<Record>>,
+        inbox: Vec<Inbox>,
         emitted: &mut Emitted,
     ) -> Result<(), RunError> {
         let inputs = inbox.into_iter().map(|r| (round.clone(), r)).collect();
-        let stage2 =
-            self.workers
-                .each(inputs, |p, (round, records): (Arc<Round>, Vec<Record>)| {
-                    p.stage2(&round, records);
-                    Emitted::take(p)
-                })?;
+        let stage2 = self
+            .workers
+            .each(inputs, |p, (round, inbox): (Arc<Round>, Inbox)| {
+                inbox.stage2(p, &round).map(|()| Emitted::take(p))
+            })?;
         let mut metrics = Vec::with_capacity(stage2.len());
-        for mut e in stage2 {
+        for (w, r) in stage2.into_iter().enumerate() {
+            let mut e = r.map_err(|error| RunError::Exchange { worker: w, error })?;
             metrics.push(std::mem::take(&mut e.metrics));
             emitted.append(e);
         }
@@ -419,7 +430,7 @@ impl Runner {
         });
         for _ in 0..FINISH_ROUNDS {
             let mut emitted = Emitted::default();
-            let inbox = (0..self.workers.len()).map(|_| Vec::new()).collect();
+            let inbox = (0..self.workers.len()).map(|_| Inbox::default()).collect();
             self.stages_2_and_3(&last, inbox, &mut emitted)?;
             self.write(emitted, Vec::new(), 0)?;
             if !self.workers.all(|p| p.timers_pending())?.contains(&true) {

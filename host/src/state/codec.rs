@@ -36,7 +36,7 @@ pub fn put_varint(buf: &mut Vec<u8>, mut v: u64) {
     buf.push(v as u8);
 }
 
-fn take_varint(buf: &mut &[u8]) -> Option<u64> {
+pub fn take_varint(buf: &mut &[u8]) -> Option<u64> {
     let mut v = 0u64;
     for shift in (0..64).step_by(7) {
         let (&b, rest) = buf.split_first()?;
@@ -49,7 +49,7 @@ fn take_varint(buf: &mut &[u8]) -> Option<u64> {
     None
 }
 
-fn take_bytes<'a>(buf: &mut &'a [u8]) -> Option<&'a [u8]> {
+pub fn take_bytes<'a>(buf: &mut &'a [u8]) -> Option<&'a [u8]> {
     let n = usize::try_from(take_varint(buf)?).ok()?;
     if n > buf.len() {
         return None;
