@@ -10,7 +10,7 @@ source "$(dirname "$0")/lib.sh"
 
 FUZZ_SECONDS=${FUZZ_SECONDS:-30}
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(decode state_codec plugin_returns api)
+[ ${#targets[@]} -gt 0 ] || targets=(decode state_codec plugin_returns api exchange_wire)
 
 log "fuzz: building the targets (libFuzzer, sanitizer coverage on rtap-host)"
 RUSTC_WRAPPER="$ROOT/scripts/fuzz-rustc.sh" cargo build --quiet --release \

@@ -14,7 +14,9 @@
 //! - [`plugin_returns`]: what a hostile component may return from `add`,
 //!   `finish` and the detector calls → `plugin::instance`'s checks;
 //! - [`api`]: HTTP requests (method, path, query, headers, body) → the
-//!   server's router, read token and admin token on or off.
+//!   server's router, read token and admin token on or off;
+//! - [`exchange_wire`]: a payload from another host's stage 1 →
+//!   `pipeline::wire`, decoded, encoded again and decoded again.
 
 use std::sync::{Arc, OnceLock};
 
@@ -525,4 +527,95 @@ pub fn api(data: &[u8]) {
     if method != Method::GET && method != Method::HEAD && ROUTES[1..4].contains(&path.as_str()) {
         assert!(!status.is_success(), "{method} {path} succeeded: {status}");
     }
+}
+
+// --- the exchange's wire format ----------------------------------------
+
+/// The plugins both sides of [`exchange_wire`] run.
+fn wire_slots() -> Vec<crate::pipeline::wire::SlotId> {
+    use crate::pipeline::wire::SlotId;
+    vec![
+        SlotId::new(Arc::from("page-views"), false, "h1"),
+        SlotId::new(Arc::from("sessions"), false, "h2"),
+        SlotId::new(Arc::from("sessions"), true, "h3"),
+    ]
+}
+
+/// What stage 2 can read of a decoded round's records: every record, and
+/// every field of each routed event (which must be in its batch).
+fn wire_view(
+    round: &crate::pipeline::exchange::Round,
+    records: &[crate::pipeline::exchange::Record],
+) -> Vec<String> {
+    use crate::pipeline::exchange::Record;
+    records
+        .iter()
+        .map(|r| match r {
+            Record::Partial(p) => format!(
+                "partial {:?} slot {} wm {} {} {:?} {:?}",
+                p.pos, p.slot, p.wm, p.wm_after, p.states.groups, p.states.late_fire
+            ),
+            Record::Event(e) => {
+                let b = round
+                    .batches
+                    .get(e.batch as usize)
+                    .unwrap_or_else(|| panic!("{e:?}: no batch {}", e.batch));
+                let ev = b
+                    .events
+                    .get(e.index as usize)
+                    .unwrap_or_else(|| panic!("{e:?}: no event {} in its batch", e.index));
+                let text: Vec<Option<&str>> =
+                    TextField::ALL.iter().map(|&f| b.text(ev, f)).collect();
+                format!(
+                    "event {:?} batch {} wm {} {} slots {:b}: {} {} {} {} {:?} {:?} {:?} {}",
+                    e.pos,
+                    e.batch,
+                    e.wm,
+                    e.wm_after,
+                    e.slots,
+                    b.origin.source,
+                    b.partition_of_event(e.index as usize),
+                    ev.offset,
+                    ev.ts,
+                    ev.latency_ms,
+                    ev.value,
+                    text,
+                    b.raw(ev)
+                )
+            }
+        })
+        .collect()
+}
+
+/// Bytes from another host as an exchange payload
+/// (`pipeline::wire::Inbox::add`). Refused cleanly, or decoded into a round
+/// that stage 2 can read whole (every routed event in its batch, every
+/// span on its bytes); and what decoded, encoded again and decoded again,
+/// reads the same.
+pub fn exchange_wire(data: &[u8]) {
+    use crate::pipeline::wire::{Encoder, Inbox};
+    let slots = wire_slots();
+    let mut inbox = Inbox::new(&slots);
+    if inbox.add(data).is_err() {
+        let (round, records) = inbox.finish(0);
+        assert!(
+            round.batches.is_empty() && records.is_empty(),
+            "a refused payload left records behind"
+        );
+        return;
+    }
+    let (round, records) = inbox.finish(7);
+    let first = wire_view(&round, &records);
+    let mut again = Vec::new();
+    Encoder::new(&slots).encode(&round, &records, &mut again);
+    let mut inbox = Inbox::new(&slots);
+    if let Err(e) = inbox.add(&again) {
+        panic!("a decoded payload, encoded again, is refused: {e}");
+    }
+    let (round2, records2) = inbox.finish(7);
+    assert_eq!(
+        first,
+        wire_view(&round2, &records2),
+        "read differently once re-encoded"
+    );
 }

@@ -62,6 +62,11 @@ fn api_corpus_and_regressions() {
     replay("api", rtap_host::fuzz::api);
 }
 
+#[test]
+fn exchange_wire_corpus_and_regressions() {
+    replay("exchange_wire", rtap_host::fuzz::exchange_wire);
+}
+
 /// The decoder's regressions (the inputs libFuzzer found) are still there
 /// for `decode_corpus_and_regressions` to replay.
 #[test]

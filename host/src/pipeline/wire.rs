@@ -93,6 +93,11 @@ impl SlotId {
     }
 }
 
+/// The most batches a round may have on the wire (a round takes a batch
+/// per reader): the owner's round has one per index up to the highest
+/// that an event names, so a payload must not name one past this.
+pub const MAX_BATCHES: u32 = 1 << 16;
+
 const PARTIAL: u8 = 0;
 const EVENT: u8 = 1;
 
@@ -380,6 +385,9 @@ impl Inbox {
                 EVENT => {
                     let pos = read_pos(&mut r)?;
                     let batch = r.u32("an event's batch")?;
+                    if batch >= MAX_BATCHES {
+                        return Err(WireError::Invalid("an event's batch index past the limit"));
+                    }
                     let wm = r.i64("an event's watermark")?;
                     let wm_after = wm.wrapping_add(r.i64("an event's watermark")?);
                     let mut slots = 0u64;
@@ -797,6 +805,27 @@ mod tests {
         assert_eq!(
             Inbox::new(&sender).add(&future),
             Err(WireError::Version(VERSION + 1))
+        );
+    }
+
+    /// An event naming a batch index past [`MAX_BATCHES`] is refused: the
+    /// owner's round holds a batch per index up to the highest named (the
+    /// fuzzer found a payload naming batch ~4 billion, which took the
+    /// owner's memory).
+    #[test]
+    fn a_batch_index_past_the_limit_is_refused() {
+        let slots = ids(&[("a", false, "h1")]);
+        let mut round = round();
+        let last = round.batches[0].clone();
+        round.batches.resize(MAX_BATCHES as usize + 1, last);
+        let ok = payload(&slots, &round, &[event(0, MAX_BATCHES - 1, 1, 1)]);
+        let mut inbox = Inbox::new(&slots);
+        inbox.add(&ok).unwrap();
+        assert_eq!(inbox.finish(0).0.batches.len(), MAX_BATCHES as usize);
+        let past = payload(&slots, &round, &[event(0, MAX_BATCHES, 1, 1)]);
+        assert_eq!(
+            Inbox::new(&slots).add(&past),
+            Err(WireError::Invalid("an event's batch index past the limit"))
         );
     }
 
