@@ -410,6 +410,48 @@ mod tests {
         assert_eq!(g.waiting(), 0);
     }
 
+    /// A task whose input partition is gone, its producer dead with
+    /// transaction 13 open: until something follows, 13 waits and holds the
+    /// committed offset at its own. `TaskProducer::close` commits one
+    /// last claim; then nothing waits and the offset passes everything.
+    #[test]
+    fn a_task_closed_by_a_last_claim_holds_nothing_back() {
+        let mut g = Gate::new(BTreeMap::new(), 0);
+        feed(
+            &mut g,
+            &[
+                rec(0, 10, 0, 12, 0),
+                rec(0, 10, 0, 13, 0),
+                rec(1, 20, 0, 20, 0),
+            ],
+        );
+        g.markers(&marks(&[(0, 12), (1, 20)]));
+        assert_eq!(ids(&g.release()), vec![(0, 12, 0), (1, 20, 0)]);
+        assert_eq!(g.commit_offset(), 1, "13 waits: open, or aborted?");
+        for _ in 0..3 {
+            assert!(g.release().is_empty());
+            assert_eq!(
+                g.commit_offset(),
+                1,
+                "nothing more shows: 13 waits for ever"
+            );
+        }
+        let claim = Header {
+            kind: Kind::Claim,
+            ..rec(0, 50, 12, 50, 0)
+        };
+        feed(&mut g, &[claim]);
+        g.markers(&marks(&[(0, 50), (1, 20)]));
+        assert!(g.release().is_empty(), "a claim carries nothing");
+        assert_eq!(g.dropped(), (1, 1), "13 aborted; one claim read");
+        assert_eq!(g.waiting(), 0);
+        assert_eq!(
+            g.commit_offset(),
+            4,
+            "past the claim: nothing is read again"
+        );
+    }
+
     /// A marker of this incarnation that the partition has not shown yet
     /// (its seal not read): the record waits rather than guess.
     #[test]

@@ -157,6 +157,21 @@ impl TaskProducer {
         Ok(p)
     }
 
+    /// Close task `task` for good (its input partition is gone): one last
+    /// incarnation, which fences the one before and commits its claim and
+    /// nothing else. The claim shows every owner how the task's last
+    /// transactions ended, so none of its records is left waiting in a
+    /// [`super::Gate`] and holding the owner's committed exchange offset
+    /// back (`gate::tests::a_task_closed_by_a_last_claim_holds_nothing_back`).
+    pub fn close(
+        client: &ClientConfig,
+        topics: &ExchangeTopics,
+        task: u32,
+        now_us: u64,
+    ) -> Result<(), ExchangeError> {
+        TaskProducer::open(client, topics, task, now_us).map(drop)
+    }
+
     /// Commit the claim: a claim record to each of the task's partitions
     /// and the marker at `start` (tansu drops the offsets of a transaction
     /// that wrote no record).
