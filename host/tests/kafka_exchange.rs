@@ -354,18 +354,23 @@ fn cpu_seconds(pid: &str) -> f64 {
     ticks / 100.0
 }
 
-/// What the exchange topic costs per record: one task sends `records`
-/// records of 220 bytes (an event as JSON is ~215) to two ranges in
-/// transactions of 5 000 (about what a host commits per interval at
-/// 100 000 events/s), two owners read them through their gates, in this
-/// process; prints records/s and the CPU per record here (both ends) and
-/// in the broker. BENCHMARKS.md, "The exchange topic". Run with
-/// `cargo test --release -p rtap-host --test kafka_exchange -- --ignored --nocapture`.
+/// What the exchange topic costs per record: one task sends
+/// `BENCH_RECORDS` records (400 000) of `BENCH_BYTES` bytes (220: an event
+/// as JSON is ~215) to two ranges in transactions of `BENCH_PER_TXN`
+/// (5 000: about what a host commits per interval at 100 000 events/s),
+/// two owners read them through their gates, in this process; prints
+/// records/s, MB/s and the CPU per record here (both ends) and in the
+/// broker. BENCHMARKS.md, "The exchange topic". Run with
+/// `cargo test --release -p rtap-host --test kafka_exchange -- --ignored --nocapture`
+/// (`BENCH_RECORDS=1500 BENCH_BYTES=131072 BENCH_PER_TXN=16` for payloads
+/// of a round's records, `pipeline::wire`).
 #[test]
 #[ignore = "a benchmark"]
 fn exchange_throughput() {
-    let records: u64 = std::env::var("BENCH_RECORDS").map_or(400_000, |v| v.parse().unwrap());
-    const PER_TXN: u64 = 5_000;
+    let var = |name, default| std::env::var(name).map_or(default, |v| v.parse::<u64>().unwrap());
+    let records = var("BENCH_RECORDS", 400_000);
+    let bytes = var("BENCH_BYTES", 220) as usize;
+    let per_txn = var("BENCH_PER_TXN", 5_000);
     let broker = Arc::new(Broker::start());
     let topics = ExchangeTopics {
         topic: "bench-exchange".into(),
@@ -384,10 +389,10 @@ fn exchange_throughput() {
         std::thread::spawn(move || {
             let started = Instant::now();
             let mut p = TaskProducer::open(&broker.client(), &topics, 0, now_us()).unwrap();
-            let payload = [b'x'; 220];
+            let payload = vec![b'x'; bytes];
             for i in 0..records {
                 p.send((i % 2) as u32, &payload).unwrap();
-                if (i + 1) % PER_TXN == 0 {
+                if (i + 1) % per_txn == 0 || i + 1 == records {
                     p.commit(progress(0, i as u32), &[]).unwrap();
                     if std::env::var("BENCH_DEBUG").is_ok() {
                         eprintln!("committed {} at {:?}", i + 1, started.elapsed());
@@ -416,9 +421,10 @@ fn exchange_throughput() {
     let here = cpu_seconds("self") - cpu0;
     let there = cpu_seconds(&broker.pid().to_string()) - broker0;
     println!(
-        "{records} records of 220 B in transactions of {PER_TXN}: {:.0} records/s; CPU per record: \
-         {:.2} µs here (sender and owners), {:.2} µs in the broker",
+        "{records} records of {bytes} B in transactions of {per_txn}: {:.0} records/s, {:.1} MB/s; \
+         CPU per record: {:.2} µs here (sender and owners), {:.2} µs in the broker",
         records as f64 / wall,
+        (records * bytes as u64) as f64 / wall / 1e6,
         here * 1e6 / records as f64,
         there * 1e6 / records as f64
     );
