@@ -522,6 +522,7 @@ fn a_change_made_while_the_broker_is_away_is_shared_once_it_is_back() {
 
     broker.cut();
     let auth = format!("Bearer {ADMIN}");
+    let put = Instant::now();
     let (code, body) = http(
         port,
         "PUT",
@@ -531,6 +532,10 @@ fn a_change_made_while_the_broker_is_away_is_shared_once_it_is_back() {
     )
     .expect("PUT answered");
     assert_eq!(code, 200, "{body}");
+    eprintln!(
+        "the PUT answered in {:.1?} with the broker away",
+        put.elapsed()
+    );
     let warning = "not shared with the group's other hosts yet";
     let warned = active.log.iter().any(|l| l.contains(warning))
         || active.wait_for(warning, 1, Duration::from_secs(30));

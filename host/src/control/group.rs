@@ -303,24 +303,32 @@ impl Publisher {
 
     /// Share a plugin's versions: `current` and `previous` as (bytes,
     /// version); `None` for `current`: removed. Returns once the broker
-    /// has the records.
+    /// has the records, or an error after `wait` (the records may still
+    /// arrive: sharing them again is harmless, a record per plugin key).
     pub fn share(
         &self,
         name: &str,
         current: Option<(&[u8], Version)>,
         previous: Option<(&[u8], Version)>,
+        wait: Duration,
     ) -> Result<(), String> {
         self.queue(name, current, previous)?;
-        self.flush()
+        self.flush_within(wait)
     }
 
-    /// Wait until the broker has every queued record. Only then do the
-    /// components count as written: after a failed flush they are sent
-    /// again with the next change that names them.
+    /// Wait until the broker has every queued record (at most
+    /// `message.timeout.ms`).
     pub fn flush(&self) -> Result<(), String> {
+        self.flush_within(SEND_FOR)
+    }
+
+    /// Wait at most `wait` until the broker has every queued record. Only
+    /// then do the components count as written: after a failed flush they
+    /// are sent again with the next change that names them.
+    pub fn flush_within(&self, wait: Duration) -> Result<(), String> {
         let res = self
             .producer
-            .flush(SEND_FOR)
+            .flush(wait)
             .map_err(|e| e.to_string())
             .and_then(|()| {
                 match self

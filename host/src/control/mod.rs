@@ -152,14 +152,20 @@ pub struct Control {
     /// Plugins whose group version could not run here at start: their
     /// folder version runs, and is not shared over the group's.
     held_back: Mutex<std::collections::BTreeSet<String>>,
-    /// Plugins whose last change could not be shared (the broker away
-    /// longer than a record may wait): shared again until it is
+    /// Plugins whose last change the broker did not take within
+    /// [`SHARE_WAIT`]: shared again until it does
     /// ([`Control::share_again`]).
     unshared: Mutex<std::collections::BTreeSet<String>>,
 }
 
 /// How often a change that could not be shared is tried again.
 pub const SHARE_AGAIN: Duration = Duration::from_secs(3);
+
+/// How long a lifecycle call waits for the broker to take its change
+/// before it answers (the change already runs here; one not taken yet is
+/// shared again every [`SHARE_AGAIN`]). It was `message.timeout.ms`
+/// (10 s): a PUT with the broker away took 10.2 s to answer.
+const SHARE_WAIT: Duration = Duration::from_secs(2);
 
 /// How long a caller waits for the processing thread to reach a barrier.
 const BARRIER_TIMEOUT: Duration = Duration::from_secs(30);
@@ -288,6 +294,7 @@ impl Control {
             name,
             current.as_ref().map(|(b, v)| (&b[..], v.clone())),
             previous.as_ref().map(|(b, v)| (&b[..], v.clone())),
+            SHARE_WAIT,
         );
         let mut unshared = self.unshared.lock().expect("unshared lock");
         match res {
