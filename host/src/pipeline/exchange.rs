@@ -177,8 +177,42 @@ pub struct Routed {
 pub struct LateMark {
     pub pos: Pos,
     pub batch: u32,
+    /// The event's index in the batch of the round the mark was made in
+    /// (an owner's decoded round: see [`Routed::index`]).
+    pub index: u32,
     pub slot: u16,
     pub wm: i64,
+}
+
+/// A late mark with its event, resolved against the round it was made in:
+/// what an owner that decoded the event from the wire reports.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct LateFound {
+    pub pos: Pos,
+    pub slot: u16,
+    pub wm: i64,
+    pub source: Arc<str>,
+    pub partition: i32,
+    pub offset: u64,
+    pub event: String,
+}
+
+impl LateMark {
+    /// This mark with its event from `round`, the round it was made in.
+    pub fn resolve(&self, round: &Round) -> LateFound {
+        let batch = &round.batches[self.batch as usize];
+        let i = self.index as usize;
+        let ev = &batch.events[i];
+        LateFound {
+            pos: self.pos,
+            slot: self.slot,
+            wm: self.wm,
+            source: batch.origin.source.clone(),
+            partition: batch.partition_of_event(i),
+            offset: ev.offset,
+            event: batch.raw(ev).to_string(),
+        }
+    }
 }
 
 #[cfg(test)]

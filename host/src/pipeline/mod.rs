@@ -59,7 +59,7 @@ use crate::event::EventBatch;
 use crate::output::{DeadLetter, LateEvent, Output};
 use crate::plugin::io::MetricIn;
 use crate::window::Watermark;
-use exchange::{LateMark, Round};
+use exchange::{LateFound, LateMark, Round};
 
 /// Pipeline-wide event-time settings.
 #[derive(Debug, Clone, Copy)]
@@ -244,27 +244,33 @@ pub fn malformed(round: &Round) -> Vec<DeadLetter> {
 
 /// A round's late events from the marks of both stages (of every worker):
 /// one per event, naming every plugin (`names`, by slot) it is late for.
-pub fn late_events(round: &Round, mut marks: Vec<LateMark>, names: &[Arc<str>]) -> Vec<LateEvent> {
-    marks.sort();
-    marks.dedup();
+pub fn late_events(round: &Round, marks: Vec<LateMark>, names: &[Arc<str>]) -> Vec<LateEvent> {
+    late_found(marks.iter().map(|m| m.resolve(round)).collect(), names)
+}
+
+/// Late events from marks resolved against the rounds they were made in
+/// (the runner's, or an owner's decoded from the wire): one per event (by
+/// its position in the round), naming every plugin it is late for, in slot
+/// order, with the watermark of its first mark.
+pub fn late_found(mut found: Vec<LateFound>, names: &[Arc<str>]) -> Vec<LateEvent> {
+    found.sort();
+    found.dedup();
     let mut out: Vec<LateEvent> = Vec::new();
     let mut last = None;
-    for m in marks {
+    for m in found {
         let name = names[m.slot as usize].to_string();
         if last == Some(m.pos) {
             out.last_mut().expect("a late event").plugins.push(name);
             continue;
         }
         last = Some(m.pos);
-        let batch = &round.batches[m.batch as usize];
-        let ev = &batch.events[m.pos.event as usize];
         out.push(LateEvent {
             plugins: vec![name],
             watermark: m.wm,
-            source: batch.origin.source.to_string(),
-            partition: round.runs[m.pos.run as usize].partition,
-            offset: ev.offset,
-            event: batch.raw(ev).to_string(),
+            source: m.source.to_string(),
+            partition: m.partition,
+            offset: m.offset,
+            event: m.event,
         });
     }
     out

@@ -120,6 +120,7 @@ impl Pipeline {
                     out.late.push(LateMark {
                         pos,
                         batch: run.batch,
+                        index: i,
                         slot: si as u16,
                         wm,
                     });

@@ -126,6 +126,7 @@ impl Pipeline {
                         self.late_marks.push(LateMark {
                             pos: e.pos,
                             batch: e.batch,
+                            index: e.index,
                             slot: si as u16,
                             wm,
                         });

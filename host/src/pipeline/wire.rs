@@ -26,10 +26,10 @@
 //! batch per batch of the sender's round that it has events of (at the same
 //! index, so records keep their `batch`), the events in canonical order,
 //! and records whose `index` points into those batches. Stage 2 runs on it
-//! as on the sender's round. Late events found at stage 2 keep the
-//! sender's positions (`LateMark::pos`): within one host they resolve
-//! against the round the runner holds; across hosts the owner will report
-//! them itself (issue #28).
+//! as on the sender's round. A late event found at stage 2 is resolved
+//! against that round (`LateMark::resolve`): the owner reports it with the
+//! event it decoded, under the sender's position, so the runner merges it
+//! with the marks stage 1 made for the same event.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;

@@ -3,7 +3,7 @@
 //! as for another host (`crate::pipeline::wire`) and decoded at the owner.
 
 use crate::pipeline::Pipeline;
-use crate::pipeline::exchange::{Record, Round};
+use crate::pipeline::exchange::{LateFound, Record, Round};
 use crate::pipeline::wire::{Encoder, Inbox as WireInbox, WireError};
 
 /// What one worker's stage 1 sends each stage-2 owner.
@@ -64,11 +64,17 @@ impl Inbox {
     }
 
     /// Stage 2 on `p` (worker `p.shard.worker`) with what it received:
-    /// the payloads decoded into a round of its own, else `round`.
-    pub(super) fn stage2(self, p: &mut Pipeline, round: &Round) -> Result<(), WireError> {
+    /// the payloads decoded into a round of its own, else `round`. The late
+    /// marks of a decoded round come back resolved against it, as an owner
+    /// on another host will report them; the others stay in `p`.
+    pub(super) fn stage2(
+        self,
+        p: &mut Pipeline,
+        round: &Round,
+    ) -> Result<Vec<LateFound>, WireError> {
         if self.payloads.is_empty() {
             p.stage2(round, self.memory);
-            return Ok(());
+            return Ok(Vec::new());
         }
         let mut wire = WireInbox::new(&p.slot_ids());
         for b in &self.payloads {
@@ -80,6 +86,9 @@ impl Inbox {
             .inc_by(wire.bytes);
         let (own, records) = wire.finish(round.end_wm);
         p.stage2(&own, records);
-        Ok(())
+        Ok(std::mem::take(&mut p.late_marks)
+            .iter()
+            .map(|m| m.resolve(&own))
+            .collect())
     }
 }

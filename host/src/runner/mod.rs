@@ -32,10 +32,10 @@ use crate::event::{EventBatch, Position};
 use crate::metrics::metrics;
 use crate::operator::aggregate::combine_meta;
 use crate::output::{DeadLetter, Output};
-use crate::pipeline::exchange::{LateMark, Round};
+use crate::pipeline::exchange::{LateFound, LateMark, Round};
 use crate::pipeline::{
     FINISH_ROUNDS, Health, MetricRouter, Pipeline, ShadowBoard, Stage1Out, StateTransfer,
-    SwapReport, TimeConfig, late_events, malformed,
+    SwapReport, TimeConfig, late_found, malformed,
 };
 use crate::plugin::io::MetricIn;
 use crate::sink::jsonl::SinkError;
@@ -96,6 +96,8 @@ struct Emitted {
     lines: Vec<String>,
     dead: Vec<DeadLetter>,
     late: Vec<LateMark>,
+    /// Late marks an owner resolved against the round it decoded.
+    found: Vec<LateFound>,
     metrics: Vec<(usize, MetricIn)>,
     /// What shadow versions emitted and failed on: compared, not written.
     shadow: Vec<Output>,
@@ -112,6 +114,7 @@ impl Emitted {
             lines,
             dead: std::mem::take(&mut p.dead),
             late: std::mem::take(&mut p.late_marks),
+            found: Vec::new(),
             metrics: std::mem::take(&mut p.metrics),
             shadow: std::mem::take(&mut p.shadow_outputs),
             shadow_dead: std::mem::take(&mut p.shadow_dead),
@@ -123,6 +126,7 @@ impl Emitted {
         self.lines.append(&mut o.lines);
         self.dead.append(&mut o.dead);
         self.late.append(&mut o.late);
+        self.found.append(&mut o.found);
         self.metrics.append(&mut o.metrics);
         self.shadow.append(&mut o.shadow);
         self.shadow_dead.append(&mut o.shadow_dead);
@@ -348,7 +352,9 @@ impl Runner {
             count(&c.exchange_in, i.records);
         }
         self.stages_2_and_3(round, inbox, &mut emitted)?;
-        let late = late_events(round, std::mem::take(&mut emitted.late), &self.names);
+        let mut found: Vec<LateFound> = emitted.late.iter().map(|m| m.resolve(round)).collect();
+        found.append(&mut emitted.found);
+        let late = late_found(found, &self.names);
         let events = round
             .runs
             .iter()
@@ -370,7 +376,11 @@ impl Runner {
         let stage2 = self
             .workers
             .each(inputs, |p, (round, inbox): (Arc<Round>, Inbox)| {
-                inbox.stage2(p, &round).map(|()| Emitted::take(p))
+                let found = inbox.stage2(p, &round)?;
+                Ok(Emitted {
+                    found,
+                    ..Emitted::take(p)
+                })
             })?;
         let mut metrics = Vec::with_capacity(stage2.len());
         for (w, r) in stage2.into_iter().enumerate() {
