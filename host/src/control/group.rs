@@ -312,6 +312,18 @@ impl Publisher {
         previous: Option<(&[u8], Version)>,
         wait: Duration,
     ) -> Result<(), String> {
+        // A failed delivery left from an earlier share that stopped
+        // waiting belongs to a change already shared again: not this one.
+        let stale = self
+            .producer
+            .context()
+            .failed
+            .lock()
+            .expect("deliveries lock")
+            .take();
+        if let Some(e) = stale {
+            tracing::debug!("an earlier record of the control topic was not delivered: {e}");
+        }
         self.queue(name, current, previous)?;
         self.flush_within(wait)
     }

@@ -41,7 +41,7 @@ pub const MIN_RUN: usize = 512;
 
 /// A position in a round's canonical order: the run, then the event index
 /// in the run's batch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Hash)]
 pub struct Pos {
     pub run: u32,
     pub event: u32,

@@ -293,6 +293,8 @@ pub struct Inbox {
     /// The receiver's slot index by (name, shadow), with its version.
     here: HashMap<(Arc<str>, bool), (u16, u64)>,
     batches: BTreeMap<u32, Building>,
+    /// The events' positions, by batch: each may come once.
+    positions: std::collections::HashSet<(u32, Pos)>,
     records: Vec<Record>,
     /// Decoded bytes, for the counters.
     pub bytes: u64,
@@ -308,6 +310,7 @@ impl Inbox {
                 .map(|(i, s)| ((s.name.clone(), s.shadow), (i as u16, s.version)))
                 .collect(),
             batches: BTreeMap::new(),
+            positions: Default::default(),
             records: Vec::new(),
             bytes: 0,
         }
@@ -409,6 +412,9 @@ impl Inbox {
                             .ok_or(WireError::Invalid("an event's batch has no source"))?,
                         1 => {
                             let s = r.str("an event's source")?;
+                            if sources.iter().any(|&(b, o)| b == batch && o != s) {
+                                return Err(WireError::Invalid("a batch named with two sources"));
+                            }
                             sources.push((batch, s));
                             s
                         }
@@ -432,6 +438,27 @@ impl Inbox {
         if !r.buf.is_empty() {
             return Err(WireError::Invalid("bytes after the last record"));
         }
+        // Checked against what is here before any of it is kept: one
+        // source per batch, one event per position (two would make two
+        // records read one event), a batch's bytes addressable by spans.
+        let mut grows: HashMap<u32, usize> = HashMap::new();
+        let mut here: std::collections::HashSet<(u32, Pos)> = Default::default();
+        for (batch, source, (p, raw, text)) in &events {
+            let had = self.batches.get(batch);
+            if had.is_some_and(|b| &*b.source != *source) {
+                return Err(WireError::Invalid("a batch named with two sources"));
+            }
+            if self.positions.contains(&(*batch, p.pos)) || !here.insert((*batch, p.pos)) {
+                return Err(WireError::Invalid("two events at one position"));
+            }
+            let own: usize = text.iter().filter_map(|t| t.err()).map(str::len).sum();
+            let grown = grows.entry(*batch).or_default();
+            *grown += raw.len() + own;
+            if had.map_or(0, |b| b.buf.len()) + *grown > u32::MAX as usize {
+                return Err(WireError::Invalid("a batch's events past 4 GiB"));
+            }
+        }
+        self.positions.extend(here);
         for (batch, source, (mut p, raw, text)) in events {
             let b = self.batches.entry(batch).or_insert_with(|| Building {
                 source: Arc::from(source),
@@ -827,6 +854,41 @@ mod tests {
             Inbox::new(&slots).add(&past),
             Err(WireError::Invalid("an event's batch index past the limit"))
         );
+    }
+
+    /// An event at a position already decoded (in this payload or an
+    /// earlier one), or a batch named with another source, is refused: two
+    /// records would read one event, or an event would report another
+    /// source.
+    #[test]
+    fn a_position_twice_or_a_second_source_is_refused() {
+        let slots = ids(&[("a", false, "h1")]);
+        let round = round();
+        let twice = payload(&slots, &round, &[event(0, 0, 1, 1), event(0, 0, 1, 1)]);
+        assert_eq!(
+            Inbox::new(&slots).add(&twice),
+            Err(WireError::Invalid("two events at one position"))
+        );
+        let mut inbox = Inbox::new(&slots);
+        inbox
+            .add(&payload(&slots, &round, &[event(0, 0, 1, 1)]))
+            .unwrap();
+        let again = payload(&slots, &round, &[event(0, 0, 1, 1), event(0, 0, 2, 1)]);
+        assert_eq!(
+            inbox.add(&again),
+            Err(WireError::Invalid("two events at one position"))
+        );
+        let mut other = round.clone();
+        let mut b = (*other.batches[0]).clone();
+        b.origin.source = Arc::from("kafka:other");
+        other.batches[0] = Arc::new(b);
+        let elsewhere = payload(&slots, &other, &[event(0, 0, 2, 1)]);
+        assert_eq!(
+            inbox.add(&elsewhere),
+            Err(WireError::Invalid("a batch named with two sources"))
+        );
+        let (own, records) = inbox.finish(0);
+        assert_eq!((own.batches[0].events.len(), records.len()), (1, 1));
     }
 
     /// Every cut of a payload, and every byte of it changed, gives an error

@@ -168,7 +168,8 @@ impl AggregateOp {
                 Win {
                     id,
                     start,
-                    end: start + pn.slide(),
+                    // Saturating: a window id may come from another host.
+                    end: start.saturating_add(pn.slide()),
                     fired: false,
                     state,
                 },
@@ -180,8 +181,9 @@ impl AggregateOp {
             return;
         }
         let (start, end) = match self.spec {
-            WindowSpec::Tumbling { size_ms } => (id as i64, id as i64 + size_ms),
-            WindowSpec::Sliding { size_ms, .. } => (id as i64, id as i64 + size_ms),
+            // Saturating: a window id may come from another host.
+            WindowSpec::Tumbling { size_ms } => (id as i64, (id as i64).saturating_add(size_ms)),
+            WindowSpec::Sliding { size_ms, .. } => (id as i64, (id as i64).saturating_add(size_ms)),
             // A session is created at assignment.
             _ => return,
         };
