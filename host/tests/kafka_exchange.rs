@@ -346,6 +346,87 @@ fn every_committed_record_comes_through_once_and_no_aborted_one() {
     );
 }
 
+/// A task whose producer died with a transaction open, and which no one
+/// opens again (its input partition went away): its open transaction
+/// holds every owner's partition of it back. `TaskProducer::close`
+/// fences it with one last claim; then each owner drops the aborted
+/// records, nothing of the task waits, and its committed offset moves past
+/// them.
+#[test]
+fn a_closed_task_holds_no_owner_back() {
+    let broker = Broker::start();
+    let topics = ExchangeTopics {
+        topic: "c-exchange".into(),
+        tasks: TASKS,
+        ranges: RANGES,
+        marker_topic: "c-exchange-tasks".into(),
+        marker_group: "c-exchange-tasks".into(),
+        transactional_prefix: "c".into(),
+    };
+    broker.create_topic(&topics.topic, topics.partitions());
+    broker.create_topic(&topics.marker_topic, TASKS as i32);
+    let mut p = TaskProducer::open(&broker.client(), &topics, 0, now_us()).unwrap();
+    for r in 0..RANGES {
+        p.send(r, format!("committed {r}").as_bytes()).unwrap();
+    }
+    p.commit(progress(0, 0), &[]).unwrap();
+    for r in 0..RANGES {
+        p.send(r, format!("abandoned {r}").as_bytes()).unwrap();
+    }
+    p.flush().unwrap();
+    std::mem::forget(p);
+
+    let fresh = vec![(BTreeMap::new(), 0); TASKS as usize];
+    let mut owners: Vec<Receiver> = (0..RANGES)
+        .map(|r| Receiver::start(&broker, &topics, r, &fresh))
+        .collect();
+    let mut released = Vec::new();
+    type Out = (u32, Header, String);
+    let pump_until = |owners: &mut Vec<Receiver>,
+                      released: &mut Vec<Out>,
+                      what: &str,
+                      done: &dyn Fn(&[Receiver], &[Out]) -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !done(owners, released) {
+            for o in owners.iter_mut() {
+                o.pump(Duration::from_millis(100), released);
+            }
+            assert!(Instant::now() < deadline, "{what}: {released:?}");
+        }
+    };
+    pump_until(
+        &mut owners,
+        &mut released,
+        "the committed records",
+        &|_, r| r.len() == RANGES as usize,
+    );
+    let before: Vec<i64> = owners.iter().map(|o| o.gates[0].commit_offset()).collect();
+
+    TaskProducer::close(&broker.client(), &topics, 0, now_us()).unwrap();
+    pump_until(
+        &mut owners,
+        &mut released,
+        "the aborted records dropped after the close",
+        &|os, _| {
+            os.iter().all(|o| {
+                o.gates[0].dropped().0 == 1 && o.gates[0].dropped().1 >= 2 && o.waiting() == 0
+            })
+        },
+    );
+    for (o, before) in owners.iter().zip(before) {
+        let after = o.gates[0].commit_offset();
+        assert!(
+            after > before,
+            "range {}: the committed offset stayed at {before} (now {after})",
+            o.range
+        );
+    }
+    let got: BTreeSet<String> = released.iter().map(|(_, _, v)| v.clone()).collect();
+    let want: BTreeSet<String> = (0..RANGES).map(|r| format!("committed {r}")).collect();
+    assert_eq!(got, want, "only the committed records, once each");
+    assert_eq!(released.len(), RANGES as usize);
+}
+
 /// User + system CPU seconds of process `pid` (`self` for this one).
 fn cpu_seconds(pid: &str) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
