@@ -7,6 +7,7 @@
 //! commits and checkpoints between rounds: every cut is consistent across
 //! workers (`crate::checkpoint`). Publishes the status once a second.
 
+mod emitted;
 mod exchange;
 mod feed;
 mod outputs;
@@ -31,18 +32,17 @@ use crate::control::Command;
 use crate::event::{EventBatch, Position};
 use crate::metrics::metrics;
 use crate::operator::aggregate::combine_meta;
-use crate::output::{DeadLetter, Output};
-use crate::pipeline::exchange::{LateFound, LateMark, Round};
+use crate::pipeline::exchange::{LateFound, Round};
 use crate::pipeline::{
-    FINISH_ROUNDS, Health, MetricRouter, Pipeline, ShadowBoard, Stage1Out, StateTransfer,
-    SwapReport, TimeConfig, late_found, malformed,
+    FINISH_ROUNDS, Health, MetricRouter, ShadowBoard, Stage1Out, StateTransfer, SwapReport,
+    TimeConfig, late_found, malformed,
 };
-use crate::plugin::io::MetricIn;
 use crate::sink::jsonl::SinkError;
 use crate::source::SourceError;
 use crate::state::StateDelta;
 use crate::status::{Registry, SourceState};
 use crate::window::Watermark;
+use emitted::Emitted;
 use exchange::{Inbox, Sent};
 use feed::Next;
 use status::StatusReport;
@@ -86,51 +86,6 @@ pub enum Exit {
     Limit,
     /// Asked to stop (SIGINT/SIGTERM); state checkpointed.
     Shutdown,
-}
-
-/// What a worker's job emitted: outputs (with their JSON), dead letters,
-/// late marks and metrics for stage 3.
-#[derive(Default)]
-struct Emitted {
-    outputs: Vec<Output>,
-    lines: Vec<String>,
-    dead: Vec<DeadLetter>,
-    late: Vec<LateMark>,
-    /// Late marks an owner resolved against the round it decoded.
-    found: Vec<LateFound>,
-    metrics: Vec<(usize, MetricIn)>,
-    /// What shadow versions emitted and failed on: compared, not written.
-    shadow: Vec<Output>,
-    shadow_dead: Vec<DeadLetter>,
-}
-
-impl Emitted {
-    /// Take what `p` emitted; the outputs are serialised on the worker.
-    fn take(p: &mut Pipeline) -> Self {
-        let outputs = std::mem::take(&mut p.outputs);
-        let lines = outputs.iter().map(Output::to_json).collect();
-        Emitted {
-            outputs,
-            lines,
-            dead: std::mem::take(&mut p.dead),
-            late: std::mem::take(&mut p.late_marks),
-            found: Vec::new(),
-            metrics: std::mem::take(&mut p.metrics),
-            shadow: std::mem::take(&mut p.shadow_outputs),
-            shadow_dead: std::mem::take(&mut p.shadow_dead),
-        }
-    }
-
-    fn append(&mut self, mut o: Emitted) {
-        self.outputs.append(&mut o.outputs);
-        self.lines.append(&mut o.lines);
-        self.dead.append(&mut o.dead);
-        self.late.append(&mut o.late);
-        self.found.append(&mut o.found);
-        self.metrics.append(&mut o.metrics);
-        self.shadow.append(&mut o.shadow);
-        self.shadow_dead.append(&mut o.shadow_dead);
-    }
 }
 
 pub struct Runner {
