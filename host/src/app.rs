@@ -313,12 +313,9 @@ fn run(config: Config) -> Result<Exit, Failure> {
                 .worker_exchange_bytes
                 .with_label_values(&[&w.to_string()])
                 .get();
-            records += c.exchange_in.load(std::sync::atomic::Ordering::Relaxed);
+            records += c.exchange_in.load(Ordering::Relaxed);
         }
-        let events = registry
-            .stats
-            .events_in
-            .load(std::sync::atomic::Ordering::Relaxed);
+        let events = registry.stats.events_in.load(Ordering::Relaxed);
         tracing::info!(events, records, bytes, "exchange on the wire");
     }
     tracing::info!(?exit, "done");

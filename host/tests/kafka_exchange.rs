@@ -54,6 +54,22 @@ impl Rng {
     }
 }
 
+/// The exchange topic and its marker topic for `tasks` tasks and `ranges`
+/// ranges, created on `broker`, their names and ids from `prefix`.
+fn exchange_topics(broker: &Broker, prefix: &str, tasks: u32, ranges: u32) -> ExchangeTopics {
+    let topics = ExchangeTopics {
+        topic: format!("{prefix}-exchange"),
+        tasks,
+        ranges,
+        marker_topic: format!("{prefix}-exchange-tasks"),
+        marker_group: format!("{prefix}-exchange-tasks"),
+        transactional_prefix: prefix.into(),
+    };
+    broker.create_topic(&topics.topic, topics.partitions());
+    broker.create_topic(&topics.marker_topic, tasks as i32);
+    topics
+}
+
 /// Task `task`: every batch's records (`<task>:<batch>:<k>` for a range
 /// each); one attempt in five is abandoned and the batch sent again by a
 /// new producer. Returns the records the committed attempts carried.
@@ -221,16 +237,7 @@ impl Receiver {
 #[test]
 fn every_committed_record_comes_through_once_and_no_aborted_one() {
     let broker = Arc::new(Broker::start());
-    let topics = ExchangeTopics {
-        topic: "x-exchange".into(),
-        tasks: TASKS,
-        ranges: RANGES,
-        marker_topic: "x-exchange-tasks".into(),
-        marker_group: "x-exchange-tasks".into(),
-        transactional_prefix: "x".into(),
-    };
-    broker.create_topic(&topics.topic, topics.partitions());
-    broker.create_topic(&topics.marker_topic, TASKS as i32);
+    let topics = exchange_topics(&broker, "x", TASKS, RANGES);
 
     let senders: Vec<_> = (0..TASKS)
         .map(|t| {
@@ -355,16 +362,7 @@ fn every_committed_record_comes_through_once_and_no_aborted_one() {
 #[test]
 fn a_closed_task_holds_no_owner_back() {
     let broker = Broker::start();
-    let topics = ExchangeTopics {
-        topic: "c-exchange".into(),
-        tasks: TASKS,
-        ranges: RANGES,
-        marker_topic: "c-exchange-tasks".into(),
-        marker_group: "c-exchange-tasks".into(),
-        transactional_prefix: "c".into(),
-    };
-    broker.create_topic(&topics.topic, topics.partitions());
-    broker.create_topic(&topics.marker_topic, TASKS as i32);
+    let topics = exchange_topics(&broker, "c", TASKS, RANGES);
     let mut p = TaskProducer::open(&broker.client(), &topics, 0, now_us()).unwrap();
     for r in 0..RANGES {
         p.send(r, format!("committed {r}").as_bytes()).unwrap();
@@ -453,16 +451,7 @@ fn exchange_throughput() {
     let bytes = var("BENCH_BYTES", 220) as usize;
     let per_txn = var("BENCH_PER_TXN", 5_000);
     let broker = Arc::new(Broker::start());
-    let topics = ExchangeTopics {
-        topic: "bench-exchange".into(),
-        tasks: 1,
-        ranges: 2,
-        marker_topic: "bench-exchange-tasks".into(),
-        marker_group: "bench-exchange-tasks".into(),
-        transactional_prefix: "bench".into(),
-    };
-    broker.create_topic(&topics.topic, topics.partitions());
-    broker.create_topic(&topics.marker_topic, 1);
+    let topics = exchange_topics(&broker, "bench", 1, 2);
     let (cpu0, broker0) = (cpu_seconds("self"), cpu_seconds(&broker.pid().to_string()));
     let started = Instant::now();
     let sender = {

@@ -37,7 +37,8 @@ use std::sync::Arc;
 use super::exchange::{Partial, Pos, Record, Round, Routed};
 use crate::event::{Event, EventBatch, Origin, Span};
 use crate::operator::aggregate::PartialStates;
-use crate::state::{Key, put_varint, take_bytes, take_varint, zigzag};
+use crate::state::keygroup::fnv1a;
+use crate::state::{Key, put_varint, take_bytes, take_varint, unzigzag, zigzag};
 
 /// The payload format.
 pub const VERSION: u8 = 1;
@@ -80,15 +81,10 @@ pub struct SlotId {
 
 impl SlotId {
     pub fn new(name: Arc<str>, shadow: bool, hash: &str) -> Self {
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for b in hash.bytes() {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0000_0100_0000_01b3);
-        }
         SlotId {
             name,
             shadow,
-            version: h,
+            version: fnv1a(hash.as_bytes()),
         }
     }
 }
@@ -235,8 +231,7 @@ impl<'a> Reader<'a> {
     }
 
     fn i64(&mut self, what: &'static str) -> Result<i64, WireError> {
-        let v = self.varint(what)?;
-        Ok(((v >> 1) as i64) ^ -((v & 1) as i64))
+        Ok(unzigzag(self.varint(what)?))
     }
 
     fn byte(&mut self, what: &'static str) -> Result<u8, WireError> {

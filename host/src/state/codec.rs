@@ -26,6 +26,11 @@ pub fn zigzag(v: i64) -> u64 {
     ((v << 1) ^ (v >> 63)) as u64
 }
 
+/// The `i64` that [`zigzag`] made `v` of.
+pub fn unzigzag(v: u64) -> i64 {
+    ((v >> 1) as i64) ^ -((v & 1) as i64)
+}
+
 /// A LEB128 varint, as postcard writes lengths and integers: entries
 /// encoded by hand (the hot commit path) stay readable by `postcard`.
 pub fn put_varint(buf: &mut Vec<u8>, mut v: u64) {

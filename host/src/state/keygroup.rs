@@ -16,15 +16,22 @@ pub const KEY_GROUPS: u32 = 128;
 /// A key's key group: a stable hash (FNV-1a, then a 64-bit finalizer) of
 /// its bytes — the same on every host and every build.
 pub fn key_group(key: &str) -> u32 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in key.as_bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
+    let mut h = fnv1a(key.as_bytes());
     h ^= h >> 33;
     h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
     h ^= h >> 33;
     (h % u64::from(KEY_GROUPS)) as u32
+}
+
+/// FNV-1a (64 bits) of `bytes`: stable on every host and every build.
+#[inline]
+pub fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
 }
 
 /// Every key group.

@@ -20,7 +20,9 @@ pub mod keygroup;
 pub mod store;
 pub mod table;
 
-pub use codec::{Changes, put_varint, ser_bytes, take_bytes, take_varint, varint_len, zigzag};
+pub use codec::{
+    Changes, put_varint, ser_bytes, take_bytes, take_varint, unzigzag, varint_len, zigzag,
+};
 pub use fold::Fold;
 pub use keyed::{KeyedState, Vacant, hash_key, hash_keys};
 pub use store::{Commit, Meta, PluginChanges, StateStore, StoreConfig};
