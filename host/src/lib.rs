@@ -32,7 +32,7 @@
 //! | `state`      | keyed state, its encoding, the RocksDB store                         |
 //! | `operator`   | the window and detector operators that call plugins                  |
 //! | `pipeline`   | the DAG of plugins: one batch at a time, in event-time order; swaps  |
-//! | `kafka`      | the Kafka settings shared by source, sink and topic set-up           |
+//! | `kafka`      | the Kafka settings and producer helpers shared by every Kafka client |
 //! | `exchange`   | the exchange topic between hosts: task producers, the receiver's gate|
 //! | `source`     | simulator, file, Kafka; decoding                                     |
 //! | `sink`       | JSONL, WebSocket hub, InfluxDB, the transactional Kafka producer     |

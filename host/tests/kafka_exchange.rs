@@ -442,7 +442,9 @@ fn cpu_seconds(pid: &str) -> f64 {
 /// broker. BENCHMARKS.md, "The exchange topic". Run with
 /// `cargo test --release -p rtap-host --test kafka_exchange -- --ignored --nocapture`
 /// (`BENCH_RECORDS=1500 BENCH_BYTES=131072 BENCH_PER_TXN=16` for payloads
-/// of a round's records, `pipeline::wire`).
+/// of a round's records, `pipeline::wire`; `BENCH_PAYLOAD_FROM=events.jsonl`
+/// for payloads of real events instead of `x`s, `BENCH_COMPRESSION=lz4` to
+/// compress them).
 #[test]
 #[ignore = "a benchmark"]
 fn exchange_throughput() {
@@ -450,18 +452,44 @@ fn exchange_throughput() {
     let records = var("BENCH_RECORDS", 400_000);
     let bytes = var("BENCH_BYTES", 220) as usize;
     let per_txn = var("BENCH_PER_TXN", 5_000);
+    // What a payload holds: `BENCH_PAYLOAD_FROM` (a file, e.g. rtap-gen's
+    // events: an exchange payload is mostly its events' JSON), cut into
+    // payloads of `bytes` in turn; else `x` repeated. `BENCH_COMPRESSION`:
+    // the producer's `compression.type` (none).
+    let payloads: Vec<Vec<u8>> = match std::env::var("BENCH_PAYLOAD_FROM") {
+        Ok(path) => std::fs::read(&path)
+            .unwrap()
+            .chunks_exact(bytes)
+            .take(1000)
+            .map(<[u8]>::to_vec)
+            .collect(),
+        Err(_) => vec![vec![b'x'; bytes]],
+    };
+    assert!(
+        !payloads.is_empty(),
+        "BENCH_PAYLOAD_FROM holds less than one payload"
+    );
+    let compression = std::env::var("BENCH_COMPRESSION").unwrap_or_else(|_| "none".into());
     let broker = Arc::new(Broker::start());
     let topics = exchange_topics(&broker, "bench", 1, 2);
     let (cpu0, broker0) = (cpu_seconds("self"), cpu_seconds(&broker.pid().to_string()));
     let started = Instant::now();
     let sender = {
-        let (broker, topics) = (broker.clone(), topics.clone());
+        let (broker, topics, compression) = (broker.clone(), topics.clone(), compression.clone());
         std::thread::spawn(move || {
             let started = Instant::now();
-            let mut p = TaskProducer::open(&broker.client(), &topics, 0, now_us()).unwrap();
-            let payload = vec![b'x'; bytes];
+            let mut client = broker.client();
+            client.set("compression.type", &compression);
+            // `BENCH_CLIENT`: more client settings, `key=value,…`.
+            for kv in std::env::var("BENCH_CLIENT").unwrap_or_default().split(',') {
+                if let Some((k, v)) = kv.split_once('=') {
+                    client.set(k, v);
+                }
+            }
+            let mut p = TaskProducer::open(&client, &topics, 0, now_us()).unwrap();
             for i in 0..records {
-                p.send((i % 2) as u32, &payload).unwrap();
+                let payload = &payloads[i as usize % payloads.len()];
+                p.send((i % 2) as u32, payload).unwrap();
                 if (i + 1) % per_txn == 0 || i + 1 == records {
                     p.commit(progress(0, i as u32), &[]).unwrap();
                     if std::env::var("BENCH_DEBUG").is_ok() {
@@ -491,7 +519,8 @@ fn exchange_throughput() {
     let here = cpu_seconds("self") - cpu0;
     let there = cpu_seconds(&broker.pid().to_string()) - broker0;
     println!(
-        "{records} records of {bytes} B in transactions of {per_txn}: {:.0} records/s, {:.1} MB/s; \
+        "{records} records of {bytes} B in transactions of {per_txn}, compression {compression}: \
+         {:.0} records/s, {:.1} MB/s; \
          CPU per record: {:.2} µs here (sender and owners), {:.2} µs in the broker",
         records as f64 / wall,
         (records * bytes as u64) as f64 / wall / 1e6,

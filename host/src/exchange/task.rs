@@ -257,7 +257,8 @@ impl TaskProducer {
                     KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
                     r,
                 )) => {
-                    self.producer.poll(Duration::from_millis(5));
+                    crate::kafka::serve_reports(&self.producer);
+                    std::thread::sleep(crate::kafka::REPORT_WAIT_MAX);
                     rec = r;
                 }
                 Err((e, _)) => return self.check(Err(e), "sending a record"),
@@ -286,7 +287,7 @@ impl TaskProducer {
     /// Wait until the records sent so far reached the broker (still in the
     /// open transaction).
     pub fn flush(&mut self) -> Result<(), ExchangeError> {
-        let r = self.producer.flush(TXN_TIMEOUT);
+        let r = crate::kafka::flush_fast(&self.producer, TXN_TIMEOUT);
         self.check(r, "flush")
     }
 
@@ -313,6 +314,9 @@ impl TaskProducer {
         &mut self,
         offsets: &[(&TopicPartitionList, &ConsumerGroupMetadata)],
     ) -> Result<(), ExchangeError> {
+        // The records first, without rdkafka's flush (`flush_fast`):
+        // `commit_transaction` then finds none in flight.
+        self.flush()?;
         let mut marker = TopicPartitionList::new();
         let r = marker.add_partition_offset(
             &self.topics.marker_topic,

@@ -47,14 +47,6 @@ const TXN_TIMEOUT_MS: &str = "60000";
 /// (`send_offsets_to_transaction`, `commit_transaction`) while they fail
 /// with errors librdkafka calls retriable (a broker that does not answer).
 const TXN_RETRY_FOR: Duration = Duration::from_secs(300);
-/// How long the committer sleeps between rounds of delivery reports while
-/// it waits for a transaction's records (see `KafkaSink::serve_reports`).
-const REPORT_WAIT: Duration = Duration::from_micros(250);
-/// The longest sleep between rounds while a commit waits for its records'
-/// acknowledgements: the sleep doubles from [`REPORT_WAIT`] up to this.
-/// (A fixed 250 µs made ~160 wake-ups per commit: the committer's CPU was
-/// nearly all context switches.)
-const REPORT_WAIT_MAX: Duration = Duration::from_millis(2);
 
 /// A Kafka sink failure; `fenced` when another producer with our
 /// transactional id took over.
@@ -267,7 +259,7 @@ impl KafkaSink {
                         waited = true;
                     }
                     self.serve_reports();
-                    std::thread::sleep(REPORT_WAIT);
+                    std::thread::sleep(crate::kafka::REPORT_WAIT);
                     record = r;
                 }
                 Err((e, _)) => {
@@ -278,61 +270,22 @@ impl KafkaSink {
         }
     }
 
-    /// Serve every delivery report that is ready, without waiting.
-    ///
-    /// rdkafka's `poll(timeout)` serves at most one event per pass and
-    /// loops until the whole timeout has passed, handing librdkafka the
-    /// remaining time rounded down to whole milliseconds: a 1 ms poll spins
-    /// on the clock for that millisecond. Measured at 100 000 events/s, the
-    /// committer thread spent most of its CPU in `clock_gettime` that way.
-    /// So: zero-timeout polls while they serve something, and the caller
-    /// sleeps between rounds.
+    /// Serve every delivery report that is ready, without waiting
+    /// ([`crate::kafka::serve_reports`]).
     pub fn serve_reports(&self) {
-        let mut left = self.producer.in_flight_count();
-        while left > 0 {
-            self.producer.poll(Duration::ZERO);
-            let now = self.producer.in_flight_count();
-            if now >= left {
-                break;
-            }
-            left = now;
-        }
+        crate::kafka::serve_reports(&self.producer);
     }
 
-    /// Wait until every queued record is acknowledged, serving delivery
-    /// reports every [`REPORT_WAIT`], backing off to [`REPORT_WAIT_MAX`]
-    /// while none arrive. (rdkafka's own flush, which
-    /// `commit_transaction` calls, polls in 100 ms steps: measured, every
-    /// commit took ≥ 100 ms with it.)
+    /// Wait until every queued record is acknowledged
+    /// ([`crate::kafka::flush_fast`]).
     fn flush_fast(&self) -> Result<(), KafkaSinkError> {
         // librdkafka fails what it cannot deliver within the transaction
         // timeout; this bound is only a backstop behind it.
-        let deadline =
-            Instant::now() + 2 * Duration::from_millis(TXN_TIMEOUT_MS.parse().unwrap_or(60_000));
-        let mut wait = REPORT_WAIT;
-        let mut left = self.producer.in_flight_count();
-        loop {
-            self.serve_reports();
-            let now = self.producer.in_flight_count();
-            if now == 0 {
-                return Ok(());
-            }
-            // Acknowledgements come a produce request at a time: after one,
-            // the next may be close behind.
-            wait = if now < left {
-                REPORT_WAIT
-            } else {
-                (wait * 2).min(REPORT_WAIT_MAX)
-            };
-            left = now;
-            if Instant::now() > deadline {
-                return Err(KafkaSinkError {
-                    what: "flushing the transaction's records",
-                    source: KafkaError::Flush(rdkafka::types::RDKafkaErrorCode::OperationTimedOut),
-                });
-            }
-            std::thread::sleep(wait);
-        }
+        let within = 2 * Duration::from_millis(TXN_TIMEOUT_MS.parse().unwrap_or(60_000));
+        crate::kafka::flush_fast(&self.producer, within).map_err(|source| KafkaSinkError {
+            what: "flushing the transaction's records",
+            source,
+        })
     }
 
     /// Commit the transaction: every output sent since the last commit, the
