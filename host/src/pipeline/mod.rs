@@ -211,7 +211,10 @@ impl Pipeline {
     pub fn slot_ids(&self) -> Vec<wire::SlotId> {
         self.slots
             .iter()
-            .map(|s| wire::SlotId::new(s.name.clone(), s.shadow, &s.identity.hash))
+            .map(|s| {
+                wire::SlotId::new(s.name.clone(), s.shadow, &s.identity.hash)
+                    .with_config(s.inst.config())
+            })
             .collect()
     }
 

@@ -55,7 +55,7 @@ pub enum WireError {
     #[error("exchange record for plugin {plugin:?}{}, which this host does not run", shadow_label(*.shadow))]
     UnknownPlugin { plugin: String, shadow: bool },
     #[error(
-        "exchange record for plugin {plugin:?}{} of another version (sender {sent:016x}, here {here:016x}): both hosts must run one version",
+        "exchange record for plugin {plugin:?}{} of another version or config (sender {sent:016x}, here {here:016x}): both hosts must run one version with one config",
         shadow_label(*.shadow)
     )]
     OtherVersion {
@@ -75,7 +75,9 @@ fn shadow_label(shadow: bool) -> &'static str {
 pub struct SlotId {
     pub name: Arc<str>,
     pub shadow: bool,
-    /// FNV-1a of the component's hash.
+    /// FNV-1a of the component's hash, and of its config when it has one:
+    /// a sender and an owner with one component and two configs would
+    /// compute a plugin's states two ways.
     pub version: u64,
 }
 
@@ -86,6 +88,18 @@ impl SlotId {
             shadow,
             version: fnv1a(hash.as_bytes()),
         }
+    }
+
+    /// This slot's version with the plugin's `config` (JSON as it was
+    /// started with) in it; an empty config leaves it as it is.
+    pub fn with_config(mut self, config: &str) -> Self {
+        if !config.is_empty() {
+            let mut both = Vec::with_capacity(self.version.to_le_bytes().len() + config.len());
+            both.extend_from_slice(&self.version.to_le_bytes());
+            both.extend_from_slice(config.as_bytes());
+            self.version = fnv1a(&both);
+        }
+        self
     }
 }
 
@@ -822,6 +836,19 @@ mod tests {
             "{err}"
         );
         assert!(err.to_string().contains("another version"), "{err}");
+        // One component, another config: another version too.
+        let configured = |config: &str| {
+            let mut slots = sender.clone();
+            slots[1] = slots[1].clone().with_config(config);
+            slots
+        };
+        assert_eq!(configured(""), sender, "no config leaves the version");
+        let p2 = payload(&configured(r#"{"limit":5}"#), &round, &records);
+        assert!(matches!(
+            Inbox::new(&configured(r#"{"limit":6}"#)).add(&p2),
+            Err(WireError::OtherVersion { .. })
+        ));
+        assert!(Inbox::new(&configured(r#"{"limit":5}"#)).add(&p2).is_ok());
         let mut future = p.clone();
         future[0] = VERSION + 1;
         assert_eq!(

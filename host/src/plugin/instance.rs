@@ -69,10 +69,6 @@ impl Instance {
         &self.loaded
     }
 
-    pub fn config(&self) -> &str {
-        &self.config
-    }
-
     /// Run one export under the deadline; a trap poisons the instance.
     fn call<R>(
         &mut self,
@@ -100,6 +96,10 @@ impl Instance {
 }
 
 impl PluginCalls for Instance {
+    fn config(&self) -> &str {
+        &self.config
+    }
+
     fn add(
         &mut self,
         group_lens: &[u32],

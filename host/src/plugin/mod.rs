@@ -126,6 +126,10 @@ pub trait PluginCalls: Send {
         times: &[i64],
     ) -> Result<io::Step, CallError>;
     fn migrate(&mut self, from: u32, state: &[u8]) -> Result<Vec<u8>, CallError>;
+    /// The config it was started with, as JSON ("" where it has none).
+    fn config(&self) -> &str {
+        ""
+    }
 }
 
 /// Who a plugin is: its description and the hash of its code.
