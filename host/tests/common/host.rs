@@ -339,8 +339,27 @@ impl Watched {
     }
 
     /// Whether the process is still running.
+    /// Whether the process still runs. Once it has ended, its log is made
+    /// whole first: the lines it wrote last (the error it stopped with) are
+    /// read to the end of its stderr, and its exit status is added, so a
+    /// failure that prints `log` shows why. (A CI run once showed only a
+    /// librdkafka line that a producer dropped at exit writes.)
     pub fn alive(&mut self) -> bool {
-        self.child.try_wait().expect("try_wait").is_none()
+        let Some(status) = self.child.try_wait().expect("try_wait") else {
+            return true;
+        };
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let left = until.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) => self.log.push(l),
+                // The reader reached the end of stderr, or a child of the
+                // host still holds it open.
+                Err(_) => break,
+            }
+        }
+        self.log.push(format!("[the host exited: {status}]"));
+        false
     }
 
     /// SIGKILL (no chance to clean up), then collect the rest of stderr.
