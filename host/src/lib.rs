@@ -66,8 +66,8 @@ pub mod state;
 pub mod operator;
 pub mod pipeline;
 
-pub mod exchange;
 pub mod kafka;
+pub mod exchange;
 pub mod sink;
 pub mod source;
 
