@@ -267,6 +267,15 @@ fn run(config: Config) -> Result<Exit, Failure> {
         registry.clone(),
         changelog,
     );
+    let crossing = match (config.exchange, &kafka) {
+        (crate::config::ExchangeMode::Kafka, Some(k)) => {
+            Some(crate::runner::Crossing::open(k, pipelines.len()).map_err(start)?)
+        }
+        (crate::config::ExchangeMode::Kafka, None) => {
+            return Err(start("--exchange kafka needs --kafka-brokers".to_string()));
+        }
+        _ => None,
+    };
     let feed = Feed::spawn(opened, config.batch_size.max(1), 4, config.max_events);
     let names = pipelines[0].names();
     let router = pipelines[0].router();
@@ -292,6 +301,7 @@ fn run(config: Config) -> Result<Exit, Failure> {
         last_batch: None,
         shadows,
         exchange: config.exchange,
+        crossing,
     };
     let shadows = runner.shadows.clone();
     let registry = runner.registry.clone();
@@ -304,7 +314,7 @@ fn run(config: Config) -> Result<Exit, Failure> {
             "shadow versions are not kept: the next start runs the live versions only"
         );
     }
-    if config.exchange == crate::config::ExchangeMode::Wire {
+    if config.exchange != crate::config::ExchangeMode::Memory {
         let m = crate::metrics::metrics();
         let counters = registry.workers.lock().expect("registry lock").clone();
         let (mut bytes, mut records) = (0, 0);

@@ -111,6 +111,12 @@ pub enum ExchangeMode {
     /// (`crate::pipeline::wire`): the outputs are the same, at the cost of
     /// the encoding, which this measures.
     Wire,
+    /// Encoded, and carried through the exchange topic
+    /// (`<group>-exchange-w<workers>`, needs `--kafka-brokers`): each
+    /// worker's stage 1 is a task with its own transactional producer,
+    /// each worker's stage 2 the owner of a range, reading through the
+    /// gates (`crate::exchange`) — what crossing hosts costs, on one host.
+    Kafka,
 }
 
 impl FromStr for ExchangeMode {
@@ -119,7 +125,10 @@ impl FromStr for ExchangeMode {
         match s {
             "memory" => Ok(ExchangeMode::Memory),
             "wire" => Ok(ExchangeMode::Wire),
-            _ => Err(format!("unknown exchange `{s}`: use `memory` or `wire`")),
+            "kafka" => Ok(ExchangeMode::Kafka),
+            _ => Err(format!(
+                "unknown exchange `{s}`: use `memory`, `wire` or `kafka`"
+            )),
         }
     }
 }
@@ -391,9 +400,11 @@ pub struct Config {
     #[arg(long, env = "RTAP_WORKERS")]
     pub workers: Option<usize>,
 
-    /// How records cross between workers: `memory`, or `wire` (encoded as
+    /// How records cross between workers: `memory`, `wire` (encoded as
     /// for a stage 2 on another host, and decoded at their owner; the same
-    /// outputs, to test and measure the encoding: BENCHMARKS.md).
+    /// outputs, to test and measure the encoding: BENCHMARKS.md), or
+    /// `kafka` (encoded and through the exchange topic, every round; needs
+    /// --kafka-brokers).
     #[arg(long, env = "RTAP_EXCHANGE", default_value = "memory")]
     pub exchange: ExchangeMode,
 

@@ -308,6 +308,15 @@ pub fn ensure_topics(cfg: &KafkaConfig) -> Result<(), KafkaSetupError> {
             .set("cleanup.policy", "compact"),
         );
     }
+    create_topics(&admin, &topics)?;
+    Ok(())
+}
+
+/// Create `topics`; one that exists already is left as it is.
+fn create_topics(
+    admin: &AdminClient<DefaultClientContext>,
+    topics: &[NewTopic],
+) -> Result<(), KafkaSetupError> {
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -317,7 +326,7 @@ pub fn ensure_topics(cfg: &KafkaConfig) -> Result<(), KafkaSetupError> {
             why: e.to_string(),
         })?;
     let results = rt
-        .block_on(admin.create_topics(&topics, &opts))
+        .block_on(admin.create_topics(topics, &opts))
         .map_err(setup_err("topic creation"))?;
     for r in results {
         match r {
@@ -330,6 +339,42 @@ pub fn ensure_topics(cfg: &KafkaConfig) -> Result<(), KafkaSetupError> {
                 });
             }
         }
+    }
+    Ok(())
+}
+
+/// The exchange topic (`partitions` partitions) and its tasks' marker
+/// topic (one partition per task) for `--exchange kafka`, created when
+/// missing; an exchange topic with fewer partitions than needed is refused.
+pub fn ensure_exchange_topics(
+    cfg: &KafkaConfig,
+    topic: &str,
+    partitions: i32,
+    marker_topic: &str,
+    tasks: i32,
+) -> Result<(), KafkaSetupError> {
+    let admin: AdminClient<DefaultClientContext> = cfg
+        .client(&[])
+        .create()
+        .map_err(setup_err("admin client"))?;
+    let new = [
+        NewTopic::new(topic, partitions, TopicReplication::Fixed(1)),
+        NewTopic::new(marker_topic, tasks, TopicReplication::Fixed(1)),
+    ];
+    create_topics(&admin, &new)?;
+    let meta = admin
+        .inner()
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .map_err(setup_err("the exchange topic's metadata"))?;
+    let have = meta
+        .topics()
+        .first()
+        .map_or(0, |t| t.partitions().len() as i32);
+    if have < partitions {
+        return Err(KafkaSetupError {
+            what: format!("topic {topic}"),
+            why: format!("has {have} partitions, the exchange needs {partitions}"),
+        });
     }
     Ok(())
 }

@@ -528,3 +528,117 @@ fn exchange_throughput() {
         there * 1e6 / records as f64
     );
 }
+
+/// The pipeline's own records through the topic (`--exchange kafka`): one
+/// host on 3 workers, each worker's stage 1 a task sending every round's
+/// records for each owner in a transaction, each worker's stage 2 an owner
+/// reading them back through its gates. The outputs on the topics equal
+/// those of the in-memory exchange, and the host tells how many bytes
+/// crossed.
+#[test]
+fn a_hosts_records_through_the_exchange_topic_give_the_same_outputs() {
+    // 200 events per second of event time: 1 000 s, windows enough to
+    // close before the input ends.
+    let n = 200_000usize;
+    let broker = Broker::start();
+    broker.create_events_topic();
+    broker.produce_keyed(&gen_events(n as u64, 23, 200));
+    let plugins = plugins_dir(&SHIPPED);
+    let run = |group: &str, prefix: &str, exchange: &str| {
+        let data = tempfile::tempdir().unwrap();
+        let started = Instant::now();
+        let log = run_to_end(
+            kafka_host(&broker, plugins.path(), data.path(), group, prefix)
+                .args(["--workers", "3", "--exchange", exchange])
+                .watched(),
+            &broker,
+            group,
+            n as i64,
+        );
+        println!("--exchange {exchange}: {:?}", started.elapsed());
+        log
+    };
+    run("reference", "ref-", "memory");
+    let (want, _) = outputs(&broker, "ref-");
+    assert!(want.len() > 1_000, "only {} outputs", want.len());
+    let log = run("crossing", "x-", "kafka");
+    let (got, _) = outputs(&broker, "x-");
+    assert_same_outputs(&want, &got);
+    let line = log
+        .iter()
+        .find(|l| l.contains("exchange on the wire"))
+        .unwrap_or_else(|| panic!("no exchange summary: {}", log.join("\n")));
+    // The line without its colours, if any.
+    let mut plain = String::new();
+    let mut in_escape = false;
+    for c in line.chars() {
+        match (in_escape, c) {
+            (false, '\u{1b}') => in_escape = true,
+            (true, 'm') => in_escape = false,
+            (false, c) => plain.push(c),
+            _ => {}
+        }
+    }
+    println!("{plain}");
+    let bytes: u64 = plain
+        .split("bytes=")
+        .nth(1)
+        .and_then(|s| s.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no bytes in: {line}"));
+    assert!(bytes > 100 * n as u64, "{bytes} bytes crossed: {line}");
+}
+
+/// What the exchange topic costs the pipeline: one host on `BENCH_WORKERS`
+/// (2) workers through `BENCH_EVENTS` (300 000) events from the broker,
+/// `--exchange memory`, `wire` and `kafka` interleaved for `BENCH_PAIRS`
+/// (2) rounds, each with its own group: the host's CPU per event, the
+/// broker's, and the wall time. With `kafka` every record between two
+/// workers crosses the topic, as between hosts. BENCHMARKS.md, "The
+/// exchange topic in the pipeline". Run with
+/// `cargo test --release -p rtap-host --test kafka_exchange exchange_in_the_pipeline -- --ignored --nocapture`.
+#[test]
+#[ignore = "a benchmark"]
+fn exchange_in_the_pipeline() {
+    let var = |name, default| std::env::var(name).map_or(default, |v| v.parse::<u64>().unwrap());
+    let n = var("BENCH_EVENTS", 300_000);
+    let workers = var("BENCH_WORKERS", 2).to_string();
+    let pairs = var("BENCH_PAIRS", 2);
+    let broker = Broker::start();
+    broker.create_events_topic();
+    broker.produce_keyed(&gen_events(n, 23, 2000));
+    let plugins = plugins_dir(&SHIPPED);
+    let broker_pid = broker.pid().to_string();
+    for pair in 0..pairs {
+        for exchange in ["memory", "wire", "kafka"] {
+            let group = format!("{exchange}-{pair}");
+            let data = tempfile::tempdir().unwrap();
+            let broker0 = cpu_seconds(&broker_pid);
+            let started = Instant::now();
+            let mut h = kafka_host(
+                &broker,
+                plugins.path(),
+                data.path(),
+                &group,
+                &format!("{group}-"),
+            )
+            .args(["--workers", &workers, "--exchange", exchange])
+            .watched();
+            while broker.committed(&group) < n as i64 {
+                assert!(h.alive(), "the host stopped: {}", h.log.join("\n"));
+                assert!(started.elapsed() < Duration::from_secs(600), "too slow");
+                h.wait_for("\u{0}", 1, Duration::from_millis(100));
+            }
+            let wall = started.elapsed().as_secs_f64();
+            let host = cpu_seconds(&h.child.id().to_string());
+            let there = cpu_seconds(&broker_pid) - broker0;
+            sigterm(h.child.id());
+            let _ = h.finish(Duration::from_secs(60));
+            println!(
+                "{exchange:>6}, {workers} workers, {n} events: {wall:.1} s, CPU per event {:.2} µs in the host, {:.2} µs in the broker",
+                host * 1e6 / n as f64,
+                there * 1e6 / n as f64
+            );
+        }
+    }
+}

@@ -61,9 +61,11 @@
 //! applied once.
 
 mod gate;
+mod owner;
 mod task;
 
 pub use gate::{Applied, Gate, Released, owner_watermark};
+pub use owner::{Owner, OwnerError};
 pub use task::{ExchangeError, ExchangeTopics, MarkerReader, TaskProducer};
 
 /// What every exchange record carries (the `rtap-x` header).

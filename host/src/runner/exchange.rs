@@ -92,3 +92,133 @@ impl Inbox {
             .collect())
     }
 }
+
+/// `--exchange kafka`: every round's payloads through the exchange topic.
+/// Worker *w*'s stage 1 is task *w* (its own transactional producer) and
+/// its stage 2 the owner of range *w*; a round's payloads are one
+/// transaction per task, sealed with the round's watermark, and each
+/// owner reads until every task's transaction of the round is released
+/// by its gates. The state still commits as one host's (the records of a
+/// round are all applied within the round), so after a restart the owners
+/// read on from the topic's end.
+pub struct Crossing {
+    producers: Vec<crate::exchange::TaskProducer>,
+    owners: Vec<crate::exchange::Owner>,
+    /// Records through the topic, and their bytes.
+    pub records: u64,
+    pub bytes: u64,
+}
+
+/// How long a round waits for its own records to come back.
+const CROSSING_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+impl Crossing {
+    /// The topics for `workers` workers under `group`, created if missing;
+    /// the tasks' producers first (fencing a previous run's), then the
+    /// owners from the partitions' ends.
+    pub fn open(k: &crate::kafka::KafkaConfig, workers: usize) -> Result<Self, String> {
+        let w = workers as u32;
+        let topics = crate::exchange::ExchangeTopics {
+            topic: format!("{}-exchange-w{workers}", k.group),
+            tasks: w,
+            ranges: w,
+            marker_topic: format!("{}-exchange-w{workers}-tasks", k.group),
+            marker_group: format!("{}-exchange-w{workers}-tasks", k.group),
+            transactional_prefix: format!("{}-x{workers}", k.transactional_id),
+        };
+        crate::kafka::ensure_exchange_topics(
+            k,
+            &topics.topic,
+            topics.partitions(),
+            &topics.marker_topic,
+            topics.tasks as i32,
+        )
+        .map_err(|e| e.to_string())?;
+        // lz4: a payload is mostly events' JSON (5.1× smaller here), and
+        // the broker's CPU per byte fell by 2.5× with it (BENCHMARKS.md).
+        let client = k.client(&[("compression.type", "lz4")]);
+        let now_us = crate::clock::now_ms().max(0) as u64 * 1000;
+        let producers = (0..w)
+            .map(|t| crate::exchange::TaskProducer::open(&client, &topics, t, now_us))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| e.to_string())?;
+        let owners = (0..w)
+            .map(|r| crate::exchange::Owner::open(&client, &topics, r, None))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| e.to_string())?;
+        Ok(Crossing {
+            producers,
+            owners,
+            records: 0,
+            bytes: 0,
+        })
+    }
+
+    /// Each worker's `sent` (one per owner, of one round) through the
+    /// topic, sealed with the round's watermark `wm`: what each owner
+    /// received, in task order.
+    pub(super) fn cross(&mut self, sent: Vec<Vec<Sent>>, wm: i64) -> Result<Vec<Inbox>, String> {
+        let mut ids = Vec::with_capacity(sent.len());
+        // Records per task and owner, for the owners' counters.
+        let mut counts = vec![vec![0u64; self.owners.len()]; sent.len()];
+        for (t, to) in sent.into_iter().enumerate() {
+            let p = &mut self.producers[t];
+            for (r, s) in to.into_iter().enumerate() {
+                let Sent::Wire(b, n) = s else {
+                    unreachable!("the kafka exchange sends payloads")
+                };
+                if !b.is_empty() {
+                    p.send(r as u32, &b).map_err(|e| e.to_string())?;
+                    counts[t][r] = n;
+                    self.records += n;
+                    self.bytes += b.len() as u64;
+                }
+            }
+            let seal = crate::exchange::Progress {
+                watermark: wm,
+                idle: false,
+            };
+            ids.push(p.commit(seal, &[]).map_err(|e| e.to_string())?);
+        }
+        // Each task's marker is the id it just committed: no owner needs
+        // to read it from the broker.
+        let marks: std::collections::BTreeMap<u32, u64> = ids
+            .iter()
+            .enumerate()
+            .map(|(t, id)| (t as u32, *id))
+            .collect();
+        let mut inboxes = Vec::with_capacity(self.owners.len());
+        for (r_at, o) in self.owners.iter_mut().enumerate() {
+            o.markers(&marks);
+            let mut inbox = Inbox::default();
+            let mut sealed = vec![false; ids.len()];
+            let until = std::time::Instant::now() + CROSSING_WAIT;
+            let mut released = Vec::new();
+            while sealed.contains(&false) {
+                if std::time::Instant::now() > until {
+                    return Err(format!(
+                        "the exchange topic did not bring back the round's records in {CROSSING_WAIT:?} (tasks sealed: {sealed:?})"
+                    ));
+                }
+                o.pump(std::time::Duration::from_millis(5), false, &mut released)
+                    .map_err(|e| e.to_string())?;
+                for r in released.drain(..) {
+                    let t = r.header.task as usize;
+                    if r.header.id != ids[t] {
+                        continue; // a claim's, or of a run before this one
+                    }
+                    match r.header.kind {
+                        crate::exchange::Kind::Data => {
+                            inbox.records += counts[t][r_at];
+                            inbox.payloads.push(r.payload);
+                        }
+                        crate::exchange::Kind::Seal => sealed[t] = true,
+                        crate::exchange::Kind::Claim => {}
+                    }
+                }
+            }
+            inboxes.push(inbox);
+        }
+        Ok(inboxes)
+    }
+}

@@ -43,6 +43,7 @@ use crate::state::StateDelta;
 use crate::status::{Registry, SourceState};
 use crate::window::Watermark;
 use emitted::Emitted;
+pub use exchange::Crossing;
 use exchange::{Inbox, Sent};
 use feed::Next;
 use status::StatusReport;
@@ -128,6 +129,8 @@ pub struct Runner {
     pub shadows: Arc<ShadowBoard>,
     /// How records cross between workers (`--exchange`).
     pub exchange: ExchangeMode,
+    /// With `--exchange kafka`: the exchange topic's tasks and owners.
+    pub crossing: Option<Crossing>,
 }
 
 impl Runner {
@@ -283,7 +286,7 @@ impl Runner {
             runs[w].push(ri);
         }
         let inputs = runs.into_iter().map(|r| (round.clone(), r)).collect();
-        let wire = self.exchange == ExchangeMode::Wire;
+        let wire = self.exchange != ExchangeMode::Memory;
         let stage1 =
             self.workers
                 .each(inputs, move |p, (round, runs): (Arc<Round>, Vec<usize>)| {
@@ -294,12 +297,20 @@ impl Runner {
                 })?;
         // The exchange.
         let mut inbox: Vec<Inbox> = (0..n).map(|_| Inbox::default()).collect();
+        let mut to_cross = Vec::new();
         for (sent, late, e) in stage1 {
-            for (w, s) in sent.into_iter().enumerate() {
-                inbox[w].take(s);
+            if self.crossing.is_some() {
+                to_cross.push(sent);
+            } else {
+                for (w, s) in sent.into_iter().enumerate() {
+                    inbox[w].take(s);
+                }
             }
             emitted.late.extend(late);
             emitted.append(e);
+        }
+        if let Some(c) = &mut self.crossing {
+            inbox = c.cross(to_cross, round.end_wm).map_err(RunError::Kafka)?;
         }
         for (w, i) in inbox.iter().enumerate() {
             let c = self.workers.counters(w);
