@@ -261,7 +261,8 @@ fn a_restart_resumes_from_the_checkpoint() {
 /// re-sent outputs of aborted transactions are counted and reported apart.
 /// The uninterrupted run has one worker; the killed runs have 3, 1 and 2 in
 /// turn (state restored by key group onto another number of workers), the
-/// last one 3.
+/// last one 3. The killed runs on 3 and 2 workers cross the exchange topic
+/// (`--exchange kafka`).
 #[test]
 fn kafka_outputs_survive_sigkills_exactly_once() {
     // Enough input that twelve kill rounds cannot consume it all: since the
@@ -309,6 +310,10 @@ fn kafka_outputs_survive_sigkills_exactly_once() {
             .checkpoint_interval("1s")
             .fault_commit_pause_ms(if phase == "random" { 1 } else { 100 })
             .args(["--workers", ["3", "1", "2"][round % 3]])
+            // Two runs in three send their exchange through the exchange
+            // topic: killed mid-round, their tasks' transactions abort and
+            // the next run's owners must apply nothing of them.
+            .args(["--exchange", ["kafka", "memory", "kafka"][round % 3]])
             .watched();
         let (pat, nth) = match phase {
             "random" => ("committed", 1),
