@@ -345,7 +345,7 @@ fn create_topics(
 
 /// The exchange topic (`partitions` partitions) and its tasks' marker
 /// topic (one partition per task) for `--exchange kafka`, created when
-/// missing; an exchange topic with fewer partitions than needed is refused.
+/// missing; a topic with fewer partitions than needed is refused.
 pub fn ensure_exchange_topics(
     cfg: &KafkaConfig,
     topic: &str,
@@ -353,19 +353,29 @@ pub fn ensure_exchange_topics(
     marker_topic: &str,
     tasks: i32,
 ) -> Result<(), KafkaSetupError> {
+    ensure_topic(cfg, topic, partitions)?;
+    ensure_topic(cfg, marker_topic, tasks)
+}
+
+/// `topic` with at least `partitions` partitions: created when missing
+/// (the broker's defaults otherwise), refused when it has fewer.
+pub fn ensure_topic(
+    cfg: &KafkaConfig,
+    topic: &str,
+    partitions: i32,
+) -> Result<(), KafkaSetupError> {
     let admin: AdminClient<DefaultClientContext> = cfg
         .client(&[])
         .create()
         .map_err(setup_err("admin client"))?;
-    let new = [
-        NewTopic::new(topic, partitions, TopicReplication::Fixed(1)),
-        NewTopic::new(marker_topic, tasks, TopicReplication::Fixed(1)),
-    ];
-    create_topics(&admin, &new)?;
+    create_topics(
+        &admin,
+        &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
+    )?;
     let meta = admin
         .inner()
         .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .map_err(setup_err("the exchange topic's metadata"))?;
+        .map_err(setup_err("a topic's metadata"))?;
     let have = meta
         .topics()
         .first()
@@ -373,7 +383,7 @@ pub fn ensure_exchange_topics(
     if have < partitions {
         return Err(KafkaSetupError {
             what: format!("topic {topic}"),
-            why: format!("has {have} partitions, the exchange needs {partitions}"),
+            why: format!("has {have} partitions, {partitions} are needed"),
         });
     }
     Ok(())

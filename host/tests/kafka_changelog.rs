@@ -138,30 +138,6 @@ fn map(entries: &[(&str, &[(&str, &str)])]) -> BTreeMap<String, BTreeMap<String,
         .collect()
 }
 
-/// The Kafka settings a host of `group` on `broker` runs with (the test
-/// runs' defaults, the changelog on).
-fn config(broker: &Broker, group: &str) -> KafkaConfig {
-    KafkaConfig {
-        brokers: broker.addr(),
-        group: group.into(),
-        events_topic: EVENTS.into(),
-        metrics_topic: "processed-metrics".into(),
-        alerts_topic: "cep-alerts".into(),
-        dead_letter_topic: "rtap-dead-letters".into(),
-        late_topic: "rtap-late-events".into(),
-        // `kafka_host`'s, with no prefix.
-        marker_topic: "commit-marker".into(),
-        changelog_topic: format!("{group}-changelog"),
-        changelog: true,
-        cluster_topic: format!("{group}-cluster"),
-        control_topic: format!("{group}-control"),
-        transactional_id: format!("rtap-{group}"),
-        options: Vec::new(),
-        producer_options: Vec::new(),
-        health: Default::default(),
-    }
-}
-
 /// What counts in the changelog, written by the host's own writer through
 /// its transactional sink: a transaction that aborted after its records
 /// reached the broker (tansu shows them to `read_committed` readers) is
@@ -171,7 +147,7 @@ fn config(broker: &Broker, group: &str) -> KafkaConfig {
 #[test]
 fn the_changelog_holds_the_committed_state_and_leaves_aborted_records_out() {
     let broker = Broker::start();
-    let cfg = config(&broker, "g");
+    let cfg = kafka_config(&broker, "g");
     rtap_host::kafka::ensure_topics(&cfg).unwrap();
     let run = |lineage: Lineage, plugins: Vec<String>, commits: Vec<(Commit, bool)>| {
         let mut sink = KafkaSink::new(&cfg, None).unwrap();
@@ -477,7 +453,7 @@ fn a_host_that_lost_its_data_dir_restores_from_the_changelog() {
         got.len()
     );
     assert_same_outputs(&want, &got);
-    assert_store_is_the_changelog(&config(&broker, "rtap"), data.path());
+    assert_store_is_the_changelog(&kafka_config(&broker, "rtap"), data.path());
 }
 
 /// Failover: two hosts of one group, each started with `--standby` and a
@@ -558,7 +534,7 @@ fn a_standby_takes_over_when_the_active_host_dies() {
         active.log.join("\n")
     );
     // The active host beats.
-    let beats = rtap_host::checkpoint::alive::Watch::new(&config(&broker, "rtap")).unwrap();
+    let beats = rtap_host::checkpoint::alive::Watch::new(&kafka_config(&broker, "rtap")).unwrap();
     let first = beats.last().expect("a heartbeat");
     std::thread::sleep(Duration::from_secs(2));
     assert!(

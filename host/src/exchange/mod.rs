@@ -4,8 +4,10 @@
 //! transactions from `read_committed` readers (Kafka) and on one that
 //! shows them (tansu). (Within one host the exchange is in memory:
 //! `crate::pipeline::exchange`.) This is step 4 of
-//! `docs/kafka-exactly-once-plan.md`: the transport and its guarantee; the
-//! pipeline does not use it yet.
+//! `docs/kafka-exactly-once-plan.md`: the transport and its guarantee.
+//! One host's pipeline runs on it with `--exchange kafka`
+//! (`crate::runner`'s `Crossing`: each worker a task and an owner); hosts
+//! do not share input partitions yet.
 //!
 //! **Senders** are *tasks* (an input partition's stage 1), each with its
 //! own transactional producer ([`TaskProducer`]): opening one fences the
@@ -61,10 +63,12 @@
 //! applied once.
 
 mod gate;
+mod membership;
 mod owner;
 mod task;
 
 pub use gate::{Applied, Gate, Released, owner_watermark};
+pub use membership::{Change, Membership};
 pub use owner::{Owner, OwnerError};
 pub use task::{ExchangeError, ExchangeTopics, MarkerReader, TaskProducer};
 

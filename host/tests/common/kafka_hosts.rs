@@ -109,3 +109,27 @@ pub fn assert_same_outputs(
         assert_eq!(&got[k], v, "{k}: values differ from the uninterrupted run");
     }
 }
+
+/// The Kafka settings a host of `group` on `broker` runs with (the test
+/// runs' defaults, the changelog on).
+pub fn kafka_config(broker: &Broker, group: &str) -> rtap_host::kafka::KafkaConfig {
+    rtap_host::kafka::KafkaConfig {
+        brokers: broker.addr(),
+        group: group.into(),
+        events_topic: EVENTS.into(),
+        metrics_topic: "processed-metrics".into(),
+        alerts_topic: "cep-alerts".into(),
+        dead_letter_topic: "rtap-dead-letters".into(),
+        late_topic: "rtap-late-events".into(),
+        // `kafka_host`'s, with no prefix.
+        marker_topic: "commit-marker".into(),
+        changelog_topic: format!("{group}-changelog"),
+        changelog: true,
+        cluster_topic: format!("{group}-cluster"),
+        control_topic: format!("{group}-control"),
+        transactional_id: format!("rtap-{group}"),
+        options: Vec::new(),
+        producer_options: Vec::new(),
+        health: Default::default(),
+    }
+}
