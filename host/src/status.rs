@@ -207,6 +207,10 @@ pub struct KafkaHealth {
     sink_busy_since: AtomicI64,
     /// The source's last failed probe.
     last_error: Mutex<Option<String>>,
+    /// Whether the exchange goes through the exchange topic
+    /// (`--exchange kafka`), and since when a round has been crossing it.
+    exchange_used: std::sync::atomic::AtomicBool,
+    exchange_busy_since: AtomicI64,
 }
 
 /// A sink busy for longer than this is waiting for the broker.
@@ -238,6 +242,33 @@ impl KafkaHealth {
     /// The sink's wait is over.
     pub fn sink_done(&self) {
         self.sink_busy_since.store(0, Ordering::Relaxed);
+    }
+
+    /// The exchange goes through the exchange topic.
+    pub fn exchange_used(&self) {
+        self.exchange_used.store(true, Ordering::Relaxed);
+    }
+
+    /// A round starts crossing the exchange topic at `now` (ms).
+    pub fn exchange_busy(&self, now: i64) {
+        self.exchange_busy_since
+            .store(now.max(1), Ordering::Relaxed);
+    }
+
+    /// The round came back.
+    pub fn exchange_done(&self) {
+        self.exchange_busy_since.store(0, Ordering::Relaxed);
+    }
+
+    /// `None` without the exchange topic; else since when a round has been
+    /// crossing it, if for longer than [`KAFKA_SINK_STALLED_MS`] at `now`
+    /// (a round normally takes milliseconds).
+    pub fn exchange_stalled(&self, now: i64) -> Option<Option<i64>> {
+        if !self.exchange_used.load(Ordering::Relaxed) {
+            return None;
+        }
+        let since = self.exchange_busy_since.load(Ordering::Relaxed);
+        Some((since > 0 && now - since > KAFKA_SINK_STALLED_MS).then_some(since))
     }
 
     /// Since when the source cannot reach the broker, and the last error.

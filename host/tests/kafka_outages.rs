@@ -3,7 +3,8 @@
 //! resumed. The host waits — `/health` says the source and the Kafka sink
 //! are degraded meanwhile, never `ok` — and then goes on: its outputs on
 //! the topics equal those of an uninterrupted run of the same events, none
-//! lost, none twice.
+//! lost, none twice. Also with the exchange through the exchange topic
+//! (`--exchange kafka`).
 
 mod common;
 
@@ -107,6 +108,19 @@ fn health(port: u16) -> (u16, Value) {
 
 #[test]
 fn a_paused_broker_is_waited_out_without_loss_or_duplicates() {
+    paused_broker(&[]);
+}
+
+/// The same with the exchange through the exchange topic: a round caught
+/// by the pause is sent again from new task producers once the broker is
+/// back, and applied once.
+#[test]
+fn a_paused_broker_is_waited_out_through_the_exchange_topic() {
+    paused_broker(&["--workers", "2", "--exchange", "kafka"]);
+}
+
+fn paused_broker(args: &[&str]) {
+    let through_topic = args.contains(&"kafka");
     const N: i64 = 90_000;
     let broker = Broker::start();
     broker.create_events_topic();
@@ -115,6 +129,7 @@ fn a_paused_broker_is_waited_out_without_loss_or_duplicates() {
     let port = free_port();
     let mut h = kafka_host(&broker, plugins.path(), data.path(), "rtap", "")
         .listen(port)
+        .args(args)
         .watched();
     wait_ready(port);
     // 180 s of event time, produced over 30 s while the host runs.
@@ -132,7 +147,7 @@ fn a_paused_broker_is_waited_out_without_loss_or_duplicates() {
     assert_eq!(health(port).1["status"], "ok");
     broker.pause();
     let paused = Instant::now();
-    let (mut source_degraded, mut sink_degraded) = (false, false);
+    let (mut source_degraded, mut sink_degraded, mut exchange_degraded) = (false, false, false);
     while paused.elapsed() < Duration::from_secs(30) {
         let (code, h) = health(port);
         assert_eq!(code, 200, "{h}");
@@ -141,14 +156,23 @@ fn a_paused_broker_is_waited_out_without_loss_or_duplicates() {
         }
         source_degraded |= h["components"]["source"]["status"] == "degraded";
         sink_degraded |= h["components"]["sinks"]["kafka"]["status"] == "degraded";
+        exchange_degraded |= h["components"]["exchange"]["status"] == "degraded";
         std::thread::sleep(Duration::from_millis(500));
     }
     broker.resume();
     assert!(source_degraded, "/health never showed the source degraded");
-    assert!(
-        sink_degraded,
-        "/health never showed the Kafka sink degraded"
-    );
+    if through_topic {
+        // The round waits on the exchange topic, before the sink's commit.
+        assert!(
+            exchange_degraded,
+            "/health never showed the exchange degraded"
+        );
+    } else {
+        assert!(
+            sink_degraded,
+            "/health never showed the Kafka sink degraded"
+        );
+    }
     producer.join().expect("the producer delivered every event");
     wait_committed(&broker, &mut h, "rtap", N);
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -161,6 +185,15 @@ fn a_paused_broker_is_waited_out_without_loss_or_duplicates() {
         std::thread::sleep(Duration::from_millis(200));
     }
     assert!(h.alive(), "{}", h.log.join("\n"));
+    if through_topic {
+        let again = h
+            .log
+            .iter()
+            .filter(|l| l.contains("sending it again"))
+            .count();
+        let waited = h.log.iter().filter(|l| l.contains("still waiting")).count();
+        eprintln!("the exchange: {again} rounds sent again, {waited} waits of 10 s reported");
+    }
     drop(h);
 
     // The same records, read by an uninterrupted run.

@@ -475,9 +475,17 @@ async fn health(State(state): State<AppState>) -> Response {
             "waiting_seconds": stalled.map(|t| (now - t) as f64 / 1000.0),
         })
     });
+    // `--exchange kafka`: a round waiting on the exchange topic.
+    let exchange = kafka.exchange_stalled(now).map(|stalled| {
+        json!({
+            "status": if stalled.is_some() { "degraded" } else { "ok" },
+            "waiting_seconds": stalled.map(|t| (now - t) as f64 / 1000.0),
+        })
+    });
     let kafka_waits = kafka_sink
-        .as_ref()
-        .is_some_and(|v| v["status"] == "degraded");
+        .iter()
+        .chain(exchange.as_ref())
+        .any(|v| v["status"] == "degraded");
     let overall = if source == SourceState::Failed || any(PluginStatus::Failed) || sink_down {
         "down"
     } else if any(PluginStatus::Degraded) || cp_late || unreachable.is_some() || kafka_waits {
@@ -504,6 +512,7 @@ async fn health(State(state): State<AppState>) -> Response {
             "plugins": plugins,
             "checkpoint": {"last": (last_cp > 0).then_some(last_cp), "age_seconds": cp_age, "late": cp_late},
             "websocket": {"clients": state.hub.clients()},
+            "exchange": exchange,
             "sinks": {"influxdb": influx, "kafka": kafka_sink, "other": state.sinks},
         }
     });

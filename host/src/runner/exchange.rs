@@ -102,6 +102,9 @@ impl Inbox {
 /// round are all applied within the round), so after a restart the owners
 /// read on from the topic's end.
 pub struct Crossing {
+    health: std::sync::Arc<crate::status::KafkaHealth>,
+    client: rdkafka::ClientConfig,
+    topics: crate::exchange::ExchangeTopics,
     producers: Vec<crate::exchange::TaskProducer>,
     owners: Vec<crate::exchange::Owner>,
     /// Records through the topic, and their bytes.
@@ -109,8 +112,11 @@ pub struct Crossing {
     pub bytes: u64,
 }
 
-/// How long a round waits for its own records to come back.
-const CROSSING_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+/// How long a round waits for its own records to come back before the
+/// run ends with an error (a broker away for longer is waited out by the
+/// restart's checkpoint instead); it warns every [`CROSSING_WARN`].
+const CROSSING_WAIT: std::time::Duration = std::time::Duration::from_secs(300);
+const CROSSING_WARN: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl Crossing {
     /// The topics for `workers` workers under `group`, created if missing;
@@ -146,7 +152,11 @@ impl Crossing {
             .map(|r| crate::exchange::Owner::open(&client, &topics, r, None))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| e.to_string())?;
+        k.health.exchange_used();
         Ok(Crossing {
+            health: k.health.clone(),
+            client,
+            topics,
             producers,
             owners,
             records: 0,
@@ -154,22 +164,48 @@ impl Crossing {
         })
     }
 
+    /// Task `t`'s payloads of a round, sent and committed with `seal`:
+    /// the committed id.
+    fn send_round(
+        &mut self,
+        t: usize,
+        to: &[Sent],
+        seal: crate::exchange::Progress,
+    ) -> Result<u64, crate::exchange::ExchangeError> {
+        let p = &mut self.producers[t];
+        for (r, s) in to.iter().enumerate() {
+            if let Sent::Wire(b, _) = s
+                && !b.is_empty()
+            {
+                p.send(r as u32, b)?;
+            }
+        }
+        p.commit(seal, &[])
+    }
+
     /// Each worker's `sent` (one per owner, of one round) through the
     /// topic, sealed with the round's watermark `wm`: what each owner
     /// received, in task order.
     pub(super) fn cross(&mut self, sent: Vec<Vec<Sent>>, wm: i64) -> Result<Vec<Inbox>, String> {
+        // `/health` shows the exchange degraded while a round waits on it.
+        self.health.exchange_busy(crate::clock::now_ms());
+        let r = self.cross_round(&sent, wm);
+        self.health.exchange_done();
+        r
+    }
+
+    fn cross_round(&mut self, sent: &[Vec<Sent>], wm: i64) -> Result<Vec<Inbox>, String> {
+        let until = std::time::Instant::now() + CROSSING_WAIT;
         let mut ids = Vec::with_capacity(sent.len());
         // Records per task and owner, for the owners' counters.
         let mut counts = vec![vec![0u64; self.owners.len()]; sent.len()];
-        for (t, to) in sent.into_iter().enumerate() {
-            let p = &mut self.producers[t];
-            for (r, s) in to.into_iter().enumerate() {
+        for (t, to) in sent.iter().enumerate() {
+            for (r, s) in to.iter().enumerate() {
                 let Sent::Wire(b, n) = s else {
                     unreachable!("the kafka exchange sends payloads")
                 };
                 if !b.is_empty() {
-                    p.send(r as u32, &b).map_err(|e| e.to_string())?;
-                    counts[t][r] = n;
+                    counts[t][r] = *n;
                     self.records += n;
                     self.bytes += b.len() as u64;
                 }
@@ -178,7 +214,43 @@ impl Crossing {
                 watermark: wm,
                 idle: false,
             };
-            ids.push(p.commit(seal, &[]).map_err(|e| e.to_string())?);
+            // A failure (the broker away, a commit whose outcome is not
+            // known) leaves the task's producer broken: a new incarnation
+            // fences it and sends the round again under a new id. Only
+            // records of the id that committed are taken below, so a
+            // transaction of the broken one that did commit is not applied.
+            let mut tries = 0u32;
+            let id = loop {
+                let r = self.send_round(t, to, seal);
+                match r {
+                    Ok(id) => break id,
+                    Err(e) if std::time::Instant::now() < until => {
+                        tries += 1;
+                        tracing::warn!(
+                            task = t,
+                            tries,
+                            "exchange topic: the round's transaction failed, sending it again from a new producer: {e}"
+                        );
+                        std::thread::sleep(std::time::Duration::from_millis(
+                            (100 << tries.min(5)) as u64,
+                        ));
+                        let now_us = crate::clock::now_ms().max(0) as u64 * 1000;
+                        match crate::exchange::TaskProducer::open(
+                            &self.client,
+                            &self.topics,
+                            t as u32,
+                            now_us,
+                        ) {
+                            Ok(p) => self.producers[t] = p,
+                            Err(e) => {
+                                tracing::warn!(task = t, "exchange topic: reopening the task: {e}")
+                            }
+                        }
+                    }
+                    Err(e) => return Err(format!("the exchange topic, task {t}: {e}")),
+                }
+            };
+            ids.push(id);
         }
         // Each task's marker is the id it just committed: no owner needs
         // to read it from the broker.
@@ -192,16 +264,29 @@ impl Crossing {
             o.markers(&marks);
             let mut inbox = Inbox::default();
             let mut sealed = vec![false; ids.len()];
-            let until = std::time::Instant::now() + CROSSING_WAIT;
             let mut released = Vec::new();
+            let mut warn_at = std::time::Instant::now() + CROSSING_WARN;
             while sealed.contains(&false) {
-                if std::time::Instant::now() > until {
+                let now = std::time::Instant::now();
+                if now > until {
                     return Err(format!(
-                        "the exchange topic did not bring back the round's records in {CROSSING_WAIT:?} (tasks sealed: {sealed:?})"
+                        "the exchange topic did not bring back the round's records in {CROSSING_WAIT:?} (owner {r_at}, tasks sealed: {sealed:?})"
                     ));
                 }
-                o.pump(std::time::Duration::from_millis(5), false, &mut released)
-                    .map_err(|e| e.to_string())?;
+                if now > warn_at {
+                    warn_at = now + CROSSING_WARN;
+                    tracing::warn!(
+                        owner = r_at,
+                        ?sealed,
+                        "exchange topic: still waiting for the round's records"
+                    );
+                }
+                // A failed read (the broker away) is tried again: the
+                // consumer keeps its position.
+                if let Err(e) = o.pump(std::time::Duration::from_millis(5), false, &mut released) {
+                    tracing::debug!(owner = r_at, "exchange topic: {e}");
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
                 for r in released.drain(..) {
                     let t = r.header.task as usize;
                     if r.header.id != ids[t] {
