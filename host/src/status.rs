@@ -216,6 +216,13 @@ pub struct KafkaHealth {
 /// A sink busy for longer than this is waiting for the broker.
 pub const KAFKA_SINK_STALLED_MS: i64 = 3_000;
 
+/// Since when a wait on the broker that began at `busy_since` (0: none)
+/// has lasted, if for longer than [`KAFKA_SINK_STALLED_MS`] at `now`.
+fn stalled(busy_since: &AtomicI64, now: i64) -> Option<i64> {
+    let since = busy_since.load(Ordering::Relaxed);
+    (since > 0 && now - since > KAFKA_SINK_STALLED_MS).then_some(since)
+}
+
 impl KafkaHealth {
     /// A probe of the broker failed at `now` (ms).
     pub fn source_failed(&self, now: i64, error: String) {
@@ -267,8 +274,7 @@ impl KafkaHealth {
         if !self.exchange_used.load(Ordering::Relaxed) {
             return None;
         }
-        let since = self.exchange_busy_since.load(Ordering::Relaxed);
-        Some((since > 0 && now - since > KAFKA_SINK_STALLED_MS).then_some(since))
+        Some(stalled(&self.exchange_busy_since, now))
     }
 
     /// Since when the source cannot reach the broker, and the last error.
@@ -283,8 +289,7 @@ impl KafkaHealth {
     /// Since when the sink has been waiting for the broker, if for longer
     /// than [`KAFKA_SINK_STALLED_MS`] at `now`.
     pub fn sink_stalled(&self, now: i64) -> Option<i64> {
-        let since = self.sink_busy_since.load(Ordering::Relaxed);
-        (since > 0 && now - since > KAFKA_SINK_STALLED_MS).then_some(since)
+        stalled(&self.sink_busy_since, now)
     }
 }
 

@@ -468,20 +468,15 @@ async fn health(State(state): State<AppState>) -> Response {
         .then(|| kafka.source_unreachable())
         .flatten()
         .filter(|_| source == SourceState::Running);
-    let kafka_sink = (!state.sinks["kafka"].is_null()).then(|| {
-        let stalled = kafka.sink_stalled(now);
+    let waiting = |stalled: Option<i64>| {
         json!({
             "status": if stalled.is_some() { "degraded" } else { "ok" },
             "waiting_seconds": stalled.map(|t| (now - t) as f64 / 1000.0),
         })
-    });
+    };
+    let kafka_sink = (!state.sinks["kafka"].is_null()).then(|| waiting(kafka.sink_stalled(now)));
     // `--exchange kafka`: a round waiting on the exchange topic.
-    let exchange = kafka.exchange_stalled(now).map(|stalled| {
-        json!({
-            "status": if stalled.is_some() { "degraded" } else { "ok" },
-            "waiting_seconds": stalled.map(|t| (now - t) as f64 / 1000.0),
-        })
-    });
+    let exchange = kafka.exchange_stalled(now).map(waiting);
     let kafka_waits = kafka_sink
         .iter()
         .chain(exchange.as_ref())

@@ -112,6 +112,17 @@ pub struct Crossing {
     pub bytes: u64,
 }
 
+/// Task `t`'s producer: a new incarnation, fencing the one before, its
+/// claim on the clock now.
+fn open_task(
+    client: &rdkafka::ClientConfig,
+    topics: &crate::exchange::ExchangeTopics,
+    t: u32,
+) -> Result<crate::exchange::TaskProducer, crate::exchange::ExchangeError> {
+    let now_us = crate::clock::now_ms().max(0) as u64 * 1000;
+    crate::exchange::TaskProducer::open(client, topics, t, now_us)
+}
+
 /// How long a round waits for its own records to come back before the
 /// run ends with an error (a broker away for longer is waited out by the
 /// restart's checkpoint instead); it warns every [`CROSSING_WARN`].
@@ -143,9 +154,8 @@ impl Crossing {
         // lz4: a payload is mostly events' JSON (5.1× smaller here), and
         // the broker's CPU per byte fell by 2.5× with it (BENCHMARKS.md).
         let client = k.client(&[("compression.type", "lz4")]);
-        let now_us = crate::clock::now_ms().max(0) as u64 * 1000;
         let producers = (0..w)
-            .map(|t| crate::exchange::TaskProducer::open(&client, &topics, t, now_us))
+            .map(|t| open_task(&client, &topics, t))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| e.to_string())?;
         let owners = (0..w)
@@ -234,13 +244,7 @@ impl Crossing {
                         std::thread::sleep(std::time::Duration::from_millis(
                             (100 << tries.min(5)) as u64,
                         ));
-                        let now_us = crate::clock::now_ms().max(0) as u64 * 1000;
-                        match crate::exchange::TaskProducer::open(
-                            &self.client,
-                            &self.topics,
-                            t as u32,
-                            now_us,
-                        ) {
+                        match open_task(&self.client, &self.topics, t as u32) {
                             Ok(p) => self.producers[t] = p,
                             Err(e) => {
                                 tracing::warn!(task = t, "exchange topic: reopening the task: {e}")
