@@ -607,29 +607,8 @@ fn a_standby_takes_over_when_the_active_host_dies() {
             .iter()
             .rev()
             .find(|l| l.contains("plugins compiled"))
-            .map(|l| {
-                // Without the log's colour codes.
-                let mut plain = String::new();
-                let mut escape = false;
-                for c in l.chars() {
-                    match (escape, c) {
-                        (false, '\u{1b}') => escape = true,
-                        (true, 'm') => escape = false,
-                        (false, c) => plain.push(c),
-                        _ => {}
-                    }
-                }
-                plain
-            })
-            .and_then(|l| {
-                let t = l.split("took_ms=").nth(1)?;
-                Some(
-                    t.chars()
-                        .take_while(char::is_ascii_digit)
-                        .collect::<String>(),
-                )
-            })
-            .unwrap_or_default();
+            .and_then(|l| log_number(l, "took_ms"))
+            .map_or(String::new(), |ms| ms.to_string());
         eprintln!(
             "kill {kill}: host {} took over in {took:.1?} (its plugins loaded in {load} ms); {} of {n} events committed",
             1 - a,

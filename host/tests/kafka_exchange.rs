@@ -568,24 +568,8 @@ fn a_hosts_records_through_the_exchange_topic_give_the_same_outputs() {
         .iter()
         .find(|l| l.contains("exchange on the wire"))
         .unwrap_or_else(|| panic!("no exchange summary: {}", log.join("\n")));
-    // The line without its colours, if any.
-    let mut plain = String::new();
-    let mut in_escape = false;
-    for c in line.chars() {
-        match (in_escape, c) {
-            (false, '\u{1b}') => in_escape = true,
-            (true, 'm') => in_escape = false,
-            (false, c) => plain.push(c),
-            _ => {}
-        }
-    }
-    println!("{plain}");
-    let bytes: u64 = plain
-        .split("bytes=")
-        .nth(1)
-        .and_then(|s| s.split(|c: char| !c.is_ascii_digit()).next())
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no bytes in: {line}"));
+    let bytes = log_number(line, "bytes").unwrap_or_else(|| panic!("no bytes in: {line}"));
+    println!("{bytes} bytes crossed the exchange topic");
     assert!(bytes > 100 * n as u64, "{bytes} bytes crossed: {line}");
 }
 

@@ -398,3 +398,25 @@ impl Drop for Watched {
         let _ = self.child.wait();
     }
 }
+
+/// The number after `key=` in a host's log line (its colour codes, if
+/// any, taken out first): `log_number(line, "bytes")`.
+pub fn log_number(line: &str, key: &str) -> Option<u64> {
+    let mut plain = String::new();
+    let mut escape = false;
+    for c in line.chars() {
+        match (escape, c) {
+            (false, '\u{1b}') => escape = true,
+            (true, 'm') => escape = false,
+            (false, c) => plain.push(c),
+            _ => {}
+        }
+    }
+    let digits: String = plain
+        .split(&format!("{key}="))
+        .nth(1)?
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
+}
