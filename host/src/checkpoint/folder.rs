@@ -127,10 +127,10 @@ fn fold<M: Meta>(
     }
     let first = commits.first().map(|c| c.meta.id());
     let whole = commits.last().is_some_and(|c| c.meta.id() == id)
-        && first == Some(after + 1)
+        && first == after.checked_add(1)
         && commits
             .windows(2)
-            .all(|w| w[1].meta.id() == w[0].meta.id() + 1);
+            .all(|w| w[0].meta.id().checked_add(1) == Some(w[1].meta.id()));
     if !whole {
         tracing::warn!(
             id,

@@ -533,7 +533,9 @@ impl<M: Meta> StateStore<M> {
         }
         let m = postcard::to_allocvec(meta).map_err(|e| self.corrupt(e.to_string()))?;
         batch.put(META, m);
-        batch.delete_range(DELTA.to_vec(), delta_key(id + 1));
+        // Up to and including `id`: past the last possible id, the log's end.
+        let end = id.checked_add(1).map_or_else(delta_end, delta_key);
+        batch.delete_range(DELTA.to_vec(), end);
         // Without the write-ahead log: the batch holds every key the fold
         // keeps (~30 MB at 100 000 events/s), and writing it twice — log
         // and memtable — was half the write. It is atomic all the same: one
@@ -1017,6 +1019,23 @@ pub(crate) mod tests {
         s.clear().unwrap();
         assert!(s.last().unwrap().is_none());
         assert!(keys(&s, "a").is_empty());
+    }
+
+    /// The last possible commit id folds and leaves no logged commit behind
+    /// (its range's end is the log's end, not `id + 1`, which overflows: a
+    /// fuzz find, `fuzz/regressions/state_codec/fold-last-commit-id`).
+    #[test]
+    fn the_last_possible_commit_id_folds() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = StateStore::<TestMeta>::open(dir.path(), &StoreConfig::default()).unwrap();
+        let c = Commit {
+            meta: meta(u64::MAX, &["a"]),
+            plugins: vec![change("a", true, &[("k", Some("v"))])],
+        };
+        s.log_commit(&c).unwrap();
+        assert_eq!(s.compact(u64::MAX).unwrap().commits, 1);
+        assert!(s.delta_ids().unwrap().is_empty());
+        assert_eq!(keys(&s, "a"), vec![("k".into(), "v".into())]);
     }
 }
 
