@@ -3,6 +3,8 @@
 //! (from the `<group>-cluster` topic), `/health` gives each host's role, a
 //! standby serves its API while it waits and refuses plugin changes, and
 //! the view follows a SIGKILL, a takeover, a restart and clean stops.
+//! Plugin changes are the group's: on `<group>-control` before their
+//! barrier, and run by whichever host takes over.
 
 mod common;
 
@@ -407,6 +409,85 @@ fn a_host_that_takes_over_runs_the_groups_plugins() {
         assert!(Instant::now() < deadline, "host-2 commits nothing");
         newcomer.wait_for("\u{0}", 1, Duration::from_millis(200));
     }
+}
+
+/// A change is on `<group>-control` before its barrier. The active host
+/// switches page-views to v2, is held right after the switch
+/// (`RTAP_FAULT_SWITCH_PAUSE_MS`) while its processing thread commits state
+/// that v2 wrote, and is SIGKILLed there, before its API answered. The
+/// standby that takes over runs v2: it does not pair v2's committed state
+/// with v1. (When the change was shared after its barrier, it ran v1.)
+#[test]
+fn a_change_is_shared_before_its_barrier() {
+    let broker = Broker::start();
+    broker.create_events_topic();
+    broker.produce_keyed(&gen_events(20_000, 45, 2000));
+    let folders = [plugins_dir(&SHIPPED), plugins_dir(&SHIPPED)];
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let ports: Vec<u16> = (0..2).map(|_| free_port()).collect();
+    let host = |i: usize| {
+        group_host(&broker, folders[i].path(), "shop", ports[i], dirs[i].path()).args([
+            "--standby",
+            "--host-id",
+            &format!("host-{i}"),
+        ])
+    };
+    let mut active = host(0)
+        .env("RTAP_FAULT_SWITCH_PAUSE_MS", "120000")
+        .watched();
+    wait_active(ports[0], &mut active);
+    let mut standby = host(1).watched();
+    wait_standby(&mut standby);
+    let v2 = std::fs::read(test_plugins().join("page-views-v2.wasm")).unwrap();
+    let port = ports[0];
+    // Its answer never comes: the host dies first.
+    let put = std::thread::spawn(move || {
+        let auth = format!("Bearer {ADMIN}");
+        http(
+            port,
+            "PUT",
+            "/api/plugins/page-views",
+            &[("Authorization", &auth)],
+            &v2,
+        )
+    });
+    assert!(
+        active.wait_for(
+            "rtap-fault: switched `page-views`",
+            1,
+            Duration::from_secs(60)
+        ),
+        "{}",
+        active.log.join("\n")
+    );
+    // v2 processes new events, and the group commits them.
+    let before = broker.committed("shop");
+    broker.produce_keyed(&gen_events(5_000, 46, 2000));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while broker.committed("shop") <= before {
+        assert!(
+            Instant::now() < deadline,
+            "nothing committed after the switch: {}",
+            active.log.join("\n")
+        );
+        active.wait_for("\u{0}", 1, Duration::from_millis(200));
+    }
+    active.sigkill();
+    let _ = put.join();
+
+    wait_active(ports[1], &mut standby);
+    let on_b = running(ports[1]);
+    assert_eq!(
+        on_b["page-views"]["version"],
+        "1.1.1",
+        "the standby took over with {:#}\n{}",
+        on_b["page-views"],
+        standby.log.join("\n")
+    );
+    assert_eq!(
+        std::fs::read(folders[1].path().join("page-views.wasm")).unwrap(),
+        std::fs::read(test_plugins().join("page-views-v2.wasm")).unwrap()
+    );
 }
 
 /// Which version wins when a host starts: a build copied into the folder

@@ -27,8 +27,14 @@
 //! down: it wins, and is shared once the host is active). A plugin the
 //! group removed leaves the folder, unless its file is newer than the
 //! removal. A plugin only the folder has is shared. Once active, the host
-//! shares every change it applies, after its barrier and before the API
-//! answers: a change the API acknowledged is on the topic.
+//! shares every change before its barrier (`Control::share_ahead`): the
+//! processing thread may commit state the new version wrote right after
+//! the switch, and a host that takes over must not pair it with the old
+//! code. A change that then fails at its barrier is taken back (the
+//! running versions are shared again); one whose barrier timed out stays
+//! shared (the pipeline may still apply it). A change the API
+//! acknowledged is on the topic; when the broker did not take it in time,
+//! it is shared again every `SHARE_AGAIN` once made.
 //!
 //! A standby follows the topic while it waits ([`Follower`]): it compiles
 //! each version as it appears and lists the group's plugins.

@@ -79,6 +79,7 @@ impl Control {
                 Instance::new(loaded.clone(), &config).map_err(|e| err(422, e.to_string()))?;
             calls.push(Box::new(more));
         }
+        let ahead = self.share_ahead(name, Some((&loaded, &config)));
         counters.set_status(PluginStatus::Swapping);
         let res = self.barrier(|reply| Command::Install {
             identity: Box::new(identity),
@@ -96,15 +97,19 @@ impl Control {
             Ok(Ok(r)) => r,
             Ok(Err(why)) => {
                 swaps.with_label_values(&[name, "failed"]).inc();
-                return Err(err(422, why));
+                let e = err(422, why);
+                self.unshare_failed(name, ahead, &e);
+                return Err(e);
             }
             Err(e) => {
                 swaps.with_label_values(&[name, "failed"]).inc();
+                self.unshare_failed(name, ahead, &e);
                 return Err(e);
             }
         };
         swaps.with_label_values(&[name, "ok"]).inc();
-        self.book(name, &loaded, &config, &counters);
+        fault_after_switch(name);
+        self.book(name, &loaded, &config, &counters, ahead);
         let event = if current.is_none() { "loaded" } else { event };
         let msg = match &report.from_version {
             Some(from) => format!(
@@ -172,6 +177,7 @@ impl Control {
         loaded: &Arc<Loaded>,
         config: &Value,
         counters: &Arc<PluginCounters>,
+        ahead: bool,
     ) {
         let mut entries = self.entries.lock().expect("entries lock");
         match entries.get_mut(name) {
@@ -225,7 +231,22 @@ impl Control {
             None => reg.push((meta, counters.clone())),
         }
         drop(reg);
-        self.share(name);
+        self.shared_after(name, ahead);
+    }
+}
+
+/// Fault injection for the kill tests (`RTAP_FAULT_SWITCH_PAUSE_MS`): say
+/// on stderr that `name` switched at its barrier, and pause before the
+/// book-keeping, so that a SIGKILL lands after the switch (the processing
+/// thread goes on and commits the new version's state).
+fn fault_after_switch(name: &str) {
+    let pause = std::env::var("RTAP_FAULT_SWITCH_PAUSE_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map(std::time::Duration::from_millis);
+    if let Some(d) = pause {
+        eprintln!("rtap-fault: switched `{name}`");
+        std::thread::sleep(d);
     }
 }
 

@@ -25,6 +25,7 @@ mod install;
 mod load;
 mod saved;
 mod shadow;
+mod share;
 pub mod smoke;
 pub mod watch;
 
@@ -169,6 +170,9 @@ const SHARE_WAIT: Duration = Duration::from_secs(2);
 
 /// How long a caller waits for the processing thread to reach a barrier.
 const BARRIER_TIMEOUT: Duration = Duration::from_secs(30);
+/// The answer when it did not: the change is in doubt (the processing
+/// thread may still apply it).
+const BARRIER_LATE: &str = "the pipeline did not reach a batch boundary in time";
 
 impl Control {
     pub fn new(
@@ -201,141 +205,6 @@ impl Control {
             group: std::sync::OnceLock::new(),
             held_back: Mutex::default(),
             unshared: Mutex::default(),
-        }
-    }
-
-    /// From now on, share every change on the group's control topic; first
-    /// share what this host runs and `known` (the topic as read at start)
-    /// does not say.
-    pub fn share_with_group(&self, publisher: group::Publisher, known: &group::GroupPlugins) {
-        let names: Vec<String> = self
-            .entries
-            .lock()
-            .expect("entries lock")
-            .keys()
-            .cloned()
-            .collect();
-        let mut shared = Vec::new();
-        for name in names {
-            let (current, previous) = self.versions(&name);
-            let same = known.plugins.get(&name).is_some_and(|s| {
-                s.current == current.as_ref().map(|(_, v)| v.clone())
-                    && s.previous == previous.as_ref().map(|(_, v)| v.clone())
-            });
-            if same
-                || self
-                    .held_back
-                    .lock()
-                    .expect("held back lock")
-                    .contains(&name)
-            {
-                continue;
-            }
-            let queued = publisher.queue(
-                &name,
-                current.as_ref().map(|(b, v)| (&b[..], v.clone())),
-                previous.as_ref().map(|(b, v)| (&b[..], v.clone())),
-            );
-            match queued {
-                Ok(()) => shared.push(name),
-                Err(e) => {
-                    tracing::warn!(plugin = %name, "not shared with the group's other hosts yet: {e}");
-                    self.unshared.lock().expect("unshared lock").insert(name);
-                }
-            }
-        }
-        match publisher.flush() {
-            Ok(()) if !shared.is_empty() => {
-                tracing::info!(plugins = ?shared, "shared with the group's hosts")
-            }
-            Ok(()) => {}
-            Err(e) => {
-                tracing::warn!(plugins = ?shared, "not shared with the group's other hosts yet: {e}");
-                self.unshared.lock().expect("unshared lock").extend(shared);
-            }
-        }
-        let _ = self.group.set(publisher);
-    }
-
-    /// The running and previous versions of `name`, as shared.
-    #[allow(clippy::type_complexity)]
-    fn versions(
-        &self,
-        name: &str,
-    ) -> (
-        Option<(Arc<[u8]>, group::Version)>,
-        Option<(Arc<[u8]>, group::Version)>,
-    ) {
-        let entries = self.entries.lock().expect("entries lock");
-        let Some(e) = entries.get(name) else {
-            return (None, None);
-        };
-        let of = |v: &Version| {
-            v.loaded.bytes.clone().map(|b| {
-                (
-                    b,
-                    group::Version {
-                        hash: v.loaded.hash.clone(),
-                        config: v.config.clone(),
-                    },
-                )
-            })
-        };
-        (of(&e.current), e.previous.as_ref().and_then(of))
-    }
-
-    /// Share `name` as it runs now (removed when it does not run) with the
-    /// group, when this host shares; a failure is logged — the change has
-    /// happened here, and the other hosts get it with the next one.
-    fn share(&self, name: &str) {
-        let Some(p) = self.group.get() else { return };
-        let (current, previous) = self.versions(name);
-        let res = p.share(
-            name,
-            current.as_ref().map(|(b, v)| (&b[..], v.clone())),
-            previous.as_ref().map(|(b, v)| (&b[..], v.clone())),
-            SHARE_WAIT,
-        );
-        let mut unshared = self.unshared.lock().expect("unshared lock");
-        match res {
-            Ok(()) => {
-                unshared.remove(name);
-                tracing::info!(
-                    plugin = name,
-                    hash = current.as_ref().map_or("", |(_, v)| v.hash.as_str()),
-                    "shared with the group's hosts"
-                )
-            }
-            Err(e) => {
-                unshared.insert(name.to_string());
-                tracing::warn!(
-                    plugin = name,
-                    "the change is not shared with the group's other hosts yet (tried again every {:?}): {e}",
-                    SHARE_AGAIN
-                )
-            }
-        }
-    }
-
-    /// Share again what could not be shared (a change made while the
-    /// broker was away): the versions running now, between lifecycle
-    /// operations (skipped while one runs; the next try comes).
-    pub fn share_again(&self) {
-        if self.unshared.lock().expect("unshared lock").is_empty() {
-            return;
-        }
-        let Ok(_busy) = self.busy.try_lock() else {
-            return;
-        };
-        let names: Vec<String> = self
-            .unshared
-            .lock()
-            .expect("unshared lock")
-            .iter()
-            .cloned()
-            .collect();
-        for name in names {
-            self.share(&name);
         }
     }
 
@@ -412,7 +281,7 @@ impl Control {
             .send(make(tx))
             .map_err(|_| err(503, "the pipeline is not running"))?;
         rx.recv_timeout(BARRIER_TIMEOUT)
-            .map_err(|_| err(503, "the pipeline did not reach a batch boundary in time"))
+            .map_err(|_| err(503, BARRIER_LATE))
     }
 
     fn publish(&self, event: &'static str, plugin: &str, loaded: &Loaded, message: String) {
@@ -632,16 +501,30 @@ impl Control {
     /// Remove a plugin and its state; its file leaves the plugins folder.
     pub fn delete(&self, name: &str) -> Result<Value, ControlError> {
         let _busy = self.busy.lock().expect("busy lock");
+        if !self
+            .entries
+            .lock()
+            .expect("entries lock")
+            .contains_key(name)
+        {
+            return Err(err(404, format!("no plugin `{name}`")));
+        }
+        let ahead = self.share_ahead(name, None);
+        let removed = self
+            .barrier(|reply| Command::Remove {
+                name: name.to_string(),
+                reply,
+            })
+            .inspect_err(|e| self.unshare_failed(name, ahead, e))?;
         let entry = self
             .entries
             .lock()
             .expect("entries lock")
             .remove(name)
             .ok_or_else(|| err(404, format!("no plugin `{name}`")))?;
-        if !self.barrier(|reply| Command::Remove {
-            name: name.to_string(),
-            reply,
-        })? {
+        if !removed {
+            // Known here but not in the pipeline: gone from both now, as
+            // the group was told.
             return Err(err(404, format!("no plugin `{name}` in the pipeline")));
         }
         self.registry
@@ -653,7 +536,7 @@ impl Control {
             let _ = std::fs::remove_file(p);
         }
         self.saved.forget(name);
-        self.share(name);
+        self.shared_after(name, ahead);
         self.publish(
             "removed",
             name,

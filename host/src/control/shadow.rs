@@ -220,18 +220,20 @@ impl Control {
                 e.current.path.clone(),
             )
         };
+        let ahead = self.share_ahead(name, Some((&shadow.loaded, &shadow.config)));
         let report = self
             .barrier(|reply| Command::PromoteShadow {
                 name: name.to_string(),
                 counters: counters.clone(),
                 reply,
-            })?
-            .ok_or_else(|| no_shadow(name))?;
+            })
+            .and_then(|r| r.ok_or_else(|| no_shadow(name)))
+            .inspect_err(|e| self.unshare_failed(name, ahead, e))?;
         crate::metrics::metrics()
             .plugin_swaps
             .with_label_values(&[name, "ok"])
             .inc();
-        self.book(name, &shadow.loaded, &shadow.config, &counters);
+        self.book(name, &shadow.loaded, &shadow.config, &counters, ahead);
         if let Some(e) = self.entries.lock().expect("entries lock").get_mut(name) {
             e.shadow = None;
         }
