@@ -15,6 +15,7 @@ use common::*;
 use serde_json::Value;
 
 const PLUGINS: [&str; 3] = ["page-views", "error-rate", "bot-burst"];
+const ADMIN: &str = "outage-admin-token";
 
 /// A host on the broker with its own group and output topics (`prefix`).
 fn kafka_host(
@@ -113,7 +114,10 @@ fn a_paused_broker_is_waited_out_without_loss_or_duplicates() {
 
 /// The same with the exchange through the exchange topic: a round caught
 /// by the pause is sent again from new task producers once the broker is
-/// back, and applied once.
+/// back, and applied once. The processing thread waits inside that round,
+/// so a plugin removal made meanwhile does not reach its barrier: the API
+/// answers 503 after 30 s, and the removal is never made (bot-burst goes
+/// on once the broker is back: its outputs equal the reference run's).
 #[test]
 fn a_paused_broker_is_waited_out_through_the_exchange_topic() {
     paused_broker(&["--workers", "2", "--exchange", "kafka"]);
@@ -129,6 +133,7 @@ fn paused_broker(args: &[&str]) {
     let port = free_port();
     let mut h = kafka_host(&broker, plugins.path(), data.path(), "rtap", "")
         .listen(port)
+        .admin_token(ADMIN)
         .args(args)
         .watched();
     wait_ready(port);
@@ -147,8 +152,24 @@ fn paused_broker(args: &[&str]) {
     assert_eq!(health(port).1["status"], "ok");
     broker.pause();
     let paused = Instant::now();
+    // Longer than the API's 30 s wait for a barrier, with the removal.
+    let pause = Duration::from_secs(if through_topic { 40 } else { 30 });
+    let removal = through_topic.then(|| {
+        std::thread::spawn(move || {
+            let auth = format!("Bearer {ADMIN}");
+            let asked = Instant::now();
+            let answer = http(
+                port,
+                "DELETE",
+                "/api/plugins/bot-burst",
+                &[("Authorization", &auth)],
+                b"",
+            );
+            (answer, asked.elapsed())
+        })
+    });
     let (mut source_degraded, mut sink_degraded, mut exchange_degraded) = (false, false, false);
-    while paused.elapsed() < Duration::from_secs(30) {
+    while paused.elapsed() < pause {
         let (code, h) = health(port);
         assert_eq!(code, 200, "{h}");
         if paused.elapsed() > Duration::from_secs(8) {
@@ -159,7 +180,14 @@ fn paused_broker(args: &[&str]) {
         exchange_degraded |= h["components"]["exchange"]["status"] == "degraded";
         std::thread::sleep(Duration::from_millis(500));
     }
+    let removal = removal.map(|r| r.join().unwrap());
     broker.resume();
+    if let Some((answer, took)) = removal {
+        let (code, body) = answer.expect("the DELETE answered");
+        assert_eq!(code, 503, "{body}");
+        assert!(body.contains("the change was not made"), "{body}");
+        eprintln!("the removal during the pause: 503 after {took:.1?}");
+    }
     assert!(source_degraded, "/health never showed the source degraded");
     if through_topic {
         // The round waits on the exchange topic, before the sink's commit.

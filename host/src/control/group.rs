@@ -30,9 +30,9 @@
 //! shares every change before its barrier (`Control::share_ahead`): the
 //! processing thread may commit state the new version wrote right after
 //! the switch, and a host that takes over must not pair it with the old
-//! code. A change that then fails at its barrier is taken back (the
-//! running versions are shared again); one whose barrier timed out stays
-//! shared (the pipeline may still apply it). A change the API
+//! code. A change that then fails at its barrier, or is abandoned before
+//! it (`Control::barrier`'s timeout), is taken back (the running versions
+//! are shared again). A change the API
 //! acknowledged is on the topic; when the broker did not take it in time,
 //! it is shared again every `SHARE_AGAIN` once made.
 //!

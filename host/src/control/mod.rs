@@ -108,6 +108,46 @@ pub enum Command {
     },
 }
 
+/// A [`Command`] on its way to the processing thread, with the claim that
+/// decides whether it is applied.
+pub struct Queued {
+    pub ticket: Ticket,
+    pub command: Command,
+}
+
+/// Who has a queued command: the processing thread [`Ticket::take`]s it
+/// before it applies it; a caller that stops waiting abandons it. The
+/// first one decides, so a change whose caller was told it failed (the
+/// barrier was not reached in time) is never applied afterwards, and one
+/// the processing thread has begun is waited for.
+#[derive(Clone, Default)]
+pub struct Ticket(Arc<std::sync::atomic::AtomicU8>);
+
+const PENDING: u8 = 0;
+const TAKEN: u8 = 1;
+const ABANDONED: u8 = 2;
+
+impl Ticket {
+    /// For the processing thread: whether to apply the command (false: its
+    /// caller gave up on it).
+    pub fn take(&self) -> bool {
+        self.claim(TAKEN)
+    }
+
+    /// For the caller: whether the command is now never applied (false:
+    /// the processing thread has it).
+    fn abandon(&self) -> bool {
+        self.claim(ABANDONED)
+    }
+
+    fn claim(&self, to: u8) -> bool {
+        use std::sync::atomic::Ordering::{AcqRel, Acquire};
+        self.0
+            .compare_exchange(PENDING, to, AcqRel, Acquire)
+            .is_ok()
+    }
+}
+
 /// How the caller wants state handled when schemas differ.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StatePolicy {
@@ -134,7 +174,7 @@ struct Entry {
 /// The lifecycle service shared by the API and the folder watch.
 pub struct Control {
     runtime: Arc<Runtime>,
-    commands: mpsc::Sender<Command>,
+    commands: mpsc::Sender<Queued>,
     registry: Arc<Registry>,
     hub: Hub,
     plugins_dir: PathBuf,
@@ -170,14 +210,15 @@ const SHARE_WAIT: Duration = Duration::from_secs(2);
 
 /// How long a caller waits for the processing thread to reach a barrier.
 const BARRIER_TIMEOUT: Duration = Duration::from_secs(30);
-/// The answer when it did not: the change is in doubt (the processing
-/// thread may still apply it).
-const BARRIER_LATE: &str = "the pipeline did not reach a batch boundary in time";
+/// The answer when it did not: the change was abandoned, and is not
+/// applied.
+const BARRIER_LATE: &str =
+    "the pipeline did not reach a batch boundary in time; the change was not made";
 
 impl Control {
     pub fn new(
         runtime: Arc<Runtime>,
-        commands: mpsc::Sender<Command>,
+        commands: mpsc::Sender<Queued>,
         registry: Arc<Registry>,
         hub: Hub,
         plugins_dir: PathBuf,
@@ -275,13 +316,30 @@ impl Control {
             .map(|(n, _)| n.clone())
     }
 
+    /// Have the processing thread run a command at its next barrier, and
+    /// its reply. Not reached within [`BARRIER_TIMEOUT`]: abandoned, never
+    /// applied ([`BARRIER_LATE`]); begun by then: waited for to the end.
     fn barrier<T>(&self, make: impl FnOnce(mpsc::Sender<T>) -> Command) -> Result<T, ControlError> {
         let (tx, rx) = mpsc::channel();
+        let ticket = Ticket::default();
         self.commands
-            .send(make(tx))
+            .send(Queued {
+                ticket: ticket.clone(),
+                command: make(tx),
+            })
             .map_err(|_| err(503, "the pipeline is not running"))?;
-        rx.recv_timeout(BARRIER_TIMEOUT)
-            .map_err(|_| err(503, BARRIER_LATE))
+        let stopped = || err(503, "the pipeline stopped before it answered");
+        match rx.recv_timeout(BARRIER_TIMEOUT) {
+            Ok(v) => Ok(v),
+            Err(mpsc::RecvTimeoutError::Timeout) if ticket.abandon() => Err(err(503, BARRIER_LATE)),
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                tracing::warn!(
+                    "a lifecycle command has taken the processing thread over {BARRIER_TIMEOUT:?}; waiting for it to finish"
+                );
+                rx.recv().map_err(|_| stopped())
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => Err(stopped()),
+        }
     }
 
     fn publish(&self, event: &'static str, plugin: &str, loaded: &Loaded, message: String) {
@@ -515,7 +573,7 @@ impl Control {
                 name: name.to_string(),
                 reply,
             })
-            .inspect_err(|e| self.unshare_failed(name, ahead, e))?;
+            .inspect_err(|_| self.unshare_failed(name, ahead))?;
         let entry = self
             .entries
             .lock()
@@ -580,4 +638,22 @@ pub fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> std::io::Result
     let tmp = path.with_extension("wasm.tmp");
     std::fs::write(&tmp, bytes)?;
     std::fs::rename(&tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Ticket;
+
+    /// The first claim decides: a command the processing thread took cannot
+    /// be abandoned, and one abandoned is never taken.
+    #[test]
+    fn the_first_claim_on_a_ticket_decides() {
+        let t = Ticket::default();
+        assert!(t.clone().take());
+        assert!(!t.abandon());
+        assert!(!t.take());
+        let t = Ticket::default();
+        assert!(t.abandon());
+        assert!(!t.clone().take());
+    }
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use super::{BARRIER_LATE, Control, ControlError, SHARE_AGAIN, SHARE_WAIT, Version, group};
+use super::{Control, SHARE_AGAIN, SHARE_WAIT, Version, group};
 use crate::plugin::Loaded;
 
 impl Control {
@@ -171,22 +171,13 @@ impl Control {
         }
     }
 
-    /// A change shared ahead of its barrier that did not go through: share
-    /// the versions that run (the change is taken back on the topic). One
-    /// whose barrier timed out is in doubt — the processing thread may
-    /// still apply it — and stays shared.
-    pub(super) fn unshare_failed(&self, name: &str, ahead: bool, e: &ControlError) {
-        if !ahead || self.group.get().is_none() {
-            return;
+    /// A change shared ahead of its barrier that did not go through (the
+    /// barrier refused it, or it was abandoned before the processing thread
+    /// took it): share the versions that run, which takes it back.
+    pub(super) fn unshare_failed(&self, name: &str, ahead: bool) {
+        if ahead && self.group.get().is_some() {
+            self.share(name);
         }
-        if e.message == BARRIER_LATE {
-            tracing::warn!(
-                plugin = name,
-                "the change timed out at its barrier and stays shared with the group: the pipeline may still apply it"
-            );
-            return;
-        }
-        self.share(name);
     }
 
     /// Share `name` as it runs now (removed when it does not run) with the

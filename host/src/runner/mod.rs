@@ -115,7 +115,7 @@ pub struct Runner {
     pub lag_partitions: Vec<i32>,
     pub stop: Arc<AtomicBool>,
     /// Lifecycle commands, applied between rounds.
-    pub commands: Receiver<Command>,
+    pub commands: Receiver<crate::control::Queued>,
     pub time: TimeConfig,
     /// The plugins' names by slot, and the metric detectors' routing: the
     /// same on every worker (refreshed after every lifecycle change).
@@ -420,8 +420,12 @@ impl Runner {
     /// Apply lifecycle commands at this round boundary: the barrier, on
     /// every worker, between the events of one plugin version and the next.
     fn apply_commands(&mut self) -> Result<(), RunError> {
-        while let Ok(cmd) = self.commands.try_recv() {
-            match cmd {
+        while let Ok(queued) = self.commands.try_recv() {
+            // Its caller gave up waiting, and was told it was not made.
+            if !queued.ticket.take() {
+                continue;
+            }
+            match queued.command {
                 Command::Sample {
                     name,
                     n,
