@@ -98,12 +98,12 @@ impl Control {
             Ok(Err(why)) => {
                 swaps.with_label_values(&[name, "failed"]).inc();
                 let e = err(422, why);
-                self.unshare_failed(name, ahead);
+                self.unshare_failed(name);
                 return Err(e);
             }
             Err(e) => {
                 swaps.with_label_values(&[name, "failed"]).inc();
-                self.unshare_failed(name, ahead);
+                self.unshare_failed(name);
                 return Err(e);
             }
         };

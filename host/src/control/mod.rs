@@ -573,7 +573,7 @@ impl Control {
                 name: name.to_string(),
                 reply,
             })
-            .inspect_err(|_| self.unshare_failed(name, ahead))?;
+            .inspect_err(|_| self.unshare_failed(name))?;
         let entry = self
             .entries
             .lock()
@@ -583,6 +583,7 @@ impl Control {
         if !removed {
             // Known here but not in the pipeline: gone from both now, as
             // the group was told.
+            self.shared_after(name, ahead);
             return Err(err(404, format!("no plugin `{name}` in the pipeline")));
         }
         self.registry

@@ -228,7 +228,7 @@ impl Control {
                 reply,
             })
             .and_then(|r| r.ok_or_else(|| no_shadow(name)))
-            .inspect_err(|_| self.unshare_failed(name, ahead))?;
+            .inspect_err(|_| self.unshare_failed(name))?;
         crate::metrics::metrics()
             .plugin_swaps
             .with_label_values(&[name, "ok"])

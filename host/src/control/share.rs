@@ -173,11 +173,13 @@ impl Control {
 
     /// A change shared ahead of its barrier that did not go through (the
     /// barrier refused it, or it was abandoned before the processing thread
-    /// took it): share the versions that run, which takes it back.
-    pub(super) fn unshare_failed(&self, name: &str, ahead: bool) {
-        if ahead && self.group.get().is_some() {
-            self.share(name);
-        }
+    /// took it): share the versions that run, which takes it back. Also
+    /// when sharing ahead failed: its record may still be in the producer's
+    /// queue, delivered once the broker is back, and this one follows it
+    /// (one partition, one request in flight) or is shared again until
+    /// the broker takes it.
+    pub(super) fn unshare_failed(&self, name: &str) {
+        self.share(name);
     }
 
     /// Share `name` as it runs now (removed when it does not run) with the
