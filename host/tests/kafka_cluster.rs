@@ -60,17 +60,30 @@ fn is(v: &Value, id: &str, r: &str, st: &str) -> bool {
     role(v, id) == (r.to_string(), st.to_string())
 }
 
-/// Wait until `h` logs that it waits as the group's standby.
-fn wait_standby(h: &mut Watched) {
+/// Wait until `h` logs `line` (within 60 s).
+fn wait_logged(h: &mut Watched, line: &str) {
     assert!(
-        h.wait_for(
-            "standby: another host commits for the group",
-            1,
-            Duration::from_secs(60)
-        ),
-        "{}",
+        h.wait_for(line, 1, Duration::from_secs(60)),
+        "not logged: {line}\n{}",
         h.log.join("\n")
     );
+}
+
+/// Wait until `h` logs that it waits as the group's standby.
+fn wait_standby(h: &mut Watched) {
+    wait_logged(h, "standby: another host commits for the group");
+}
+
+/// Produce `events` and wait until the group `shop` commits past what it
+/// had committed before them (within 60 s), while `h` runs.
+fn produce_and_wait_committed(broker: &Broker, h: &mut Watched, events: &[String], what: &str) {
+    let before = broker.committed("shop");
+    broker.produce_keyed(events);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while broker.committed("shop") <= before {
+        assert!(Instant::now() < deadline, "{what}: {}", h.log.join("\n"));
+        h.wait_for("\u{0}", 1, Duration::from_millis(200));
+    }
 }
 
 /// A host of `group` on `broker`: its plugins folder, API port and data
@@ -402,13 +415,12 @@ fn a_host_that_takes_over_runs_the_groups_plugins() {
     );
     assert_eq!(std::fs::read(c.join("page-views.wasm")).unwrap(), v1);
     // It goes on processing: the group commits on.
-    let before = broker.committed("shop");
-    broker.produce_keyed(&gen_events(5_000, 44, 2000));
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while broker.committed("shop") <= before {
-        assert!(Instant::now() < deadline, "host-2 commits nothing");
-        newcomer.wait_for("\u{0}", 1, Duration::from_millis(200));
-    }
+    produce_and_wait_committed(
+        &broker,
+        &mut newcomer,
+        &gen_events(5_000, 44, 2000),
+        "host-2 commits nothing",
+    );
 }
 
 /// A change is on `<group>-control` before its barrier. The active host
@@ -451,27 +463,14 @@ fn a_change_is_shared_before_its_barrier() {
             &v2,
         )
     });
-    assert!(
-        active.wait_for(
-            "rtap-fault: switched `page-views`",
-            1,
-            Duration::from_secs(60)
-        ),
-        "{}",
-        active.log.join("\n")
-    );
+    wait_logged(&mut active, "rtap-fault: switched `page-views`");
     // v2 processes new events, and the group commits them.
-    let before = broker.committed("shop");
-    broker.produce_keyed(&gen_events(5_000, 46, 2000));
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while broker.committed("shop") <= before {
-        assert!(
-            Instant::now() < deadline,
-            "nothing committed after the switch: {}",
-            active.log.join("\n")
-        );
-        active.wait_for("\u{0}", 1, Duration::from_millis(200));
-    }
+    produce_and_wait_committed(
+        &broker,
+        &mut active,
+        &gen_events(5_000, 46, 2000),
+        "nothing committed after the switch",
+    );
     active.sigkill();
     let _ = put.join();
 

@@ -93,14 +93,8 @@ impl Control {
         // (a plugin added to the pipeline has no old slot whose status the
         // switch would carry over).
         counters.set_status(PluginStatus::Running);
-        let report = match res {
-            Ok(Ok(r)) => r,
-            Ok(Err(why)) => {
-                swaps.with_label_values(&[name, "failed"]).inc();
-                let e = err(422, why);
-                self.unshare_failed(name);
-                return Err(e);
-            }
+        let report = match res.and_then(|r| r.map_err(|why| err(422, why))) {
+            Ok(r) => r,
             Err(e) => {
                 swaps.with_label_values(&[name, "failed"]).inc();
                 self.unshare_failed(name);

@@ -556,17 +556,24 @@ impl Control {
         Ok(report.to_json())
     }
 
-    /// Remove a plugin and its state; its file leaves the plugins folder.
-    pub fn delete(&self, name: &str) -> Result<Value, ControlError> {
-        let _busy = self.busy.lock().expect("busy lock");
-        if !self
+    /// `name` is a plugin here, or a 404 that says it is not.
+    fn known(&self, name: &str) -> Result<(), ControlError> {
+        if self
             .entries
             .lock()
             .expect("entries lock")
             .contains_key(name)
         {
-            return Err(err(404, format!("no plugin `{name}`")));
+            Ok(())
+        } else {
+            Err(err(404, format!("no plugin `{name}`")))
         }
+    }
+
+    /// Remove a plugin and its state; its file leaves the plugins folder.
+    pub fn delete(&self, name: &str) -> Result<Value, ControlError> {
+        let _busy = self.busy.lock().expect("busy lock");
+        self.known(name)?;
         let ahead = self.share_ahead(name, None);
         let removed = self
             .barrier(|reply| Command::Remove {

@@ -176,14 +176,7 @@ impl Control {
     /// The comparison of `name`'s shadow, with its first `limit`
     /// differences.
     pub fn shadow_report(&self, name: &str, limit: usize) -> Result<Value, ControlError> {
-        if !self
-            .entries
-            .lock()
-            .expect("entries lock")
-            .contains_key(name)
-        {
-            return Err(err(404, format!("no plugin `{name}`")));
-        }
+        self.known(name)?;
         self.shadows
             .report(name, limit)
             .ok_or_else(|| no_shadow(name))

@@ -105,30 +105,28 @@ impl Control {
         let Some(p) = self.group.get() else {
             return true;
         };
-        let (running, previous) = self.versions(name);
-        let next = next.map(|(l, c)| {
-            (
-                l.bytes.clone(),
-                group::Version {
+        let current = match next {
+            Some((l, c)) => {
+                // No bytes to share (cannot happen for a version this host
+                // loaded): shared after the change instead.
+                let Some(bytes) = l.bytes.clone() else {
+                    return false;
+                };
+                let v = group::Version {
                     hash: l.hash.clone(),
                     config: c.clone(),
-                },
-            )
-        });
+                };
+                Some((bytes, v))
+            }
+            None => None,
+        };
+        let (running, previous) = self.versions(name);
         // The version a rollback goes back to once the change is made: the
         // running one when the code changes (as `book` keeps it).
-        let previous = match (&next, running) {
+        let previous = match (&current, running) {
             (Some((_, n)), Some(r)) if r.1.hash != n.hash => Some(r),
             _ => previous,
         };
-        let current = next
-            .as_ref()
-            .and_then(|(b, v)| Some((b.clone()?, v.clone())));
-        if next.is_some() && current.is_none() {
-            // No bytes to share (cannot happen for a version this host
-            // loaded): shared after the change, as before.
-            return false;
-        }
         let res = p.share(
             name,
             current.as_ref().map(|(b, v)| (&b[..], v.clone())),
