@@ -45,6 +45,60 @@ pub fn serve_reports<C: ProducerContext>(producer: &BaseProducer<C>) {
     }
 }
 
+/// Queue `rec` on `producer`; while its queue is full, serve delivery
+/// reports and try again (back-pressure), so only a real failure is an
+/// error.
+pub fn send_waiting<C, K, P>(
+    producer: &BaseProducer<C>,
+    mut rec: rdkafka::producer::BaseRecord<'_, K, P>,
+) -> Result<(), KafkaError>
+where
+    C: ProducerContext<DeliveryOpaque = ()>,
+    K: rdkafka::message::ToBytes + ?Sized,
+    P: rdkafka::message::ToBytes + ?Sized,
+{
+    loop {
+        match producer.send(rec) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                serve_reports(producer);
+                std::thread::sleep(REPORT_WAIT_MAX);
+                rec = r;
+            }
+            Err((e, _)) => return Err(e),
+        }
+    }
+}
+
+/// The offsets `group` committed on `partitions` of `topic`, those above
+/// 0 only: the markers of the exchange's tasks and of the key-group
+/// ranges (an id as the offset of a topic that holds no records).
+pub fn read_markers(
+    group: &rdkafka::consumer::BaseConsumer,
+    topic: &str,
+    partitions: &[u32],
+) -> Result<std::collections::BTreeMap<u32, u64>, KafkaError> {
+    use rdkafka::consumer::Consumer;
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for p in partitions {
+        tpl.add_partition(topic, *p as i32);
+    }
+    let got = group.committed_offsets(tpl, Duration::from_secs(10))?;
+    let mut out = std::collections::BTreeMap::new();
+    for e in got.elements() {
+        // A partition's own error (the coordinator not ready, an unstable
+        // offset) is not "no marker": a marker read as none would make a
+        // new incarnation take its predecessor's commits for aborted ones.
+        e.error()?;
+        if let rdkafka::Offset::Offset(o) = e.offset()
+            && o > 0
+        {
+            out.insert(e.partition() as u32, o as u64);
+        }
+    }
+    Ok(out)
+}
+
 /// Wait until every record `producer` queued is acknowledged, serving
 /// delivery reports every [`REPORT_WAIT`], backing off to
 /// [`REPORT_WAIT_MAX`] while none arrive; a timeout after `within`.

@@ -123,7 +123,8 @@ struct MetaIn {
     meta: CommitMeta,
 }
 
-fn clear_key(plugin: &str) -> Vec<u8> {
+/// A clear record's key for `plugin`.
+pub(super) fn clear_key(plugin: &str) -> Vec<u8> {
     let mut k = CLEAR.to_vec();
     k.extend_from_slice(plugin.as_bytes());
     k
@@ -236,15 +237,14 @@ fn reader(cfg: &KafkaConfig) -> Result<BaseConsumer<Quiet>, String> {
     .map_err(|e| read_err(topic, e))
 }
 
-/// Read `partitions` of the changelog from the beginning to their ends,
-/// handing each record to `each` in offset order per partition.
-fn read_partitions(
-    cfg: &KafkaConfig,
+/// Read `partitions` of the changelog `topic` from the beginning to their
+/// ends, handing each record to `each` in offset order per partition.
+pub(super) fn read_partitions(
+    topic: &str,
     consumer: &BaseConsumer<Quiet>,
     partitions: &[i32],
     mut each: impl FnMut(Rec) -> Result<(), String>,
 ) -> Result<usize, String> {
-    let topic = &cfg.changelog_topic;
     let mut tpl = TopicPartitionList::new();
     for p in partitions {
         tpl.add_partition_offset(topic, *p, Offset::Beginning)
@@ -297,6 +297,47 @@ fn read_partitions(
     Ok(n)
 }
 
+/// Changelog records that count, folded into the state they leave: per
+/// partition, a clear record clears what came before it there only.
+#[derive(Default)]
+pub(super) struct Folded(HashMap<i32, HashMap<Vec<u8>, Vec<u8>>>);
+
+impl Folded {
+    /// Record `key` → `payload` (none: a tombstone) of partition `p`.
+    pub(super) fn apply(&mut self, p: i32, key: Vec<u8>, payload: Option<Vec<u8>>) {
+        let part = self.0.entry(p).or_default();
+        if let Some(plugin) = key.strip_prefix(CLEAR) {
+            let mut pre = plugin.to_vec();
+            pre.push(0);
+            part.retain(|k, _| !k.starts_with(&pre));
+        } else {
+            match payload {
+                Some(v) => {
+                    part.insert(key, v);
+                }
+                None => {
+                    part.remove(&key);
+                }
+            }
+        }
+    }
+
+    /// Every key (`<plugin>\0<key>`) with its value.
+    pub(super) fn entries(&self) -> impl Iterator<Item = (&Vec<u8>, &Vec<u8>)> {
+        self.0.values().flatten()
+    }
+}
+
+/// A changelog key's plugin and key; none when it has no `\0` or is not
+/// UTF-8.
+pub(super) fn split_key(k: &[u8]) -> Option<(&str, &str)> {
+    let cut = k.iter().position(|&b| b == 0)?;
+    Some((
+        std::str::from_utf8(&k[..cut]).ok()?,
+        std::str::from_utf8(&k[cut + 1..]).ok()?,
+    ))
+}
+
 /// The state at commit `g`, the group's committed marker: the meta record
 /// of `g`, then every partition's records that count (see the module
 /// docs). `Ok(None)`: the changelog has no meta record of `g` (it was
@@ -318,7 +359,7 @@ pub fn restore_key_groups(
     let topic = &cfg.changelog_topic;
     let mut found: Option<MetaIn> = None;
     let consumer = reader(cfg)?;
-    read_partitions(cfg, &consumer, &[0], |(_, id, key, payload)| {
+    read_partitions(topic, &consumer, &[0], |(_, id, key, payload)| {
         if key == META_KEY && id == g {
             let m: MetaIn = postcard::from_bytes(payload.as_deref().unwrap_or_default())
                 .map_err(|e| read_err(topic, format!("the meta record of commit #{g}: {e}")))?;
@@ -330,44 +371,20 @@ pub fn restore_key_groups(
         return Ok(None);
     };
     let meta_took = started.elapsed();
-    // Per partition: a clear record clears what came before it there only.
-    let mut state: HashMap<i32, HashMap<Vec<u8>, Vec<u8>>> = HashMap::new();
+    let mut state = Folded::default();
     let partitions: Vec<i32> = kgs.clone().map(|kg| kg as i32).collect();
-    let records = read_partitions(cfg, &consumer, &partitions, |(p, id, key, payload)| {
-        if !lineage.counts(id, g) || key == META_KEY {
-            return Ok(());
-        }
-        let part = state.entry(p).or_default();
-        if let Some(plugin) = key.strip_prefix(CLEAR) {
-            let mut pre = plugin.to_vec();
-            pre.push(0);
-            part.retain(|k, _| !k.starts_with(&pre));
-        } else {
-            match payload {
-                Some(v) => {
-                    part.insert(key, v);
-                }
-                None => {
-                    part.remove(&key);
-                }
-            }
+    let records = read_partitions(topic, &consumer, &partitions, |(p, id, key, payload)| {
+        if lineage.counts(id, g) && key != META_KEY {
+            state.apply(p, key, payload);
         }
         Ok(())
     })?;
     let mut by_plugin: HashMap<&str, Changes> = HashMap::new();
-    for part in state.values() {
-        for (k, v) in part {
-            let Some(cut) = k.iter().position(|&b| b == 0) else {
-                return Err(read_err(topic, "a key without a plugin name"));
-            };
-            let (plugin, key) = (&k[..cut], &k[cut + 1..]);
-            let (Ok(plugin), Ok(key)) = (std::str::from_utf8(plugin), std::str::from_utf8(key))
-            else {
-                return Err(read_err(topic, "a key that is not UTF-8"));
-            };
-            if meta.plugins.iter().any(|p| p.name == plugin) {
-                by_plugin.entry(plugin).or_default().put(key, Some(v));
-            }
+    for (k, v) in state.entries() {
+        let (plugin, key) = split_key(k)
+            .ok_or_else(|| read_err(topic, "a key that is not `<plugin>\\0<key>` in UTF-8"))?;
+        if meta.plugins.iter().any(|p| p.name == plugin) {
+            by_plugin.entry(plugin).or_default().put(key, Some(v));
         }
     }
     let plugins = meta

@@ -16,7 +16,10 @@
 //!   logged commits, the state and positions to resume from;
 //! - [`alive`]: the active host's heartbeat, which a standby watches;
 //! - [`changelog`]: every commit's changes on `<group>-changelog`, in the
-//!   transaction, so a lost or stale data dir is restored from Kafka.
+//!   transaction, so a lost or stale data dir is restored from Kafka;
+//! - [`range`]: stage 2's unit of commit when hosts share the work — a
+//!   range of key groups with its own transactional producer, its outputs,
+//!   changelog, meta and marker, restored by whichever host takes it over.
 //!
 //! Operators track the keys they change, so a commit holds only those (a
 //! swapped-in plugin with a new or migrated state rewrites its prefix). Keys
@@ -92,6 +95,7 @@ pub mod changelog;
 pub mod commit;
 pub mod committer;
 pub mod folder;
+pub mod range;
 pub mod restore;
 
 pub use commit::{Checkpoints, Commit, CommitMeta, FORMAT, PluginMeta, Store};

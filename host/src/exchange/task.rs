@@ -246,24 +246,12 @@ impl TaskProducer {
 
     fn produce(&mut self, range: u32, payload: &[u8], kind: Kind) -> Result<(), ExchangeError> {
         let headers = self.header(range, kind);
-        let mut rec = BaseRecord::<(), [u8]>::to(&self.topics.topic)
+        let rec = BaseRecord::<(), [u8]>::to(&self.topics.topic)
             .partition(self.topics.partition(self.task, range))
             .payload(payload)
             .headers(headers);
-        loop {
-            match self.producer.send(rec) {
-                Ok(()) => break,
-                Err((
-                    KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
-                    r,
-                )) => {
-                    crate::kafka::serve_reports(&self.producer);
-                    std::thread::sleep(crate::kafka::REPORT_WAIT_MAX);
-                    rec = r;
-                }
-                Err((e, _)) => return self.check(Err(e), "sending a record"),
-            }
-        }
+        let r = crate::kafka::send_waiting(&self.producer, rec);
+        self.check(r, "sending a record")?;
         self.sent[range as usize] += 1;
         Ok(())
     }
@@ -359,24 +347,7 @@ fn read_markers(
     topics: &ExchangeTopics,
     tasks: &[u32],
 ) -> Result<BTreeMap<u32, u64>, KafkaError> {
-    let mut tpl = TopicPartitionList::new();
-    for t in tasks {
-        tpl.add_partition(&topics.marker_topic, *t as i32);
-    }
-    let got = group.committed_offsets(tpl, Duration::from_secs(10))?;
-    let mut out = BTreeMap::new();
-    for e in got.elements() {
-        // A partition's own error (the coordinator not ready, an unstable
-        // offset) is not "no marker": a marker read as none would make a
-        // new incarnation take its predecessor's commits for aborted ones.
-        e.error()?;
-        if let Offset::Offset(o) = e.offset()
-            && o > 0
-        {
-            out.insert(e.partition() as u32, o as u64);
-        }
-    }
-    Ok(out)
+    crate::kafka::read_markers(group, &topics.marker_topic, tasks)
 }
 
 /// Reads the tasks' committed markers, for the gates.
