@@ -21,15 +21,16 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
-use rtap_host::checkpoint::range::{RangeProducer, RangeState, RangeTopics};
-use rtap_host::exchange::{ExchangeTopics, Kind, Owner, Progress, TaskProducer};
+use rtap_host::checkpoint::range::{RangeError, RangeProducer, RangeState, RangeTopics};
+use rtap_host::checkpoint::ranges::{Ranges, Stage2};
+use rtap_host::exchange::{ExchangeTopics, Kind, Owner, Progress, Released, TaskProducer};
 use rtap_host::state::keygroup::key_group;
 
 const TASKS: u32 = 3;
@@ -63,11 +64,12 @@ impl Xs {
     }
 }
 
-fn topics(broker: &Broker) -> RangeTopics {
+/// The topics of `ranges` ranges.
+fn topics(broker: &Broker, ranges: u32) -> RangeTopics {
     let exchange = ExchangeTopics {
         topic: "r-exchange".into(),
         tasks: TASKS,
-        ranges: RANGES,
+        ranges,
         marker_topic: "r-exchange-tasks".into(),
         marker_group: "r-exchange-tasks".into(),
         transactional_prefix: "r".into(),
@@ -75,7 +77,7 @@ fn topics(broker: &Broker) -> RangeTopics {
     broker.create_topic(&exchange.topic, exchange.partitions());
     broker.create_topic(&exchange.marker_topic, TASKS as i32);
     let t = RangeTopics {
-        ranges: RANGES,
+        ranges,
         changelog: "r-changelog".into(),
         marker_topic: "r-ranges".into(),
         marker_group: "r-ranges".into(),
@@ -84,8 +86,8 @@ fn topics(broker: &Broker) -> RangeTopics {
         transactional_prefix: "r".into(),
     };
     broker.create_topic(&t.changelog, 128);
-    broker.create_topic(&t.marker_topic, RANGES as i32);
-    broker.create_topic(TOTALS, RANGES as i32);
+    broker.create_topic(&t.marker_topic, ranges as i32);
+    broker.create_topic(TOTALS, ranges as i32);
     t
 }
 
@@ -101,15 +103,21 @@ fn state_key(key: &str) -> Vec<u8> {
 /// What a task sent: the sum per key, and the lines per range.
 type Sent = (BTreeMap<String, u64>, Vec<u64>);
 
-/// Task `task`: every batch as one transaction, a payload per range of
-/// `key:n` lines.
-fn run_task(broker: &Broker, topics: &RangeTopics, task: u32) -> Sent {
+/// Task `task`: `batches` batches, each one transaction with a payload per
+/// range of `key:n` lines, `pause` apart.
+fn run_task(
+    broker: &Broker,
+    topics: &RangeTopics,
+    task: u32,
+    batches: u32,
+    pause: Duration,
+) -> Sent {
     let mut rng = Xs(0x9e37_79b9_7f4a_7c15 ^ u64::from(task + 1));
     let mut p = TaskProducer::open(&broker.client(), &topics.exchange, task, now_us()).unwrap();
     let mut sent: BTreeMap<String, u64> = BTreeMap::new();
-    let mut lines = vec![0; RANGES as usize];
-    for batch in 0..BATCHES {
-        let mut payloads = vec![String::new(); RANGES as usize];
+    let mut lines = vec![0; topics.ranges as usize];
+    for batch in 0..batches {
+        let mut payloads = vec![String::new(); topics.ranges as usize];
         for _ in 0..20 {
             let k = key(rng.next(KEYS));
             let n = 1 + rng.next(9);
@@ -128,9 +136,60 @@ fn run_task(broker: &Broker, topics: &RangeTopics, task: u32) -> Sent {
             idle: false,
         };
         p.commit(progress, &[]).unwrap();
-        std::thread::sleep(Duration::from_millis(40));
+        std::thread::sleep(pause);
     }
     (sent, lines)
+}
+
+/// Every task sends `batches` batches `pause` apart (a thread each):
+/// the sums per key, and the lines per range.
+fn send_all(
+    broker: &Arc<Broker>,
+    topics: &RangeTopics,
+    batches: u32,
+    pause: Duration,
+) -> (BTreeMap<String, u64>, Vec<u64>) {
+    let senders: Vec<_> = (0..TASKS)
+        .map(|t| {
+            let (broker, topics) = (broker.clone(), topics.clone());
+            std::thread::spawn(move || run_task(&broker, &topics, t, batches, pause))
+        })
+        .collect();
+    let mut want: BTreeMap<String, u64> = BTreeMap::new();
+    let mut lines_per_range = vec![0; topics.ranges as usize];
+    for s in senders {
+        let (sums, lines) = s.join().unwrap();
+        for (k, n) in sums {
+            *want.entry(k).or_default() += n;
+        }
+        for (r, n) in lines.into_iter().enumerate() {
+            lines_per_range[r] += n;
+        }
+    }
+    (want, lines_per_range)
+}
+
+/// Apply the data records of `released` to `totals`: each changed total
+/// to the changelog and the output topic through `out`. Returns the
+/// lines applied.
+fn apply(
+    totals: &mut BTreeMap<String, u64>,
+    released: &[Released],
+    out: &mut RangeProducer,
+) -> Result<u64, RangeError> {
+    let mut n = 0;
+    for rec in released.iter().filter(|r| r.header.kind == Kind::Data) {
+        for line in std::str::from_utf8(&rec.payload).unwrap().lines() {
+            let (k, v) = line.split_once(':').unwrap();
+            let total = totals.entry(k.to_string()).or_default();
+            *total += v.parse::<u64>().unwrap();
+            let value = total.to_string();
+            out.change(key_group(k), &state_key(k), Some(value.as_bytes()))?;
+            out.output(TOTALS, k.as_bytes(), value.as_bytes())?;
+            n += 1;
+        }
+    }
+    Ok(n)
 }
 
 /// An incarnation of a range's owner: its producer, its exchange reader,
@@ -155,12 +214,7 @@ impl Incarnation {
             &broker.client(),
             &topics.exchange,
             range,
-            Some(
-                state
-                    .exchange
-                    .clone()
-                    .unwrap_or_else(|| vec![(BTreeMap::new(), 0); TASKS as usize]),
-            ),
+            Some(state.exchange.clone()),
         )
         .unwrap();
         let me = Incarnation {
@@ -178,22 +232,7 @@ impl Incarnation {
         self.owner
             .pump(Duration::from_millis(100), true, &mut released)
             .unwrap();
-        let mut n = 0;
-        for rec in released.iter().filter(|r| r.header.kind == Kind::Data) {
-            for line in std::str::from_utf8(&rec.payload).unwrap().lines() {
-                let (k, v) = line.split_once(':').unwrap();
-                let total = self.totals.entry(k.to_string()).or_default();
-                *total += v.parse::<u64>().unwrap();
-                let value = total.to_string();
-                self.producer
-                    .change(key_group(k), &state_key(k), Some(value.as_bytes()))
-                    .unwrap();
-                self.producer
-                    .output(TOTALS, k.as_bytes(), value.as_bytes())
-                    .unwrap();
-                n += 1;
-            }
-        }
+        let n = apply(&mut self.totals, &released, &mut self.producer).unwrap();
         self.lines += n;
         n
     }
@@ -282,7 +321,7 @@ fn run_range(broker: &Broker, topics: &RangeTopics, range: u32, sent: &AtomicU64
 #[test]
 fn a_range_moves_through_crashes_and_a_zombie_and_applies_every_record_once() {
     let broker = Arc::new(Broker::start());
-    let topics = topics(&broker);
+    let topics = topics(&broker, RANGES);
     let started = Instant::now();
     let sent: Vec<Arc<AtomicU64>> = (0..RANGES).map(|_| Arc::default()).collect();
     let owners: Vec<_> = (0..RANGES)
@@ -291,23 +330,7 @@ fn a_range_moves_through_crashes_and_a_zombie_and_applies_every_record_once() {
             std::thread::spawn(move || run_range(&broker, &topics, r, &sent))
         })
         .collect();
-    let senders: Vec<_> = (0..TASKS)
-        .map(|t| {
-            let (broker, topics) = (broker.clone(), topics.clone());
-            std::thread::spawn(move || run_task(&broker, &topics, t))
-        })
-        .collect();
-    let mut want: BTreeMap<String, u64> = BTreeMap::new();
-    let mut lines_per_range = vec![0; RANGES as usize];
-    for s in senders {
-        let (sums, lines) = s.join().unwrap();
-        for (k, n) in sums {
-            *want.entry(k).or_default() += n;
-        }
-        for (r, n) in lines.into_iter().enumerate() {
-            lines_per_range[r] += n;
-        }
-    }
+    let (want, lines_per_range) = send_all(&broker, &topics, BATCHES, Duration::from_millis(40));
     for (r, n) in lines_per_range.iter().enumerate() {
         sent[r].store(*n, Ordering::SeqCst);
     }
@@ -368,7 +391,7 @@ fn a_range_moves_through_crashes_and_a_zombie_and_applies_every_record_once() {
                 o => panic!("range {r}: no exchange offset committed ({o:?})"),
             })
             .collect();
-        let in_meta: Vec<i64> = state.exchange.unwrap().iter().map(|s| s.1).collect();
+        let in_meta: Vec<i64> = state.exchange.iter().map(|s| s.1).collect();
         assert_eq!(committed, in_meta, "range {r}'s exchange offsets");
     }
     assert_eq!(restored, want, "the totals restored from the changelog");
@@ -407,4 +430,225 @@ fn a_range_moves_through_crashes_and_a_zombie_and_applies_every_record_once() {
             .change(other, b"count\0x", Some(b"1"))
             .is_err()
     );
+}
+
+/// A host's stage 2 in the test below: the totals of the ranges it runs,
+/// and the lines applied to each (its meta).
+struct Totals {
+    topics: RangeTopics,
+    ranges: BTreeMap<u32, (BTreeMap<String, u64>, u64)>,
+}
+
+impl Stage2 for Totals {
+    fn gained(&mut self, range: u32, state: &RangeState) {
+        let lines = match state.meta.as_slice() {
+            [] => 0,
+            m => u64::from_le_bytes(m.try_into().expect("8 bytes of meta")),
+        };
+        let totals = totals_of(&self.topics, range, state);
+        self.ranges.insert(range, (totals, lines));
+    }
+
+    fn apply(
+        &mut self,
+        range: u32,
+        released: &[Released],
+        out: &mut RangeProducer,
+    ) -> Result<(), RangeError> {
+        let (totals, lines) = self.ranges.get_mut(&range).expect("a gained range");
+        *lines += apply(totals, released, out)?;
+        Ok(())
+    }
+
+    fn meta(&self, range: u32) -> Vec<u8> {
+        self.ranges[&range].1.to_le_bytes().to_vec()
+    }
+
+    fn lost(&mut self, range: u32) {
+        self.ranges.remove(&range);
+    }
+}
+
+/// What the hosts did, for the checks: each commit (when, host, range,
+/// lines applied by then), and when a host stalled with which ranges.
+#[derive(Default)]
+struct Log {
+    commits: Vec<(Instant, String, u32, u64)>,
+    stalled: Option<(Instant, Vec<u32>)>,
+    gained: BTreeMap<String, usize>,
+}
+
+/// A host running its share of the ranges until `stop`; once `stall` is
+/// set it stops polling for good, as a host that hangs or dies with its
+/// Kafka clients' threads still heartbeating.
+fn run_host(
+    broker: &Broker,
+    topics: &RangeTopics,
+    name: &str,
+    stall: &AtomicBool,
+    stop: &AtomicBool,
+    log: &Mutex<Log>,
+) {
+    let cfg = kafka_config(broker, "r");
+    let totals = Totals {
+        topics: topics.clone(),
+        ranges: BTreeMap::new(),
+    };
+    let mut ranges = Ranges::join(
+        &cfg,
+        topics.clone(),
+        "r-ranges",
+        "r-exchange-ranges",
+        name,
+        Duration::from_millis(200),
+        totals,
+    )
+    .unwrap();
+    while !stop.load(Ordering::SeqCst) {
+        if stall.load(Ordering::SeqCst) {
+            let mut l = log.lock().unwrap();
+            if l.stalled.is_none() {
+                l.stalled = Some((Instant::now(), ranges.running()));
+                println!("{name} stalls with ranges {:?}", ranges.running());
+            }
+            drop(l);
+            std::thread::sleep(Duration::from_millis(50));
+            continue;
+        }
+        let step = ranges.step(Duration::from_millis(20));
+        let mut l = log.lock().unwrap();
+        for (r, _) in &step.committed {
+            if let Some((_, lines)) = ranges.stage2.ranges.get(r) {
+                l.commits
+                    .push((Instant::now(), name.to_string(), *r, *lines));
+            }
+        }
+        *l.gained.entry(name.to_string()).or_default() += step.gained.len();
+        if !step.gained.is_empty() || !step.lost.is_empty() || !step.failed.is_empty() {
+            println!(
+                "{name}: gained {:?}, lost {:?}, failed {:?}; runs {:?}",
+                step.gained,
+                step.lost,
+                step.failed,
+                ranges.running()
+            );
+        }
+    }
+    if !stall.load(Ordering::SeqCst) {
+        let step = ranges.leave();
+        assert!(
+            step.failed.is_empty(),
+            "{name}'s last commits: {:?}",
+            step.failed
+        );
+    }
+}
+
+#[test]
+fn ranges_move_between_hosts_that_join_stall_and_leave_and_every_record_counts_once() {
+    const R: u32 = 4;
+    let broker = Arc::new(Broker::start());
+    let topics = topics(&broker, R);
+    broker.create_topic("r-exchange-ranges", R as i32);
+    let started = Instant::now();
+    let stop = Arc::new(AtomicBool::new(false));
+    let log = Arc::new(Mutex::new(Log::default()));
+    let host = |name: &'static str| {
+        let (broker, topics, stop, log) =
+            (broker.clone(), topics.clone(), stop.clone(), log.clone());
+        let stall = Arc::new(AtomicBool::new(false));
+        let s = stall.clone();
+        let t = std::thread::spawn(move || run_host(&broker, &topics, name, &s, &stop, &log));
+        (t, stall)
+    };
+    let sending = {
+        let (broker, topics) = (broker.clone(), topics.clone());
+        std::thread::spawn(move || send_all(&broker, &topics, 100, Duration::from_millis(150)))
+    };
+    let mut hosts = vec![host("a")];
+    std::thread::sleep(Duration::from_secs(2));
+    hosts.push(host("b"));
+    std::thread::sleep(Duration::from_secs(2));
+    hosts.push(host("c"));
+    std::thread::sleep(Duration::from_secs(6));
+    hosts[0].1.store(true, Ordering::SeqCst);
+    std::thread::sleep(Duration::from_secs(4));
+    hosts.push(host("d"));
+    let (want, lines_per_range) = sending.join().unwrap();
+    println!(
+        "the tasks sent {lines_per_range:?} lines per range in {:.1?}",
+        started.elapsed()
+    );
+    // Until every range has committed every line.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let l = log.lock().unwrap();
+        let done = (0..R).all(|r| {
+            l.commits
+                .iter()
+                .rev()
+                .find(|c| c.2 == r)
+                .is_some_and(|c| c.3 == lines_per_range[r as usize])
+        });
+        drop(l);
+        if done {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not every line committed");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    stop.store(true, Ordering::SeqCst);
+    for (t, _) in hosts {
+        t.join().unwrap();
+    }
+    println!("every line committed after {:.1?}", started.elapsed());
+
+    let l = log.lock().unwrap();
+    let (stalled_at, stalled_ranges) = l.stalled.clone().expect("a stalled");
+    assert!(!stalled_ranges.is_empty(), "the stalled host ran no range");
+    for r in &stalled_ranges {
+        let by = l
+            .commits
+            .iter()
+            .find(|c| c.0 > stalled_at && c.2 == *r && c.1 != "a")
+            .unwrap_or_else(|| panic!("range {r} of the stalled host was never taken over"));
+        println!(
+            "range {r} of the stalled host committed by {} {:.1?} after the stall",
+            by.1,
+            by.0 - stalled_at
+        );
+    }
+    assert!(
+        l.gained.get("d").is_some_and(|n| *n > 0),
+        "the late host got no range: {:?}",
+        l.gained
+    );
+    println!("ranges gained per host: {:?}", l.gained);
+    drop(l);
+
+    // The output topic's last totals, and each range as a host that gains
+    // it now restores it.
+    let mut records = broker.read_records(TOTALS, R as i32);
+    records.sort_by_key(|r| (r.partition, r.offset));
+    let last: BTreeMap<String, u64> = records
+        .iter()
+        .map(|r| {
+            (
+                r.key.clone(),
+                std::str::from_utf8(&r.value).unwrap().parse().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(last, want, "the output topic's last totals");
+    let mut restored = BTreeMap::new();
+    for r in 0..R {
+        let (inc, state) = Incarnation::open(&broker, &topics, r, now_us());
+        assert_eq!(inc.lines, lines_per_range[r as usize], "range {r}'s lines");
+        println!(
+            "range {r}: {} changelog records restored in {:.1?}",
+            state.records, state.took
+        );
+        restored.extend(inc.totals);
+    }
+    assert_eq!(restored, want, "the totals restored from the changelog");
 }

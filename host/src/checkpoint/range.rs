@@ -113,13 +113,13 @@ struct Meta {
 }
 
 /// A range's state as its last committed transaction left it.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct RangeState {
     /// The marker it was read at (0: the range never committed).
     pub marker: u64,
-    /// Where its owner reads the exchange on from; `None` when the range
-    /// never committed.
-    pub exchange: Option<ExchangeState>,
+    /// Where its owner reads the exchange on from (each partition's
+    /// beginning when the range never committed).
+    pub exchange: ExchangeState,
     /// The caller's meta of the last commit (empty when none).
     pub meta: Vec<u8>,
     /// Every key (`<plugin>\0<key>`) of its key groups with its value.
@@ -223,11 +223,7 @@ impl RangeProducer {
             in_txn: false,
             broken: false,
         };
-        let exchange = state
-            .exchange
-            .clone()
-            .unwrap_or_else(|| vec![(BTreeMap::new(), 0); topics.exchange.tasks as usize]);
-        p.commit(&exchange, &state.meta)?;
+        p.commit(&state.exchange, &state.meta)?;
         Ok((p, state))
     }
 
@@ -427,7 +423,16 @@ fn restore(
 ) -> Result<(RangeState, Option<Lineage>), RangeError> {
     let started = Instant::now();
     if g == 0 {
-        return Ok((RangeState::default(), None));
+        let state = RangeState {
+            marker: 0,
+            exchange: vec![(BTreeMap::new(), 0); topics.exchange.tasks as usize],
+            meta: Vec::new(),
+            entries: BTreeMap::new(),
+            records: 0,
+            took: started.elapsed(),
+            meta_took: Duration::ZERO,
+        };
+        return Ok((state, None));
     }
     let topic = &topics.changelog;
     let refused = |why: String| RangeError::Refused { range, why };
@@ -513,7 +518,7 @@ fn restore(
     Ok((
         RangeState {
             marker: g,
-            exchange: Some(exchange),
+            exchange,
             meta: user,
             entries,
             records,
