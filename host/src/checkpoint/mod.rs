@@ -19,9 +19,8 @@
 //!   transaction, so a lost or stale data dir is restored from Kafka;
 //! - [`range`]: stage 2's unit of commit when hosts share the work — a
 //!   range of key groups with its own transactional producer, its outputs,
-//!   changelog, meta and marker, restored by whichever host takes it over;
-//! - [`ranges`]: the ranges one host runs, as the ranges' consumer group
-//!   assigns them.
+//!   changelog, meta and marker, restored by whichever host takes it over
+//!   (`crate::cluster::ranges` runs a host's share of them).
 //!
 //! Operators track the keys they change, so a commit holds only those (a
 //! swapped-in plugin with a new or migrated state rewrites its prefix). Keys
@@ -98,7 +97,6 @@ pub mod commit;
 pub mod committer;
 pub mod folder;
 pub mod range;
-pub mod ranges;
 pub mod restore;
 
 pub use commit::{Checkpoints, Commit, CommitMeta, FORMAT, PluginMeta, Store};

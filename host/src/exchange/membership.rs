@@ -144,21 +144,26 @@ impl Membership {
 
     /// Serve the group for up to `wait` (heartbeats run on librdkafka's
     /// threads; rebalances only here) and return what changed since the
-    /// last call. The topic's partitions are never written: a record
-    /// found on one is logged and skipped.
+    /// last call. The topic's partitions are never written: every record
+    /// found on one is dropped (all that are queued: the group's rebalance
+    /// events queue behind them, and served one record per poll they held
+    /// a rebalance back for minutes).
     pub fn poll(&self, wait: Duration) -> Vec<Change> {
-        match self.consumer.poll(wait) {
-            Some(Ok(m)) => {
-                use rdkafka::Message;
-                tracing::warn!(
-                    topic = %self.topic,
-                    partition = m.partition(),
-                    offset = m.offset(),
-                    "a record on a membership topic, which nothing should write: skipped"
-                );
+        let mut skipped = 0u64;
+        let mut next = self.consumer.poll(wait);
+        while let Some(got) = next {
+            match got {
+                Ok(_) => skipped += 1,
+                Err(e) => tracing::debug!(topic = %self.topic, "membership poll: {e}"),
             }
-            Some(Err(e)) => tracing::debug!(topic = %self.topic, "membership poll: {e}"),
-            None => {}
+            next = self.consumer.poll(Duration::ZERO);
+        }
+        if skipped > 0 {
+            tracing::warn!(
+                topic = %self.topic,
+                skipped,
+                "records on a membership topic, which nothing should write: dropped"
+            );
         }
         std::mem::take(
             &mut *self

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
 
-use super::range::{RangeError, RangeProducer, RangeState, RangeTopics};
+use crate::checkpoint::range::{RangeError, RangeProducer, RangeState, RangeTopics};
 use crate::exchange::{Change, Membership, Owner, Released};
 use crate::kafka::{KafkaConfig, KafkaSetupError};
 
@@ -184,9 +184,13 @@ impl<S: Stage2> Ranges<S> {
 
     /// Take range `r` up: fence, restore, read on from its position.
     fn open(&mut self, r: u32) -> Result<(), String> {
-        let (producer, state) =
-            RangeProducer::open(&self.client, &self.topics, r, super::changelog::now_us())
-                .map_err(|e| e.to_string())?;
+        let (producer, state) = RangeProducer::open(
+            &self.client,
+            &self.topics,
+            r,
+            crate::checkpoint::changelog::now_us(),
+        )
+        .map_err(|e| e.to_string())?;
         let owner = Owner::open(
             &self.client,
             &self.topics.exchange,

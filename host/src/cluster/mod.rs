@@ -1,0 +1,19 @@
+//! The hosts of one `--kafka-group` (issue #28):
+//! - [`view`]: what each host is and does, published to `<group>-cluster`
+//!   and read back, for `GET /api/cluster`;
+//! - [`ranges`]: the key-group ranges one host runs (stage 2), as the
+//!   ranges' consumer group assigns them, with their state restored from
+//!   the changelog;
+//! - [`tasks`]: the input partitions one host runs (stage 1), as the input
+//!   topic's consumer group assigns them, each sending to the ranges
+//!   through the exchange topic and committing its input offsets there.
+//!
+//! `ranges` and `tasks` are the two halves of sharing the work; the
+//! pipeline does not run on them yet (`docs/kafka-exactly-once-plan.md`,
+//! step 5).
+
+pub mod ranges;
+pub mod tasks;
+pub mod view;
+
+pub use view::{Cluster, EVERY, FORGET_AFTER_MS, Identity, LOST_AFTER_MS, Member, member};
