@@ -1,6 +1,6 @@
 //! Ranges of key groups shared by hosts through a consumer group
 //! (`rtap_host::exchange::Membership`) against the real broker: members
-//! join, one leaves, one goes silent as a killed host does, one joins
+//! join, one leaves, one goes silent as a stuck host does, one joins
 //! late. At every look no range has two owners among the members that
 //! poll; once the group settles
 //! each range has exactly one and the shares are even; what a member was
@@ -111,9 +111,9 @@ fn ranges_have_one_owner_through_joins_leaves_and_a_silent_member() {
     eprintln!("b left: a and c hold all after {t:?}");
     assert_eq!((a.lost, c.lost), (a_lost, c_lost), "a survivor lost ranges");
 
-    // c goes silent, as a host killed with SIGKILL: its ranges move once
-    // the group gives up on it (the poll interval: librdkafka keeps
-    // heartbeating for a process that is alive but stuck).
+    // c goes silent, as a stuck host: its ranges move once the group
+    // gives up on it (the membership's watchdog stops a member that is not
+    // polled; until then librdkafka keeps heartbeating for it).
     let a_lost = a.lost;
     let t = settle(&mut [&mut a], limit);
     eprintln!("c silent: a holds all after {t:?}");

@@ -645,7 +645,6 @@ fn run_host(
 }
 
 #[test]
-#[ignore = "the group protocol on tansu: rebalances took 14 s to over 4 min on this machine, too unsteady for CI; run with --ignored (docs/kafka-exactly-once-plan.md, step 5)"]
 fn ranges_move_between_hosts_that_join_stall_and_leave_and_every_record_counts_once() {
     let _serial = one_at_a_time();
     const R: u32 = 4;
@@ -684,24 +683,9 @@ fn ranges_move_between_hosts_that_join_stall_and_leave_and_every_record_counts_o
         "the tasks sent {lines_per_range:?} lines per range in {:.1?}",
         started.elapsed()
     );
-    // Until every range has committed every line.
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let l = log.lock().unwrap();
-        let done = (0..R).all(|r| {
-            l.commits
-                .iter()
-                .rev()
-                .find(|c| c.range == r)
-                .is_some_and(|c| c.lines == lines_per_range[r as usize])
-        });
-        drop(l);
-        if done {
-            break;
-        }
-        assert!(Instant::now() < deadline, "not every line committed");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_for_commits(&log, R, "line", |r, c| {
+        c.lines == lines_per_range[r as usize]
+    });
     stop.store(true, Ordering::SeqCst);
     for (t, _) in hosts {
         t.join().unwrap();
@@ -709,20 +693,7 @@ fn ranges_move_between_hosts_that_join_stall_and_leave_and_every_record_counts_o
     println!("every line committed after {:.1?}", started.elapsed());
 
     let l = log.lock().unwrap();
-    let (stalled_at, stalled_ranges) = l.stalled.clone().expect("a stalled");
-    assert!(!stalled_ranges.is_empty(), "the stalled host ran no range");
-    for r in &stalled_ranges {
-        let by = l
-            .commits
-            .iter()
-            .find(|c| c.at > stalled_at && c.range == *r && c.host != "a")
-            .unwrap_or_else(|| panic!("range {r} of the stalled host was never taken over"));
-        println!(
-            "range {r} of the stalled host committed by {} {:.1?} after the stall",
-            by.host,
-            by.at - stalled_at
-        );
-    }
+    report_taken_over(&l, "stalled");
     assert!(
         l.gained.get("d").is_some_and(|n| *n > 0),
         "the late host got no range: {:?}",
@@ -730,10 +701,67 @@ fn ranges_move_between_hosts_that_join_stall_and_leave_and_every_record_counts_o
     );
     println!("ranges gained per host: {:?}", l.gained);
     drop(l);
+    check_totals(&broker, &topics, R, &want, Some(&lines_per_range));
+}
 
-    // The output topic's last totals, and each range as a host that gains
-    // it now restores it.
-    let mut records = broker.read_records(TOTALS, R as i32);
+/// Wait until every one of `ranges` ranges' last commit is `done`: every
+/// `what` committed. (Through tansu's rebalances: BENCHMARKS.md,
+/// "Membership".)
+fn wait_for_commits(
+    log: &Mutex<Log>,
+    ranges: u32,
+    what: &str,
+    done: impl Fn(u32, &Committed) -> bool,
+) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let l = log.lock().unwrap();
+        let all = (0..ranges).all(|r| {
+            l.commits
+                .iter()
+                .rev()
+                .find(|c| c.range == r)
+                .is_some_and(|c| done(r, c))
+        });
+        drop(l);
+        if all {
+            return;
+        }
+        assert!(Instant::now() < deadline, "not every {what} committed");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Each range the `how` host ran was committed by another host later:
+/// who, and how long after.
+fn report_taken_over(log: &Log, how: &str) {
+    let (at, ranges) = log.stalled.clone().expect("a host that stalled or left");
+    assert!(!ranges.is_empty(), "the {how} host ran no range");
+    for r in &ranges {
+        let by = log
+            .commits
+            .iter()
+            .find(|c| c.at > at && c.range == *r && c.host != "a")
+            .unwrap_or_else(|| panic!("range {r} of the {how} host was never taken over"));
+        println!(
+            "range {r} of the {how} host committed by {} {:.1?} after",
+            by.host,
+            by.at - at
+        );
+    }
+}
+
+/// The output topic's last totals, and the totals of each range as a host
+/// that gains it now restores it, equal `want`; with `lines`, each range
+/// restores that many lines applied.
+fn check_totals(
+    broker: &Broker,
+    topics: &RangeTopics,
+    ranges: u32,
+    want: &BTreeMap<String, u64>,
+    lines: Option<&[u64]>,
+) {
+    let mut records = broker.read_records(TOTALS, ranges as i32);
     records.sort_by_key(|r| (r.partition, r.offset));
     let last: BTreeMap<String, u64> = records
         .iter()
@@ -744,18 +772,20 @@ fn ranges_move_between_hosts_that_join_stall_and_leave_and_every_record_counts_o
             )
         })
         .collect();
-    assert_eq!(last, want, "the output topic's last totals");
+    assert_eq!(&last, want, "the output topic's last totals");
     let mut restored = BTreeMap::new();
-    for r in 0..R {
-        let (inc, state) = Incarnation::open(&broker, &topics, r, now_us());
-        assert_eq!(inc.lines, lines_per_range[r as usize], "range {r}'s lines");
+    for r in 0..ranges {
+        let (inc, state) = Incarnation::open(broker, topics, r, now_us());
+        if let Some(lines) = lines {
+            assert_eq!(inc.lines, lines[r as usize], "range {r}'s lines");
+        }
         println!(
             "range {r}: {} changelog records restored in {:.1?}",
             state.records, state.took
         );
         restored.extend(inc.totals);
     }
-    assert_eq!(restored, want, "the totals restored from the changelog");
+    assert_eq!(&restored, want, "the totals restored from the changelog");
 }
 
 /// Stage 1 in the test below: a batch's `k:n` lines summed per key, one
@@ -845,7 +875,6 @@ fn produce_input(
 /// and every input record is consumed once: the input group's committed
 /// offsets are each partition's end.
 #[test]
-#[ignore = "the group protocol on tansu: rebalances took 14 s to over 4 min on this machine, too unsteady for CI; run with --ignored (docs/kafka-exactly-once-plan.md, step 5)"]
 fn both_stages_across_hosts_that_join_and_leave_count_every_input_record_once() {
     let _serial = one_at_a_time();
     const R: u32 = 4;
@@ -897,29 +926,9 @@ fn both_stages_across_hosts_that_join_and_leave_count_every_input_record_once() 
                 .sum()
         })
         .collect();
-    // Until every range has committed totals that add up to its input.
-    // (The input group's rebalances on tansu took from 14 s to minutes:
-    // docs/kafka-exactly-once-plan.md, step 5.)
-    let deadline = Instant::now() + Duration::from_secs(240);
-    loop {
-        let l = log.lock().unwrap();
-        let done = (0..R).all(|r| {
-            l.commits
-                .iter()
-                .rev()
-                .find(|c| c.range == r)
-                .is_some_and(|c| c.sum >= want_sum[r as usize])
-        });
-        drop(l);
-        if done {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "not every input record committed"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_for_commits(&log, R, "input record", |r, c| {
+        c.sum >= want_sum[r as usize]
+    });
     stop.store(true, Ordering::SeqCst);
     for (t, _) in hosts {
         t.join().unwrap();
@@ -928,40 +937,8 @@ fn both_stages_across_hosts_that_join_and_leave_count_every_input_record_once() 
         "every input record committed after {:.1?}",
         started.elapsed()
     );
-    let l = log.lock().unwrap();
-    let (stalled_at, stalled_ranges) = l.stalled.clone().expect("a host that left");
-    for r in &stalled_ranges {
-        let by = l
-            .commits
-            .iter()
-            .find(|c| c.at > stalled_at && c.range == *r && c.host != "a")
-            .unwrap_or_else(|| panic!("range {r} of the host that left was never taken over"));
-        println!(
-            "range {r} of the host that left committed by {} {:.1?} after it left",
-            by.host,
-            by.at - stalled_at
-        );
-    }
-    drop(l);
-
-    let mut records = broker.read_records(TOTALS, R as i32);
-    records.sort_by_key(|r| (r.partition, r.offset));
-    let last: BTreeMap<String, u64> = records
-        .iter()
-        .map(|r| {
-            (
-                r.key.clone(),
-                std::str::from_utf8(&r.value).unwrap().parse().unwrap(),
-            )
-        })
-        .collect();
-    assert_eq!(last, want, "the output topic's last totals");
-    let mut restored = BTreeMap::new();
-    for r in 0..R {
-        let (inc, _) = Incarnation::open(&broker, &topics, r, now_us());
-        restored.extend(inc.totals);
-    }
-    assert_eq!(restored, want, "the totals restored from the changelog");
+    report_taken_over(&log.lock().unwrap(), "left");
+    check_totals(&broker, &topics, R, &want, None);
     let group: BaseConsumer = broker.client().set("group.id", "r-input").create().unwrap();
     let mut tpl = TopicPartitionList::new();
     for p in 0..PARTITIONS {

@@ -257,7 +257,7 @@ impl<S: Stage2> Ranges<S> {
     }
 
     /// Commit every running range and leave the group (the others take
-    /// its ranges over at once).
+    /// its ranges over after the session timeout: `Membership`).
     pub fn leave(mut self) -> Step {
         let mut step = Step::default();
         for r in self.running() {

@@ -109,6 +109,21 @@ fn wait_listening(port: u16, what: &str) {
     }
 }
 
+/// Where tansu's output goes: `$RTAP_TANSU_LOG` (a file, appended; its
+/// log needs `RUST_LOG` too, e.g. `tansu_broker::coordinator=debug`),
+/// else nowhere.
+fn log_file() -> Stdio {
+    match std::env::var_os("RTAP_TANSU_LOG") {
+        Some(path) => std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map(Stdio::from)
+            .unwrap_or_else(|e| panic!("RTAP_TANSU_LOG {}: {e}", path.to_string_lossy())),
+        None => Stdio::null(),
+    }
+}
+
 fn tansu(port: u16, advertised: u16, extra: &[&str]) -> Child {
     let bin = std::env::var("TANSU_BIN")
         .unwrap_or_else(|_| panic!("TANSU_BIN is not set: scripts/test.sh installs tansu"));
@@ -123,8 +138,8 @@ fn tansu(port: u16, advertised: u16, extra: &[&str]) -> Child {
             "memory://tansu/",
         ])
         .args(extra)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stdout(log_file())
+        .stderr(log_file())
         .spawn()
         .expect("start tansu");
     wait_listening(port, "tansu");
