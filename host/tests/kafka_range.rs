@@ -605,7 +605,7 @@ fn run_host(
         let step = ranges.step(Duration::from_millis(10));
         let mut l = log.lock().unwrap();
         for (r, _) in &step.committed {
-            if let Some((totals, lines)) = ranges.stage2.ranges.get(r) {
+            if let Some((totals, lines)) = ranges.stage2().ranges.get(r) {
                 l.commits.push(Committed {
                     at: Instant::now(),
                     host: name.to_string(),

@@ -6,7 +6,10 @@
 //!   the changelog;
 //! - [`tasks`]: the input partitions one host runs (stage 1), as the input
 //!   topic's consumer group assigns them, each sending to the ranges
-//!   through the exchange topic and committing its input offsets there.
+//!   through the exchange topic and committing its input offsets there;
+//! - [`units`]: what those two share: opening, working, committing and
+//!   closing the units the group gives the host, and opening a failed one
+//!   again.
 //!
 //! `ranges` and `tasks` are the two halves of sharing the work; the
 //! pipeline does not run on them yet (`docs/kafka-exactly-once-plan.md`,
@@ -14,6 +17,7 @@
 
 pub mod ranges;
 pub mod tasks;
+pub mod units;
 pub mod view;
 
 pub use view::{Cluster, EVERY, FORGET_AFTER_MS, Identity, LOST_AFTER_MS, Member, member};

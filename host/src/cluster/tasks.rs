@@ -19,19 +19,17 @@
 //! stages on hosts that join and leave.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerGroupMetadata};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 
-use crate::exchange::{Change, ExchangeError, ExchangeTopics, Membership, Progress, TaskProducer};
+use super::units::{Step, Unit, Units};
+use crate::exchange::{ExchangeError, ExchangeTopics, Membership, Progress, TaskProducer};
 use crate::kafka::{KafkaConfig, KafkaSetupError};
 
-/// How long a task whose incarnation failed waits before it is opened
-/// again (if the group still gives its partition to this host).
-const REOPEN_AFTER: Duration = Duration::from_secs(1);
 /// The most records handed to stage 1 at once.
 const MAX_READ: usize = 2_000;
 
@@ -79,39 +77,24 @@ struct Running {
     /// one was: then the committed offset stands).
     next: Option<i64>,
     progress: Progress,
-    /// Records handed on since the last commit.
-    read: usize,
-    last_commit: Instant,
 }
 
-/// What one [`Tasks::step`] did.
-#[derive(Debug, Default)]
-pub struct Step {
-    /// Input records handed to stage 1.
-    pub read: usize,
-    pub gained: Vec<u32>,
-    pub lost: Vec<u32>,
-    /// Commits made: task, id.
-    pub committed: Vec<(u32, u64)>,
-    /// Tasks whose incarnation failed, with why; each is opened again
-    /// after [`REOPEN_AFTER`] while the group gives it to this host.
-    pub failed: Vec<(u32, String)>,
-}
-
-/// The input partitions one host runs (see the module).
-pub struct Tasks<S: Stage1> {
+/// Input partitions as the units of `super::units`.
+struct TaskUnits<S: Stage1> {
     client: ClientConfig,
     exchange: ExchangeTopics,
-    membership: Membership,
     input_topic: String,
     /// A client of the offsets group: its committed offsets, and its
     /// metadata for the transactions.
     offsets: BaseConsumer,
     offsets_meta: ConsumerGroupMetadata,
     running: BTreeMap<u32, Running>,
-    retry: BTreeMap<u32, Instant>,
-    commit_every: Duration,
-    pub stage1: S,
+    stage1: S,
+}
+
+/// The input partitions one host runs (see the module).
+pub struct Tasks<S: Stage1> {
+    units: Units<TaskUnits<S>>,
 }
 
 impl<S: Stage1> Tasks<S> {
@@ -139,86 +122,41 @@ impl<S: Stage1> Tasks<S> {
         let offsets_meta = offsets
             .group_metadata()
             .ok_or_else(|| setup("no group metadata".into()))?;
-        Ok(Tasks {
+        let membership = Membership::join(cfg, &input.group, &input.tasks_topic, member)?;
+        let unit = TaskUnits {
             client: cfg.client(&[]),
-            membership: Membership::join(cfg, &input.group, &input.tasks_topic, member)?,
             input_topic: input.topic.clone(),
             offsets,
             offsets_meta,
             exchange,
             running: BTreeMap::new(),
-            retry: BTreeMap::new(),
-            commit_every,
             stage1,
+        };
+        Ok(Tasks {
+            units: Units::new(membership, commit_every, unit),
         })
     }
 
     /// The input partitions running here.
     pub fn running(&self) -> Vec<u32> {
-        self.running.keys().copied().collect()
+        self.units.running()
     }
 
     /// Serve the group for up to `wait`, take up and let go of partitions
     /// as it says, hand each running task's new records to stage 1, and
-    /// commit the tasks that are due.
+    /// commit the tasks that are due (`Step::records`: records read).
     pub fn step(&mut self, wait: Duration) -> Step {
-        let mut step = Step::default();
-        for change in self.membership.poll(wait) {
-            match change {
-                Change::Gained(g) => {
-                    for p in g {
-                        step.gained.push(p as u32);
-                        self.retry.insert(p as u32, Instant::now());
-                    }
-                }
-                Change::Lost(l) => {
-                    for p in l {
-                        let t = p as u32;
-                        step.lost.push(t);
-                        self.retry.remove(&t);
-                        if self.running.contains_key(&t) {
-                            if let Err(e) = self.commit(t, &mut step) {
-                                step.failed.push((t, e));
-                            }
-                            self.drop_task(t);
-                        }
-                    }
-                }
-            }
-        }
-        let owned = self.membership.owned();
-        let due: Vec<u32> = self
-            .retry
-            .iter()
-            .filter(|(t, at)| **at <= Instant::now() && owned.contains(&(**t as i32)))
-            .map(|(t, _)| *t)
-            .collect();
-        for t in due {
-            self.retry.remove(&t);
-            if let Err(e) = self.open(t) {
-                step.failed.push((t, e));
-                self.retry.insert(t, Instant::now() + REOPEN_AFTER);
-            }
-        }
-        for t in self.running() {
-            let result = self.read(t, &mut step).and_then(|()| {
-                let run = &self.running[&t];
-                let since = run.last_commit.elapsed();
-                if run.read > 0 && since >= self.commit_every || since >= self.commit_every * 10 {
-                    self.commit(t, &mut step)
-                } else {
-                    Ok(())
-                }
-            });
-            if let Err(e) = result {
-                tracing::warn!(task = t, "input task: {e}; opened again later");
-                step.failed.push((t, e));
-                self.drop_task(t);
-                self.retry.insert(t, Instant::now() + REOPEN_AFTER);
-            }
-        }
-        step
+        self.units.step(wait)
     }
+
+    /// Commit every running task and leave the group.
+    pub fn leave(self) -> Step {
+        self.units.leave()
+    }
+}
+
+impl<S: Stage1> Unit for TaskUnits<S> {
+    const WHAT: &'static str = "input task";
 
     /// Take input partition `t` up: fence its task and commit a claim,
     /// then read from the group's committed offset (read after the fence,
@@ -264,8 +202,6 @@ impl<S: Stage1> Tasks<S> {
                     watermark: i64::MIN,
                     idle: true,
                 },
-                read: 0,
-                last_commit: Instant::now(),
             },
         );
         Ok(())
@@ -273,7 +209,7 @@ impl<S: Stage1> Tasks<S> {
 
     /// Read what task `t`'s partition has now (a few ms at most) and hand
     /// it to stage 1.
-    fn read(&mut self, t: u32, step: &mut Step) -> Result<(), String> {
+    fn work(&mut self, t: u32) -> Result<usize, String> {
         let run = self.running.get_mut(&t).expect("a running task");
         let mut got: Vec<(i64, Vec<u8>)> = Vec::new();
         let mut wait = Duration::from_millis(5);
@@ -294,14 +230,12 @@ impl<S: Stage1> Tasks<S> {
             .map_err(|e| e.to_string())?;
         if let Some((last, _)) = got.last() {
             run.next = Some(last + 1);
-            run.read += got.len();
-            step.read += got.len();
         }
-        Ok(())
+        Ok(got.len())
     }
 
     /// Commit task `t`'s transaction: its seal and its input offset.
-    fn commit(&mut self, t: u32, step: &mut Step) -> Result<(), String> {
+    fn commit(&mut self, t: u32) -> Result<u64, String> {
         let topic = &self.input_topic;
         let run = self.running.get_mut(&t).expect("a running task");
         let mut offsets = TopicPartitionList::new();
@@ -311,32 +245,15 @@ impl<S: Stage1> Tasks<S> {
                 .map_err(|e| e.to_string())?;
         }
         let input = [(&offsets, &self.offsets_meta)];
-        let id = run
-            .producer
+        run.producer
             .commit(run.progress, if run.next.is_some() { &input } else { &[] })
-            .map_err(|e| e.to_string())?;
-        run.read = 0;
-        run.last_commit = Instant::now();
-        step.committed.push((t, id));
-        Ok(())
+            .map_err(|e| e.to_string())
     }
 
-    fn drop_task(&mut self, t: u32) {
+    fn close(&mut self, t: u32) {
         if self.running.remove(&t).is_some() {
             self.stage1.lost(t);
         }
-    }
-
-    /// Commit every running task and leave the group.
-    pub fn leave(mut self) -> Step {
-        let mut step = Step::default();
-        for t in self.running() {
-            if let Err(e) = self.commit(t, &mut step) {
-                step.failed.push((t, e));
-            }
-        }
-        self.membership.leave();
-        step
     }
 }
 
