@@ -115,7 +115,13 @@ pub fn fault_phase(pause: Option<Duration>, phase: &str, id: u64) {
 
 /// The pause of [`fault_phase`], from `RTAP_FAULT_COMMIT_PAUSE_MS`.
 pub fn fault_pause_from_env() -> Option<Duration> {
-    std::env::var("RTAP_FAULT_COMMIT_PAUSE_MS")
+    fault_pause("RTAP_FAULT_COMMIT_PAUSE_MS")
+}
+
+/// A fault-injection pause of the kill tests: `var` in milliseconds, if
+/// it is set.
+pub fn fault_pause(var: &str) -> Option<Duration> {
+    std::env::var(var)
         .ok()
         .and_then(|v| v.parse().ok())
         .map(Duration::from_millis)

@@ -234,11 +234,7 @@ impl Control {
 /// book-keeping, so that a SIGKILL lands after the switch (the processing
 /// thread goes on and commits the new version's state).
 fn fault_after_switch(name: &str) {
-    let pause = std::env::var("RTAP_FAULT_SWITCH_PAUSE_MS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .map(std::time::Duration::from_millis);
-    if let Some(d) = pause {
+    if let Some(d) = crate::checkpoint::fault_pause("RTAP_FAULT_SWITCH_PAUSE_MS") {
         eprintln!("rtap-fault: switched `{name}`");
         std::thread::sleep(d);
     }
