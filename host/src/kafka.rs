@@ -496,3 +496,188 @@ impl KafkaConfig {
         Ok(consumer)
     }
 }
+
+/// Why a call of a [`Txn`] failed.
+#[derive(Debug)]
+pub enum TxnError {
+    /// A Kafka call failed (the producer takes no more transactions).
+    Kafka {
+        what: &'static str,
+        source: KafkaError,
+    },
+    /// A call failed before: this incarnation takes no more transactions.
+    Broken,
+    /// Refused before any call, for this reason.
+    Refused(String),
+}
+
+/// The transactional producer of one unit of work (an exchange task, a
+/// key-group range), one incarnation of it: opening it fences whoever had
+/// the transactional id before (the broker aborts that one's open
+/// transaction); it runs one transaction at a time, each committed with
+/// the unit's marker (the transaction's id as the offset of the unit's
+/// partition of a marker topic, in a marker group); after a failed call it
+/// takes no more, and the unit is opened again as a new incarnation.
+pub struct Txn {
+    producer: BaseProducer,
+    marker_group: rdkafka::consumer::BaseConsumer,
+    marker_meta: rdkafka::consumer::ConsumerGroupMetadata,
+    marker_topic: String,
+    marker_partition: i32,
+    in_txn: bool,
+    broken: bool,
+}
+
+impl Txn {
+    /// How long a transactional call may wait for the broker.
+    pub const TIMEOUT: Duration = Duration::from_secs(30);
+
+    /// Initialise `transactional_id` (fencing its previous producer); the
+    /// unit's marker is partition `marker_partition` of `marker_topic` in
+    /// `marker_group`.
+    pub fn open(
+        client: &ClientConfig,
+        transactional_id: &str,
+        marker_group: &str,
+        marker_topic: &str,
+        marker_partition: u32,
+    ) -> Result<Txn, TxnError> {
+        let kafka = |what| move |source| TxnError::Kafka { what, source };
+        let producer: BaseProducer = client
+            .clone()
+            .set("transactional.id", transactional_id)
+            .set("transaction.timeout.ms", "60000")
+            .set("linger.ms", "5")
+            .create()
+            .map_err(kafka("creating the producer"))?;
+        producer
+            .init_transactions(Self::TIMEOUT)
+            .map_err(kafka("init_transactions"))?;
+        let (marker_group, marker_meta) = Self::group(client, marker_group)?;
+        Ok(Txn {
+            producer,
+            marker_group,
+            marker_meta,
+            marker_topic: marker_topic.to_string(),
+            marker_partition: marker_partition as i32,
+            in_txn: false,
+            broken: false,
+        })
+    }
+
+    /// A client of group `id` that commits nothing itself, and the group's
+    /// metadata for offsets sent in a transaction.
+    pub fn group(
+        client: &ClientConfig,
+        id: &str,
+    ) -> Result<
+        (
+            rdkafka::consumer::BaseConsumer,
+            rdkafka::consumer::ConsumerGroupMetadata,
+        ),
+        TxnError,
+    > {
+        use rdkafka::consumer::Consumer;
+        let c: rdkafka::consumer::BaseConsumer = client
+            .clone()
+            .set("group.id", id)
+            .set("enable.auto.commit", "false")
+            .create()
+            .map_err(|source| TxnError::Kafka {
+                what: "creating a group's client",
+                source,
+            })?;
+        let meta = c
+            .group_metadata()
+            .ok_or_else(|| TxnError::Refused(format!("no group metadata for `{id}`")))?;
+        Ok((c, meta))
+    }
+
+    /// The marker group's client (to read the committed markers).
+    pub fn marker_group(&self) -> &rdkafka::consumer::BaseConsumer {
+        &self.marker_group
+    }
+
+    /// `r`, with a failure named and the producer marked broken.
+    pub fn check<T>(
+        &mut self,
+        r: Result<T, KafkaError>,
+        what: &'static str,
+    ) -> Result<T, TxnError> {
+        r.map_err(|source| {
+            self.broken = true;
+            TxnError::Kafka { what, source }
+        })
+    }
+
+    /// Begin a transaction unless one is open.
+    pub fn begin(&mut self) -> Result<(), TxnError> {
+        if self.broken {
+            return Err(TxnError::Broken);
+        }
+        if !self.in_txn {
+            let r = self.producer.begin_transaction();
+            self.check(r, "begin_transaction")?;
+            self.in_txn = true;
+        }
+        Ok(())
+    }
+
+    /// Queue `rec` in the open transaction (begun if none is).
+    pub fn send<K, P>(
+        &mut self,
+        rec: rdkafka::producer::BaseRecord<'_, K, P>,
+    ) -> Result<(), TxnError>
+    where
+        K: rdkafka::message::ToBytes + ?Sized,
+        P: rdkafka::message::ToBytes + ?Sized,
+    {
+        self.begin()?;
+        let r = send_waiting(&self.producer, rec);
+        self.check(r, "sending a record")
+    }
+
+    /// Wait until the records sent so far reached the broker (still in the
+    /// open transaction).
+    pub fn flush(&mut self) -> Result<(), TxnError> {
+        let r = flush_fast(&self.producer, Self::TIMEOUT);
+        self.check(r, "flush")
+    }
+
+    /// Commit the open transaction (begun if none is) as `id`: its records
+    /// first, without rdkafka's flush ([`flush_fast`]: `commit_transaction`
+    /// then finds none in flight), then the marker at `id` and `offsets`
+    /// of other groups in it.
+    pub fn commit(
+        &mut self,
+        id: u64,
+        offsets: &[(
+            &rdkafka::TopicPartitionList,
+            &rdkafka::consumer::ConsumerGroupMetadata,
+        )],
+    ) -> Result<(), TxnError> {
+        self.begin()?;
+        self.flush()?;
+        let mut marker = rdkafka::TopicPartitionList::new();
+        let r = marker.add_partition_offset(
+            &self.marker_topic,
+            self.marker_partition,
+            rdkafka::Offset::Offset(id as i64),
+        );
+        self.check(r, "the marker")?;
+        let r =
+            self.producer
+                .send_offsets_to_transaction(&marker, &self.marker_meta, Self::TIMEOUT);
+        self.check(r, "send_offsets_to_transaction (marker)")?;
+        for (tpl, meta) in offsets {
+            let r = self
+                .producer
+                .send_offsets_to_transaction(tpl, meta, Self::TIMEOUT);
+            self.check(r, "send_offsets_to_transaction")?;
+        }
+        let r = self.producer.commit_transaction(Self::TIMEOUT);
+        self.check(r, "commit_transaction")?;
+        self.in_txn = false;
+        Ok(())
+    }
+}

@@ -41,17 +41,15 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerGroupMetadata};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header as KafkaHeader, OwnedHeaders};
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::producer::BaseRecord;
 use rdkafka::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 
 use super::changelog::{self, Folded, ID_HEADER, Lineage};
 use crate::exchange::{Applied, ExchangeTopics};
-use crate::kafka::Quiet;
+use crate::kafka::{Quiet, Txn, TxnError};
 use crate::state::keygroup;
 
-/// How long a transactional call may wait for the broker.
-const TXN_TIMEOUT: Duration = Duration::from_secs(30);
 /// The key of a range's meta record.
 pub const META_KEY: &[u8] = b"\0range-meta";
 
@@ -99,6 +97,24 @@ pub enum RangeError {
     Refused { range: u32, why: String },
 }
 
+impl RangeError {
+    /// A [`Txn`]'s failure, as range `range`'s.
+    fn of(range: u32) -> impl Fn(TxnError) -> RangeError {
+        move |e| match e {
+            TxnError::Kafka { what, source } => RangeError::Kafka {
+                range,
+                what,
+                source,
+            },
+            TxnError::Broken => RangeError::Refused {
+                range,
+                why: "a call failed: open the range again".into(),
+            },
+            TxnError::Refused(why) => RangeError::Refused { range, why },
+        }
+    }
+}
+
 /// Per exchange task: the last record applied, and the exchange offset to
 /// read on from (what `crate::exchange::Owner::state` gives, and
 /// `Owner::open` takes).
@@ -136,17 +152,13 @@ pub struct RangeProducer {
     range: u32,
     topics: RangeTopics,
     key_groups: Range<u32>,
-    producer: BaseProducer,
-    marker_group: BaseConsumer,
-    marker_meta: ConsumerGroupMetadata,
+    txn: Txn,
     owners_meta: ConsumerGroupMetadata,
     lineage: Lineage,
     /// The first id of this incarnation (its claim's).
     start: u64,
     /// The id of the open (or next) transaction.
     id: u64,
-    in_txn: bool,
-    broken: bool,
 }
 
 impl RangeProducer {
@@ -172,35 +184,18 @@ impl RangeProducer {
                 why: format!("there are {} ranges", topics.ranges),
             });
         }
-        let producer: BaseProducer = client
-            .clone()
-            .set(
-                "transactional.id",
-                format!("{}-kg-{range}", topics.transactional_prefix),
-            )
-            .set("transaction.timeout.ms", "60000")
-            .set("linger.ms", "5")
-            .create()
-            .map_err(err("creating the producer"))?;
-        producer
-            .init_transactions(TXN_TIMEOUT)
-            .map_err(err("init_transactions"))?;
-        let group = |id: &str| -> Result<(BaseConsumer, ConsumerGroupMetadata), RangeError> {
-            let c: BaseConsumer = client
-                .clone()
-                .set("group.id", id)
-                .set("enable.auto.commit", "false")
-                .create()
-                .map_err(err("creating a group's client"))?;
-            let meta = c.group_metadata().ok_or_else(|| RangeError::Refused {
-                range,
-                why: format!("no group metadata for `{id}`"),
-            })?;
-            Ok((c, meta))
-        };
-        let (marker_group, marker_meta) = group(&topics.marker_group)?;
-        let (_, owners_meta) = group(&topics.owners_group)?;
-        let g = read_marker(&marker_group, topics, range).map_err(err("reading the marker"))?;
+        let txn = Txn::open(
+            client,
+            &format!("{}-kg-{range}", topics.transactional_prefix),
+            &topics.marker_group,
+            &topics.marker_topic,
+            range,
+        )
+        .map_err(RangeError::of(range))?;
+        let (_, owners_meta) =
+            Txn::group(client, &topics.owners_group).map_err(RangeError::of(range))?;
+        let g =
+            read_marker(txn.marker_group(), topics, range).map_err(err("reading the marker"))?;
         let (state, lineage) = restore(client, topics, range, g)?;
         let (lineage, start) = match lineage {
             Some(mut l) => {
@@ -213,15 +208,11 @@ impl RangeProducer {
             range,
             key_groups: topics.key_groups(range),
             topics: topics.clone(),
-            producer,
-            marker_group,
-            marker_meta,
+            txn,
             owners_meta,
             lineage,
             start,
             id: start,
-            in_txn: false,
-            broken: false,
         };
         p.commit(&state.exchange, &state.meta)?;
         Ok((p, state))
@@ -242,33 +233,6 @@ impl RangeProducer {
         self.id
     }
 
-    /// `r`, with a failure named and the producer marked broken.
-    fn check<T>(&mut self, r: Result<T, KafkaError>, what: &'static str) -> Result<T, RangeError> {
-        r.map_err(|source| {
-            self.broken = true;
-            RangeError::Kafka {
-                range: self.range,
-                what,
-                source,
-            }
-        })
-    }
-
-    fn begin(&mut self) -> Result<(), RangeError> {
-        if self.broken {
-            return Err(RangeError::Refused {
-                range: self.range,
-                why: "a call failed: open the range again".into(),
-            });
-        }
-        if !self.in_txn {
-            let r = self.producer.begin_transaction();
-            self.check(r, "begin_transaction")?;
-            self.in_txn = true;
-        }
-        Ok(())
-    }
-
     fn produce(
         &mut self,
         topic: &str,
@@ -277,7 +241,6 @@ impl RangeProducer {
         payload: Option<&[u8]>,
         headers: Option<OwnedHeaders>,
     ) -> Result<(), RangeError> {
-        self.begin()?;
         let mut rec = BaseRecord::<[u8], [u8]>::to(topic)
             .partition(partition)
             .key(key);
@@ -287,8 +250,7 @@ impl RangeProducer {
         if let Some(h) = headers {
             rec = rec.headers(h);
         }
-        let r = crate::kafka::send_waiting(&self.producer, rec);
-        self.check(r, "sending a record")
+        self.txn.send(rec).map_err(RangeError::of(self.range))
     }
 
     /// A changelog record of the open transaction (its id in the header).
@@ -350,20 +312,6 @@ impl RangeProducer {
             user: meta.to_vec(),
         })
         .expect("a range meta serializes");
-        self.changelog(self.key_groups.start, META_KEY, Some(&record))?;
-        let r = crate::kafka::flush_fast(&self.producer, TXN_TIMEOUT);
-        self.check(r, "flush")?;
-        let mut marker = TopicPartitionList::new();
-        let r = marker.add_partition_offset(
-            &self.topics.marker_topic,
-            self.range as i32,
-            Offset::Offset(self.id as i64),
-        );
-        self.check(r, "the marker")?;
-        let r = self
-            .producer
-            .send_offsets_to_transaction(&marker, &self.marker_meta, TXN_TIMEOUT);
-        self.check(r, "send_offsets_to_transaction (marker)")?;
         let mut offsets = TopicPartitionList::new();
         for (p, (_, from)) in self
             .topics
@@ -372,17 +320,18 @@ impl RangeProducer {
             .into_iter()
             .zip(exchange)
         {
-            let r =
-                offsets.add_partition_offset(&self.topics.exchange.topic, p, Offset::Offset(*from));
-            self.check(r, "the exchange offsets")?;
+            offsets
+                .add_partition_offset(&self.topics.exchange.topic, p, Offset::Offset(*from))
+                .map_err(|source| RangeError::Kafka {
+                    range: self.range,
+                    what: "the exchange offsets",
+                    source,
+                })?;
         }
-        let r = self
-            .producer
-            .send_offsets_to_transaction(&offsets, &self.owners_meta, TXN_TIMEOUT);
-        self.check(r, "send_offsets_to_transaction (exchange)")?;
-        let r = self.producer.commit_transaction(TXN_TIMEOUT);
-        self.check(r, "commit_transaction")?;
-        self.in_txn = false;
+        self.changelog(self.key_groups.start, META_KEY, Some(&record))?;
+        self.txn
+            .commit(self.id, &[(&offsets, &self.owners_meta)])
+            .map_err(RangeError::of(self.range))?;
         let id = self.id;
         self.id += 1;
         Ok(id)
@@ -390,13 +339,12 @@ impl RangeProducer {
 
     /// Send what is queued to the broker (still in the open transaction).
     pub fn flush(&mut self) -> Result<(), RangeError> {
-        let r = crate::kafka::flush_fast(&self.producer, TXN_TIMEOUT);
-        self.check(r, "flush")
+        self.txn.flush().map_err(RangeError::of(self.range))
     }
 
     /// The range's committed marker, as the broker has it now.
     pub fn committed(&self) -> Result<u64, RangeError> {
-        read_marker(&self.marker_group, &self.topics, self.range).map_err(|source| {
+        read_marker(self.txn.marker_group(), &self.topics, self.range).map_err(|source| {
             RangeError::Kafka {
                 range: self.range,
                 what: "reading the marker",

@@ -3,19 +3,16 @@
 //! doc of `crate::exchange`).
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
+use rdkafka::TopicPartitionList;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerGroupMetadata};
+use rdkafka::consumer::{BaseConsumer, ConsumerGroupMetadata};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header as KafkaHeader, OwnedHeaders};
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use rdkafka::{Offset, TopicPartitionList};
+use rdkafka::producer::BaseRecord;
 
 use super::{HEADER, Header, Kind, Progress};
-
-/// How long a transactional call may wait for the broker.
-const TXN_TIMEOUT: Duration = Duration::from_secs(30);
+use crate::kafka::{Txn, TxnError};
 
 /// Where the exchange lives. The topic has a partition per task and
 /// range of key groups, so that every partition has one writer: tansu
@@ -69,15 +66,27 @@ pub enum ExchangeError {
     Refused { task: u32, why: String },
 }
 
+impl ExchangeError {
+    /// A [`Txn`]'s failure, as task `task`'s.
+    fn of(task: u32) -> impl Fn(TxnError) -> ExchangeError {
+        move |e| match e {
+            TxnError::Kafka { what, source } => ExchangeError::Kafka { task, what, source },
+            TxnError::Broken => ExchangeError::Refused {
+                task,
+                why: "a call failed: open the task again".into(),
+            },
+            TxnError::Refused(why) => ExchangeError::Refused { task, why },
+        }
+    }
+}
+
 /// A task's transactional producer: an incarnation of the task. Opening it
 /// fences the task's previous producer; after a failed call it must be
 /// opened again, which begins a new incarnation.
 pub struct TaskProducer {
     task: u32,
     topics: ExchangeTopics,
-    producer: BaseProducer,
-    group: BaseConsumer,
-    group_meta: ConsumerGroupMetadata,
+    txn: Txn,
     /// The first id of this incarnation.
     start: u64,
     /// The committed marker it found.
@@ -86,9 +95,6 @@ pub struct TaskProducer {
     id: u64,
     /// Records sent in the open transaction, per partition.
     sent: Vec<u32>,
-    in_txn: bool,
-    /// A call failed: no more transactions with this producer.
-    broken: bool,
 }
 
 impl TaskProducer {
@@ -110,32 +116,15 @@ impl TaskProducer {
                 why: format!("the exchange has {} tasks", topics.tasks),
             });
         }
-        let producer: BaseProducer = client
-            .clone()
-            .set(
-                "transactional.id",
-                format!("{}-task-{task}", topics.transactional_prefix),
-            )
-            .set("transaction.timeout.ms", "60000")
-            .set("linger.ms", "5")
-            .create()
-            .map_err(err("creating the producer"))?;
-        producer
-            .init_transactions(TXN_TIMEOUT)
-            .map_err(err("init_transactions"))?;
-        let group: BaseConsumer = client
-            .clone()
-            .set("group.id", &topics.marker_group)
-            .set("enable.auto.commit", "false")
-            .create()
-            .map_err(err("creating the marker group's client"))?;
-        let group_meta = group
-            .group_metadata()
-            .ok_or_else(|| ExchangeError::Refused {
-                task,
-                why: format!("no group metadata for `{}`", topics.marker_group),
-            })?;
-        let prev = read_markers(&group, topics, &[task])
+        let txn = Txn::open(
+            client,
+            &format!("{}-task-{task}", topics.transactional_prefix),
+            &topics.marker_group,
+            &topics.marker_topic,
+            task,
+        )
+        .map_err(ExchangeError::of(task))?;
+        let prev = read_markers(txn.marker_group(), topics, &[task])
             .map_err(err("reading the committed marker"))?
             .remove(&task)
             .unwrap_or(0);
@@ -143,15 +132,11 @@ impl TaskProducer {
         let mut p = TaskProducer {
             task,
             topics: topics.clone(),
-            producer,
-            group,
-            group_meta,
+            txn,
             start,
             prev,
             id: start,
             sent: vec![0; topics.ranges as usize],
-            in_txn: false,
-            broken: false,
         };
         p.claim()?;
         Ok(p)
@@ -198,35 +183,8 @@ impl TaskProducer {
         self.id
     }
 
-    /// `r`, with a failure named and the producer marked broken.
-    fn check<T>(
-        &mut self,
-        r: Result<T, KafkaError>,
-        what: &'static str,
-    ) -> Result<T, ExchangeError> {
-        r.map_err(|source| {
-            self.broken = true;
-            ExchangeError::Kafka {
-                task: self.task,
-                what,
-                source,
-            }
-        })
-    }
-
     fn begin(&mut self) -> Result<(), ExchangeError> {
-        if self.broken {
-            return Err(ExchangeError::Refused {
-                task: self.task,
-                why: "a call failed: open the task again".into(),
-            });
-        }
-        if !self.in_txn {
-            let r = self.producer.begin_transaction();
-            self.check(r, "begin_transaction")?;
-            self.in_txn = true;
-        }
-        Ok(())
+        self.txn.begin().map_err(ExchangeError::of(self.task))
     }
 
     fn header(&self, range: u32, kind: Kind) -> OwnedHeaders {
@@ -250,8 +208,7 @@ impl TaskProducer {
             .partition(self.topics.partition(self.task, range))
             .payload(payload)
             .headers(headers);
-        let r = crate::kafka::send_waiting(&self.producer, rec);
-        self.check(r, "sending a record")?;
+        self.txn.send(rec).map_err(ExchangeError::of(self.task))?;
         self.sent[range as usize] += 1;
         Ok(())
     }
@@ -275,8 +232,7 @@ impl TaskProducer {
     /// Wait until the records sent so far reached the broker (still in the
     /// open transaction).
     pub fn flush(&mut self) -> Result<(), ExchangeError> {
-        let r = crate::kafka::flush_fast(&self.producer, TXN_TIMEOUT);
-        self.check(r, "flush")
+        self.txn.flush().map_err(ExchangeError::of(self.task))
     }
 
     /// Commit the open transaction: a seal with the task's `progress` to
@@ -302,29 +258,9 @@ impl TaskProducer {
         &mut self,
         offsets: &[(&TopicPartitionList, &ConsumerGroupMetadata)],
     ) -> Result<(), ExchangeError> {
-        // The records first, without rdkafka's flush (`flush_fast`):
-        // `commit_transaction` then finds none in flight.
-        self.flush()?;
-        let mut marker = TopicPartitionList::new();
-        let r = marker.add_partition_offset(
-            &self.topics.marker_topic,
-            self.task as i32,
-            Offset::Offset(self.id as i64),
-        );
-        self.check(r, "the marker")?;
-        let r = self
-            .producer
-            .send_offsets_to_transaction(&marker, &self.group_meta, TXN_TIMEOUT);
-        self.check(r, "send_offsets_to_transaction (marker)")?;
-        for (tpl, meta) in offsets {
-            let r = self
-                .producer
-                .send_offsets_to_transaction(tpl, meta, TXN_TIMEOUT);
-            self.check(r, "send_offsets_to_transaction")?;
-        }
-        let r = self.producer.commit_transaction(TXN_TIMEOUT);
-        self.check(r, "commit_transaction")?;
-        self.in_txn = false;
+        self.txn
+            .commit(self.id, offsets)
+            .map_err(ExchangeError::of(self.task))?;
         self.sent.iter_mut().for_each(|n| *n = 0);
         self.id += 1;
         Ok(())
@@ -332,7 +268,7 @@ impl TaskProducer {
 
     /// The task's committed marker, as the broker has it now.
     pub fn committed(&self) -> Result<Option<u64>, ExchangeError> {
-        read_markers(&self.group, &self.topics, &[self.task])
+        read_markers(self.txn.marker_group(), &self.topics, &[self.task])
             .map(|mut m| m.remove(&self.task))
             .map_err(|source| ExchangeError::Kafka {
                 task: self.task,
