@@ -5,6 +5,7 @@
 //! took the group over. Any problem found at start is one clear message
 //! naming what and where, and a non-zero exit.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -182,6 +183,7 @@ fn run(config: Config) -> Result<Exit, Failure> {
 
     // Restore the last commit (see `crate::checkpoint` for the protocol);
     // a standby loads its plugins once it took the group over.
+    let resets = group.as_ref().map(group::GroupPlugins::resets);
     let Some((store, kafka_sink, restored, _heartbeat)) = restore(
         &config,
         kafka.as_ref(),
@@ -189,6 +191,7 @@ fn run(config: Config) -> Result<Exit, Failure> {
         &mut pipelines,
         &registry,
         &stop,
+        resets.unwrap_or_default(),
         || {
             if !late {
                 return Ok(None);
@@ -197,9 +200,10 @@ fn run(config: Config) -> Result<Exit, Failure> {
                 f.stop();
             }
             let (p, g) = load(&control, true)?;
+            let resets = g.as_ref().map(group::GroupPlugins::resets);
             group = g;
             watch();
-            Ok(Some(p))
+            Ok(Some((p, resets.unwrap_or_default())))
         },
     )?
     else {
@@ -357,6 +361,10 @@ type Restoring = (
 ///
 /// `late`: runs once the store is settled (a standby took the group over);
 /// the pipelines it returns replace `pipelines`.
+///
+/// `resets`: the group's plugins swapped in with their state reset
+/// (`GroupPlugins::resets`), as `late` returns them too.
+#[allow(clippy::too_many_arguments)]
 fn restore(
     config: &Config,
     kafka: Option<&KafkaConfig>,
@@ -364,7 +372,8 @@ fn restore(
     pipelines: &mut Vec<Pipeline>,
     registry: &Registry,
     stop: &AtomicBool,
-    late: impl FnOnce() -> Result<Option<Vec<Pipeline>>, Failure>,
+    mut resets: BTreeMap<String, String>,
+    late: impl FnOnce() -> Result<Option<(Vec<Pipeline>, BTreeMap<String, String>)>, Failure>,
 ) -> Result<Option<Restoring>, Failure> {
     let store = Store::open(
         &config.data_dir,
@@ -404,10 +413,13 @@ fn restore(
         .map(crate::checkpoint::alive::Heartbeat::start)
         .transpose()
         .map_err(start)?;
-    if let Some(p) = late()? {
+    if let Some((p, r)) = late()? {
         *pipelines = p;
+        resets = r;
     }
-    let restored = restore.load(settled, pipelines, registry).map_err(start)?;
+    let restored = restore
+        .load(settled, pipelines, registry, &resets)
+        .map_err(start)?;
     if restored.restored {
         let positions: Vec<_> = restored.positions.iter().map(|(p, q)| (*p, *q)).collect();
         for r in &mut opened.readers {

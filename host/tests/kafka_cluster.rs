@@ -432,60 +432,127 @@ fn a_host_that_takes_over_runs_the_groups_plugins() {
 #[test]
 fn a_change_is_shared_before_its_barrier() {
     let broker = Broker::start();
+    let v2 = std::fs::read(test_plugins().join("page-views-v2.wasm")).unwrap();
+    let b = killed_in_a_change(
+        &broker,
+        "RTAP_FAULT_SWITCH_PAUSE_MS",
+        "rtap-fault: switched `page-views`",
+        "/api/plugins/page-views",
+        v2,
+    );
+    b.runs_page_views("1.1.1");
+    assert_eq!(
+        std::fs::read(b.folder.path().join("page-views.wasm")).unwrap(),
+        std::fs::read(test_plugins().join("page-views-v2.wasm")).unwrap()
+    );
+}
+
+/// The standby of [`killed_in_a_change`] once it took over.
+struct TookOver {
+    host: Watched,
+    port: u16,
+    folder: tempfile::TempDir,
+    _dirs: Vec<tempfile::TempDir>,
+}
+
+impl TookOver {
+    /// It runs page-views `version`.
+    fn runs_page_views(&self, version: &str) {
+        let p = &running(self.port)["page-views"];
+        assert_eq!(
+            p["version"],
+            version,
+            "the standby took over with {p:#}\n{}",
+            self.host.log.join("\n")
+        );
+    }
+}
+
+/// Two hosts of group `shop` on `broker` (the shipped plugins, events in
+/// the topic): the active one runs with the fault pause `fault` set, takes
+/// a PUT of `wasm` to `path` (whose answer never comes) and is held once it
+/// logs `held`; events produced then are committed, and it is SIGKILLed.
+/// Returns the standby once it is active.
+fn killed_in_a_change(
+    broker: &Broker,
+    fault: &str,
+    held: &str,
+    path: &'static str,
+    wasm: Vec<u8>,
+) -> TookOver {
     broker.create_events_topic();
     broker.produce_keyed(&gen_events(20_000, 45, 2000));
-    let folders = [plugins_dir(&SHIPPED), plugins_dir(&SHIPPED)];
+    let [f0, f1] = [plugins_dir(&SHIPPED), plugins_dir(&SHIPPED)];
     let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
     let ports: Vec<u16> = (0..2).map(|_| free_port()).collect();
-    let host = |i: usize| {
-        group_host(&broker, folders[i].path(), "shop", ports[i], dirs[i].path()).args([
+    let host = |i: usize, folder: &std::path::Path| {
+        group_host(broker, folder, "shop", ports[i], dirs[i].path()).args([
             "--standby",
             "--host-id",
             &format!("host-{i}"),
         ])
     };
-    let mut active = host(0)
-        .env("RTAP_FAULT_SWITCH_PAUSE_MS", "120000")
-        .watched();
+    let mut active = host(0, f0.path()).env(fault, "120000").watched();
     wait_active(ports[0], &mut active);
-    let mut standby = host(1).watched();
+    let mut standby = host(1, f1.path()).watched();
     wait_standby(&mut standby);
-    let v2 = std::fs::read(test_plugins().join("page-views-v2.wasm")).unwrap();
     let port = ports[0];
     // Its answer never comes: the host dies first.
     let put = std::thread::spawn(move || {
         let auth = format!("Bearer {ADMIN}");
-        http(
-            port,
-            "PUT",
-            "/api/plugins/page-views",
-            &[("Authorization", &auth)],
-            &v2,
-        )
+        http(port, "PUT", path, &[("Authorization", &auth)], &wasm)
     });
-    wait_logged(&mut active, "rtap-fault: switched `page-views`");
-    // v2 processes new events, and the group commits them.
+    wait_logged(&mut active, held);
     produce_and_wait_committed(
-        &broker,
+        broker,
         &mut active,
         &gen_events(5_000, 46, 2000),
-        "nothing committed after the switch",
+        "nothing committed while the change was held",
     );
     active.sigkill();
     let _ = put.join();
-
     wait_active(ports[1], &mut standby);
-    let on_b = running(ports[1]);
-    assert_eq!(
-        on_b["page-views"]["version"],
-        "1.1.1",
-        "the standby took over with {:#}\n{}",
-        on_b["page-views"],
-        standby.log.join("\n")
+    TookOver {
+        host: standby,
+        port: ports[1],
+        folder: f1,
+        _dirs: dirs,
+    }
+}
+
+/// A swap with the state reset that is shared ahead of its barrier but
+/// never reaches it. The active host shares page-views 3.0.0 (state schema
+/// 3, no migration from 1.1.x) with `?state=reset`, is held between the
+/// sharing and the barrier (`RTAP_FAULT_SHARE_PAUSE_MS`) while its
+/// processing thread goes on committing 1.1.x's state, and is SIGKILLed
+/// there. The standby that takes over runs the group's version, 3.0.0,
+/// from empty state, as the barrier would have left it (before, it refused
+/// the committed state of schema 1 and stopped), and goes on committing.
+#[test]
+fn a_reset_shared_ahead_of_a_barrier_it_never_reached_starts_empty_at_the_takeover() {
+    let broker = Broker::start();
+    let v3 = std::fs::read(test_plugins().join("page-views-v4.wasm")).unwrap();
+    let mut b = killed_in_a_change(
+        &broker,
+        "RTAP_FAULT_SHARE_PAUSE_MS",
+        "rtap-fault: shared `page-views` ahead",
+        "/api/plugins/page-views?state=reset",
+        v3,
     );
-    assert_eq!(
-        std::fs::read(folders[1].path().join("page-views.wasm")).unwrap(),
-        std::fs::read(test_plugins().join("page-views-v2.wasm")).unwrap()
+    b.runs_page_views("3.0.0");
+    assert!(
+        b.host
+            .log
+            .iter()
+            .any(|l| l.contains("shared but never committed")),
+        "{}",
+        b.host.log.join("\n")
+    );
+    produce_and_wait_committed(
+        &broker,
+        &mut b.host,
+        &gen_events(5_000, 47, 2000),
+        "nothing committed after the takeover",
     );
 }
 

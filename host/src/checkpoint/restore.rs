@@ -121,11 +121,16 @@ impl Restore<'_> {
     /// A restore's second half: load the settled store's last commit into
     /// the workers' `pipelines`, each key into the one that owns its key
     /// group.
+    ///
+    /// `resets`: per plugin whose running version the group swapped in with
+    /// its state reset, that version's content hash (see
+    /// [`Self::load_plugins`]).
     pub fn load(
         self,
         settled: Settled,
         pipelines: &mut [Pipeline],
         registry: &Registry,
+        resets: &BTreeMap<String, String>,
     ) -> Result<Restored, RestoreError> {
         let Settled {
             marker,
@@ -171,7 +176,7 @@ impl Restore<'_> {
         };
         self.check_source(&cp)?;
         for p in pipelines.iter_mut() {
-            self.load_plugins(&cp, p)?;
+            self.load_plugins(&cp, p, resets)?;
         }
         // What the sinks wrote after the commit is written again.
         for (path, len) in &cp.files {
@@ -488,8 +493,20 @@ impl Restore<'_> {
 
     /// Each committed plugin's state into its slot: kept when the loaded
     /// version has the same state schema, migrated when it migrates from
-    /// the committed one, else refused.
-    fn load_plugins(&self, cp: &CommitMeta, pipeline: &mut Pipeline) -> Result<(), RestoreError> {
+    /// the committed one, else refused — unless the loaded version is one
+    /// the group swapped in with its state reset (`resets`) and the
+    /// committed state is another version's: the host that made the change
+    /// shared it and died before its barrier, so no commit holds the
+    /// change. The plugin then starts empty, as the barrier would have
+    /// left it, and its next commit rewrites its state (the store's and
+    /// the changelog's): as if the barrier had come at this commit, so
+    /// every event is still processed by one version.
+    fn load_plugins(
+        &self,
+        cp: &CommitMeta,
+        pipeline: &mut Pipeline,
+        resets: &BTreeMap<String, String>,
+    ) -> Result<(), RestoreError> {
         for pm in &cp.plugins {
             if !pipeline.slots.iter().any(|s| *s.name == pm.name) {
                 if pipeline.shard.worker == 0 {
@@ -508,6 +525,18 @@ impl Restore<'_> {
                 .iter_mut()
                 .find(|s| *s.name == pm.name)
                 .expect("found above");
+            if slot.identity.hash != pm.hash && resets.get(&pm.name) == Some(&slot.identity.hash) {
+                if shard.worker == 0 {
+                    tracing::warn!(
+                        plugin = %pm.name,
+                        committed = %pm.version,
+                        loaded = %slot.identity.description.version,
+                        "the group's swap to this version with its state reset was shared but never committed (the host that made it stopped before its barrier): the plugin starts with empty state, as the barrier would have left it"
+                    );
+                }
+                slot.op.mark_rewrite();
+                continue;
+            }
             slot.restore_entries(
                 &pm.op_meta,
                 entries.iter().map(|(k, v)| (k.as_str(), v.as_slice())),

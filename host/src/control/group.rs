@@ -88,6 +88,13 @@ pub struct Shared {
     pub at: i64,
     /// The host that applied it.
     pub host: String,
+    /// Whether the change to `current` started the plugin's state empty
+    /// (a swap with `?state=reset`). A host that takes over from one that
+    /// died after sharing the change and before its barrier finds state
+    /// the change never replaced, and starts the plugin empty, as the
+    /// barrier would have (`crate::checkpoint::restore`).
+    #[serde(default)]
+    pub reset: bool,
 }
 
 /// The control topic as read at start: every plugin's record and the
@@ -105,6 +112,16 @@ impl GroupPlugins {
     /// Whether the group runs any plugin.
     pub fn has_plugins(&self) -> bool {
         self.plugins.values().any(|s| s.current.is_some())
+    }
+
+    /// Per plugin whose running version was swapped in with its state
+    /// reset: that version's content hash.
+    pub fn resets(&self) -> BTreeMap<String, String> {
+        self.plugins
+            .values()
+            .filter(|s| s.reset)
+            .filter_map(|s| Some((s.name.clone(), s.current.as_ref()?.hash.clone())))
+            .collect()
     }
 
     /// The bytes of the component with content hash `hash`, checked.
@@ -316,6 +333,7 @@ impl Publisher {
         name: &str,
         current: Option<(&[u8], Version)>,
         previous: Option<(&[u8], Version)>,
+        reset: bool,
         wait: Duration,
     ) -> Result<(), String> {
         // A failed delivery left from an earlier share that stopped
@@ -330,7 +348,7 @@ impl Publisher {
         if let Some(e) = stale {
             tracing::debug!("an earlier record of the control topic was not delivered: {e}");
         }
-        self.queue(name, current, previous)?;
+        self.queue(name, current, previous, reset)?;
         self.flush_within(wait)
     }
 
@@ -375,6 +393,7 @@ impl Publisher {
         name: &str,
         current: Option<(&[u8], Version)>,
         previous: Option<(&[u8], Version)>,
+        reset: bool,
     ) -> Result<(), String> {
         for (bytes, v) in current.iter().chain(previous.iter()) {
             self.component(&v.hash, bytes)?;
@@ -385,6 +404,7 @@ impl Publisher {
             previous: previous.as_ref().map(|(_, v)| v.clone()),
             at: crate::clock::now_ms(),
             host: self.host.clone(),
+            reset,
         };
         let body = serde_json::to_vec(&record).expect("a record serializes");
         self.send(&plugin_key(name), &body)?;

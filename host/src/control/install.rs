@@ -79,7 +79,9 @@ impl Control {
                 Instance::new(loaded.clone(), &config).map_err(|e| err(422, e.to_string()))?;
             calls.push(Box::new(more));
         }
-        let ahead = self.share_ahead(name, Some((&loaded, &config)));
+        let reset = matches!(transfer, StateTransfer::Reset);
+        let ahead = self.share_ahead(name, Some((&loaded, &config)), reset);
+        fault_after_share(name);
         counters.set_status(PluginStatus::Swapping);
         let res = self.barrier(|reply| Command::Install {
             identity: Box::new(identity),
@@ -236,6 +238,16 @@ impl Control {
 fn fault_after_switch(name: &str) {
     if let Some(d) = crate::checkpoint::fault_pause("RTAP_FAULT_SWITCH_PAUSE_MS") {
         eprintln!("rtap-fault: switched `{name}`");
+        std::thread::sleep(d);
+    }
+}
+
+/// Fault injection for the kill tests (`RTAP_FAULT_SHARE_PAUSE_MS`): say
+/// on stderr that a change of `name` is shared ahead of its barrier, and
+/// pause before the barrier, so that a SIGKILL lands between the two.
+fn fault_after_share(name: &str) {
+    if let Some(d) = crate::checkpoint::fault_pause("RTAP_FAULT_SHARE_PAUSE_MS") {
+        eprintln!("rtap-fault: shared `{name}` ahead");
         std::thread::sleep(d);
     }
 }

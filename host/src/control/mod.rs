@@ -574,7 +574,7 @@ impl Control {
     pub fn delete(&self, name: &str) -> Result<Value, ControlError> {
         let _busy = self.busy.lock().expect("busy lock");
         self.known(name)?;
-        let ahead = self.share_ahead(name, None);
+        let ahead = self.share_ahead(name, None, false);
         let removed = self
             .barrier(|reply| Command::Remove {
                 name: name.to_string(),

@@ -213,7 +213,7 @@ impl Control {
                 e.current.path.clone(),
             )
         };
-        let ahead = self.share_ahead(name, Some((&shadow.loaded, &shadow.config)));
+        let ahead = self.share_ahead(name, Some((&shadow.loaded, &shadow.config)), false);
         let report = self
             .barrier(|reply| Command::PromoteShadow {
                 name: name.to_string(),

@@ -42,6 +42,7 @@ impl Control {
                 &name,
                 current.as_ref().map(|(b, v)| (&b[..], v.clone())),
                 previous.as_ref().map(|(b, v)| (&b[..], v.clone())),
+                false,
             );
             match queued {
                 Ok(()) => shared.push(name),
@@ -101,7 +102,13 @@ impl Control {
     /// once it has happened ([`Control::shared_after`]). A change that then
     /// fails at its barrier is taken back by sharing the running versions
     /// again ([`Control::share`]).
-    pub(super) fn share_ahead(&self, name: &str, next: Option<(&Arc<Loaded>, &Value)>) -> bool {
+    /// `reset`: the change starts the plugin's state empty.
+    pub(super) fn share_ahead(
+        &self,
+        name: &str,
+        next: Option<(&Arc<Loaded>, &Value)>,
+        reset: bool,
+    ) -> bool {
         let Some(p) = self.group.get() else {
             return true;
         };
@@ -131,6 +138,7 @@ impl Control {
             name,
             current.as_ref().map(|(b, v)| (&b[..], v.clone())),
             previous.as_ref().map(|(b, v)| (&b[..], v.clone())),
+            reset,
             SHARE_WAIT,
         );
         match res {
@@ -190,6 +198,7 @@ impl Control {
             name,
             current.as_ref().map(|(b, v)| (&b[..], v.clone())),
             previous.as_ref().map(|(b, v)| (&b[..], v.clone())),
+            false,
             SHARE_WAIT,
         );
         let mut unshared = self.unshared.lock().expect("unshared lock");
