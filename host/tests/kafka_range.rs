@@ -655,29 +655,11 @@ fn ranges_move_between_hosts_that_join_stall_and_leave_and_every_record_counts_o
     let stop = Arc::new(AtomicBool::new(false));
     let _stop_hosts = StopOnDrop(stop.clone());
     let log = Arc::new(Mutex::new(Log::default()));
-    let host = |name: &'static str| {
-        let (broker, topics, stop, log) =
-            (broker.clone(), topics.clone(), stop.clone(), log.clone());
-        let stall = Arc::new(AtomicBool::new(false));
-        let s = stall.clone();
-        let t = std::thread::spawn(move || {
-            run_host(&broker, &topics, name, false, true, &s, &stop, &log)
-        });
-        (t, stall)
-    };
     let sending = {
         let (broker, topics) = (broker.clone(), topics.clone());
         std::thread::spawn(move || send_all(&broker, &topics, 100, Duration::from_millis(150)))
     };
-    let mut hosts = vec![host("a")];
-    std::thread::sleep(Duration::from_secs(2));
-    hosts.push(host("b"));
-    std::thread::sleep(Duration::from_secs(2));
-    hosts.push(host("c"));
-    std::thread::sleep(Duration::from_secs(6));
-    hosts[0].1.store(true, Ordering::SeqCst);
-    std::thread::sleep(Duration::from_secs(4));
-    hosts.push(host("d"));
+    let hosts = join_stall_join(&broker, &topics, false, true, &stop, &log);
     let (want, lines_per_range) = sending.join().unwrap();
     println!(
         "the tasks sent {lines_per_range:?} lines per range in {:.1?}",
@@ -687,7 +669,7 @@ fn ranges_move_between_hosts_that_join_stall_and_leave_and_every_record_counts_o
         c.lines == lines_per_range[r as usize]
     });
     stop.store(true, Ordering::SeqCst);
-    for (t, _) in hosts {
+    for t in hosts {
         t.join().unwrap();
     }
     println!("every line committed after {:.1?}", started.elapsed());
@@ -702,6 +684,44 @@ fn ranges_move_between_hosts_that_join_stall_and_leave_and_every_record_counts_o
     println!("ranges gained per host: {:?}", l.gained);
     drop(l);
     check_totals(&broker, &topics, R, &want, Some(&lines_per_range));
+}
+
+/// The hosts of the cross-host tests, each running [`run_host`] (stage 1
+/// too with `input`) until `stop`: a, b and c join 2 s apart, a stalls 6 s
+/// after c joined (it hangs with `hang`, else leaves), d joins 4 s later.
+/// Returns their threads.
+fn join_stall_join(
+    broker: &Arc<Broker>,
+    topics: &RangeTopics,
+    input: bool,
+    hang: bool,
+    stop: &Arc<AtomicBool>,
+    log: &Arc<Mutex<Log>>,
+) -> Vec<std::thread::JoinHandle<()>> {
+    let host = |name: &'static str, stall: &Arc<AtomicBool>| {
+        let (broker, topics, stall, stop, log) = (
+            broker.clone(),
+            topics.clone(),
+            stall.clone(),
+            stop.clone(),
+            log.clone(),
+        );
+        std::thread::spawn(move || {
+            run_host(&broker, &topics, name, input, hang, &stall, &stop, &log)
+        })
+    };
+    let a_stalls = Arc::new(AtomicBool::new(false));
+    let never = Arc::new(AtomicBool::new(false));
+    let mut hosts = vec![host("a", &a_stalls)];
+    std::thread::sleep(Duration::from_secs(2));
+    hosts.push(host("b", &never));
+    std::thread::sleep(Duration::from_secs(2));
+    hosts.push(host("c", &never));
+    std::thread::sleep(Duration::from_secs(6));
+    a_stalls.store(true, Ordering::SeqCst);
+    std::thread::sleep(Duration::from_secs(4));
+    hosts.push(host("d", &never));
+    hosts
 }
 
 /// Wait until every one of `ranges` ranges' last commit is `done`: every
@@ -888,31 +908,13 @@ fn both_stages_across_hosts_that_join_and_leave_count_every_input_record_once() 
     let stop = Arc::new(AtomicBool::new(false));
     let _stop_hosts = StopOnDrop(stop.clone());
     let log = Arc::new(Mutex::new(Log::default()));
-    let host = |name: &'static str| {
-        let (broker, topics, stop, log) =
-            (broker.clone(), topics.clone(), stop.clone(), log.clone());
-        let stall = Arc::new(AtomicBool::new(false));
-        let s = stall.clone();
-        let t = std::thread::spawn(move || {
-            run_host(&broker, &topics, name, true, false, &s, &stop, &log)
-        });
-        (t, stall)
-    };
     let producing = {
         let broker = broker.clone();
         std::thread::spawn(move || {
             produce_input(&broker, PARTITIONS, 100, Duration::from_millis(150))
         })
     };
-    let mut hosts = vec![host("a")];
-    std::thread::sleep(Duration::from_secs(2));
-    hosts.push(host("b"));
-    std::thread::sleep(Duration::from_secs(2));
-    hosts.push(host("c"));
-    std::thread::sleep(Duration::from_secs(6));
-    hosts[0].1.store(true, Ordering::SeqCst);
-    std::thread::sleep(Duration::from_secs(4));
-    hosts.push(host("d"));
+    let hosts = join_stall_join(&broker, &topics, true, false, &stop, &log);
     let (want, count) = producing.join().unwrap();
     println!(
         "{count:?} input records per partition in {:.1?}",
@@ -930,7 +932,7 @@ fn both_stages_across_hosts_that_join_and_leave_count_every_input_record_once() 
         c.sum >= want_sum[r as usize]
     });
     stop.store(true, Ordering::SeqCst);
-    for (t, _) in hosts {
+    for t in hosts {
         t.join().unwrap();
     }
     println!(
