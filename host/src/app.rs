@@ -91,6 +91,9 @@ fn run(config: Config) -> Result<Exit, Failure> {
         workers,
     ));
     let kafka = KafkaConfig::from_config(&config).map(|k| k.reporting_to(registry.kafka.clone()));
+    if config.share {
+        return run_shared(&config, kafka, &runtime);
+    }
     if let Some(k) = &kafka {
         crate::kafka::ensure_topics(k).map_err(start)?;
     }
@@ -335,6 +338,29 @@ fn run(config: Config) -> Result<Exit, Failure> {
     tracing::info!(?exit, "done");
     tokio.shutdown_timeout(std::time::Duration::from_millis(200));
     Ok(exit)
+}
+
+/// `--share`: this host's share of the group's work
+/// (`crate::cluster::shared`), until SIGINT or SIGTERM.
+fn run_shared(
+    config: &Config,
+    kafka: Option<KafkaConfig>,
+    runtime: &Runtime,
+) -> Result<Exit, Failure> {
+    let Some(mut k) = kafka else {
+        return Err(start("--share needs --kafka-brokers"));
+    };
+    // The ranges' state lives in the changelog.
+    k.changelog = true;
+    crate::kafka::ensure_topics(&k).map_err(start)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let tokio = api::serve(config, None, stop.clone()).map_err(Failure::Start)?;
+    if !config.no_server {
+        tracing::warn!("--share serves no HTTP API yet");
+    }
+    crate::cluster::shared::run(config, &k, runtime, stop).map_err(Failure::Run)?;
+    tokio.shutdown_timeout(std::time::Duration::from_millis(200));
+    Ok(Exit::Shutdown)
 }
 
 /// Leaves the group's cluster view when the run ends, however it ends.

@@ -262,6 +262,25 @@ pub struct Config {
     #[arg(long)]
     pub standby: bool,
 
+    /// Share the work with every host started with `--share` and the same
+    /// `--kafka-group`: the input partitions and the key-group ranges are
+    /// divided among them by Kafka's consumer-group protocol, each range's
+    /// state lives in `<group>-changelog`, and the ranges and partitions
+    /// of a host that stops or dies move to the others (README, "Many
+    /// hosts"). In this mode the host runs the plugins of its folder
+    /// (every host must have the same) and serves no HTTP API yet; the
+    /// metric detectors, dead letters and late events do not run in it
+    /// yet.
+    #[arg(long, env = "RTAP_SHARE", conflicts_with = "standby")]
+    pub share: bool,
+
+    /// With `--share`: the ranges the 128 key groups are cut into, each
+    /// with its own transactional producer, state and partition of the
+    /// output topics (which need at least that many partitions). The most
+    /// hosts that run stage 2; fixed for the group's lifetime.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=128))]
+    pub key_group_ranges: u32,
+
     /// How long the group's commit marker must stand still before a host
     /// whose data dir does not fit it takes the group over (a host on Kafka
     /// commits at least once a second, events or not).

@@ -426,14 +426,7 @@ pub fn ensure_topic(
         &admin,
         &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
     )?;
-    let meta = admin
-        .inner()
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .map_err(setup_err("a topic's metadata"))?;
-    let have = meta
-        .topics()
-        .first()
-        .map_or(0, |t| t.partitions().len() as i32);
+    let have = partitions_of(cfg, topic)?;
     if have < partitions {
         return Err(KafkaSetupError {
             what: format!("topic {topic}"),
@@ -441,6 +434,22 @@ pub fn ensure_topic(
         });
     }
     Ok(())
+}
+
+/// The partitions `topic` has (0: it does not exist).
+pub fn partitions_of(cfg: &KafkaConfig, topic: &str) -> Result<i32, KafkaSetupError> {
+    use rdkafka::consumer::Consumer;
+    let probe: rdkafka::consumer::BaseConsumer = cfg
+        .client(&[])
+        .create()
+        .map_err(setup_err("a metadata client"))?;
+    let meta = probe
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .map_err(setup_err("a topic's metadata"))?;
+    Ok(meta
+        .topics()
+        .first()
+        .map_or(0, |t| t.partitions().len() as i32))
 }
 
 /// A reader's client context: a partition read to its end is what the

@@ -548,15 +548,7 @@ fn a_partition_ending_in_a_commit_marker_goes_idle() {
     }
     p.commit_transaction(Duration::from_secs(10)).unwrap();
     drop(p);
-    let last = lines
-        .iter()
-        .map(|l| {
-            serde_json::from_str::<Value>(l).unwrap()["timestamp"]
-                .as_i64()
-                .unwrap()
-        })
-        .max()
-        .unwrap();
+    let last = max_timestamp(&lines);
 
     let plugins = plugins_dir(&["page-views"]);
     let data = tempfile::tempdir().unwrap();

@@ -464,28 +464,30 @@ struct Totals {
 }
 
 impl Stage2 for Totals {
-    fn gained(&mut self, range: u32, state: &RangeState) {
+    fn gained(&mut self, range: u32, state: &RangeState) -> Result<(), String> {
         let lines = match state.meta.as_slice() {
             [] => 0,
             m => u64::from_le_bytes(m.try_into().expect("8 bytes of meta")),
         };
         let totals = totals_of(&self.topics, range, state);
         self.ranges.insert(range, (totals, lines));
+        Ok(())
     }
 
     fn apply(
         &mut self,
         range: u32,
         released: &[Released],
+        _: Option<i64>,
         out: &mut RangeProducer,
-    ) -> Result<(), RangeError> {
+    ) -> Result<usize, RangeError> {
         let (totals, lines) = self.ranges.get_mut(&range).expect("a gained range");
         *lines += apply(totals, released, out)?;
-        Ok(())
+        Ok(released.len())
     }
 
-    fn meta(&self, range: u32) -> Vec<u8> {
-        self.ranges[&range].1.to_le_bytes().to_vec()
+    fn commit(&mut self, range: u32, _: &mut RangeProducer) -> Result<Vec<u8>, RangeError> {
+        Ok(self.ranges[&range].1.to_le_bytes().to_vec())
     }
 
     fn lost(&mut self, range: u32) {

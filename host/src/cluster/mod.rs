@@ -7,6 +7,8 @@
 //! - [`tasks`]: the input partitions one host runs (stage 1), as the input
 //!   topic's consumer group assigns them, each sending to the ranges
 //!   through the exchange topic and committing its input offsets there;
+//! - [`stages`]: the pipeline's stages 1 and 2 on those two;
+//! - [`shared`]: `--share`, a host running both for its group;
 //! - [`units`]: what those two share: opening, working, committing and
 //!   closing the units the group gives the host, and opening a failed one
 //!   again.
@@ -16,6 +18,8 @@
 //! step 5).
 
 pub mod ranges;
+pub mod shared;
+pub mod stages;
 pub mod tasks;
 pub mod units;
 pub mod view;

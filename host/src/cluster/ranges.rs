@@ -28,18 +28,24 @@ use crate::kafka::{KafkaConfig, KafkaSetupError};
 
 /// What runs on a range's records: stage 2.
 pub trait Stage2 {
-    /// Range `range` is this host's now, restored to `state`.
-    fn gained(&mut self, range: u32, state: &RangeState);
-    /// Apply `released` (a range's records, in each task's order),
-    /// writing outputs and state changes through `out`.
+    /// Range `range` is this host's now, restored to `state` (an error:
+    /// the range is not taken up, and is opened again later).
+    fn gained(&mut self, range: u32, state: &RangeState) -> Result<(), String>;
+    /// Apply `released` (a range's records, seals included, in each
+    /// task's order; perhaps none), then fire what `watermark` (the least
+    /// of the range's tasks' committed seals, none while one sealed
+    /// nothing) makes due, writing outputs through `out`. Returns what it
+    /// wrote or applied (a range that did anything commits on the pace).
     fn apply(
         &mut self,
         range: u32,
         released: &[Released],
+        watermark: Option<i64>,
         out: &mut RangeProducer,
-    ) -> Result<(), RangeError>;
-    /// The meta to commit range `range` with.
-    fn meta(&self, range: u32) -> Vec<u8>;
+    ) -> Result<usize, RangeError>;
+    /// Write range `range`'s state changes since its last commit through
+    /// `out`; the meta to commit it with.
+    fn commit(&mut self, range: u32, out: &mut RangeProducer) -> Result<Vec<u8>, RangeError>;
     /// Range `range` is no longer this host's: forget its state.
     fn lost(&mut self, range: u32);
 }
@@ -138,7 +144,7 @@ impl<S: Stage2> Unit for RangeUnits<S> {
             took_ms = state.took.as_millis() as u64,
             "key-group range taken up"
         );
-        self.stage2.gained(r, &state);
+        self.stage2.gained(r, &state)?;
         self.running.insert(r, Running { producer, owner });
         Ok(())
     }
@@ -151,17 +157,17 @@ impl<S: Stage2> Unit for RangeUnits<S> {
         run.owner
             .pump(Duration::from_millis(5), true, &mut released)
             .map_err(|e| e.to_string())?;
-        if !released.is_empty() {
-            self.stage2
-                .apply(r, &released, &mut run.producer)
-                .map_err(|e| e.to_string())?;
-        }
-        Ok(released.len())
+        self.stage2
+            .apply(r, &released, run.owner.watermark(), &mut run.producer)
+            .map_err(|e| e.to_string())
     }
 
     fn commit(&mut self, r: u32) -> Result<u64, String> {
-        let meta = self.stage2.meta(r);
         let run = self.running.get_mut(&r).expect("a running range");
+        let meta = self
+            .stage2
+            .commit(r, &mut run.producer)
+            .map_err(|e| e.to_string())?;
         run.producer
             .commit(&run.owner.state(), &meta)
             .map_err(|e| e.to_string())

@@ -149,6 +149,11 @@ impl<S: Stage1> Tasks<S> {
         self.units.step(wait)
     }
 
+    /// This host's stage 1.
+    pub fn stage1(&self) -> &S {
+        &self.units.unit.stage1
+    }
+
     /// Commit every running task and leave the group.
     pub fn leave(self) -> Step {
         self.units.leave()

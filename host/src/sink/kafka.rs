@@ -433,6 +433,11 @@ impl Record {
         })
     }
 
+    /// The record's key.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
     /// A dead letter: the input as received, keyed by its origin
     /// (`source|partition|offset`, so the dead letters of one input record
     /// share a partition).

@@ -41,3 +41,16 @@ pub fn write_events(path: &Path, n: u64, seed: u64, rate: u32) {
         .expect("run rtap-gen");
     assert!(st.success(), "rtap-gen failed: {st}");
 }
+
+/// The latest `timestamp` of simulated events.
+pub fn max_timestamp(lines: &[String]) -> i64 {
+    lines
+        .iter()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["timestamp"]
+                .as_i64()
+                .unwrap()
+        })
+        .max()
+        .unwrap()
+}
