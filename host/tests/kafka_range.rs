@@ -478,7 +478,7 @@ impl Stage2 for Totals {
         &mut self,
         range: u32,
         released: &[Released],
-        _: Option<i64>,
+        _: &[Option<Progress>],
         out: &mut RangeProducer,
     ) -> Result<usize, RangeError> {
         let (totals, lines) = self.ranges.get_mut(&range).expect("a gained range");

@@ -17,13 +17,13 @@
 //! stalled host's next commit fails and that range is dropped here.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
 
 use super::units::{Step, Unit, Units};
 use crate::checkpoint::range::{RangeError, RangeProducer, RangeState, RangeTopics};
-use crate::exchange::{Membership, Owner, Released};
+use crate::exchange::{Membership, Owner, Progress, Released};
 use crate::kafka::{KafkaConfig, KafkaSetupError};
 
 /// What runs on a range's records: stage 2.
@@ -32,15 +32,16 @@ pub trait Stage2 {
     /// the range is not taken up, and is opened again later).
     fn gained(&mut self, range: u32, state: &RangeState) -> Result<(), String>;
     /// Apply `released` (a range's records, seals included, in each
-    /// task's order; perhaps none), then fire what `watermark` (the least
-    /// of the range's tasks' committed seals, none while one sealed
-    /// nothing) makes due, writing outputs through `out`. Returns what it
-    /// wrote or applied (a range that did anything commits on the pace).
+    /// task's order; perhaps none), then fire what the tasks' `progress`
+    /// (each one's last committed seal here, after `released`; none while
+    /// a task sealed nothing) makes due, writing outputs through `out`.
+    /// Returns what it wrote or applied (a range that did anything commits
+    /// on the pace).
     fn apply(
         &mut self,
         range: u32,
         released: &[Released],
-        watermark: Option<i64>,
+        progress: &[Option<Progress>],
         out: &mut RangeProducer,
     ) -> Result<usize, RangeError>;
     /// Write range `range`'s state changes since its last commit through
@@ -50,10 +51,26 @@ pub trait Stage2 {
     fn lost(&mut self, range: u32);
 }
 
+/// How often a range reads its tasks' committed markers (one broker
+/// round trip for every task), while records wait for them. Read at every
+/// step (a few ms apart), they cost the broker more CPU than the records
+/// (BENCHMARKS.md, "Many hosts").
+const MARKERS_EVERY: Duration = Duration::from_millis(50);
+
+/// A running range's exchange reader, for the log.
+#[derive(Debug)]
+pub struct RangeProgress {
+    pub range: u32,
+    pub seals: Vec<Option<Progress>>,
+    pub waiting: usize,
+}
+
 /// A range this host runs: an incarnation and its exchange reader.
 struct Running {
     producer: RangeProducer,
     owner: Owner,
+    /// When it last read the tasks' markers.
+    markers_read: Instant,
 }
 
 /// Ranges as the units of `super::units`.
@@ -106,6 +123,22 @@ impl<S: Stage2> Ranges<S> {
         self.units.step(wait)
     }
 
+    /// Each running range's exchange reader: its tasks' last committed
+    /// seals there, and the records it read that wait for their
+    /// transaction's outcome.
+    pub fn progress(&self) -> Vec<RangeProgress> {
+        self.units
+            .unit
+            .running
+            .iter()
+            .map(|(r, run)| RangeProgress {
+                range: *r,
+                seals: run.owner.progress(),
+                waiting: run.owner.waiting(),
+            })
+            .collect()
+    }
+
     /// This host's stage 2.
     pub fn stage2(&self) -> &S {
         &self.units.unit.stage2
@@ -145,7 +178,14 @@ impl<S: Stage2> Unit for RangeUnits<S> {
             "key-group range taken up"
         );
         self.stage2.gained(r, &state)?;
-        self.running.insert(r, Running { producer, owner });
+        self.running.insert(
+            r,
+            Running {
+                producer,
+                owner,
+                markers_read: Instant::now() - MARKERS_EVERY,
+            },
+        );
         Ok(())
     }
 
@@ -154,11 +194,15 @@ impl<S: Stage2> Unit for RangeUnits<S> {
     fn work(&mut self, r: u32) -> Result<usize, String> {
         let run = self.running.get_mut(&r).expect("a running range");
         let mut released = Vec::new();
+        let markers = run.owner.waiting() > 0 && run.markers_read.elapsed() >= MARKERS_EVERY;
+        if markers {
+            run.markers_read = Instant::now();
+        }
         run.owner
-            .pump(Duration::from_millis(5), true, &mut released)
+            .pump(Duration::from_millis(5), markers, &mut released)
             .map_err(|e| e.to_string())?;
         self.stage2
-            .apply(r, &released, run.owner.watermark(), &mut run.producer)
+            .apply(r, &released, &run.owner.progress(), &mut run.producer)
             .map_err(|e| e.to_string())
     }
 

@@ -20,8 +20,11 @@
 //!   the range's meta record). Each released payload is decoded into a
 //!   round of its own and applied in its task's order; every record's
 //!   watermark is held to the range's watermark (the least of its tasks'
-//!   committed seals), and windows and timers fire by it. So a window
-//!   fires only once every task has sealed past its end: on inputs
+//!   committed seals, each task's kept with the range's state) as it was
+//!   before the payloads were released, and windows and timers fire by
+//!   the watermark after them. So a window
+//!   fires only once every task has sealed past its end and every record
+//!   of those seals' transactions is applied: on inputs
 //!   without late events, the outputs equal one host's
 //!   (`host/tests/kafka_stages.rs`). Outputs go to partition *r* of the
 //!   output topics and the changed keys to the changelog, in the range's
@@ -45,7 +48,7 @@ use crate::checkpoint::commit::PluginMeta;
 use crate::checkpoint::range::{RangeError, RangeProducer, RangeState};
 use crate::clock::now_ms;
 use crate::event::{EventBatch, Malformed, Origin, Position};
-use crate::exchange::{ExchangeError, Kind, Progress, Released, TaskProducer};
+use crate::exchange::{ExchangeError, Kind, Progress, Released, TaskProducer, owner_watermark};
 use crate::output::Output;
 use crate::pipeline::exchange::{Record, Round};
 use crate::pipeline::wire::{Encoder, Inbox, SlotId};
@@ -239,14 +242,35 @@ impl Stage1 for PipelineStage1 {
 #[derive(Serialize, Deserialize)]
 struct RangeMeta {
     plugins: Vec<PluginMeta>,
+    /// Each task's last committed seal as the range knew it.
+    progress: Vec<Option<Progress>>,
 }
 
 /// A range this host runs: its pipeline.
 struct RangeRun {
     pipeline: Pipeline,
     slots: Vec<SlotId>,
+    /// Each task's progress here: its latest seal, with the highest
+    /// watermark any of its seals said (restored with the range, so that
+    /// an owner that reads on from the restored position, or a task's new
+    /// incarnation that starts its watermark afresh, does not take the
+    /// range's watermark back).
+    progress: Vec<Option<Progress>>,
     /// The watermark it fired by last.
     fired: Option<i64>,
+}
+
+/// `seen`, merged into `known`: the later seal, with the higher
+/// watermark.
+fn merge(known: &mut [Option<Progress>], seen: &[Option<Progress>]) {
+    for (k, s) in known.iter_mut().zip(seen) {
+        if let Some(s) = s {
+            *k = Some(Progress {
+                watermark: s.watermark.max(k.map_or(i64::MIN, |k| k.watermark)),
+                idle: s.idle,
+            });
+        }
+    }
 }
 
 /// Stage 2 of every plugin, for the key-group ranges a host runs.
@@ -342,9 +366,11 @@ impl Stage2 for PipelineStage2 {
     fn gained(&mut self, range: u32, state: &RangeState) -> Result<(), String> {
         let mut pipeline = self.plugins.pipeline(range, self.ranges)?;
         self.restored += state.entries.len() as u64;
+        let mut progress = vec![None; state.exchange.len()];
         if !state.meta.is_empty() {
             let meta: RangeMeta = postcard::from_bytes(&state.meta)
                 .map_err(|e| format!("range {range}: its meta record: {e}"))?;
+            merge(&mut progress, &meta.progress);
             for pm in &meta.plugins {
                 let Some(slot) = pipeline
                     .slots
@@ -381,6 +407,7 @@ impl Stage2 for PipelineStage2 {
             RangeRun {
                 pipeline,
                 slots,
+                progress,
                 fired: None,
             },
         );
@@ -391,10 +418,18 @@ impl Stage2 for PipelineStage2 {
         &mut self,
         range: u32,
         released: &[Released],
-        watermark: Option<i64>,
+        progress: &[Option<Progress>],
         out: &mut RangeProducer,
     ) -> Result<usize, RangeError> {
         let run = self.running.get_mut(&range).expect("a running range");
+        // While these records are applied nothing fires past the
+        // watermark before them (every record under it was applied):
+        // another task's records for the same windows may come later in
+        // `released`. Then it fires by the watermark after them.
+        let before = owner_watermark(run.progress.iter().copied());
+        merge(&mut run.progress, progress);
+        let watermark = owner_watermark(run.progress.iter().copied());
+        let held = before.unwrap_or(i64::MIN);
         let wm = watermark.unwrap_or(i64::MIN);
         let mut applied = 0;
         for rel in released.iter().filter(|r| r.header.kind == Kind::Data) {
@@ -409,14 +444,14 @@ impl Stage2 for PipelineStage2 {
                 self.sidelined.refused += 1;
                 continue;
             }
-            let (round, mut records) = inbox.finish(wm);
+            let (round, mut records) = inbox.finish(held);
             for r in &mut records {
-                hold(r, wm);
+                hold(r, held);
             }
             run.pipeline.stage2(&round, records);
             applied += 1;
         }
-        if applied == 0 && run.fired != watermark {
+        if applied > 0 || run.fired != watermark {
             run.pipeline.advance(wm);
         }
         run.fired = watermark;
@@ -457,7 +492,11 @@ impl Stage2 for PipelineStage2 {
                 op_meta: d.meta,
             });
         }
-        Ok(postcard::to_allocvec(&RangeMeta { plugins }).expect("a range meta serializes"))
+        let meta = RangeMeta {
+            plugins,
+            progress: run.progress.clone(),
+        };
+        Ok(postcard::to_allocvec(&meta).expect("a range meta serializes"))
     }
 
     fn lost(&mut self, range: u32) {

@@ -125,11 +125,15 @@ impl<U: Unit> Units<U> {
             self.retry.remove(&u);
             match self.unit.open(u) {
                 Ok(()) => {
+                    // A unit taken up commits as soon as it handled
+                    // something (a failover's first output waits for no
+                    // pace), then on the pace.
+                    let now = Instant::now();
                     self.running.insert(
                         u,
                         Pace {
                             records: 0,
-                            last_commit: Instant::now(),
+                            last_commit: now,
                         },
                     );
                 }

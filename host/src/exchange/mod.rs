@@ -104,7 +104,7 @@ pub enum Kind {
 pub const HEADER: &str = "rtap-x";
 
 /// What a seal says of its task's input after the transaction.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Progress {
     /// The task's watermark (event time, ms).
     pub watermark: i64,
