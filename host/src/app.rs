@@ -92,7 +92,9 @@ fn run(config: Config) -> Result<Exit, Failure> {
     ));
     let kafka = KafkaConfig::from_config(&config).map(|k| k.reporting_to(registry.kafka.clone()));
     if config.share {
-        return run_shared(&config, kafka, &runtime);
+        // Plugin changes through the API answer 503: no runner takes them.
+        drop(commands);
+        return run_shared(&config, kafka, &runtime, (registry, hub, control));
     }
     if let Some(k) = &kafka {
         crate::kafka::ensure_topics(k).map_err(start)?;
@@ -341,11 +343,15 @@ fn run(config: Config) -> Result<Exit, Failure> {
 }
 
 /// `--share`: this host's share of the group's work
-/// (`crate::cluster::shared`), until SIGINT or SIGTERM.
+/// (`crate::cluster::shared`), until SIGINT or SIGTERM. Its API serves
+/// `/health`, `GET /api/cluster` (every host of the group with its input
+/// partitions and key groups) and the read API; plugin changes are
+/// refused (503).
 fn run_shared(
     config: &Config,
     kafka: Option<KafkaConfig>,
     runtime: &Runtime,
+    (registry, hub, control): (Arc<Registry>, Hub, Arc<Control>),
 ) -> Result<Exit, Failure> {
     let Some(mut k) = kafka else {
         return Err(start("--share needs --kafka-brokers"));
@@ -353,12 +359,24 @@ fn run_shared(
     // The ranges' state lives in the changelog.
     k.changelog = true;
     crate::kafka::ensure_topics(&k).map_err(start)?;
+    let cluster =
+        Cluster::join(&k, Identity::from_config(config), registry.clone()).map_err(start)?;
+    let _leave = Leave(cluster.clone());
     let stop = Arc::new(AtomicBool::new(false));
-    let tokio = api::serve(config, None, stop.clone()).map_err(Failure::Start)?;
-    if !config.no_server {
-        tracing::warn!("--share serves no HTTP API yet");
-    }
-    crate::cluster::shared::run(config, &k, runtime, stop).map_err(Failure::Run)?;
+    let server = (!config.no_server).then(|| {
+        AppState::new(
+            config,
+            registry.clone(),
+            hub,
+            format!("kafka:{}", k.events_topic),
+            control,
+            cluster,
+        )
+    });
+    let tokio = api::serve(config, server, stop.clone()).map_err(Failure::Start)?;
+    *registry.key_groups.lock().expect("registry lock") = Some(Vec::new());
+    registry.role.set(Role::Active);
+    crate::cluster::shared::run(config, &k, runtime, stop, &registry).map_err(Failure::Run)?;
     tokio.shutdown_timeout(std::time::Duration::from_millis(200));
     Ok(Exit::Shutdown)
 }

@@ -268,9 +268,10 @@ pub struct Config {
     /// state lives in `<group>-changelog`, and the ranges and partitions
     /// of a host that stops or dies move to the others (README, "Many
     /// hosts"). In this mode the host runs the plugins of its folder
-    /// (every host must have the same) and serves no HTTP API yet; the
-    /// metric detectors, dead letters and late events do not run in it
-    /// yet.
+    /// (every host must have the same; the API refuses plugin changes),
+    /// and its API serves `/health`, `GET /api/cluster` and the read API;
+    /// the metric detectors, dead letters and late events do not run in
+    /// it yet.
     #[arg(long, env = "RTAP_SHARE", conflicts_with = "standby")]
     pub share: bool,
 
@@ -280,6 +281,15 @@ pub struct Config {
     /// hosts that run stage 2; fixed for the group's lifetime.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=128))]
     pub key_group_ranges: u32,
+
+    /// With `--share`: how often each input partition and each key-group
+    /// range commits its own transaction (12 partitions and 3 ranges at
+    /// 1 s: 15 transactions a second for the group). A committed output
+    /// waits for up to two of them (its input partition's, then its
+    /// range's). At 100 ms the broker's CPU per event doubled and the
+    /// throughput halved on a 2-core machine (BENCHMARKS.md, "Many hosts").
+    #[arg(long, default_value = "1s")]
+    pub share_commit_interval: HumanDuration,
 
     /// How long the group's commit marker must stand still before a host
     /// whose data dir does not fit it takes the group over (a host on Kafka

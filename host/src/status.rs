@@ -309,6 +309,9 @@ pub struct Registry {
     pub role: RoleStatus,
     /// The source partitions this host processes (empty until active).
     pub partitions: Mutex<Vec<i32>>,
+    /// The key groups this host owns, when it shares them with other hosts
+    /// (`--share`); none: every key group, once active.
+    pub key_groups: Mutex<Option<Vec<u32>>>,
     /// When and how this host began processing.
     pub takeover: Mutex<Option<Takeover>>,
 }

@@ -425,14 +425,6 @@ fn a_closed_task_holds_no_owner_back() {
     assert_eq!(released.len(), RANGES as usize);
 }
 
-/// User + system CPU seconds of process `pid` (`self` for this one).
-fn cpu_seconds(pid: &str) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let f: Vec<&str> = stat.rsplit_once(") ").unwrap().1.split(' ').collect();
-    let ticks: f64 = f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
-    ticks / 100.0
-}
-
 /// What the exchange topic costs per record: one task sends
 /// `BENCH_RECORDS` records (400 000) of `BENCH_BYTES` bytes (220: an event
 /// as JSON is ~215) to two ranges in transactions of `BENCH_PER_TXN`

@@ -18,6 +18,7 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -28,6 +29,7 @@ use rtap_host::cluster::stages::{PipelineStage1, PipelineStage2, Plugins, Sideli
 use rtap_host::cluster::tasks::{InputGroup, Tasks};
 use rtap_host::exchange::ExchangeTopics;
 use rtap_host::pipeline::TimeConfig;
+use serde_json::Value;
 
 /// The shipped plugins but the metric detectors (stage 3).
 const PLUGINS: [&str; 8] = [
@@ -145,7 +147,14 @@ fn run_host(
         stage2,
     )
     .unwrap();
+    let mut said = Instant::now();
     loop {
+        if said.elapsed() > Duration::from_secs(10) {
+            said = Instant::now();
+            for p in ranges.progress() {
+                println!("{name}: {p:?}");
+            }
+        }
         let how = *end.lock().unwrap();
         if how != End::Run {
             let sidelined = (
@@ -398,6 +407,46 @@ fn hosts_running_both_stages_give_one_hosts_outputs_through_deaths_and_joins() {
     run_processes(&broker, plugins.path(), &want, total);
 }
 
+fn get(port: u16, path: &str) -> Option<(u16, Value)> {
+    let (code, body) = http(port, "GET", path, &[], b"")?;
+    Some((code, serde_json::from_str(&body).ok()?))
+}
+
+/// Wait until `GET /api/cluster` on `port` lists `n` live hosts that
+/// share the 12 input partitions and the 128 key groups, each once.
+fn cluster_shared_by(port: u16, n: usize) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut last = Value::Null;
+    while Instant::now() < deadline {
+        if let Some((200, v)) = get(port, "/api/cluster") {
+            let live: Vec<&Value> = v["hosts"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|h| h["status"] == "live")
+                .collect();
+            let all = |field: &str| -> Vec<u64> {
+                let mut all: Vec<u64> = live
+                    .iter()
+                    .flat_map(|h| h[field].as_array().cloned().unwrap_or_default())
+                    .filter_map(|x| x.as_u64())
+                    .collect();
+                all.sort_unstable();
+                all
+            };
+            if live.len() == n
+                && all("partitions") == (0..12).collect::<Vec<u64>>()
+                && all("key_groups") == (0..128).collect::<Vec<u64>>()
+            {
+                return v;
+            }
+            last = v;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    panic!("GET /api/cluster on :{port}: not {n} hosts sharing the work after 60 s: {last:#}");
+}
+
 /// `rtap-host --share` processes of group `p`, each with its own data
 /// dir: three start 2 s apart; once a third of the input is committed the
 /// first is SIGKILLed and started again 3 s later. The outputs equal
@@ -409,10 +458,14 @@ fn run_processes(
     total: i64,
 ) {
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
     let host = |i: usize| {
-        kafka_host(broker, plugins, dirs[i].path(), "p", "p-")
-            .args(["--share"])
-            .env("RUST_LOG", "rtap_host=info")
+        kafka_host_api(broker, plugins, dirs[i].path(), ("p", "p-"), ports[i], "t")
+            .args(["--share", "--host-id", &format!("host-{i}")])
+            .env(
+                "RUST_LOG",
+                "rtap_host=info,rtap_host::cluster::shared=debug",
+            )
             .watched()
     };
     let started = Instant::now();
@@ -422,7 +475,7 @@ fn run_processes(
         std::thread::sleep(Duration::from_secs(2));
     }
     let mut killed = false;
-    let deadline = Instant::now() + Duration::from_secs(300);
+    let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         for h in &mut hosts {
             h.wait_for("\u{0}", 1, Duration::from_millis(300));
@@ -445,21 +498,318 @@ fn run_processes(
         if killed && committed == total && diff.is_none() {
             break;
         }
-        assert!(
-            Instant::now() < deadline,
-            "after {:.1?}: {committed} of {total} input records committed; {}\nthe first host's log:\n{}",
-            started.elapsed(),
-            diff.unwrap_or_default(),
-            hosts[0].log.join("\n")
-        );
+        if Instant::now() >= deadline {
+            for (i, h) in hosts.iter().enumerate() {
+                let ranges: Vec<&String> = h
+                    .log
+                    .iter()
+                    .filter(|l| l.contains("key-group range") || l.contains("taken up"))
+                    .collect();
+                println!(
+                    "host {i}:\n{}",
+                    ranges
+                        .iter()
+                        .rev()
+                        .take(12)
+                        .rev()
+                        .map(|l| l.as_str())
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                );
+            }
+            panic!(
+                "after {:.1?}: {committed} of {total} input records committed; {}",
+                started.elapsed(),
+                diff.unwrap_or_default(),
+            );
+        }
     }
     println!(
         "processes: the outputs equal after {:.1?}",
         started.elapsed()
     );
+    for port in &ports {
+        let (code, health) = get(*port, "/health").expect("/health answers");
+        assert_eq!(code, 200, "{health}");
+        assert_eq!(health["role"], "active", "{health}");
+        cluster_shared_by(*port, 3);
+    }
+    // Plugin changes do not reach --share hosts yet: refused.
+    let wasm = std::fs::read(plugins.join("page-views.wasm")).unwrap();
+    let (code, body) = http(
+        ports[0],
+        "PUT",
+        "/api/plugins/page-views",
+        &[("Authorization", "Bearer t")],
+        &wasm,
+    )
+    .expect("the API answers");
+    assert!(
+        code >= 400,
+        "a plugin change on a --share host: {code} {body}"
+    );
+    println!("a plugin upload to a --share host: {code} {body}");
     for h in hosts {
         sigterm(h.child.id());
         let (st, log) = h.finish(Duration::from_secs(60));
         assert!(st.success(), "a host failed to stop: {}", log.join("\n"));
+    }
+}
+
+/// A benchmark variable, or its default.
+fn bench_var(name: &str, default: u64) -> u64 {
+    std::env::var(name).map_or(default, |v| v.parse().unwrap())
+}
+
+/// `rtap-host --share` of group `g` (outputs `<g>-…`); the benchmarks
+/// add `BENCH_SHARE_ARGS`.
+fn share_host(
+    broker: &Broker,
+    plugins: &std::path::Path,
+    data: &std::path::Path,
+    g: &str,
+) -> Watched {
+    let extra = std::env::var("BENCH_SHARE_ARGS").unwrap_or_default();
+    kafka_host(broker, plugins, data, g, &format!("{g}-"))
+        .args(["--share"])
+        .args(extra.split_whitespace())
+        .env("RUST_LOG", "rtap_host=info")
+        .watched()
+}
+
+/// What one host and one or two `--share` hosts cost per event (CPU of
+/// the hosts and of tansu) until the input group committed the whole
+/// input: `BENCH_EVENTS` (300 000) simulated events on 12 partitions, the
+/// eight stage-1/2 plugins, `BENCH_ROUNDS` (2) rounds of the three
+/// set-ups interleaved, each with its own group. (BENCHMARKS.md, "Many
+/// hosts".)
+#[test]
+#[ignore = "a benchmark: cargo test --release -p rtap-host --test kafka_stages share_cpu -- --ignored --nocapture"]
+fn share_cpu_per_event() {
+    let n = bench_var("BENCH_EVENTS", 300_000);
+    let broker = Broker::start();
+    broker.create_events_topic();
+    broker.produce_keyed(&gen_events(n, 23, 2000));
+    let plugins = plugins_dir(&PLUGINS);
+    let broker_pid = broker.pid().to_string();
+    for round in 0..bench_var("BENCH_ROUNDS", 2) {
+        // 0: one host; -1: one host with the changelog; n > 0: n hosts
+        // with --share.
+        for hosts in [0i32, -1, 1, 2] {
+            let g = format!("b{round}h{}", hosts + 1);
+            let dirs: Vec<_> = (0..hosts.max(1))
+                .map(|_| tempfile::tempdir().unwrap())
+                .collect();
+            let broker0 = cpu_seconds(&broker_pid);
+            let started = Instant::now();
+            let mut running: Vec<Watched> = if hosts <= 0 {
+                vec![
+                    kafka_host(
+                        &broker,
+                        plugins.path(),
+                        dirs[0].path(),
+                        &g,
+                        &format!("{g}-"),
+                    )
+                    .args(["--workers", "2"])
+                    .args((hosts < 0).then_some("--kafka-changelog"))
+                    .watched(),
+                ]
+            } else {
+                dirs.iter()
+                    .map(|d| share_host(&broker, plugins.path(), d.path(), &g))
+                    .collect()
+            };
+            let cpu_now = |running: &[Watched]| -> f64 {
+                running
+                    .iter()
+                    .map(|h| cpu_seconds(&h.child.id().to_string()))
+                    .sum()
+            };
+            // From the first committed input on: the hosts' start (the
+            // plugins' compile, joining the groups) aside.
+            let mut first: Option<(Instant, i64, f64, f64)> = None;
+            loop {
+                let committed = broker.committed(&g);
+                if first.is_none() && committed > 0 {
+                    first = Some((
+                        Instant::now(),
+                        committed,
+                        cpu_now(&running),
+                        cpu_seconds(&broker_pid),
+                    ));
+                }
+                if committed >= n as i64 {
+                    break;
+                }
+                for h in &mut running {
+                    assert!(h.alive(), "a host stopped: {}", h.log.join("\n"));
+                    h.wait_for("\u{0}", 1, Duration::from_millis(50));
+                }
+                assert!(started.elapsed() < Duration::from_secs(900), "too slow");
+            }
+            let wall = started.elapsed().as_secs_f64();
+            let cpu = cpu_now(&running);
+            let there = cpu_seconds(&broker_pid) - broker0;
+            let (t1, c1, cpu1, broker1) = first.expect("committed");
+            let m = (n as i64 - c1) as f64;
+            let steady = (
+                t1.elapsed().as_secs_f64(),
+                (cpu - cpu1) * 1e6 / m,
+                (cpu_seconds(&broker_pid) - broker1) * 1e6 / m,
+            );
+            for h in running {
+                sigterm(h.child.id());
+                let _ = h.finish(Duration::from_secs(60));
+            }
+            let what = match hosts {
+                0 => "one host, --workers 2".to_string(),
+                -1 => "the same, the changelog".to_string(),
+                h => format!("{h} x --share"),
+            };
+            println!(
+                "{what:>22}, {n} events: {wall:.1} s, CPU per event {:.2} µs in the hosts, {:.2} µs in the broker; from the first commit: {:.1} s, {:.0} events/s, {:.2} µs, {:.2} µs",
+                cpu * 1e6 / n as f64,
+                there * 1e6 / n as f64,
+                steady.0,
+                m / steady.0,
+                steady.1,
+                steady.2
+            );
+        }
+    }
+}
+
+/// Each input partition's (or marker topic partition's) offset committed
+/// by `group` on `topic` (`partitions` of them; -1 when none).
+fn committed_offsets(broker: &Broker, group: &str, topic: &str, partitions: i32) -> Vec<i64> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let c: BaseConsumer = broker.client().set("group.id", group).create().unwrap();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition(topic, p);
+    }
+    c.committed_offsets(tpl, Duration::from_secs(10))
+        .unwrap()
+        .elements()
+        .iter()
+        .map(|e| match e.offset() {
+            rdkafka::Offset::Offset(o) => o,
+            _ => -1,
+        })
+        .collect()
+}
+
+/// Failover between `--share` processes: three hosts run group `f` on a
+/// steady input (~2 000 events/s); `BENCH_KILLS` (3) times, one is
+/// SIGKILLed and started again 20 s later. For each kill: how long until
+/// every input partition's committed offset moved again (the dead host's
+/// partitions processed by another), and every range's marker (its
+/// ranges committed by another). (BENCHMARKS.md, "Many hosts".)
+#[test]
+#[ignore = "a benchmark: cargo test --release -p rtap-host --test kafka_stages share_failover -- --ignored --nocapture"]
+fn share_failover() {
+    let kills = bench_var("BENCH_KILLS", 3);
+    let broker = Arc::new(Broker::start());
+    broker.create_events_topic();
+    let plugins = plugins_dir(&PLUGINS);
+    let stop = Arc::new(AtomicBool::new(false));
+    let producing = {
+        let (broker, stop) = (broker.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let lines = gen_events(400_000, 31, 2000);
+            for chunk in lines.chunks(1000) {
+                if stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                broker.produce_keyed(chunk);
+                std::thread::sleep(Duration::from_millis(500));
+            }
+        })
+    };
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut hosts: Vec<Option<Watched>> = Vec::new();
+    for d in &dirs {
+        hosts.push(Some(share_host(&broker, plugins.path(), d.path(), "f")));
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    let drain = |hosts: &mut Vec<Option<Watched>>| {
+        for h in hosts.iter_mut().flatten() {
+            h.wait_for("\u{0}", 1, Duration::from_millis(10));
+            assert!(h.alive(), "a host stopped: {}", h.log.join("\n"));
+        }
+    };
+    let settle = Instant::now();
+    while settle.elapsed() < Duration::from_secs(25) {
+        drain(&mut hosts);
+    }
+    let ranges = 3;
+    for k in 0..kills as usize {
+        let victim = k % 3;
+        hosts[victim].take().unwrap().sigkill();
+        let killed = Instant::now();
+        // What was committed once a commit the host had under way landed:
+        // its partitions and ranges stand still from here until another
+        // host takes them over.
+        std::thread::sleep(Duration::from_millis(500));
+        let inputs0 = committed_offsets(&broker, "f", EVENTS, 12);
+        let ranges0 = committed_offsets(&broker, "f-ranges", "f-ranges", ranges);
+        let (mut input_moved, mut range_moved) = (vec![None; 12], vec![None; ranges as usize]);
+        while input_moved.iter().chain(&range_moved).any(Option::is_none) {
+            assert!(
+                killed.elapsed() < Duration::from_secs(120),
+                "no failover: {input_moved:?} {range_moved:?}"
+            );
+            drain(&mut hosts);
+            let now = committed_offsets(&broker, "f", EVENTS, 12);
+            for (p, o) in now.iter().enumerate() {
+                if input_moved[p].is_none() && *o > inputs0[p] {
+                    input_moved[p] = Some(killed.elapsed());
+                }
+            }
+            let now = committed_offsets(&broker, "f-ranges", "f-ranges", ranges);
+            for (r, o) in now.iter().enumerate() {
+                if range_moved[r].is_none() && *o > ranges0[r] {
+                    range_moved[r] = Some(killed.elapsed());
+                }
+            }
+        }
+        let last = |v: &[Option<Duration>]| v.iter().flatten().max().copied().unwrap();
+        println!(
+            "kill {}: every input partition committed again after {:.1?}, every range after {:.1?} (partitions {:?}, ranges {:?})",
+            k + 1,
+            last(&input_moved),
+            last(&range_moved),
+            input_moved
+                .iter()
+                .flatten()
+                .map(|d| (d.as_secs_f64() * 10.0).round() / 10.0)
+                .collect::<Vec<_>>(),
+            range_moved
+                .iter()
+                .flatten()
+                .map(|d| (d.as_secs_f64() * 10.0).round() / 10.0)
+                .collect::<Vec<_>>(),
+        );
+        let again = Instant::now();
+        while again.elapsed() < Duration::from_secs(20) {
+            drain(&mut hosts);
+        }
+        hosts[victim] = Some(share_host(
+            &broker,
+            plugins.path(),
+            dirs[victim].path(),
+            "f",
+        ));
+        let again = Instant::now();
+        while again.elapsed() < Duration::from_secs(20) {
+            drain(&mut hosts);
+        }
+    }
+    stop.store(true, Ordering::SeqCst);
+    producing.join().unwrap();
+    for h in hosts.into_iter().flatten() {
+        sigterm(h.child.id());
+        let _ = h.finish(Duration::from_secs(60));
     }
 }

@@ -37,9 +37,14 @@ use crate::exchange::ExchangeTopics;
 use crate::kafka::{KafkaConfig, ensure_topic, partitions_of};
 use crate::pipeline::TimeConfig;
 use crate::plugin::Runtime;
+use crate::status::Registry;
 
 /// How long one step serves its group at most.
 const STEP: Duration = Duration::from_millis(10);
+
+/// How often each range's watermark and its tasks' seals are logged (at
+/// debug level).
+const PROGRESS_EVERY: Duration = Duration::from_secs(10);
 
 /// The topics of `--share` for group `k.group` with `ranges` ranges of an
 /// input of `tasks` partitions, created when missing; output topics with
@@ -90,12 +95,15 @@ fn report(what: &str, step: &Step) {
     }
 }
 
-/// Run this host's share of group `k.group` until `stop`.
+/// Run this host's share of group `k.group` until `stop`, keeping
+/// `registry` told what it runs (the input partitions and key groups of
+/// its record in `<group>-cluster`, the events read).
 pub fn run(
     config: &Config,
     k: &KafkaConfig,
     runtime: &Runtime,
     stop: Arc<AtomicBool>,
+    registry: &Arc<Registry>,
 ) -> Result<(), String> {
     let tasks = partitions_of(k, &k.events_topic).map_err(|e| e.to_string())?;
     if tasks <= 0 {
@@ -116,7 +124,7 @@ pub fn run(
         super::Identity::from_config(config).id,
         std::process::id()
     );
-    let every = config.commit_interval.0;
+    let every = config.share_commit_interval.0;
     tracing::info!(
         group = %k.group,
         member = %member,
@@ -125,12 +133,13 @@ pub fn run(
         "sharing the group's work"
     );
     let stage1 = {
-        let (k, topics, plugins, stop, member) = (
+        let (k, topics, plugins, stop, member, registry) = (
             k.clone(),
             topics.clone(),
             plugins.clone(),
             stop.clone(),
             member.clone(),
+            registry.clone(),
         );
         std::thread::Builder::new()
             .name("stage1".into())
@@ -145,8 +154,18 @@ pub fn run(
                 let mut tasks = Tasks::join(&k, topics.exchange, &input, &member, every, s1)
                     .map_err(|e| e.to_string())?;
                 while !stop.load(Ordering::Relaxed) {
-                    report("input partitions", &tasks.step(STEP));
+                    let step = tasks.step(STEP);
+                    report("input partitions", &step);
+                    registry
+                        .stats
+                        .events_in
+                        .fetch_add(step.records as u64, Ordering::Relaxed);
+                    if !step.gained.is_empty() || !step.lost.is_empty() {
+                        *registry.partitions.lock().expect("registry lock") =
+                            tasks.running().iter().map(|&p| p as i32).collect();
+                    }
                 }
+                registry.partitions.lock().expect("registry lock").clear();
                 report("input partitions at the stop", &tasks.leave());
                 Ok(())
             })
@@ -155,7 +174,7 @@ pub fn run(
     let s2 = PipelineStage2::new(plugins, ranges, &k.metrics_topic, &k.alerts_topic);
     let mut units = Ranges::join(
         k,
-        topics,
+        topics.clone(),
         &format!("{}-range-members", k.group),
         &format!("{}-exchange-ranges", k.group),
         &member,
@@ -163,8 +182,24 @@ pub fn run(
         s2,
     )
     .map_err(|e| e.to_string())?;
+    let mut said = std::time::Instant::now();
     while !stop.load(Ordering::Relaxed) && !stage1.is_finished() {
-        report("key-group ranges", &units.step(STEP));
+        if said.elapsed() >= PROGRESS_EVERY {
+            said = std::time::Instant::now();
+            for p in units.progress() {
+                tracing::debug!(range = p.range, seals = ?p.seals, waiting = p.waiting, "key-group range");
+            }
+        }
+        let step = units.step(STEP);
+        report("key-group ranges", &step);
+        if !step.gained.is_empty() || !step.lost.is_empty() || !step.failed.is_empty() {
+            let kgs = units
+                .running()
+                .into_iter()
+                .flat_map(|r| topics.key_groups(r))
+                .collect();
+            *registry.key_groups.lock().expect("registry lock") = Some(kgs);
+        }
     }
     report("key-group ranges at the stop", &units.leave());
     stop.store(true, Ordering::Relaxed);

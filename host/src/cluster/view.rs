@@ -113,11 +113,13 @@ pub fn member(me: &Identity, registry: &Registry) -> Member {
     } else {
         Vec::new()
     };
-    // One active host owns every key group (its workers share them).
-    let key_groups = if role == Role::Active {
-        (0..KEY_GROUPS).collect()
-    } else {
-        Vec::new()
+    // One active host owns every key group (its workers share them),
+    // unless it shares them with other hosts.
+    let shared = registry.key_groups.lock().expect("registry lock").clone();
+    let key_groups = match shared {
+        _ if role != Role::Active => Vec::new(),
+        Some(k) => k,
+        None => (0..KEY_GROUPS).collect(),
     };
     let lag = partitions
         .iter()

@@ -420,3 +420,11 @@ pub fn log_number(line: &str, key: &str) -> Option<u64> {
         .collect();
     digits.parse().ok()
 }
+
+/// User + system CPU seconds of process `pid` (`self` for this one).
+pub fn cpu_seconds(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let f: Vec<&str> = stat.rsplit_once(") ").unwrap().1.split(' ').collect();
+    let ticks: f64 = f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
+    ticks / 100.0
+}
