@@ -34,7 +34,7 @@ use super::units::Step;
 use crate::checkpoint::range::RangeTopics;
 use crate::config::Config;
 use crate::exchange::ExchangeTopics;
-use crate::kafka::{KafkaConfig, ensure_topic, partitions_of};
+use crate::kafka::{KafkaConfig, ensure_exchange_topics, ensure_topic, partitions_of};
 use crate::pipeline::TimeConfig;
 use crate::plugin::Runtime;
 use crate::status::Registry;
@@ -69,8 +69,14 @@ pub fn topics(k: &KafkaConfig, tasks: u32, ranges: u32) -> Result<RangeTopics, S
         exchange,
     };
     let err = |e: crate::kafka::KafkaSetupError| e.to_string();
-    ensure_topic(k, &t.exchange.topic, t.exchange.partitions()).map_err(err)?;
-    ensure_topic(k, &t.exchange.marker_topic, tasks as i32).map_err(err)?;
+    ensure_exchange_topics(
+        k,
+        &t.exchange.topic,
+        t.exchange.partitions(),
+        &t.exchange.marker_topic,
+        tasks as i32,
+    )
+    .map_err(err)?;
     ensure_topic(k, &t.marker_topic, ranges as i32).map_err(err)?;
     ensure_topic(k, &format!("{g}-input-tasks"), tasks as i32).map_err(err)?;
     ensure_topic(k, &format!("{g}-exchange-ranges"), ranges as i32).map_err(err)?;

@@ -256,8 +256,6 @@ struct RangeRun {
     /// incarnation that starts its watermark afresh, does not take the
     /// range's watermark back).
     progress: Vec<Option<Progress>>,
-    /// The watermark it fired by last.
-    fired: Option<i64>,
 }
 
 /// `seen`, merged into `known`: the later seal, with the higher
@@ -408,7 +406,6 @@ impl Stage2 for PipelineStage2 {
                 pipeline,
                 slots,
                 progress,
-                fired: None,
             },
         );
         Ok(())
@@ -451,10 +448,9 @@ impl Stage2 for PipelineStage2 {
             run.pipeline.stage2(&round, records);
             applied += 1;
         }
-        if applied > 0 || run.fired != watermark {
+        if applied > 0 || before != watermark {
             run.pipeline.advance(wm);
         }
-        run.fired = watermark;
         let wrote = self.drain(range, out)?;
         Ok(applied + wrote)
     }
